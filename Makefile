@@ -1,0 +1,25 @@
+# The two commands a new machine needs: `make run` and `make test`.
+# Both create .venv on first use and reinstall only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+run: $(STAMP) ## run the daemon in the foreground (ARGS="--config-dir DIR" to pass flags)
+	$(BIN)/orchestratr daemon $(ARGS)
+
+test: $(STAMP) ## run the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## print the supervisor's speed and memory figures
+	$(BIN)/python bench/supervisor.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

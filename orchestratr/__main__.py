@@ -1,0 +1,7 @@
+"""Allow `python -m orchestratr`."""
+
+import sys
+
+from orchestratr.cli import main
+
+sys.exit(main())

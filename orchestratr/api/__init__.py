@@ -1,0 +1,1 @@
+"""The localhost HTTP + JSON API: a thin event source over the supervisor."""

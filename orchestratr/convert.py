@@ -1,0 +1,93 @@
+"""The one cattrs converter: how YAML and JSON values become orchestratr's models and back.
+
+Hooks are strict where YAML is loose: ``ready_timeout_ms: soon`` or ``detached: "no"`` are
+errors, not silent coercions. Numbers are accepted where a string is expected (``chord: 1``),
+as the Go orchestratr's YAML decoder accepted them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import cattrs
+from cattrs.v import transform_error
+
+from orchestratr.registry.model import RestartPolicy
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _int(value: Any, _: type) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"expected an integer, got {_type_name(value)} {value!r}")
+
+
+def _bool(value: Any, _: type) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise TypeError(f"expected true or false, got {_type_name(value)} {value!r}")
+
+
+def _str(value: Any, _: type) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"expected a string, got {_type_name(value)} {value!r}")
+
+
+def _restart(value: Any, _: type) -> RestartPolicy:
+    try:
+        return RestartPolicy(value)
+    except ValueError:
+        choices = ", ".join(p.value for p in RestartPolicy)
+        raise ValueError(f"expected one of {choices}, got {value!r}") from None
+
+
+def _env(value: Any, _: type) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a mapping of variable names to values, got {_type_name(value)}")
+    result = {}
+    for key, item in value.items():
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise TypeError(f"{key}: expected a string or number, got {_type_name(item)} {item!r}")
+        result[str(key)] = str(item)
+    return result
+
+
+def configure_converter(converter: cattrs.Converter) -> None:
+    """Add orchestratr's hooks to ``converter``."""
+    converter.register_structure_hook(int, _int)
+    converter.register_structure_hook(bool, _bool)
+    converter.register_structure_hook(str, _str)
+    converter.register_structure_hook(RestartPolicy, _restart)
+    converter.register_structure_hook_func(lambda t: t == Mapping[str, str], _env)
+    converter.register_unstructure_hook_func(lambda t: t == Mapping[str, str], dict)
+
+
+def make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=False)
+    configure_converter(converter)
+    return converter
+
+
+def describe_errors(exc: BaseException) -> list[tuple[str, str]]:
+    """Flatten a cattrs validation error into ``(field path, message)`` pairs."""
+    pairs = []
+    for line in transform_error(exc, path="$", format_exception=_describe):
+        message, _, path = line.rpartition(" @ ")
+        pairs.append((path.removeprefix("$").lstrip("."), message))
+    return pairs
+
+
+def _describe(exc: BaseException, _: type | None) -> str:
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    return str(exc)
+
+
+converter = make_converter()

@@ -1,0 +1,181 @@
+"""The composition root: build every part, start them in order, stop them in reverse.
+
+    lock -> config -> logging -> tracker -> supervisor (+ adopted survivors, autostart) -> watcher
+
+Nothing here decides anything about apps; it wires the parts and turns signals into a clean
+shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+import attrs
+import structlog
+
+from orchestratr import __version__
+from orchestratr.errors import ConfigError, DaemonRunningError, OrchestratrError
+from orchestratr.lockfile import DaemonLock
+from orchestratr.logs import configure_logging
+from orchestratr.paths import CONFIG_DIR_ENV, Paths
+from orchestratr.processes import survivors
+from orchestratr.processes.spawn import ProcessLauncher
+from orchestratr.processes.tracker import ProcessTracker
+from orchestratr.registry.load import ensure_config, load_registry
+from orchestratr.registry.model import Registry
+from orchestratr.registry.watch import ConfigWatcher
+from orchestratr.supervisor.core import Supervisor
+from orchestratr.supervisor.states import Source
+
+log = structlog.get_logger("orchestratr.daemon")
+
+
+@attrs.frozen
+class DaemonOptions:
+    config_dir: str | None = None
+    port: int | None = None  # overrides api_port (used by the HTTP API)
+    hotkeys: bool = True  # False: --no-hotkeys (used by the hotkey listener)
+    log_file: Path | None = None
+
+
+class Daemon:
+    def __init__(self, options: DaemonOptions) -> None:
+        self.options = options
+        self.paths = Paths.resolve(options.config_dir)
+        self._stop = threading.Event()
+        self._reload_lock = threading.Lock()
+        self.supervisor: Supervisor | None = None
+
+    def run(self) -> int:
+        """Run in the foreground until SIGTERM or SIGINT; return the exit status."""
+        lock = DaemonLock(self.paths.lock_file)
+        try:
+            ensure_config(self.paths)
+            lock.acquire()
+        except (OSError, DaemonRunningError) as exc:
+            print(f"orchestratr: {exc}", file=sys.stderr)
+            return 1
+        try:
+            return self._run_locked()
+        finally:
+            lock.release()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def reload(self, source: Source = Source.reload) -> Registry:
+        """Load the config again and apply it; on error keep the current registry.
+
+        Raises:
+            ConfigError: the new config is invalid (every problem is logged too).
+        """
+        assert self.supervisor is not None
+        with self._reload_lock:
+            started = time.monotonic()
+            try:
+                registry = load_registry(self.paths)
+            except ConfigError as exc:
+                _log_problems(exc.warnings, exc.errors)
+                self.supervisor.bus.publish("reload_failed", source=source.value,
+                                            errors=exc.errors)
+                log.error("reload_failed", source=source.value, errors=len(exc.errors))
+                raise
+            _log_problems(list(registry.warnings), list(registry.skipped))
+            self.supervisor.apply_registry(registry, source)
+            log.info("reloaded", source=source.value, apps=len(registry.apps),
+                     duration_ms=round((time.monotonic() - started) * 1000, 3))
+            return registry
+
+    def _run_locked(self) -> int:
+        registry, startup_errors = _initial_registry(self.paths)
+        stop_logging = configure_logging(
+            registry.settings.log_level, self.options.log_file or self.paths.daemon_log
+        )
+        tracker = ProcessTracker()
+        tracker.start()
+        launcher = ProcessLauncher(
+            self.paths.log_dir, tracker, extra_env={CONFIG_DIR_ENV: str(self.paths.config_dir)}
+        )
+        self.supervisor = supervisor = Supervisor(launcher)
+        watcher = ConfigWatcher(self.paths, self._reload_quietly)
+        restore = _catch_signals(self.request_stop)
+        try:
+            if startup_errors:
+                _log_problems(startup_errors.warnings, startup_errors.errors)
+                log.error("config_invalid_at_startup", errors=len(startup_errors.errors),
+                          hint="starting with no apps; fix the file and it reloads by itself")
+            else:
+                _log_problems(list(registry.warnings), list(registry.skipped))
+            supervisor.apply_registry(registry, Source.daemon, autostart=False)
+            self._resume_survivors()
+            supervisor.autostart(Source.daemon)
+            watcher.start()
+            log.info("daemon_started", pid=os.getpid(), version=__version__,
+                     config_dir=str(self.paths.config_dir), apps=len(registry.apps),
+                     platform=platform.platform(), python=platform.python_version())
+            self._stop.wait()
+            log.info("daemon_stopping")
+        finally:
+            restore()
+            watcher.stop()
+            stop_apps = supervisor.registry.settings.stop_apps_on_exit
+            supervisor.shutdown(stop_apps=stop_apps)
+            left = survivors.save(self.paths.running_file, supervisor.running())
+            tracker.stop()
+            log.info("daemon_stopped", apps_left_running=left)
+            stop_logging()
+        return 0
+
+    def _resume_survivors(self) -> None:
+        """Adopt the apps a previous daemon left running, so none is launched twice."""
+        assert self.supervisor is not None
+        for survivor in survivors.load(self.paths.running_file):
+            try:
+                self.supervisor.resume(survivor.name, survivor.pid, survivor.group,
+                                       survivor.ready)
+            except OrchestratrError as exc:
+                log.warning("resume_failed", app=survivor.name, pid=survivor.pid, error=str(exc))
+
+    def _reload_quietly(self) -> None:
+        """The watcher's callback: errors are already logged, and the old registry stays."""
+        try:
+            self.reload(Source.reload)
+        except ConfigError:
+            pass
+
+
+def _initial_registry(paths: Paths) -> tuple[Registry, ConfigError | None]:
+    """The registry to start with. An invalid config still starts the daemon, with no apps,
+    and the watcher picks up the fix (the Go orchestratr stayed empty until restarted)."""
+    try:
+        return load_registry(paths), None
+    except ConfigError as exc:
+        return Registry(), exc
+
+
+def _log_problems(warnings: list[str], errors: list[str]) -> None:
+    for message in warnings:
+        log.warning("config_warning", problem=message)
+    for message in errors:
+        log.error("config_error", problem=message)
+
+
+def _catch_signals(handler: Callable[[], None]) -> Callable[[], None]:
+    """SIGTERM and SIGINT call ``handler``; return a function restoring the previous handlers."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        handler()
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    return lambda: [signal.signal(sig, old) for sig, old in previous.items()] and None

@@ -1,0 +1,63 @@
+"""Every error orchestratr reports on purpose.
+
+Each class carries a snake_case ``code`` that the API and CLI show as is. This module imports
+nothing from the package so that any layer can raise these without import loops.
+"""
+
+from __future__ import annotations
+
+
+class OrchestratrError(Exception):
+    """Base class: a failure with a message meant for the user."""
+
+    code = "internal_error"
+
+
+class ConfigError(OrchestratrError):
+    """The configuration is invalid; ``errors`` lists every problem, one line each."""
+
+    code = "invalid_config"
+
+    def __init__(self, errors: list[str], warnings: list[str] | None = None) -> None:
+        self.errors = list(errors)
+        self.warnings = list(warnings or [])
+        count = len(self.errors)
+        lines = "\n".join(f"  - {e}" for e in self.errors)
+        super().__init__(f"config validation failed with {count} error(s):\n{lines}")
+
+
+class UnknownAppError(OrchestratrError):
+    """No app with that name (or chord) is registered."""
+
+    code = "not_found"
+
+
+class InvalidTransitionError(OrchestratrError):
+    """A trigger that the app's current state does not allow."""
+
+    code = "invalid_transition"
+
+    def __init__(self, app: str, state: str, trigger: str, reason: str = "") -> None:
+        self.app, self.state, self.trigger = app, state, trigger
+        why = f": {reason}" if reason else ""
+        super().__init__(f"app {app!r} is {state}; cannot {trigger}{why}")
+
+
+class LaunchError(OrchestratrError):
+    """A command could not be started (the app is now ``failed``)."""
+
+    code = "launch_failed"
+
+
+class DaemonRunningError(OrchestratrError):
+    """Another daemon already holds the lock on this config dir."""
+
+    code = "already_running"
+
+    def __init__(self, pid: int | None, lock_file: str) -> None:
+        self.pid = pid
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(
+            f"another orchestratr daemon ({who}) is already running on this config dir "
+            f"(lock {lock_file}); stop it first or use --config-dir"
+        )

@@ -1,0 +1,1 @@
+"""Leader key + chord: a thin event source over the supervisor."""

@@ -1,0 +1,77 @@
+"""Where orchestratr keeps its files.
+
+Precedence for the config dir: ``--config-dir`` > ``$ORCHESTRATR_CONFIG_DIR`` > the platform's
+user config dir. Logs go to the platform's user log dir, except when the config dir was chosen
+explicitly: then they go to ``<config-dir>/logs`` so tests and second instances never write into
+the real home.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import attrs
+import platformdirs
+
+APP_NAME = "orchestratr"
+CONFIG_DIR_ENV = "ORCHESTRATR_CONFIG_DIR"
+
+
+@attrs.frozen
+class Paths:
+    """Every per-user file of one orchestratr instance."""
+
+    config_dir: Path
+    log_dir: Path
+
+    @classmethod
+    def resolve(cls, config_dir: str | os.PathLike[str] | None = None) -> Paths:
+        """Apply the precedence rules above."""
+        chosen = config_dir or os.environ.get(CONFIG_DIR_ENV)
+        if chosen:
+            root = Path(chosen).expanduser().absolute()
+            return cls(config_dir=root, log_dir=root / "logs")
+        return cls(
+            config_dir=platformdirs.user_config_path(APP_NAME),
+            log_dir=platformdirs.user_log_path(APP_NAME),
+        )
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.yml"
+
+    @property
+    def apps_dir(self) -> Path:
+        return self.config_dir / "apps.d"
+
+    @property
+    def port_file(self) -> Path:
+        return self.config_dir / "port"
+
+    @property
+    def lock_file(self) -> Path:
+        """Holds the daemon's pid; named as the Go orchestratr named it so its tools still read it."""
+        return self.config_dir / "orchestratr.pid"
+
+    @property
+    def running_file(self) -> Path:
+        """Apps left running by a daemon that shut down, for the next daemon to adopt."""
+        return self.config_dir / "running.json"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.log_dir / "orchestratr.log"
+
+    def app_log(self, name: str) -> Path:
+        """The file an app's stdout and stderr go to."""
+        return self.log_dir / "apps" / f"{name}.log"
+
+
+def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``text`` so a reader sees the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,79 @@
+"""The registry's data: settings and app specs, frozen once loaded.
+
+The models carry no conversion rules (those live in ``orchestratr.convert``) and no checks
+(``orchestratr.registry.validate``): a loaded ``Registry`` is known-good and never changes;
+a reload builds a new one.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+import attrs
+
+
+class RestartPolicy(enum.Enum):
+    """When an app that exited on its own is started again (supervisord/systemd semantics)."""
+
+    never = "never"
+    on_failure = "on-failure"
+    always = "always"
+
+
+@attrs.frozen
+class AppSpec:
+    """One app as the user declared it. Field names and defaults match the Go orchestratr."""
+
+    name: str
+    command: str
+    chord: str | None = None
+    environment: str = "native"
+    description: str = ""
+    ready_cmd: str | None = None
+    ready_timeout_ms: int = 5000
+    detached: bool = False
+    restart: RestartPolicy = RestartPolicy.never
+    restart_delay_ms: int = 100
+    autostart: bool = False
+    stop_timeout_ms: int = 5000
+    cwd: str | None = None
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    source: str = "config"
+
+
+@attrs.frozen
+class Settings:
+    """Top-level keys of config.yml other than ``apps``."""
+
+    leader_key: str = "ctrl+space"
+    chord_timeout_ms: int = 2000
+    api_port: int = 9876
+    log_level: str = "info"
+    stop_apps_on_exit: bool = False
+
+
+@attrs.frozen
+class Registry:
+    """A validated, merged view of config.yml and apps.d/.
+
+    ``warnings`` did not stop anything (an unknown field, a drop-in overridden by config.yml);
+    ``skipped`` are apps.d files left out for their errors. Both are kept so a reload can report
+    them.
+    """
+
+    settings: Settings = attrs.field(factory=Settings)
+    apps: tuple[AppSpec, ...] = ()
+    warnings: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+    def get(self, name: str) -> AppSpec | None:
+        return next((a for a in self.apps if a.name == name), None)
+
+    def by_chord(self, chord: str) -> AppSpec | None:
+        key = chord.casefold()
+        return next((a for a in self.apps if a.chord and a.chord.casefold() == key), None)
+
+
+APP_FIELDS = frozenset(f.name for f in attrs.fields(AppSpec)) - {"source"}
+SETTINGS_FIELDS = frozenset(f.name for f in attrs.fields(Settings)) | {"apps"}

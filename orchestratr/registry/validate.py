@@ -1,0 +1,86 @@
+"""Rules an app spec must follow beyond its types.
+
+Each check returns ``(field, message)`` pairs so the loader can say which file, app and field
+a problem is in.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+
+from orchestratr.registry.model import AppSpec, Settings
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+KEY_NAMES = frozenset(
+    [f"f{i}" for i in range(1, 13)]
+    + "tab enter backspace delete insert home end pageup pagedown up down left right".split()
+)
+# `?` shows the chord table, space and escape are what the leader listens for to cancel.
+RESERVED_CHORDS = frozenset({"?", "space", " ", "escape"})
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+Problem = tuple[str, str]
+
+
+def check_app(spec: AppSpec) -> list[Problem]:
+    """Everything wrong with one app on its own (conflicts between apps are the loader's job)."""
+    problems: list[Problem] = []
+    if not NAME_PATTERN.match(spec.name):
+        problems.append(
+            ("name", f"{spec.name!r} must match {NAME_PATTERN.pattern} (lowercase, used in URLs)")
+        )
+    if not spec.command.strip():
+        problems.append(("command", "must not be empty"))
+    if spec.chord is not None:
+        problems.extend(("chord", m) for m in _chord_problems(spec.chord))
+    if not _valid_environment(spec.environment):
+        problems.append(
+            ("environment", f"{spec.environment!r} must be native, wsl or wsl:<distro>")
+        )
+    for field in ("ready_timeout_ms", "restart_delay_ms", "stop_timeout_ms"):
+        if getattr(spec, field) < 0:
+            problems.append((field, "must not be negative"))
+    return problems
+
+
+def check_settings(settings: Settings) -> list[Problem]:
+    problems: list[Problem] = []
+    if not 0 <= settings.api_port <= 65535:
+        problems.append(("api_port", f"{settings.api_port} is not a TCP port (0-65535)"))
+    if settings.chord_timeout_ms <= 0:
+        problems.append(("chord_timeout_ms", "must be positive"))
+    if settings.log_level.lower() not in LOG_LEVELS:
+        problems.append(("log_level", f"{settings.log_level!r} must be one of {', '.join(LOG_LEVELS)}"))
+    return problems
+
+
+def unknown_fields(keys: Iterable[str], known: frozenset[str]) -> list[Problem]:
+    """Fields we do not know, each with the closest known one (newer manifests must still load)."""
+    problems = []
+    for key in sorted(set(keys) - known):
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        problems.append((key, f"unknown field, ignored{hint}"))
+    return problems
+
+
+def _chord_problems(chord: str) -> list[str]:
+    key = chord.casefold()
+    if key in RESERVED_CHORDS:
+        return [f"chord {chord!r} is reserved"]
+    if len(chord) == 1 or key in KEY_NAMES:
+        return []
+    return [
+        f"chord {chord!r} is not one character or a known key name "
+        f"({', '.join(sorted(KEY_NAMES, key=_key_order))})"
+    ]
+
+
+def _key_order(name: str) -> tuple[int, str]:
+    return (0, f"{int(name[1:]):02d}") if re.fullmatch(r"f\d+", name) else (1, name)
+
+
+def _valid_environment(env: str) -> bool:
+    return env in ("native", "wsl") or (env.startswith("wsl:") and len(env) > 4)

@@ -1,0 +1,127 @@
+"""One supervised app: its spec, its live state, its bounded history, and snapshots of them.
+
+``App`` is the model a ``transitions`` machine drives. Its lock covers a trigger together with
+the fields the trigger changes, so a snapshot never shows a half-applied transition.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from transitions import EventData
+
+from orchestratr.registry.model import AppSpec
+from orchestratr.supervisor.states import AppState, Source, Trigger
+
+HISTORY_SIZE = 100
+
+
+@attrs.frozen
+class HistoryEntry:
+    """One transition, as the history, the logs and the event stream all show it."""
+
+    src: AppState
+    dst: AppState
+    trigger: Trigger
+    source: Source
+    at: float
+    detail: Mapping[str, Any]
+
+
+@attrs.frozen
+class AppSnapshot:
+    """A consistent copy of an app's spec and live state, safe to hand to any thread."""
+
+    spec: AppSpec
+    state: AppState
+    pid: int | None
+    group: bool  # pid leads the app's own process group
+    launched_at: float | None
+    ready_at: float | None
+    error: str | None
+    removed: bool
+    history: tuple[HistoryEntry, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@attrs.define(slots=False, eq=False)  # transitions adds trigger methods to the instance
+class App:
+    spec: AppSpec
+    clock: Callable[[], float]  # wall clock, for `at` and the *_at fields
+    state: AppState = AppState.stopped
+    pid: int | None = None
+    group: bool = False  # pid leads a process group we spawned (signal the group)
+    launched_at: float | None = None
+    ready_at: float | None = None
+    error: str | None = None
+    removed: bool = False  # dropped from the registry while running; forgotten once it exits
+    run: int = 0  # bumped on every spawn/adopt so callbacks from an older process are ignored
+    started: float = 0.0  # monotonic time of the last spawn
+    starts: deque[float] = attrs.field(factory=lambda: deque(maxlen=16))
+    crashes: int = 0  # consecutive unexpected exits, for the restart backoff
+    relaunch: bool = False  # a restart is waiting for the stop to finish
+    last_entry: HistoryEntry | None = None  # what the last trigger recorded (None: internal)
+    cancel_probe: Callable[[], None] | None = None
+    restart_timer: threading.Timer | None = None
+    history: deque[HistoryEntry] = attrs.field(factory=lambda: deque(maxlen=HISTORY_SIZE))
+    lock: threading.RLock = attrs.field(factory=threading.RLock)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def apply(self, event: EventData) -> HistoryEntry | None:
+        """Update the live fields for a transition that just happened and record it.
+
+        Returns None for internal transitions (a notification that was already true).
+        """
+        dest = event.transition.dest
+        if dest is None:
+            return None
+        now = self.clock()
+        kwargs = event.kwargs
+        if self.state in (AppState.launched, AppState.ready):
+            self.error = None
+        if self.state is AppState.launched:
+            self.pid = kwargs.get("pid", self.pid)
+            self.launched_at, self.ready_at = now, None
+        elif self.state is AppState.ready:
+            self.pid = kwargs.get("pid", self.pid)
+            self.launched_at = self.launched_at or now
+            self.ready_at = now
+        elif self.state in (AppState.stopped, AppState.failed):
+            self.pid = None
+            self.group = False
+            self.launched_at = self.ready_at = None
+            self.error = kwargs.get("error") if self.state is AppState.failed else None
+        entry = HistoryEntry(
+            src=AppState[event.transition.source],
+            dst=self.state,
+            trigger=Trigger(event.event.name),
+            source=kwargs["source"],
+            at=now,
+            detail={k: v for k, v in kwargs.items() if k != "source" and v is not None},
+        )
+        self.history.append(entry)
+        return entry
+
+    def snapshot(self, with_history: bool = False) -> AppSnapshot:
+        with self.lock:
+            return AppSnapshot(
+                spec=self.spec,
+                state=self.state,
+                pid=self.pid,
+                group=self.group,
+                launched_at=self.launched_at,
+                ready_at=self.ready_at,
+                error=self.error,
+                removed=self.removed,
+                history=tuple(self.history) if with_history else (),
+            )

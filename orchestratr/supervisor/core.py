@@ -1,0 +1,481 @@
+"""The Supervisor: owns every app's state machine and turns commands into transitions.
+
+Hotkeys, the HTTP API, the CLI and the process tracker all come through the methods here, from
+any thread. Per app, a trigger and the fields it changes happen under the app's lock; anything
+slow (spawning, signalling a group's death, readiness probes) happens outside it, followed by
+the trigger that records its outcome (``launch`` -> spawn -> ``spawned`` or ``spawn_failed``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import attrs
+import structlog
+from transitions import EventData, MachineError
+
+from orchestratr.errors import InvalidTransitionError, LaunchError, UnknownAppError
+from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
+from orchestratr.supervisor.app import App, AppSnapshot, HistoryEntry
+from orchestratr.supervisor.bus import EventBus
+from orchestratr.supervisor.launcher import Launcher, ProcessExit
+from orchestratr.supervisor.states import ALIVE, REFUSALS, AppState, Source, Trigger, build_machine
+
+log = structlog.get_logger("orchestratr.supervisor")
+
+QUICK_EXIT_S = 1.0  # a non-zero exit this soon after spawning is a launch failure
+STABLE_AFTER_S = 10.0  # an app up this long has its restart backoff reset
+CRASH_WINDOW_S = 10.0  # systemd's StartLimitIntervalSec ...
+CRASH_BURST = 5  # ... and StartLimitBurst
+MAX_BACKOFF_S = 30.0
+
+
+@attrs.frozen
+class LaunchResult:
+    app: AppSnapshot
+    spawned: bool  # False: the app was already running (or launching) and nothing was spawned
+
+
+class Supervisor:
+    def __init__(
+        self,
+        launcher: Launcher,
+        bus: EventBus | None = None,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._launcher = launcher
+        self.bus = bus or EventBus()
+        self._mono = monotonic
+        self._wall = wall
+        self._lock = threading.RLock()  # the apps dict and the registry; taken before app locks
+        self._apps: dict[str, App] = {}
+        self._registry = Registry()
+        self._machine = build_machine([self._on_transition])
+        self._closing = False
+
+    # ----------------------------------------------------------------- registry
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    def apply_registry(
+        self, registry: Registry, source: Source = Source.reload, autostart: bool = True
+    ) -> list[str]:
+        """Swap in a new registry atomically; return the names it added.
+
+        Running apps are never touched: a changed spec is used at the next launch, and an app
+        that is gone stays tracked until its process exits. Added ``autostart`` apps launch
+        (unless ``autostart`` is False: the daemon first adopts what is still running).
+        """
+        with self._lock:
+            added = [spec.name for spec in registry.apps if spec.name not in self._apps]
+            for spec in registry.apps:
+                self._upsert(spec)
+            removed = [name for name in self._apps if registry.get(name) is None]
+            for name in removed:
+                self._retire(self._apps[name])
+            self._registry = registry
+        self.bus.publish("reloaded", source=source.value, apps=len(registry.apps),
+                         added=added, removed=removed)
+        log.info("registry_applied", source=source.value, apps=len(registry.apps),
+                 added=added, removed=removed)
+        if autostart:
+            self.autostart(source, added)
+        return added
+
+    def autostart(self, source: Source, names: list[str] | None = None) -> None:
+        """Launch the ``autostart`` apps (of ``names``, or all) that are not running."""
+        for spec in self._registry.apps:
+            if spec.autostart and (names is None or spec.name in names):
+                self._try(self.launch, spec.name, source)
+
+    def find_chord(self, chord: str) -> str:
+        spec = self._registry.by_chord(chord)
+        if spec is None:
+            raise UnknownAppError(f"no app with chord {chord!r}")
+        return spec.name
+
+    # -------------------------------------------------------------------- reads
+
+    def snapshot(self, name: str, with_history: bool = True) -> AppSnapshot:
+        return self._app(name).snapshot(with_history)
+
+    def snapshots(self) -> list[AppSnapshot]:
+        with self._lock:
+            apps = list(self._apps.values())
+        return [app.snapshot() for app in apps]
+
+    def running(self) -> list[AppSnapshot]:
+        """Apps with a live process, as a daemon that exits leaves them behind."""
+        return [s for s in self.snapshots() if s.pid is not None]
+
+    # ----------------------------------------------------------------- commands
+
+    def launch(self, name: str, source: Source) -> LaunchResult:
+        """Start the app unless it already runs. Raises LaunchError if it cannot start."""
+        app = self._app(name)
+        if app.removed:
+            raise UnknownAppError(f"app {name!r} was removed from the configuration")
+        with app.lock:
+            self._cancel_restart(app)
+            if source is not Source.restart:  # a person asking again resets the crash loop
+                app.crashes = 0
+                app.starts.clear()
+            if not self._fire(app, Trigger.launch, source):
+                return LaunchResult(app.snapshot(), spawned=False)
+            app.run += 1
+            run, spec = app.run, app.spec
+        return LaunchResult(self._spawn(app, run, spec, source), spawned=True)
+
+    def stop(self, name: str, source: Source) -> AppSnapshot:
+        """SIGTERM the app's group (SIGKILL after ``stop_timeout_ms``). Stopped apps stay so."""
+        app = self._app(name)
+        with app.lock:
+            self._cancel_restart(app)
+            app.relaunch = False
+            if self._fire(app, Trigger.stop, source):
+                self._cancel_probe(app)
+                if app.state is AppState.stopping and app.pid is not None:
+                    self._launcher.terminate(app.pid, app.group, app.spec.stop_timeout_ms / 1000)
+                elif app.state is AppState.stopped:
+                    app.run += 1
+            return app.snapshot()
+
+    def restart(self, name: str, source: Source) -> AppSnapshot:
+        """Stop the app if it runs, then launch it once its processes are gone."""
+        app = self._app(name)
+        with app.lock:
+            self.stop(name, source)
+            if app.state in (AppState.stopping, AppState.launching):
+                app.relaunch = True
+                return app.snapshot()
+        return self.launch(name, source).app
+
+    def notify_launched(self, name: str, source: Source, pid: int | None = None) -> AppSnapshot:
+        """The app says it started; with a pid, track that process from now on."""
+        app = self._app(name)
+        with app.lock:
+            self._check(app, Trigger.notify_launched, source, pid=pid)
+            if pid is not None and not self._owns(app, pid):
+                self._adopt(app, pid, group=False)
+            self._fire(app, Trigger.notify_launched, source, pid=pid)
+            return app.snapshot()
+
+    def resume(self, name: str, pid: int, group: bool, ready: bool) -> AppSnapshot:
+        """Take over an app a previous daemon left running."""
+        app = self._app(name)
+        with app.lock:
+            self._check(app, Trigger.notify_launched, Source.daemon, pid=pid)
+            self._adopt(app, pid, group)
+            self._fire(app, Trigger.notify_launched, Source.daemon, pid=pid, resumed=True)
+            if ready:
+                self._fire(app, Trigger.notify_ready, Source.daemon)
+            return app.snapshot()
+
+    def notify_ready(self, name: str, source: Source) -> AppSnapshot:
+        app = self._app(name)
+        with app.lock:
+            self._fire(app, Trigger.notify_ready, source)
+            self._cancel_probe(app)
+            return app.snapshot()
+
+    def notify_stopped(self, name: str, source: Source) -> AppSnapshot:
+        """The app says it is shutting down: wait for its process, or forget it if none."""
+        app = self._app(name)
+        with app.lock:
+            self._fire(app, Trigger.notify_stopped, source)
+            self._cancel_probe(app)
+            if app.state is AppState.stopped:
+                app.run += 1
+            return app.snapshot()
+
+    def shutdown(self, stop_apps: bool, timeout_s: float = 10.0) -> None:
+        """Cancel pending restarts; with ``stop_apps``, stop every app and wait for them."""
+        self._closing = True
+        with self._lock:
+            apps = list(self._apps.values())
+        for app in apps:
+            with app.lock:
+                self._cancel_restart(app)
+                self._cancel_probe(app)
+        if not stop_apps:
+            return
+        for app in apps:
+            self._try(self.stop, app.name, Source.daemon)
+        deadline = self._mono() + timeout_s
+        alive = {AppState.stopping, *ALIVE}
+        subscription = self.bus.subscribe()
+        try:
+            while any(a.state in alive for a in apps) and self._mono() < deadline:
+                subscription.get(timeout=0.05)
+        finally:
+            subscription.close()
+
+    # ------------------------------------------------------------ transitions
+
+    def _fire(self, app: App, trigger: Trigger, source: Source, **detail: Any) -> bool:
+        """Run one trigger under the app's lock. True if the state machine moved.
+
+        Raises:
+            InvalidTransitionError: the trigger is not allowed in the current state.
+        """
+        with app.lock:
+            before = app.state
+            app.last_entry = None
+            try:
+                accepted = getattr(app, trigger.value)(source=source, **detail)
+            except MachineError:
+                accepted = False
+            if not accepted:
+                reason = REFUSALS.get((before, trigger), "")
+                raise InvalidTransitionError(app.name, before.value, trigger.value, reason)
+            return app.last_entry is not None
+
+    def _check(self, app: App, trigger: Trigger, source: Source, **detail: Any) -> None:
+        if not getattr(app, f"may_{trigger.value}")(source=source, **detail):
+            reason = REFUSALS.get((app.state, trigger), "")
+            raise InvalidTransitionError(app.name, app.state.value, trigger.value, reason)
+
+    def _on_transition(self, event: EventData) -> None:
+        """The machine's one callback: update the app's fields, record, publish, log."""
+        app: App = event.model
+        entry = app.apply(event)
+        app.last_entry = entry
+        if entry is None:
+            return
+        self.bus.publish("state", app=app.name, **_entry_fields(entry))
+        previous = app.history[-2].at if len(app.history) > 1 else None
+        log.info(
+            "app_transition",
+            app=app.name,
+            src=entry.src.value,
+            dst=entry.dst.value,
+            trigger=entry.trigger.value,
+            source=entry.source.value,
+            pid=entry.detail.get("pid", app.pid),
+            in_state_ms=round((entry.at - previous) * 1000, 3) if previous else None,
+            **{k: v for k, v in entry.detail.items() if k != "pid"},
+        )
+
+    # ----------------------------------------------------------------- spawning
+
+    def _spawn(self, app: App, run: int, spec: AppSpec, source: Source) -> AppSnapshot:
+        started = self._mono()
+        try:
+            pid = self._launcher.spawn(spec)
+        except LaunchError as exc:
+            return self._spawn_failed(app, run, spec, source, str(exc))
+        spawn_ms = round((self._mono() - started) * 1000, 3)
+        with app.lock:
+            app.started = self._mono()
+            app.starts.append(app.started)
+            if app.run != run or app.state is not AppState.launching:
+                return self._spawned_late(app, run, spec, pid)
+            self._fire(app, Trigger.spawned, source, pid=pid, detached=spec.detached or None,
+                       spawn_ms=spawn_ms)
+            if spec.detached:
+                return app.snapshot()
+            app.group = True
+            self._launcher.track(pid, partial(self._on_exit, app, run))
+            if spec.ready_cmd:
+                app.cancel_probe = self._launcher.probe_ready(
+                    spec,
+                    partial(self._on_probe_ready, app, run),
+                    partial(self._on_probe_timeout, app, run),
+                )
+            else:
+                self._fire(app, Trigger.notify_ready, Source.readiness)
+            return app.snapshot()
+
+    def _spawn_failed(
+        self, app: App, run: int, spec: AppSpec, source: Source, reason: str
+    ) -> AppSnapshot:
+        error = f"command {spec.command!r} ({spec.environment}): {reason}"
+        with app.lock:
+            if app.run == run and app.state is AppState.launching:
+                self._fire(app, Trigger.spawn_failed, source, error=error)
+            elif app.run == run and app.state is AppState.stopping:
+                self._fire(app, Trigger.exited, source, code=None)
+        self.bus.publish("launch_failed", app=app.name, source=source.value, error=error)
+        log.error("launch_failed", app=app.name, source=source.value, error=error)
+        raise LaunchError(error)
+
+    def _spawned_late(self, app: App, run: int, spec: AppSpec, pid: int) -> AppSnapshot:
+        """The spawn finished after a stop (or an app's own notification) overtook it."""
+        app.pid, app.group = app.pid or pid, True
+        self._launcher.track(pid, partial(self._on_exit, app, app.run))
+        if app.state is AppState.stopping:
+            self._launcher.terminate(pid, True, spec.stop_timeout_ms / 1000)
+        return app.snapshot()
+
+    # ----------------------------------------------------- callbacks from threads
+
+    def _on_exit(self, app: App, run: int, exit: ProcessExit) -> None:
+        """The tracker saw the app's process (group) end."""
+        with app.lock:
+            if app.run != run:
+                return
+            app.run += 1
+            self._cancel_probe(app)
+            uptime = self._mono() - app.started
+            stopping = app.state is AppState.stopping
+            clean = exit.code in (0, None)
+            error = None if clean or stopping else _exit_error(app.spec, exit, uptime < QUICK_EXIT_S)
+            self._try(self._fire, app, Trigger.exited, Source.tracker, pid=app.pid,
+                      code=exit.code, error=error, uptime_ms=round(uptime * 1000, 3))
+            relaunch, app.relaunch = app.relaunch, False
+            if relaunch:
+                self._launch_later(app, 0.0)
+            elif not stopping and not app.removed and _wants_restart(app.spec, clean):
+                self._schedule_restart(app, uptime, error)
+            removed = app.removed
+        if removed:
+            self._forget(app)
+
+    def _on_probe_ready(self, app: App, run: int) -> None:
+        with app.lock:
+            if app.run == run and app.state is AppState.launched:
+                self._fire(app, Trigger.notify_ready, Source.readiness)
+                app.cancel_probe = None
+
+    def _on_probe_timeout(self, app: App, run: int) -> None:
+        with app.lock:
+            if app.run == run and app.state is AppState.launched:
+                app.cancel_probe = None
+                log.warning("ready_timeout", app=app.name, ready_cmd=app.spec.ready_cmd,
+                            ready_timeout_ms=app.spec.ready_timeout_ms)
+                self.bus.publish("ready_timeout", app=app.name)
+
+    # ----------------------------------------------------------------- restarts
+
+    def _schedule_restart(self, app: App, uptime: float, error: str | None) -> None:
+        now = self._mono()
+        if uptime >= STABLE_AFTER_S:
+            app.crashes = 0
+        recent = sum(1 for t in app.starts if now - t < CRASH_WINDOW_S)
+        if recent >= CRASH_BURST:
+            why = f"crash loop: started {recent} times within {CRASH_WINDOW_S:g} s"
+            self._fire(app, Trigger.crash_loop, Source.restart,
+                       error=f"{why}; not restarting until launched again (last: {error or 'exited'})")
+            return
+        delay = min(app.spec.restart_delay_ms / 1000 * 2**app.crashes, MAX_BACKOFF_S)
+        app.crashes += 1
+        log.info("restart_scheduled", app=app.name, delay_ms=round(delay * 1000, 3),
+                 attempt=app.crashes)
+        self._launch_later(app, delay)
+
+    def _launch_later(self, app: App, delay: float) -> None:
+        timer = threading.Timer(delay, self._restart_due, (app, app.run))
+        timer.daemon = True
+        app.restart_timer = timer
+        timer.start()
+
+    def _restart_due(self, app: App, run: int) -> None:
+        with app.lock:
+            if app.run != run or app.restart_timer is None or self._closing:
+                return
+            app.restart_timer = None
+            if not self._fire(app, Trigger.launch, Source.restart):
+                return
+            app.run += 1
+            run, spec = app.run, app.spec
+        self._try(self._spawn, app, run, spec, Source.restart)
+
+    def _cancel_restart(self, app: App) -> None:
+        if app.restart_timer is not None:
+            app.restart_timer.cancel()
+            app.restart_timer = None
+
+    def _cancel_probe(self, app: App) -> None:
+        if app.cancel_probe is not None:
+            app.cancel_probe()
+            app.cancel_probe = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _app(self, name: str) -> App:
+        with self._lock:
+            app = self._apps.get(name)
+        if app is None:
+            raise UnknownAppError(f"app {name!r} not found")
+        return app
+
+    def _owns(self, app: App, pid: int) -> bool:
+        """Whether ``pid`` is the app's tracked process or a member of its group."""
+        if app.pid is None:
+            return False
+        return pid == app.pid or (app.group and self._launcher.same_group(pid, app.pid))
+
+    def _adopt(self, app: App, pid: int, group: bool) -> None:
+        """Track a process we did not spawn (lock held). Raises LaunchError if it is gone."""
+        self._launcher.adopt(pid, partial(self._on_exit, app, app.run + 1), group)
+        app.run += 1
+        app.group, app.started = group, self._mono()
+        if app.state in (AppState.launched, AppState.ready):
+            app.pid = pid
+
+    def _upsert(self, spec: AppSpec) -> None:
+        app = self._apps.get(spec.name)
+        if app is None:
+            app = App(spec, self._wall)
+            self._machine.add_model(app)
+            self._apps[spec.name] = app
+            return
+        with app.lock:
+            app.spec, app.removed = spec, False
+
+    def _retire(self, app: App) -> None:
+        """An app left the registry: forget it now, or once its process has exited."""
+        with app.lock:
+            app.removed = True
+            self._cancel_restart(app)
+            idle = app.state in (AppState.stopped, AppState.failed)
+        if idle:
+            self._forget(app)
+
+    def _forget(self, app: App) -> None:
+        with self._lock:
+            if app.removed and self._apps.get(app.name) is app:
+                del self._apps[app.name]
+                self._machine.remove_model(app)
+                log.info("app_forgotten", app=app.name)
+
+    def _try(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a command on a background path where nobody can take an exception: log it."""
+        try:
+            return fn(*args, **kwargs)
+        except (LaunchError, InvalidTransitionError, UnknownAppError) as exc:
+            log.warning("command_refused", command=getattr(fn, "__name__", str(fn)),
+                        error=str(exc), code=exc.code)
+        return None
+
+
+def _entry_fields(entry: HistoryEntry) -> dict[str, Any]:
+    return {
+        "from": entry.src.value,
+        "to": entry.dst.value,
+        "trigger": entry.trigger.value,
+        "source": entry.source.value,
+        "at": entry.at,
+        "detail": dict(entry.detail),
+    }
+
+
+def _wants_restart(spec: AppSpec, clean: bool) -> bool:
+    return spec.restart is RestartPolicy.always or (
+        spec.restart is RestartPolicy.on_failure and not clean
+    )
+
+
+def _exit_error(spec: AppSpec, exit: ProcessExit, quick: bool) -> str:
+    """Name the command, the environment and the reason, as the Go orchestratr did."""
+    when = f" within {QUICK_EXIT_S:g} s of launch" if quick else ""
+    tail = f": {exit.output_tail}" if exit.output_tail else ""
+    return f"command {spec.command!r} ({spec.environment}) {exit.description}{when}{tail}"

@@ -1,0 +1,127 @@
+"""THE state table: every app state, every trigger, and which trigger moves which state where.
+
+Adding a state or trigger is one edit here. Rows for the same trigger are tried in order and the
+first whose ``when`` holds wins; ``dest=None`` is an internal transition, used where a repeated
+notification is already true ("ready while ready"): it is accepted and changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+
+import attrs
+from transitions import EventData, Machine
+
+
+class AppState(enum.Enum):
+    stopped = "stopped"  # no process known (initial)
+    launching = "launching"  # spawn requested, process not yet confirmed
+    launched = "launched"  # a process is running; not yet ready
+    ready = "ready"  # the app said so, its ready_cmd passed, or it has no readiness check
+    stopping = "stopping"  # stop requested; waiting for the process group to exit
+    failed = "failed"  # launch failed, crashed, or crash loop; carries an error
+
+
+class Trigger(enum.Enum):
+    launch = "launch"
+    spawned = "spawned"
+    spawn_failed = "spawn_failed"
+    notify_launched = "notify_launched"
+    notify_ready = "notify_ready"
+    notify_stopped = "notify_stopped"
+    exited = "exited"
+    stop = "stop"
+    crash_loop = "crash_loop"
+
+
+class Source(enum.Enum):
+    """Who caused a transition."""
+
+    hotkey = "hotkey"
+    api = "api"
+    cli = "cli"
+    tracker = "tracker"
+    readiness = "readiness"
+    lease = "lease"
+    reload = "reload"
+    restart = "restart"
+    daemon = "daemon"
+
+
+def _detached(event: EventData) -> bool:
+    return bool(event.kwargs.get("detached"))
+
+
+def _has_process(event: EventData) -> bool:
+    return getattr(event.model, "pid", None) is not None
+
+
+def _clean_exit(event: EventData) -> bool:
+    """Status 0, or unknown (a process we did not spawn, whose status we cannot read)."""
+    return event.kwargs.get("code") in (0, None)
+
+
+S = AppState
+RUNNING = (S.launched, S.ready)
+ALIVE = (S.launching, S.launched, S.ready)
+
+
+@attrs.frozen
+class Row:
+    trigger: Trigger
+    source: Sequence[AppState]
+    dest: AppState | None
+    when: Callable[[EventData], bool] | None = None
+
+
+TABLE: tuple[Row, ...] = (
+    Row(Trigger.launch, (S.stopped, S.failed), S.launching),
+    Row(Trigger.launch, ALIVE, None),  # already running: the supervisor reports the pid
+    Row(Trigger.spawned, (S.launching,), S.stopped, when=_detached),
+    Row(Trigger.spawned, (S.launching,), S.launched),
+    Row(Trigger.spawn_failed, (S.launching,), S.failed),
+    Row(Trigger.notify_launched, (S.stopped, S.failed, S.launching), S.launched),
+    Row(Trigger.notify_launched, RUNNING, None),
+    Row(Trigger.notify_ready, (S.stopped, S.failed, S.launching, S.launched), S.ready),
+    Row(Trigger.notify_ready, (S.ready,), None),
+    Row(Trigger.notify_stopped, ALIVE, S.stopping, when=_has_process),
+    Row(Trigger.notify_stopped, (*ALIVE, S.failed), S.stopped),
+    Row(Trigger.notify_stopped, (S.stopped, S.stopping), None),
+    Row(Trigger.exited, (S.stopping,), S.stopped),
+    Row(Trigger.exited, ALIVE, S.stopped, when=_clean_exit),
+    Row(Trigger.exited, ALIVE, S.failed),
+    Row(Trigger.stop, (S.launching,), S.stopping),
+    Row(Trigger.stop, RUNNING, S.stopping, when=_has_process),
+    Row(Trigger.stop, (*RUNNING, S.failed), S.stopped),
+    Row(Trigger.stop, (S.stopped, S.stopping), None),
+    Row(Trigger.crash_loop, (S.stopped, S.failed), S.failed),
+)
+
+# Why a refused trigger was refused, where "cannot X while Y" alone would not say enough.
+REFUSALS: dict[tuple[AppState, Trigger], str] = {
+    (S.stopping, Trigger.launch): "it is stopping; launch it again once it has stopped",
+    (S.stopped, Trigger.exited): "no process is tracked",
+    (S.failed, Trigger.exited): "no process is tracked",
+}
+
+
+def build_machine(after: Sequence[Callable[[EventData], None]]) -> Machine:
+    """One machine for all apps (``add_model`` per app); ``after`` runs on every transition."""
+    return Machine(
+        model=None,
+        states=AppState,
+        initial=AppState.stopped,
+        transitions=[
+            {
+                "trigger": row.trigger.value,
+                "source": list(row.source),
+                "dest": row.dest,
+                "conditions": [row.when] if row.when else [],
+            }
+            for row in TABLE
+        ],
+        send_event=True,
+        auto_transitions=False,
+        after_state_change=list(after),
+    )
