@@ -53,6 +53,7 @@ class Daemon:
         self._stop = threading.Event()
         self._reload_lock = threading.Lock()
         self.supervisor: Supervisor | None = None
+        self.started = threading.Event()  # set once every part is up
 
     def run(self) -> int:
         """Run in the foreground until SIGTERM or SIGINT; return the exit status."""
@@ -118,6 +119,7 @@ class Daemon:
             self._resume_survivors()
             supervisor.autostart(Source.daemon)
             watcher.start()
+            self.started.set()
             log.info("daemon_started", pid=os.getpid(), version=__version__,
                      config_dir=str(self.paths.config_dir), apps=len(registry.apps),
                      platform=platform.platform(), python=platform.python_version())

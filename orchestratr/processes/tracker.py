@@ -67,7 +67,8 @@ class ProcessTracker:
 
     def stop(self) -> None:
         """Stop watching (the processes keep running) and release every descriptor."""
-        self._stopping = True
+        with self._lock:
+            self._stopping = True
         self._wake()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
@@ -118,14 +119,17 @@ class ProcessTracker:
         _signal(pid, group, signal.SIGTERM)
         with self._lock:
             watch = self._watches.get(pid)
-            if watch is not None:
-                watch.kill_at = time.monotonic() + grace_s
+            if watch is not None:  # a repeated stop must not postpone the SIGKILL
+                deadline = time.monotonic() + grace_s
+                watch.kill_at = min(watch.kill_at or deadline, deadline)
         self._wake()
 
     # ------------------------------------------------------------------- loop
 
     def _add(self, watch: _Watch, pids: list[int]) -> None:
         with self._lock:
+            if self._stopping:  # the daemon is exiting; the process simply outlives it
+                return
             self._watches[watch.pid] = watch
             opened = [pid for pid in pids if self._open(watch, pid)]
         if not opened:

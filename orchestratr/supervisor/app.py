@@ -62,6 +62,7 @@ class App:
     ready_at: float | None = None
     error: str | None = None
     removed: bool = False  # dropped from the registry while running; forgotten once it exits
+    spawning: bool = False  # a spawn is in flight: its process will belong to this app
     run: int = 0  # bumped on every spawn/adopt so callbacks from an older process are ignored
     started: float = 0.0  # monotonic time of the last spawn
     starts: deque[float] = attrs.field(factory=lambda: deque(maxlen=16))

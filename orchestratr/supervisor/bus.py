@@ -36,7 +36,8 @@ class Subscription:
 
     def __init__(self, bus: EventBus, maxsize: int, accept: Filter | None) -> None:
         self._bus = bus
-        self._queue: queue.Queue[object] = queue.Queue(maxsize)
+        self._queue: queue.Queue[object] = queue.Queue()  # bounded by offer(), not by Queue
+        self._maxsize = maxsize
         self._accept = accept
         self.overflowed = False
         self.closed = False
@@ -45,11 +46,11 @@ class Subscription:
         """Called by the bus under its lock; must not block."""
         if self.closed or (self._accept is not None and not self._accept(event)):
             return
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
+        if self._queue.qsize() >= self._maxsize:
             self.overflowed = True
             self._bus.unsubscribe(self)
+        else:
+            self._queue.put_nowait(event)
 
     def get(self, timeout: float | None = None) -> Event | None:
         """The next event, or None on timeout or once closed."""
@@ -58,7 +59,7 @@ class Subscription:
         except queue.Empty:
             return None
         if item is _CLOSED:
-            self._queue.put_nowait(_CLOSED)  # keep later get() calls from waiting
+            self._queue.put_nowait(_CLOSED)  # so later get() calls return at once too
             return None
         assert isinstance(item, Event)
         return item
@@ -71,11 +72,8 @@ class Subscription:
         self._bus.unsubscribe(self)
 
     def _mark_closed(self) -> None:
-        self.closed = True
-        try:
-            self._queue.put_nowait(_CLOSED)
-        except queue.Full:
-            self._queue.get_nowait()
+        if not self.closed:
+            self.closed = True
             self._queue.put_nowait(_CLOSED)
 
 

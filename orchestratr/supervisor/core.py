@@ -128,11 +128,10 @@ class Supervisor:
             if source is not Source.restart:  # a person asking again resets the crash loop
                 app.crashes = 0
                 app.starts.clear()
-            if not self._fire(app, Trigger.launch, source):
+            run = self._begin_launch(app, source)
+            if run is None:
                 return LaunchResult(app.snapshot(), spawned=False)
-            app.run += 1
-            run, spec = app.run, app.spec
-        return LaunchResult(self._spawn(app, run, spec, source), spawned=True)
+        return LaunchResult(self._spawn(app, run, app.spec, source), spawned=True)
 
     def stop(self, name: str, source: Source) -> AppSnapshot:
         """SIGTERM the app's group (SIGKILL after ``stop_timeout_ms``). Stopped apps stay so."""
@@ -140,12 +139,13 @@ class Supervisor:
         with app.lock:
             self._cancel_restart(app)
             app.relaunch = False
-            if self._fire(app, Trigger.stop, source):
-                self._cancel_probe(app)
-                if app.state is AppState.stopping and app.pid is not None:
-                    self._launcher.terminate(app.pid, app.group, app.spec.stop_timeout_ms / 1000)
-                elif app.state is AppState.stopped:
-                    app.run += 1
+            moved = self._fire(app, Trigger.stop, source)
+            self._cancel_probe(app)
+            if app.state is AppState.stopping and app.pid is not None:
+                # also when already stopping: the app may have announced its exit and hung
+                self._launcher.terminate(app.pid, app.group, app.spec.stop_timeout_ms / 1000)
+            elif moved and app.state is AppState.stopped:
+                app.run += 1
             return app.snapshot()
 
     def restart(self, name: str, source: Source) -> AppSnapshot:
@@ -266,6 +266,14 @@ class Supervisor:
 
     # ----------------------------------------------------------------- spawning
 
+    def _begin_launch(self, app: App, source: Source) -> int | None:
+        """Fire ``launch`` (lock held); the run token for the spawn, or None if none is due."""
+        if not self._fire(app, Trigger.launch, source):
+            return None
+        app.run += 1
+        app.spawning = True
+        return app.run
+
     def _spawn(self, app: App, run: int, spec: AppSpec, source: Source) -> AppSnapshot:
         started = self._mono()
         try:
@@ -274,6 +282,7 @@ class Supervisor:
             return self._spawn_failed(app, run, spec, source, str(exc))
         spawn_ms = round((self._mono() - started) * 1000, 3)
         with app.lock:
+            app.spawning = False
             app.started = self._mono()
             app.starts.append(app.started)
             if app.run != run or app.state is not AppState.launching:
@@ -299,6 +308,7 @@ class Supervisor:
     ) -> AppSnapshot:
         error = f"command {spec.command!r} ({spec.environment}): {reason}"
         with app.lock:
+            app.spawning = False
             if app.run == run and app.state is AppState.launching:
                 self._fire(app, Trigger.spawn_failed, source, error=error)
             elif app.run == run and app.state is AppState.stopping:
@@ -308,10 +318,20 @@ class Supervisor:
         raise LaunchError(error)
 
     def _spawned_late(self, app: App, run: int, spec: AppSpec, pid: int) -> AppSnapshot:
-        """The spawn finished after a stop (or an app's own notification) overtook it."""
-        app.pid, app.group = app.pid or pid, True
+        """The spawn finished after other triggers overtook ``launching`` (lock held).
+
+        The app announced itself (launched, ready) or was asked to stop (stopping). The new
+        process becomes the app's process, unless the app announced another pid; if a stop
+        came first, it is terminated at once.
+        """
+        if app.pid is not None:  # another process is the app's by now: this one is surplus
+            self._launcher.track(pid, lambda _exit: None)
+            self._launcher.terminate(pid, True, spec.stop_timeout_ms / 1000)
+            return app.snapshot()
+        app.run += 1
+        app.pid, app.group = pid, True
         self._launcher.track(pid, partial(self._on_exit, app, app.run))
-        if app.state is AppState.stopping:
+        if app.state not in (AppState.launched, AppState.ready):
             self._launcher.terminate(pid, True, spec.stop_timeout_ms / 1000)
         return app.snapshot()
 
@@ -324,6 +344,9 @@ class Supervisor:
                 return
             app.run += 1
             self._cancel_probe(app)
+            if app.state not in (AppState.stopping, *ALIVE):  # stopped before its spawn ended
+                app.pid, app.group = None, False
+                return
             uptime = self._mono() - app.started
             stopping = app.state is AppState.stopping
             clean = exit.code in (0, None)
@@ -382,11 +405,10 @@ class Supervisor:
             if app.run != run or app.restart_timer is None or self._closing:
                 return
             app.restart_timer = None
-            if not self._fire(app, Trigger.launch, Source.restart):
+            run = self._begin_launch(app, Source.restart)
+            if run is None:
                 return
-            app.run += 1
-            run, spec = app.run, app.spec
-        self._try(self._spawn, app, run, spec, Source.restart)
+        self._try(self._spawn, app, run, app.spec, Source.restart)
 
     def _cancel_restart(self, app: App) -> None:
         if app.restart_timer is not None:

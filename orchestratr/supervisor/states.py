@@ -54,7 +54,9 @@ def _detached(event: EventData) -> bool:
 
 
 def _has_process(event: EventData) -> bool:
-    return getattr(event.model, "pid", None) is not None
+    """A process is known, or one is being spawned (it will exist and must be stopped)."""
+    model = event.model
+    return getattr(model, "pid", None) is not None or bool(getattr(model, "spawning", False))
 
 
 def _clean_exit(event: EventData) -> bool:

@@ -1,0 +1,189 @@
+"""Shared fixtures: real supervisors over real processes, real daemons on temp config dirs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from orchestratr.daemon import Daemon, DaemonOptions
+from orchestratr.processes.spawn import ProcessLauncher
+from orchestratr.processes.tracker import ProcessTracker
+from orchestratr.registry.model import AppSpec, Registry
+from orchestratr.supervisor.core import Supervisor
+from orchestratr.supervisor.states import AppState
+
+PYTHON = sys.executable
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = "") -> object:
+    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.005)
+
+
+def wait_state(sup: Supervisor, name: str, *states: AppState, timeout: float = 5.0) -> None:
+    """Block on the event bus until ``name`` is in one of ``states``."""
+    subscription = sup.bus.subscribe()
+    try:
+        deadline = time.monotonic() + timeout
+        while sup.snapshot(name).state not in states:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} is {sup.snapshot(name).state}, wanted {states}")
+            subscription.get(timeout=0.05)
+    finally:
+        subscription.close()
+
+
+def kill_group(pid: int | None) -> None:
+    if pid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def kill_apps_of(config_dir: Path) -> None:
+    """Kill every app a daemon on ``config_dir`` launched, running or left behind."""
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get("ORCHESTRATR_CONFIG_DIR") == str(config_dir):
+                kill_group(proc.pid)
+                proc.kill()
+
+
+@pytest.fixture
+def make_supervisor(tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
+    """Build a Supervisor over real processes with the given apps; every app is killed after."""
+    made: list[tuple[Supervisor, ProcessTracker]] = []
+
+    def make(*apps: AppSpec) -> Supervisor:
+        tracker = ProcessTracker()
+        tracker.start()
+        sup = Supervisor(ProcessLauncher(tmp_path / "logs", tracker, shell="/bin/sh"))
+        sup.apply_registry(Registry(apps=apps))
+        made.append((sup, tracker))
+        return sup
+
+    yield make
+    for sup, tracker in made:
+        sup.shutdown(stop_apps=False)
+        for snap in sup.snapshots():
+            kill_group(snap.pid)
+        tracker.stop()
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "config"
+    (path / "apps.d").mkdir(parents=True)
+    return path
+
+
+def write_config(config_dir: Path, text: str) -> None:
+    """Replace config.yml the way editors do: a new file renamed over the old one."""
+    tmp = config_dir / ".config.yml.tmp"
+    tmp.write_text(text)
+    tmp.replace(config_dir / "config.yml")
+
+
+class InProcessDaemon:
+    """A Daemon running in a thread, for tests that need to look inside it."""
+
+    def __init__(self, config_dir: Path) -> None:
+        self.daemon = Daemon(DaemonOptions(config_dir=str(config_dir)))
+        self.thread = threading.Thread(target=self.daemon.run, daemon=True)
+
+    def __enter__(self) -> InProcessDaemon:
+        self.thread.start()
+        assert self.daemon.started.wait(10), "daemon did not start"
+        return self
+
+    @property
+    def supervisor(self) -> Supervisor:
+        assert self.daemon.supervisor is not None
+        return self.daemon.supervisor
+
+    def __exit__(self, *exc: object) -> None:
+        self.daemon.request_stop()
+        self.thread.join(timeout=5)
+        kill_apps_of(self.daemon.paths.config_dir)
+
+
+@pytest.fixture
+def in_process_daemon(config_dir: Path) -> Callable[[], InProcessDaemon]:
+    return lambda: InProcessDaemon(config_dir)
+
+
+class DaemonProcess:
+    """``orchestratr daemon`` in a subprocess, observed through its JSON log."""
+
+    def __init__(self, config_dir: Path, *args: str) -> None:
+        self.config_dir = config_dir
+        self.log_file = config_dir / "logs" / "orchestratr.log"
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "orchestratr", "daemon", "--config-dir", str(config_dir), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def events(self) -> list[dict[str, object]]:
+        try:
+            lines = self.log_file.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def wait_event(self, name: str, timeout: float = 10.0, **fields: object) -> dict[str, object]:
+        def find() -> dict[str, object] | None:
+            for event in self.events():
+                if event["event"] == name and all(event.get(k) == v for k, v in fields.items()):
+                    return event
+            assert self.proc.poll() is None or name == "daemon_stopped", self.proc.stderr.read()
+            return None
+
+        return wait_for(find, timeout, what=f"log event {name} {fields}")  # type: ignore[return-value]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=10)
+
+    def app_pids(self) -> list[int]:
+        return [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
+
+
+@pytest.fixture
+def start_daemon(config_dir: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    started: list[DaemonProcess] = []
+
+    def start(*args: str, wait: bool = True) -> DaemonProcess:
+        daemon = DaemonProcess(config_dir, *args)
+        started.append(daemon)
+        if wait:
+            daemon.wait_event("daemon_started")
+        return daemon
+
+    yield start
+    kill_apps_of(config_dir)
+    for daemon in started:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait()
+        daemon.proc.stdout.close()  # type: ignore[union-attr]
+        daemon.proc.stderr.close()  # type: ignore[union-attr]

@@ -1,0 +1,448 @@
+"""The supervisor over real processes: launch, track, exit, stop, restart, readiness, adoption."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+from structlog.testing import capture_logs
+
+from orchestratr.errors import InvalidTransitionError, LaunchError, UnknownAppError
+from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
+from orchestratr.supervisor.core import Supervisor
+from orchestratr.supervisor.states import AppState, Source, Trigger
+from tests.conftest import wait_for, wait_state
+
+S = AppState
+MakeSup = Callable[..., Supervisor]
+
+
+def app(name: str, command: str, **fields: object) -> AppSpec:
+    return AppSpec(name=name, command=command, **fields)  # type: ignore[arg-type]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def launches(sup: Supervisor, name: str) -> list[float]:
+    return [h.at for h in sup.snapshot(name).history if h.trigger is Trigger.launch]
+
+
+class TestLaunch:
+    def test_launch_spawns_tracks_and_is_ready(self, make_supervisor: MakeSup) -> None:
+        """A launch spawns one real process in its own session; no ready_cmd means ready."""
+        sup = make_supervisor(app("a", "sleep 30"))
+        result = sup.launch("a", Source.cli)
+        assert result.spawned and result.app.pid is not None
+        assert result.app.state is S.ready
+        proc = psutil.Process(result.app.pid)
+        assert os.getsid(proc.pid) == proc.pid != os.getsid(0)
+        triggers = [(h.trigger, h.dst, h.source) for h in sup.snapshot("a").history]
+        assert triggers == [(Trigger.launch, S.launching, Source.cli),
+                            (Trigger.spawned, S.launched, Source.cli),
+                            (Trigger.notify_ready, S.ready, Source.readiness)]
+
+    def test_second_launch_spawns_nothing(self, make_supervisor: MakeSup) -> None:
+        """Launching a running app reports its pid and keeps its readiness (Go bug B3)."""
+        sup = make_supervisor(app("a", "sleep 30"))
+        first = sup.launch("a", Source.hotkey).app
+        again = sup.launch("a", Source.api)
+        assert not again.spawned
+        assert (again.app.pid, again.app.state, again.app.ready_at) == (
+            first.pid, S.ready, first.ready_at)
+
+    def test_concurrent_launches_spawn_exactly_one(self, make_supervisor: MakeSup) -> None:
+        """Twenty threads pressing launch at once start one process."""
+        sup = make_supervisor(app("a", "sleep 30"))
+        barrier = threading.Barrier(20)
+        results = []
+
+        def press() -> None:
+            barrier.wait()
+            results.append(sup.launch("a", Source.hotkey))
+
+        threads = [threading.Thread(target=press) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(r.spawned for r in results) == 1
+        pid = sup.snapshot("a").pid
+        assert pid is not None
+        same_command = [p for p in psutil.process_iter(["cmdline"])
+                        if (p.info["cmdline"] or [])[-1:] == ["sleep 30"] and os.getpgid(p.pid) == pid]
+        assert len(same_command) == 1
+
+    def test_env_cwd_and_output_go_to_the_app_log(
+        self, make_supervisor: MakeSup, tmp_path: Path
+    ) -> None:
+        """The command runs in the shell with cwd and env; its output lands in its log file."""
+        sup = make_supervisor(app("a", 'echo "$GREETING from $(pwd) as $ORCHESTRATR_APP" | tr a-z A-Z',
+                                  cwd=str(tmp_path), env={"GREETING": "hi"}))
+        sup.launch("a", Source.cli)
+        wait_state(sup, "a", S.stopped)
+        log = (tmp_path / "logs" / "apps" / "a.log").read_text()
+        assert f"HI FROM {str(tmp_path).upper()} AS A" in log
+
+    def test_unknown_app(self, make_supervisor: MakeSup) -> None:
+        sup = make_supervisor()
+        with pytest.raises(UnknownAppError, match="app 'nope' not found"):
+            sup.launch("nope", Source.cli)
+
+
+class TestLaunchFailures:
+    @pytest.mark.parametrize(
+        ("command", "reason"),
+        [
+            ("no-such-command-xyz", "exited with status 127 (command not found) within 1 s of launch"),
+            ("{script}", "exited with status 126 (permission denied) within 1 s of launch"),
+            ("echo bad config >&2; exit 3", "exited with status 3 within 1 s of launch: bad config"),
+        ],
+    )
+    def test_quick_failure_names_command_environment_and_reason(
+        self, make_supervisor: MakeSup, tmp_path: Path, command: str, reason: str
+    ) -> None:
+        """Not found, not executable, or a non-zero exit within 1 s: failed, with the reason."""
+        script = tmp_path / "not-executable.sh"
+        script.write_text("echo hi\n")
+        command = command.format(script=script)
+        sup = make_supervisor(app("a", command, environment="wsl"))
+        sup.launch("a", Source.cli)
+        wait_state(sup, "a", S.failed)
+        error = sup.snapshot("a").error
+        assert error is not None
+        assert error.startswith(f"command {command!r} (wsl) {reason}")
+
+    def test_missing_cwd_fails_the_spawn(self, make_supervisor: MakeSup) -> None:
+        """A spawn that cannot start raises LaunchError and leaves the app failed."""
+        sup = make_supervisor(app("a", "true", cwd="/no/such/dir"))
+        with pytest.raises(LaunchError, match="working directory '/no/such/dir' does not exist"):
+            sup.launch("a", Source.cli)
+        snap = sup.snapshot("a")
+        assert snap.state is S.failed and "'true' (native)" in (snap.error or "")
+        assert snap.history[-1].trigger is Trigger.spawn_failed
+
+    def test_next_successful_launch_clears_the_error(self, make_supervisor: MakeSup) -> None:
+        sup = make_supervisor(app("a", "exit 2"))
+        sup.launch("a", Source.cli)
+        wait_state(sup, "a", S.failed)
+        sup.apply_registry(Registry(apps=(app("a", "sleep 30"),)))
+        assert sup.launch("a", Source.cli).app.error is None
+
+    def test_later_crash_is_failed_without_the_launch_wording(
+        self, make_supervisor: MakeSup
+    ) -> None:
+        """Death by signal after launch: failed, with the signal in the error."""
+        sup = make_supervisor(app("a", "sleep 30"))
+        pid = sup.launch("a", Source.cli).app.pid
+        assert pid
+        os.killpg(pid, signal.SIGKILL)
+        wait_state(sup, "a", S.failed)
+        error = sup.snapshot("a").error or ""
+        assert "'sleep 30' (native) was killed by SIGKILL" in error
+
+
+class TestTracking:
+    def test_clean_exit_is_stopped(self, make_supervisor: MakeSup) -> None:
+        sup = make_supervisor(app("a", "true"))
+        sup.launch("a", Source.cli)
+        wait_state(sup, "a", S.stopped)
+        last = sup.snapshot("a").history[-1]
+        assert (last.trigger, last.source, last.detail["code"]) == (Trigger.exited, Source.tracker, 0)
+
+    def test_group_keeps_app_alive_after_the_shell_exits(self, make_supervisor: MakeSup) -> None:
+        """A shell that forks a child and exits leaves the app running until the child ends."""
+        sup = make_supervisor(app("a", "sleep 30 & echo $! > child.pid; exit 0"))
+        shell_pid = sup.launch("a", Source.cli).app.pid
+        assert shell_pid
+        wait_for(lambda: not alive(shell_pid), what="the shell to exit")
+        child = psutil.Process(shell_pid).children() if alive(shell_pid) else None
+        members = [p for p in psutil.process_iter() if _pgid(p.pid) == shell_pid]
+        assert len(members) == 1 and child is None
+        assert sup.snapshot("a").state is S.ready
+        members[0].kill()
+        wait_state(sup, "a", S.stopped)
+
+    def test_adopted_pid_is_tracked_and_its_exit_means_stopped(
+        self, make_supervisor: MakeSup
+    ) -> None:
+        """An app announcing its own pid is tracked; its exit (status unknown) is stopped."""
+        sup = make_supervisor(app("a", "unused"))
+        outsider = subprocess.Popen(["sleep", "30"])
+        try:
+            snap = sup.notify_launched("a", Source.api, pid=outsider.pid)
+            assert (snap.state, snap.pid) == (S.launched, outsider.pid)
+            outsider.kill()
+            outsider.wait()
+            wait_state(sup, "a", S.stopped)
+        finally:
+            outsider.kill()
+
+    def test_dead_pid_is_refused(self, make_supervisor: MakeSup) -> None:
+        """A pid that is not running cannot be adopted; the app's state is unchanged."""
+        sup = make_supervisor(app("a", "unused"))
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        with pytest.raises(LaunchError, match=f"no running process with pid {gone.pid}"):
+            sup.notify_launched("a", Source.api, pid=gone.pid)
+        assert sup.snapshot("a").state is S.stopped
+
+    def test_pid_of_own_group_keeps_group_tracking(self, make_supervisor: MakeSup) -> None:
+        """The app's own process announcing its pid does not narrow tracking to that pid."""
+        sup = make_supervisor(app("a", "sleep 30 & sleep 30 & wait"))
+        leader = sup.launch("a", Source.cli).app.pid
+        assert leader
+        members = wait_for(lambda: [p.pid for p in psutil.process_iter()
+                                    if _pgid(p.pid) == leader and p.pid != leader] or None)
+        assert isinstance(members, list)
+        snap = sup.notify_launched("a", Source.api, pid=members[0])
+        assert (snap.pid, snap.group) == (leader, True)
+
+
+class TestStop:
+    def test_stop_terms_the_group(self, make_supervisor: MakeSup) -> None:
+        sup = make_supervisor(app("a", "sleep 30 & sleep 30; wait"))
+        pid = sup.launch("a", Source.cli).app.pid
+        snap = sup.stop("a", Source.cli)
+        assert snap.state is S.stopping
+        wait_state(sup, "a", S.stopped)
+        assert not [p for p in psutil.process_iter() if _pgid(p.pid) == pid]
+        assert sup.snapshot("a").error is None
+
+    def test_sigkill_after_stop_timeout(self, make_supervisor: MakeSup, tmp_path: Path) -> None:
+        """A command that ignores SIGTERM is killed after stop_timeout_ms."""
+        sup = make_supervisor(app("a", "trap '' TERM; touch ready; sleep 30 & wait; sleep 30",
+                                  cwd=str(tmp_path), stop_timeout_ms=300))
+        sup.launch("a", Source.cli)
+        wait_for(lambda: (tmp_path / "ready").exists())
+        started = time.monotonic()
+        sup.stop("a", Source.cli)
+        wait_state(sup, "a", S.stopped)
+        assert time.monotonic() - started >= 0.3
+        assert sup.snapshot("a").history[-1].detail["code"] == -signal.SIGKILL
+
+    def test_stop_when_stopped_is_accepted_and_changes_nothing(
+        self, make_supervisor: MakeSup
+    ) -> None:
+        sup = make_supervisor(app("a", "sleep 30"))
+        assert sup.stop("a", Source.cli).state is S.stopped
+        assert sup.snapshot("a").history == ()
+
+    def test_restart_command(self, make_supervisor: MakeSup) -> None:
+        """restart stops the running process and starts a new one."""
+        sup = make_supervisor(app("a", "sleep 30"))
+        old = sup.launch("a", Source.cli).app.pid
+        sup.restart("a", Source.api)
+        wait_for(lambda: sup.snapshot("a").state is S.ready and sup.snapshot("a").pid != old)
+        assert old and not alive(old)
+
+
+class TestRestartPolicy:
+    def test_on_failure_restarts_with_backoff_then_gives_up(self, make_supervisor: MakeSup) -> None:
+        """Delays double from restart_delay_ms; the 6th start within 10 s is refused."""
+        sup = make_supervisor(app("a", "exit 3", restart=RestartPolicy.on_failure,
+                                  restart_delay_ms=40))
+        sup.launch("a", Source.cli)
+        wait_for(lambda: sup.snapshot("a").history[-1].trigger is Trigger.crash_loop, timeout=10)
+        snap = sup.snapshot("a")
+        assert snap.state is S.failed
+        assert (snap.error or "").startswith("crash loop: started 5 times within 10 s")
+        times = launches(sup, "a")
+        assert len(times) == 5
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        for gap, delay in zip(gaps, [0.04, 0.08, 0.16, 0.32], strict=True):
+            assert delay <= gap < delay + 0.25
+        assert [h.source for h in snap.history if h.trigger is Trigger.launch][1:] == [
+            Source.restart] * 4
+
+    def test_on_failure_does_not_restart_a_clean_exit(self, make_supervisor: MakeSup) -> None:
+        sup = make_supervisor(app("a", "true", restart=RestartPolicy.on_failure,
+                                  restart_delay_ms=0))
+        sup.launch("a", Source.cli)
+        wait_state(sup, "a", S.stopped)
+        with capture_logs() as logs:
+            time.sleep(0.1)  # a restart would have been scheduled by now; none may come
+        assert launches(sup, "a") == launches(sup, "a")[:1] and not logs
+
+    def test_always_restarts_a_clean_exit(self, make_supervisor: MakeSup) -> None:
+        sup = make_supervisor(app("a", "true", restart=RestartPolicy.always, restart_delay_ms=0))
+        sup.launch("a", Source.cli)
+        wait_for(lambda: len(launches(sup, "a")) >= 3)
+
+    def test_stop_cancels_restart(self, make_supervisor: MakeSup) -> None:
+        """A stop during the backoff wait wins: the app stays stopped."""
+        sup = make_supervisor(app("a", "exit 1", restart=RestartPolicy.always,
+                                  restart_delay_ms=300))
+        sup.launch("a", Source.cli)
+        wait_state(sup, "a", S.failed)
+        sup.stop("a", Source.cli)
+        time.sleep(0.4)  # past the restart delay: nothing may start
+        assert sup.snapshot("a").state is S.stopped
+        assert len(launches(sup, "a")) == 1
+
+    def test_crash_after_stable_run_resets_backoff(self, make_supervisor: MakeSup) -> None:
+        """An app that stayed up 10 s restarts after the base delay again."""
+        offset = [0.0]
+        sup = make_supervisor(app("a", "sleep 30", restart=RestartPolicy.on_failure,
+                                  restart_delay_ms=20))
+        sup._mono = lambda: time.monotonic() + offset[0]  # let 10 s pass instantly
+        sup.launch("a", Source.cli)
+        with capture_logs() as logs:
+            for _ in range(3):
+                pid = sup.snapshot("a").pid
+                assert pid
+                offset[0] += 11
+                os.killpg(pid, signal.SIGKILL)
+                wait_for(lambda: sup.snapshot("a").state is S.ready and sup.snapshot("a").pid != pid)
+        delays = [e["delay_ms"] for e in logs if e["event"] == "restart_scheduled"]
+        assert delays == [20.0, 20.0, 20.0]
+
+    def test_manual_launch_resets_the_crash_loop(self, make_supervisor: MakeSup) -> None:
+        sup = make_supervisor(app("a", "exit 3", restart=RestartPolicy.on_failure,
+                                  restart_delay_ms=0))
+        sup.launch("a", Source.cli)
+        wait_for(lambda: sup.snapshot("a").history[-1].trigger is Trigger.crash_loop)
+        sup.launch("a", Source.cli)
+        wait_for(lambda: sup.snapshot("a").history[-1].trigger is Trigger.crash_loop)
+        assert len(launches(sup, "a")) == 10
+
+
+class TestReadiness:
+    def test_ready_cmd_polls_until_it_passes(self, make_supervisor: MakeSup, tmp_path: Path) -> None:
+        sup = make_supervisor(app("a", "sleep 0.3; touch up; sleep 30", cwd=str(tmp_path),
+                                  ready_cmd="test -f up", ready_timeout_ms=5000))
+        assert sup.launch("a", Source.cli).app.state is S.launched
+        wait_state(sup, "a", S.ready)
+        assert sup.snapshot("a").history[-1].source is Source.readiness
+
+    def test_ready_timeout_leaves_the_app_launched(self, make_supervisor: MakeSup) -> None:
+        sup = make_supervisor(app("a", "sleep 30", ready_cmd="false", ready_timeout_ms=300))
+        subscription = sup.bus.subscribe(accept=lambda e: e.type == "ready_timeout")
+        sup.launch("a", Source.cli)
+        event = subscription.get(timeout=5)
+        assert event is not None and event.data["app"] == "a"
+        assert sup.snapshot("a").state is S.launched
+
+    def test_app_can_report_ready_itself(self, make_supervisor: MakeSup) -> None:
+        sup = make_supervisor(app("a", "sleep 30", ready_cmd="false", ready_timeout_ms=5000))
+        sup.launch("a", Source.cli)
+        assert sup.notify_ready("a", Source.api).state is S.ready
+        assert sup.notify_ready("a", Source.api).state is S.ready  # idempotent
+
+
+class TestModes:
+    def test_detached_is_fire_and_forget(self, make_supervisor: MakeSup, tmp_path: Path) -> None:
+        """A detached app is spawned, then stopped, with no tracking."""
+        sup = make_supervisor(app("a", "echo $$ > pid; exec sleep 30", detached=True,
+                                  cwd=str(tmp_path)))
+        snap = sup.launch("a", Source.cli).app
+        assert snap.state is S.stopped and snap.pid is None
+        pid = int(wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text()))
+        assert alive(pid)
+        os.kill(pid, signal.SIGKILL)
+
+    def test_invalid_notification_is_refused_with_state_and_trigger(
+        self, make_supervisor: MakeSup
+    ) -> None:
+        sup = make_supervisor(app("a", "trap '' TERM; sleep 30", stop_timeout_ms=2000))
+        sup.launch("a", Source.cli)
+        sup.stop("a", Source.cli)
+        with pytest.raises(InvalidTransitionError) as info:
+            sup.notify_ready("a", Source.api)
+        assert (info.value.state, info.value.trigger) == ("stopping", "notify_ready")
+        with pytest.raises(InvalidTransitionError, match="it is stopping"):
+            sup.launch("a", Source.hotkey)
+
+
+class TestReload:
+    def test_removed_app_stays_tracked_until_it_exits(self, make_supervisor: MakeSup) -> None:
+        sup = make_supervisor(app("a", "sleep 30"), app("b", "sleep 30"))
+        pid = sup.launch("a", Source.cli).app.pid
+        sup.apply_registry(Registry(apps=(app("b", "sleep 30"),)))
+        snap = sup.snapshot("a")
+        assert snap.removed and snap.state is S.ready and alive(pid)  # type: ignore[arg-type]
+        with pytest.raises(UnknownAppError, match="removed"):
+            sup.launch("a", Source.cli)
+        sup.stop("a", Source.cli)
+        wait_for(lambda: "a" not in [s.name for s in sup.snapshots()])
+
+    def test_changed_command_is_used_at_next_launch(self, make_supervisor: MakeSup) -> None:
+        sup = make_supervisor(app("a", "sleep 30"))
+        pid = sup.launch("a", Source.cli).app.pid
+        sup.apply_registry(Registry(apps=(app("a", "sleep 31"),)))
+        assert sup.snapshot("a").pid == pid
+        sup.stop("a", Source.cli)
+        wait_state(sup, "a", S.stopped)
+        new = sup.launch("a", Source.cli).app.pid
+        assert psutil.Process(new).cmdline()[-1] == "sleep 31"
+
+    def test_autostart_on_add(self, make_supervisor: MakeSup) -> None:
+        sup = make_supervisor()
+        added = sup.apply_registry(Registry(apps=(app("a", "sleep 30", autostart=True),
+                                                  app("b", "sleep 30"))))
+        assert added == ["a", "b"]
+        assert sup.snapshot("a").state is S.ready and sup.snapshot("b").state is S.stopped
+
+
+def test_stress_commands_and_real_exits(make_supervisor: MakeSup) -> None:
+    """Threads issue random commands while real processes exit: every history chains."""
+    names = ["a", "b", "c"]
+    sup = make_supervisor(app("a", "sleep 0.05"), app("b", "sleep 30"),
+                          app("c", "exit 1", restart=RestartPolicy.on_failure, restart_delay_ms=0))
+    stop_at = time.monotonic() + 2.0
+    unexpected: list[BaseException] = []
+
+    def hammer(seed: int) -> None:
+        rng = random.Random(seed)
+        commands = [
+            lambda n: sup.launch(n, Source.hotkey),
+            lambda n: sup.stop(n, Source.api),
+            lambda n: sup.restart(n, Source.cli),
+            lambda n: sup.notify_ready(n, Source.api),
+            lambda n: sup.notify_launched(n, Source.api),
+            lambda n: sup.notify_stopped(n, Source.api),
+        ]
+        while time.monotonic() < stop_at:
+            try:
+                rng.choice(commands)(rng.choice(names))
+            except (InvalidTransitionError, LaunchError):
+                pass
+            except BaseException as exc:  # noqa: BLE001 - anything else is the failure
+                unexpected.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not unexpected
+    for name in names:
+        sup.stop(name, Source.cli)
+        wait_state(sup, name, S.stopped, S.failed, S.ready, S.launched, timeout=10)
+    events = [e for e in sup.bus.since(0) if e.type == "state"]
+    assert len(events) > 100
+    for name in names:
+        chain = [e.data for e in events if e.data["app"] == name]
+        for before, after in itertools.pairwise(chain):
+            assert after["from"] == before["to"], (name, before, after)
+        assert chain[-1]["to"] == sup.snapshot(name).state.value
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
