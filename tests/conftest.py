@@ -135,6 +135,7 @@ class DaemonProcess:
     def __init__(self, config_dir: Path, *args: str) -> None:
         self.config_dir = config_dir
         self.log_file = config_dir / "logs" / "orchestratr.log"
+        self._skip = len(self._lines())  # earlier daemons' lines in the same log
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "orchestratr", "daemon", "--config-dir", str(config_dir), *args],
             stdout=subprocess.PIPE,
@@ -142,12 +143,15 @@ class DaemonProcess:
             text=True,
         )
 
-    def events(self) -> list[dict[str, object]]:
+    def _lines(self) -> list[str]:
         try:
-            lines = self.log_file.read_text().splitlines()
+            return self.log_file.read_text().splitlines()
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in lines if line.strip()]
+
+    def events(self) -> list[dict[str, object]]:
+        """This daemon's log events so far."""
+        return [json.loads(line) for line in self._lines()[self._skip:] if line.strip()]
 
     def wait_event(self, name: str, timeout: float = 10.0, **fields: object) -> dict[str, object]:
         def find() -> dict[str, object] | None:

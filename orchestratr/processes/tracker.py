@@ -31,6 +31,9 @@ from orchestratr.supervisor.launcher import OnExit, ProcessExit
 log = structlog.get_logger("orchestratr.processes")
 
 POLL_INTERVAL_S = 0.5
+# Members that outlive their leader by less than this died with it (a group kill, a crash):
+# the leader's status stands. Longer, and the app's status is no longer the leader's to tell.
+LINGER_S = 1.0
 HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(select, "epoll")
 
 
@@ -43,7 +46,8 @@ class _Watch:
     output: Path | None = None
     members: set[int] = attrs.field(factory=set)  # pids currently watched (pidfd or poll)
     code: int | None = None
-    lingered: bool = False  # the leader exited but other members of its group lived on
+    leader_exited_at: float | None = None
+    lingered: bool = False  # the group outlived its leader by more than LINGER_S
     kill_at: float | None = None
 
 
@@ -195,12 +199,14 @@ class ProcessTracker:
             watch.members.discard(pid)
             if pid == watch.pid and watch.popen is not None:
                 watch.code = watch.popen.wait()
+                watch.leader_exited_at = time.monotonic()
             if watch.members:
                 return
             while watch.group and (members := _group_members(watch.pid)):
-                watch.lingered = True
                 if any([self._open(watch, member) for member in members]):
                     return
+            if watch.leader_exited_at is not None:
+                watch.lingered = time.monotonic() - watch.leader_exited_at > LINGER_S
             del self._watches[watch.pid]
         self._report(watch)
 

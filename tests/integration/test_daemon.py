@@ -1,0 +1,212 @@
+"""The daemon as a user runs it: first run, lock, signals, hot reload, logs, surviving apps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from orchestratr.errors import ConfigError
+from orchestratr.supervisor.states import AppState, Source
+from tests.conftest import DaemonProcess, InProcessDaemon, wait_for, wait_state, write_config
+
+S = AppState
+
+APP = """\
+apps:
+  - name: {name}
+    chord: {chord}
+    command: "{command}"
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class TestStartAndStop:
+    def test_first_run_creates_config_and_logs_json(self, tmp_path: Path, start_daemon) -> None:
+        """A fresh config dir gets config.yml and apps.d/; the log is JSON lines."""
+        config_dir = tmp_path / "config"
+        os.rmdir(config_dir / "apps.d")
+        os.rmdir(config_dir)
+        daemon = start_daemon()
+        assert (config_dir / "config.yml").read_text().startswith("# orchestratr configuration")
+        assert stat.S_IMODE((config_dir / "apps.d").stat().st_mode) == 0o700
+        started = daemon.wait_event("daemon_started")
+        assert started["pid"] == daemon.proc.pid and started["apps"] == 0
+        assert started["level"] == "info" and "timestamp" in started
+        assert (config_dir / "orchestratr.pid").read_text() == str(daemon.proc.pid)
+
+    def test_sigterm_and_sigint_stop_cleanly_and_apps_survive(
+        self, config_dir: Path, start_daemon
+    ) -> None:
+        """Shutdown takes well under 2 s, releases the lock, and leaves apps running."""
+        write_config(config_dir, APP.format(name="a", chord="a", command="sleep 60")
+                     + "    autostart: true\n")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            daemon = start_daemon()
+            event = daemon.wait_event("app_transition", app="a", dst="ready")
+            started = time.monotonic()
+            assert daemon.stop(sig) == 0
+            assert time.monotonic() - started < 2.0
+            assert alive(event["pid"])  # type: ignore[arg-type]
+            assert not (config_dir / "orchestratr.pid").exists()
+            assert daemon.events()[-1]["event"] == "daemon_stopped"
+
+    def test_restarted_daemon_adopts_running_apps(self, config_dir: Path, start_daemon) -> None:
+        """A daemon restart adopts the apps left running instead of launching duplicates."""
+        write_config(config_dir, APP.format(name="a", chord="a", command="sleep 60")
+                     + "    autostart: true\n")
+        first = start_daemon()
+        pid = first.wait_event("app_transition", app="a", dst="ready")["pid"]
+        first.stop()
+        second = start_daemon()
+        resumed = second.wait_event("app_transition", app="a", dst="launched")
+        assert (resumed["pid"], resumed["trigger"], resumed.get("resumed")) == (
+            pid, "notify_launched", True)
+        assert not [e for e in second.events() if e.get("trigger") == "spawned"]
+        os.killpg(pid, signal.SIGKILL)  # type: ignore[arg-type]
+        second.wait_event("app_transition", app="a", dst="stopped")  # status unknown: not ours
+
+    def test_stop_apps_on_exit(self, config_dir: Path, start_daemon) -> None:
+        write_config(config_dir, "stop_apps_on_exit: true\n"
+                     + APP.format(name="a", chord="a", command="sleep 60")
+                     + "    autostart: true\n")
+        daemon = start_daemon()
+        pid = daemon.wait_event("app_transition", app="a", dst="ready")["pid"]
+        assert daemon.stop() == 0
+        assert not alive(pid)  # type: ignore[arg-type]
+
+    def test_second_daemon_exits_naming_the_first(self, start_daemon) -> None:
+        first = start_daemon()
+        second = start_daemon(wait=False)
+        assert second.proc.wait(timeout=10) == 1
+        message = second.proc.stderr.read()  # type: ignore[union-attr]
+        assert f"another orchestratr daemon (pid {first.proc.pid}) is already running" in message
+        assert first.proc.poll() is None
+
+    def test_killed_daemon_leaves_no_blocking_lock(self, config_dir: Path, start_daemon) -> None:
+        """After kill -9 the pid file remains, but the next daemon starts anyway."""
+        first = start_daemon()
+        first.stop(signal.SIGKILL)
+        assert (config_dir / "orchestratr.pid").read_text() == str(first.proc.pid)
+        second = start_daemon()
+        assert (config_dir / "orchestratr.pid").read_text() == str(second.proc.pid)
+
+    def test_invalid_config_at_start_recovers_when_fixed(
+        self, config_dir: Path, start_daemon
+    ) -> None:
+        """A broken config.yml still starts the daemon; fixing the file loads it."""
+        write_config(config_dir, "apps:\n  - {name: a, chord: '?', command: x}\n")
+        daemon = start_daemon()
+        error = daemon.wait_event("config_error")
+        assert error["problem"] == "config.yml: apps[0] (a): chord: chord '?' is reserved"
+        write_config(config_dir, APP.format(name="a", chord="a", command="true"))
+        assert daemon.wait_event("reloaded")["apps"] == 1
+
+    def test_log_level_is_honoured(self, config_dir: Path, start_daemon) -> None:
+        write_config(config_dir, "log_level: warning\n")
+        daemon = start_daemon(wait=False)
+        wait_for(lambda: (config_dir / "orchestratr.pid").exists())
+        time.sleep(0.5)  # nothing at info level may appear, so there is no event to wait for
+        assert daemon.stop() == 0  # it got as far as its signal handler
+        assert daemon.events() == []
+
+
+class TestHotReload:
+    def test_valid_edit_applies_within_a_second(self, config_dir: Path, in_process_daemon) -> None:
+        with in_process_daemon() as running:
+            sup = running.supervisor
+            subscription = sup.bus.subscribe(accept=lambda e: e.type == "reloaded")
+            started = time.monotonic()
+            write_config(config_dir, APP.format(name="a", chord="a", command="true"))
+            assert subscription.get(timeout=1.0) is not None
+            assert time.monotonic() - started < 1.0
+            assert [s.name for s in sup.snapshots()] == ["a"]
+            (config_dir / "apps.d" / "b.yml").write_text("name: b\nchord: b\ncommand: 'true'\n")
+            assert subscription.get(timeout=1.0) is not None
+            assert sup.registry.get("b").source == "apps.d/b.yml"  # type: ignore[union-attr]
+            (config_dir / "apps.d" / "b.yml").unlink()
+            assert subscription.get(timeout=1.0) is not None
+            assert [s.name for s in sup.snapshots()] == ["a"]
+
+    def test_invalid_edit_keeps_the_last_good_registry(
+        self, config_dir: Path, in_process_daemon
+    ) -> None:
+        """A broken edit changes nothing and reports every error; the running app is untouched."""
+        write_config(config_dir, APP.format(name="a", chord="a", command="sleep 60")
+                     + "    autostart: true\n")
+        with in_process_daemon() as running:
+            sup = running.supervisor
+            pid = sup.snapshot("a").pid
+            failures = sup.bus.subscribe(accept=lambda e: e.type == "reload_failed")
+            write_config(config_dir, "apps:\n  - {name: A, chord: '?', command: 1}\n"
+                         "  - {name: b}\n")
+            event = failures.get(timeout=2)
+            assert event is not None
+            assert len(event.data["errors"]) == 3  # name, chord, missing command
+            before = sup.registry
+            with pytest.raises(ConfigError):
+                running.daemon.reload(Source.api)
+            assert sup.registry is before
+            assert sup.snapshot("a").state is S.ready and sup.snapshot("a").pid == pid
+
+    def test_broken_drop_in_blocks_nothing(self, config_dir: Path, in_process_daemon) -> None:
+        with in_process_daemon() as running:
+            reloads = running.supervisor.bus.subscribe(accept=lambda e: e.type == "reloaded")
+            (config_dir / "apps.d" / "a.yml").write_text("name: a\ncommand: 'true'\n")
+            (config_dir / "apps.d" / "b.yml").write_text("name: b\ncommand: [oops\n")
+            wait_for(lambda: reloads.get(timeout=1) and
+                     [s.name for s in running.supervisor.snapshots()] == ["a"])
+
+    def test_reload_adds_autostart_and_keeps_removed_app_running(
+        self, config_dir: Path, in_process_daemon
+    ) -> None:
+        write_config(config_dir, APP.format(name="a", chord="a", command="sleep 60")
+                     + "    autostart: true\n")
+        with in_process_daemon() as running:
+            sup = running.supervisor
+            pid = sup.snapshot("a").pid
+            write_config(config_dir, APP.format(name="b", chord="b", command="sleep 60")
+                         + "    autostart: true\n")
+            wait_for(lambda: sup.registry.get("b") is not None)
+            wait_state(sup, "b", S.ready)
+            assert sup.snapshot("a").removed and alive(pid)  # type: ignore[arg-type]
+            os.killpg(pid, signal.SIGKILL)  # type: ignore[arg-type]
+            wait_for(lambda: [s.name for s in sup.snapshots()] == ["b"])
+
+    def test_editor_rename_and_recreated_apps_dir(self, config_dir: Path, in_process_daemon) -> None:
+        """Saves by rename and a deleted-then-recreated apps.d/ are still seen."""
+        with in_process_daemon() as running:
+            sup = running.supervisor
+            apps_dir = config_dir / "apps.d"
+            apps_dir.rmdir()
+            apps_dir.mkdir()
+            tmp = apps_dir / ".a.yml.swp"
+            tmp.write_text("name: a\ncommand: 'true'\n")
+            tmp.rename(apps_dir / "a.yml")
+            wait_for(lambda: sup.registry.get("a") is not None, timeout=2)
+
+
+def test_daemon_log_records_every_step(config_dir: Path, start_daemon) -> None:
+    """Transitions carry app, trigger, source, pid and durations in the JSON log."""
+    write_config(config_dir, APP.format(name="a", chord="a", command="exit 7")
+                 + "    autostart: true\n")
+    daemon: DaemonProcess = start_daemon()
+    failed = daemon.wait_event("app_transition", app="a", dst="failed")
+    assert failed["trigger"] == "exited" and failed["source"] == "tracker"
+    assert failed["code"] == 7 and isinstance(failed["uptime_ms"], float)
+    assert "exited with status 7 within 1 s" in failed["error"]  # type: ignore[operator]
+    spawned = next(e for e in daemon.events() if e.get("trigger") == "spawned")
+    assert isinstance(spawned["pid"], int) and isinstance(spawned["spawn_ms"], float)
+    assert json.loads((config_dir / "logs" / "orchestratr.log").read_text().splitlines()[0])
