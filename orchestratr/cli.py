@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -10,6 +11,9 @@ from orchestratr import __version__
 
 
 def _cmd_daemon(args: argparse.Namespace) -> int:
+    # The daemon never speaks TLS (its API is plain HTTP on loopback), but structlog imports
+    # asyncio, which loads OpenSSL if it can: about 4 MiB of resident memory for nothing.
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     from orchestratr.daemon import Daemon, DaemonOptions  # keep `--help` fast
 
     options = DaemonOptions(

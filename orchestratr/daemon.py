@@ -8,6 +8,7 @@ shutdown.
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import signal
@@ -119,6 +120,8 @@ class Daemon:
             self._resume_survivors()
             supervisor.autostart(Source.daemon)
             watcher.start()
+            gc.collect()  # drop start-up garbage (YAML trees, generated converter code)
+            gc.freeze()  # and keep what stays from being rescanned for the daemon's lifetime
             self.started.set()
             log.info("daemon_started", pid=os.getpid(), version=__version__,
                      config_dir=str(self.paths.config_dir), apps=len(registry.apps),

@@ -144,8 +144,9 @@ class DaemonProcess:
         )
 
     def _lines(self) -> list[str]:
+        """Complete lines only: the daemon may be halfway through writing the last one."""
         try:
-            return self.log_file.read_text().splitlines()
+            return self.log_file.read_text().split("\n")[:-1]
         except FileNotFoundError:
             return []
 

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import attrs
-import psutil
 
 from orchestratr.paths import write_atomically
 from orchestratr.supervisor.app import AppSnapshot
@@ -30,6 +29,8 @@ class Survivor:
 
 def save(path: Path, apps: list[AppSnapshot]) -> int:
     """Record the apps that still have a process; return how many."""
+    import psutil  # only when apps are left running (see processes/tracker.py)
+
     survivors = []
     for app in apps:
         if app.pid is None:
@@ -51,6 +52,8 @@ def load(path: Path) -> list[Survivor]:
         path.unlink()
     except (OSError, ValueError):
         return []
+    import psutil
+
     alive = []
     for entry in raw if isinstance(raw, list) else []:
         with contextlib.suppress(TypeError, psutil.Error):
