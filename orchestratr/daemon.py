@@ -25,7 +25,7 @@ import structlog
 from orchestratr import __version__
 from orchestratr.errors import ConfigError, DaemonRunningError, OrchestratrError
 from orchestratr.lockfile import DaemonLock
-from orchestratr.logs import configure_logging
+from orchestratr.logs import configure_logging, set_level
 from orchestratr.paths import CONFIG_DIR_ENV, Paths
 from orchestratr.processes import survivors
 from orchestratr.processes.spawn import ProcessLauncher
@@ -91,6 +91,7 @@ class Daemon:
                 log.error("reload_failed", source=source.value, errors=len(exc.errors))
                 raise
             _log_problems(list(registry.warnings), list(registry.skipped))
+            set_level(registry.settings.log_level)
             self.supervisor.apply_registry(registry, source)
             log.info("reloaded", source=source.value, apps=len(registry.apps),
                      duration_ms=round((time.monotonic() - started) * 1000, 3))

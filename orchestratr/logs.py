@@ -60,7 +60,7 @@ def configure_logging(
         root.removeHandler(old)
         old.close()
     root.addHandler(_RecordQueueHandler(records))
-    root.setLevel(level.upper())
+    set_level(level)
     logging.getLogger("transitions").setLevel(logging.WARNING)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
 
@@ -83,6 +83,11 @@ def configure_logging(
             handler.close()
 
     return stop
+
+
+def set_level(level: str) -> None:
+    """Apply ``log_level`` (also on reload)."""
+    logging.getLogger().setLevel(level.upper())
 
 
 def _formatter(renderer: structlog.typing.Processor, json: bool) -> logging.Formatter:

@@ -38,6 +38,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = 
         time.sleep(0.005)
 
 
+def run_concurrently(target: Callable[[int], None], count: int) -> None:
+    """Run ``target(0)`` ... ``target(count - 1)`` in threads and wait for all of them."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def wait_state(sup: Supervisor, name: str, *states: AppState, timeout: float = 5.0) -> None:
     """Block on the event bus until ``name`` is in one of ``states``."""
     subscription = sup.bus.subscribe()

@@ -130,6 +130,8 @@ class Supervisor:
                 app.starts.clear()
             run = self._begin_launch(app, source)
             if run is None:
+                # Bringing its window forward would go here; no portable way on Linux yet.
+                log.debug("already_running", app=name, pid=app.pid, source=source.value)
                 return LaunchResult(app.snapshot(), spawned=False)
         return LaunchResult(self._spawn(app, run, app.spec, source), spawned=True)
 

@@ -26,6 +26,11 @@ apps:
 """
 
 
+def autostart(name: str, command: str, settings: str = "") -> str:
+    """A config.yml with one app that the daemon launches when it starts."""
+    return settings + APP.format(name=name, chord=name, command=command) + "    autostart: true\n"
+
+
 def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -51,8 +56,7 @@ class TestStartAndStop:
         self, config_dir: Path, start_daemon
     ) -> None:
         """Shutdown takes well under 2 s, releases the lock, and leaves apps running."""
-        write_config(config_dir, APP.format(name="a", chord="a", command="sleep 60")
-                     + "    autostart: true\n")
+        write_config(config_dir, autostart("a", "sleep 60"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             daemon = start_daemon()
             event = daemon.wait_event("app_transition", app="a", dst="ready")
@@ -65,8 +69,7 @@ class TestStartAndStop:
 
     def test_restarted_daemon_adopts_running_apps(self, config_dir: Path, start_daemon) -> None:
         """A daemon restart adopts the apps left running instead of launching duplicates."""
-        write_config(config_dir, APP.format(name="a", chord="a", command="sleep 60")
-                     + "    autostart: true\n")
+        write_config(config_dir, autostart("a", "sleep 60"))
         first = start_daemon()
         pid = first.wait_event("app_transition", app="a", dst="ready")["pid"]
         first.stop()
@@ -79,9 +82,7 @@ class TestStartAndStop:
         second.wait_event("app_transition", app="a", dst="stopped")  # status unknown: not ours
 
     def test_stop_apps_on_exit(self, config_dir: Path, start_daemon) -> None:
-        write_config(config_dir, "stop_apps_on_exit: true\n"
-                     + APP.format(name="a", chord="a", command="sleep 60")
-                     + "    autostart: true\n")
+        write_config(config_dir, autostart("a", "sleep 60", "stop_apps_on_exit: true\n"))
         daemon = start_daemon()
         pid = daemon.wait_event("app_transition", app="a", dst="ready")["pid"]
         assert daemon.stop() == 0
@@ -144,8 +145,7 @@ class TestHotReload:
         self, config_dir: Path, in_process_daemon
     ) -> None:
         """A broken edit changes nothing and reports every error; the running app is untouched."""
-        write_config(config_dir, APP.format(name="a", chord="a", command="sleep 60")
-                     + "    autostart: true\n")
+        write_config(config_dir, autostart("a", "sleep 60"))
         with in_process_daemon() as running:
             sup = running.supervisor
             pid = sup.snapshot("a").pid
@@ -172,13 +172,11 @@ class TestHotReload:
     def test_reload_adds_autostart_and_keeps_removed_app_running(
         self, config_dir: Path, in_process_daemon
     ) -> None:
-        write_config(config_dir, APP.format(name="a", chord="a", command="sleep 60")
-                     + "    autostart: true\n")
+        write_config(config_dir, autostart("a", "sleep 60"))
         with in_process_daemon() as running:
             sup = running.supervisor
             pid = sup.snapshot("a").pid
-            write_config(config_dir, APP.format(name="b", chord="b", command="sleep 60")
-                         + "    autostart: true\n")
+            write_config(config_dir, autostart("b", "sleep 60"))
             wait_for(lambda: sup.registry.get("b") is not None)
             wait_state(sup, "b", S.ready)
             assert sup.snapshot("a").removed and alive(pid)  # type: ignore[arg-type]
@@ -200,8 +198,7 @@ class TestHotReload:
 
 def test_daemon_log_records_every_step(config_dir: Path, start_daemon) -> None:
     """Transitions carry app, trigger, source, pid and durations in the JSON log."""
-    write_config(config_dir, APP.format(name="a", chord="a", command="exit 7")
-                 + "    autostart: true\n")
+    write_config(config_dir, autostart("a", "exit 7"))
     daemon: DaemonProcess = start_daemon()
     failed = daemon.wait_event("app_transition", app="a", dst="failed")
     assert failed["trigger"] == "exited" and failed["source"] == "tracker"

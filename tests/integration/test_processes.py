@@ -20,7 +20,7 @@ from orchestratr.errors import InvalidTransitionError, LaunchError, UnknownAppEr
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
 from orchestratr.supervisor.core import Supervisor
 from orchestratr.supervisor.states import AppState, Source, Trigger
-from tests.conftest import wait_for, wait_state
+from tests.conftest import run_concurrently, wait_for, wait_state
 
 S = AppState
 MakeSup = Callable[..., Supervisor]
@@ -70,15 +70,11 @@ class TestLaunch:
         barrier = threading.Barrier(20)
         results = []
 
-        def press() -> None:
+        def press(_: int) -> None:
             barrier.wait()
             results.append(sup.launch("a", Source.hotkey))
 
-        threads = [threading.Thread(target=press) for _ in range(20)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_concurrently(press, 20)
         assert sum(r.spawned for r in results) == 1
         pid = sup.snapshot("a").pid
         assert pid is not None
@@ -423,11 +419,7 @@ def test_stress_commands_and_real_exits(make_supervisor: MakeSup) -> None:
             except BaseException as exc:  # noqa: BLE001 - anything else is the failure
                 unexpected.append(exc)
 
-    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_concurrently(hammer, 12)
     assert not unexpected
     for name in names:
         sup.stop(name, Source.cli)

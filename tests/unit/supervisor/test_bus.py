@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 
+from tests.conftest import run_concurrently
 from orchestratr.supervisor.bus import EventBus
 
 
@@ -11,15 +11,11 @@ def test_ids_are_monotonic_across_threads() -> None:
     """Concurrent publishers never share or reorder ids in the buffer."""
     bus = EventBus()
 
-    def publish() -> None:
+    def publish(_: int) -> None:
         for _ in range(500):
             bus.publish("x")
 
-    threads = [threading.Thread(target=publish) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_concurrently(publish, 4)
     ids = [e.id for e in bus.since(0)]
     assert ids == list(range(1, 2001))
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 import random
-import threading
 import time
 
 import pytest
 from transitions import MachineError
 
+from tests.conftest import run_concurrently
 from orchestratr.registry.model import AppSpec
 from orchestratr.supervisor.app import App
 from orchestratr.supervisor.states import AppState, Source, Trigger, build_machine
@@ -151,11 +151,7 @@ def test_concurrent_raw_triggers_keep_a_consistent_history() -> None:
         except BaseException as exc:  # noqa: BLE001 - any escape is the failure under test
             errors.append(exc)
 
-    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_concurrently(hammer, 16)
     assert not errors
     assert isinstance(app.state, AppState)
     history = list(app.history)
