@@ -8,12 +8,15 @@ as the Go orchestratr's YAML decoder accepted them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import cattrs
 from cattrs.v import transform_error
 
+from orchestratr.errors import BadRequestError
 from orchestratr.registry.model import RestartPolicy
+
+T = TypeVar("T")
 
 
 def _type_name(value: object) -> str:
@@ -69,10 +72,26 @@ def configure_converter(converter: cattrs.Converter) -> None:
     converter.register_unstructure_hook_func(lambda t: t == Mapping[str, str], dict)
 
 
-def make_converter() -> cattrs.Converter:
-    converter = cattrs.Converter(forbid_extra_keys=False)
+def make_converter(forbid_extra_keys: bool = False) -> cattrs.Converter:
+    """Manifests tolerate unknown keys (newer tools write them); API bodies do not."""
+    converter = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
     configure_converter(converter)
     return converter
+
+
+def structure_body(data: Any, cls: type[T]) -> T:
+    """An API request body as ``cls``, strictly.
+
+    Raises:
+        BadRequestError: naming every field that is missing, unknown or of the wrong type.
+    """
+    if not isinstance(data, dict):
+        raise BadRequestError(f"expected a JSON object, got {_type_name(data)}")
+    try:
+        return strict_converter.structure(data, cls)
+    except cattrs.BaseValidationError as exc:
+        problems = "; ".join(f"{field or 'body'}: {msg}" for field, msg in describe_errors(exc))
+        raise BadRequestError(problems) from None
 
 
 def describe_errors(exc: BaseException) -> list[tuple[str, str]]:
@@ -87,7 +106,10 @@ def describe_errors(exc: BaseException) -> list[tuple[str, str]]:
 def _describe(exc: BaseException, _: type | None) -> str:
     if isinstance(exc, KeyError):
         return "required field missing"
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        return f"unknown field(s): {', '.join(sorted(exc.extra_fields))}"
     return str(exc)
 
 
 converter = make_converter()
+strict_converter = make_converter(forbid_extra_keys=True)

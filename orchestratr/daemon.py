@@ -23,6 +23,9 @@ import attrs
 import structlog
 
 from orchestratr import __version__
+from orchestratr.api.openapi import document
+from orchestratr.api.routes import Api
+from orchestratr.api.server import ApiServer
 from orchestratr.errors import ConfigError, DaemonRunningError, OrchestratrError
 from orchestratr.lockfile import DaemonLock
 from orchestratr.logs import configure_logging, set_level
@@ -54,6 +57,7 @@ class Daemon:
         self._stop = threading.Event()
         self._reload_lock = threading.Lock()
         self.supervisor: Supervisor | None = None
+        self.api: ApiServer | None = None
         self.started = threading.Event()  # set once every part is up
 
     def run(self) -> int:
@@ -108,6 +112,9 @@ class Daemon:
             self.paths.log_dir, tracker, extra_env={CONFIG_DIR_ENV: str(self.paths.config_dir)}
         )
         self.supervisor = supervisor = Supervisor(launcher)
+        port = self.options.port if self.options.port is not None else registry.settings.api_port
+        self.api = ApiServer(Api(supervisor, self.reload, leader=None, openapi=document),
+                             port, self.paths.port_file)
         watcher = ConfigWatcher(self.paths, self._reload_quietly)
         restore = _catch_signals(self.request_stop)
         try:
@@ -118,6 +125,7 @@ class Daemon:
             else:
                 _log_problems(list(registry.warnings), list(registry.skipped))
             supervisor.apply_registry(registry, Source.daemon, autostart=False)
+            self.api.start()  # before any app starts, so apps find the port file
             self._resume_survivors()
             supervisor.autostart(Source.daemon)
             watcher.start()
@@ -126,14 +134,18 @@ class Daemon:
             self.started.set()
             log.info("daemon_started", pid=os.getpid(), version=__version__,
                      config_dir=str(self.paths.config_dir), apps=len(registry.apps),
-                     platform=platform.platform(), python=platform.python_version())
+                     port=self.api.port, platform=platform.platform(),
+                     python=platform.python_version())
             self._stop.wait()
             log.info("daemon_stopping")
+        except OSError as exc:
+            log.error("daemon_start_failed", error=str(exc))
+            return 1
         finally:
             restore()
             watcher.stop()
-            stop_apps = supervisor.registry.settings.stop_apps_on_exit
-            supervisor.shutdown(stop_apps=stop_apps)
+            self.api.stop()
+            supervisor.shutdown(stop_apps=supervisor.registry.settings.stop_apps_on_exit)
             left = survivors.save(self.paths.running_file, supervisor.running())
             tracker.stop()
             log.info("daemon_stopped", apps_left_running=left)

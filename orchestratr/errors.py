@@ -26,6 +26,16 @@ class ConfigError(OrchestratrError):
         super().__init__(f"config validation failed with {count} error(s):\n{lines}")
 
 
+class BadRequestError(OrchestratrError):
+    """A request (an API body, a parameter) that cannot be understood."""
+
+    code = "bad_request"
+
+
+class NoSuchProcessError(BadRequestError):
+    """An app announced a pid that is not running."""
+
+
 class UnknownAppError(OrchestratrError):
     """No app with that name (or chord) is registered."""
 

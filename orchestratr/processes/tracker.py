@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import attrs
 import structlog
 
-from orchestratr.errors import LaunchError
+from orchestratr.errors import NoSuchProcessError
 from orchestratr.supervisor.launcher import OnExit, ProcessExit
 
 if TYPE_CHECKING:
@@ -106,14 +106,14 @@ class ProcessTracker:
         """Watch a process we did not spawn (or its whole group, led by ``pid``).
 
         Raises:
-            LaunchError: it is not running.
+            NoSuchProcessError: it is not running.
         """
         import psutil
 
         if group:
             members = _group_members(pid)
             if not members:
-                raise LaunchError(f"no running process in group {pid}")
+                raise NoSuchProcessError(f"no running process in group {pid}")
             self._add(_Watch(pid, on_exit, None, group=True), members)
             return
         try:
@@ -122,7 +122,7 @@ class ProcessTracker:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             alive = False
         if not alive:
-            raise LaunchError(f"no running process with pid {pid}")
+            raise NoSuchProcessError(f"no running process with pid {pid}")
         self._add(_Watch(pid, on_exit, None, group=False), [pid])
         if not proc.is_running():  # died or was replaced while we set up the watch
             self._member_gone(pid)

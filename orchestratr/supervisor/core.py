@@ -438,7 +438,7 @@ class Supervisor:
         return pid == app.pid or (app.group and self._launcher.same_group(pid, app.pid))
 
     def _adopt(self, app: App, pid: int, group: bool) -> None:
-        """Track a process we did not spawn (lock held). Raises LaunchError if it is gone."""
+        """Track a process we did not spawn (lock held). Raises NoSuchProcessError if gone."""
         self._launcher.adopt(pid, partial(self._on_exit, app, app.run + 1), group)
         app.run += 1
         app.group, app.started = group, self._mono()

@@ -41,7 +41,7 @@ class Launcher(Protocol):
         """Call ``on_exit`` once ``pid`` (or, with ``group``, its whole group) has ended.
 
         Raises:
-            LaunchError: no such process.
+            NoSuchProcessError: no such process.
         """
 
     def same_group(self, pid: int, leader: int) -> bool:

@@ -16,7 +16,12 @@ import psutil
 import pytest
 from structlog.testing import capture_logs
 
-from orchestratr.errors import InvalidTransitionError, LaunchError, UnknownAppError
+from orchestratr.errors import (
+    InvalidTransitionError,
+    LaunchError,
+    NoSuchProcessError,
+    UnknownAppError,
+)
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
 from orchestratr.supervisor.core import Supervisor
 from orchestratr.supervisor.states import AppState, Source, Trigger
@@ -161,7 +166,7 @@ class TestTracking:
 
     def test_group_keeps_app_alive_after_the_shell_exits(self, make_supervisor: MakeSup) -> None:
         """A shell that forks a child and exits leaves the app running until the child ends."""
-        sup = make_supervisor(app("a", "sleep 30 & echo $! > child.pid; exit 0"))
+        sup = make_supervisor(app("a", "sleep 30 & exit 0"))
         shell_pid = sup.launch("a", Source.cli).app.pid
         assert shell_pid
         wait_for(lambda: not alive(shell_pid), what="the shell to exit")
@@ -192,7 +197,7 @@ class TestTracking:
         sup = make_supervisor(app("a", "unused"))
         gone = subprocess.Popen(["true"])
         gone.wait()
-        with pytest.raises(LaunchError, match=f"no running process with pid {gone.pid}"):
+        with pytest.raises(NoSuchProcessError, match=f"no running process with pid {gone.pid}"):
             sup.notify_launched("a", Source.api, pid=gone.pid)
         assert sup.snapshot("a").state is S.stopped
 

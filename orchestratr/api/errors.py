@@ -1,0 +1,46 @@
+"""The one map from error codes to HTTP statuses, and the error body every non-2xx carries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestratr.errors import OrchestratrError
+
+STATUS: dict[str, int] = {
+    "bad_request": 400,
+    "invalid_config": 400,
+    "forbidden": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "invalid_transition": 409,
+    "conflict": 409,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "internal_error": 500,
+    "launch_failed": 500,
+    "unavailable": 503,
+}
+
+
+class ApiError(OrchestratrError):
+    """An error raised by the HTTP layer itself (routing, parsing, the guard)."""
+
+    def __init__(
+        self, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.headers = headers or {}
+
+
+def status_of(exc: OrchestratrError) -> int:
+    return STATUS.get(exc.code, 500)
+
+
+def error_body(exc: OrchestratrError) -> dict[str, Any]:
+    """``{"error", "code"}``, plus the list of problems for an invalid config."""
+    body: dict[str, Any] = {"error": str(exc), "code": exc.code}
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, list):
+        body["errors"] = errors
+    return body

@@ -1,0 +1,208 @@
+"""The OpenAPI 3.1 document describing every endpoint, body and error.
+
+Tests validate real responses against it and fuzz the API from it, so it cannot drift from
+what the server does without a test failing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestratr import __version__
+from orchestratr.api.errors import STATUS
+from orchestratr.registry.model import RestartPolicy
+from orchestratr.supervisor.states import AppState, Source, Trigger
+
+JSON = "application/json"
+ERROR_TEXT = {
+    400: "Malformed request: bad JSON, wrong types, unknown fields, or an invalid app name",
+    403: "Not from loopback, a foreign Host header (DNS rebinding) or a foreign Origin",
+    404: "No such app, chord or endpoint",
+    405: "Wrong method; the Allow header names the right one",
+    409: "The notification or command does not fit the app's current state",
+    413: "Request body over 1 MiB",
+    415: "A request body that is not application/json",
+    500: "Internal error (details in the daemon log), or a command that could not be spawned",
+    503: "The hotkey engine is not running",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None,
+         closed: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+TIME = {"type": "string", "format": "date-time"}
+STRING = {"type": "string"}
+STATE = {"type": "string", "enum": [s.value for s in AppState]}
+
+APP_PROPERTIES: dict[str, Any] = {
+    "name": STRING,
+    "command": STRING,
+    "chord": _nullable(STRING),
+    "environment": STRING,
+    "description": STRING,
+    "ready_cmd": _nullable(STRING),
+    "ready_timeout_ms": {"type": "integer"},
+    "detached": {"type": "boolean"},
+    "restart": {"type": "string", "enum": [p.value for p in RestartPolicy]},
+    "restart_delay_ms": {"type": "integer"},
+    "autostart": {"type": "boolean"},
+    "stop_timeout_ms": {"type": "integer"},
+    "cwd": _nullable(STRING),
+    "env": {"type": "object", "additionalProperties": STRING},
+    "source": {"type": "string", "description": "config, or apps.d/<file>"},
+    "state": STATE,
+    "pid": _nullable({"type": "integer"}),
+    "launched_at": _nullable(TIME),
+    "ready_at": _nullable(TIME),
+    "error": _nullable(STRING),
+    "removed": {"type": "boolean", "description": "dropped from the config, still running"},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj(
+        {
+            "error": STRING,
+            "code": {"type": "string", "enum": sorted(STATUS)},
+            "errors": {"type": "array", "items": STRING,
+                       "description": "every validation error, for invalid_config"},
+        },
+        ["error", "code"],
+    ),
+    "Health": _obj({"status": {"const": "ok"}, "version": STRING}, ["status", "version"]),
+    "App": _obj(APP_PROPERTIES, list(APP_PROPERTIES)),
+    "HistoryEntry": _obj(
+        {
+            "from": STATE,
+            "to": STATE,
+            "trigger": {"type": "string", "enum": [t.value for t in Trigger]},
+            "source": {"type": "string", "enum": [s.value for s in Source]},
+            "at": TIME,
+            "detail": {"type": "object"},
+        },
+        ["from", "to", "trigger", "source", "at", "detail"],
+    ),
+    "AppDetail": {"allOf": [
+        _ref("App"),
+        _obj({"history": {"type": "array", "items": _ref("HistoryEntry")}}, ["history"]),
+    ]},
+    "AppState": _obj(
+        {
+            "name": STRING,
+            "launched": {"type": "boolean"},
+            "ready": {"type": "boolean"},
+            "launched_at": TIME,
+            "ready_at": TIME,
+            "error": STRING,
+            "state": STATE,
+        },
+        ["name", "launched", "ready", "state"],
+    ),
+    "Ack": _obj(
+        {
+            "app": STRING,
+            "state": STATE,
+            "pid": _nullable({"type": "integer"}),
+            "spawned": {"type": "boolean", "description": "false: it was already running"},
+            "status": {"const": "ok"},
+        },
+        ["app", "state", "pid", "status"],
+    ),
+    "Reload": _obj(
+        {
+            "apps": {"type": "array", "items": _ref("App")},
+            "warnings": {"type": "array", "items": STRING},
+            "skipped": {"type": "array", "items": STRING},
+            "status": {"const": "ok"},
+        },
+        ["apps", "warnings", "skipped", "status"],
+    ),
+    "Ok": _obj({"status": {"const": "ok"}}, ["status"], closed=True),
+    "Empty": _obj({}, closed=True),
+    "LaunchedBody": _obj({"pid": _nullable({"type": "integer", "minimum": 1})}, closed=True),
+    "TriggerBody": _obj({"chord": _nullable({"type": "string", "maxLength": 32})}, closed=True),
+}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {
+        str(status): {"description": ERROR_TEXT[status],
+                      "content": {JSON: {"schema": _ref("Error")}}}
+        for status in statuses
+    }
+
+
+def _operation(summary: str, ok: dict[str, Any], *errors: int,
+               body: str | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {"200": {"description": "OK", "content": {JSON: {"schema": ok}}},
+                      **_errors(403, 405, 500, *errors)},
+    }
+    if body is not None:
+        op["requestBody"] = {"required": False, "content": {JSON: {"schema": _ref(body)}}}
+        op["responses"].update(_errors(400, 413, 415))
+    return op
+
+
+NAME = {"name": "name", "in": "path", "required": True, "example": "notes",
+        "description": "the app's name (case-insensitive)", "schema": STRING}
+
+
+def _app_path(**operations: dict[str, Any]) -> dict[str, Any]:
+    return {"parameters": [NAME], **operations}
+
+
+def _command(summary: str, body: str = "Empty", conflict: bool = True) -> dict[str, Any]:
+    errors = (400, 404, 409) if conflict else (400, 404)
+    return {"post": _operation(summary, _ref("Ack"), *errors, body=body)}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "orchestratr",
+            "version": __version__,
+            "description": "Local process supervisor API. Loopback only; every error is "
+                           '{"error": "<message>", "code": "<code>"}.',
+        },
+        "servers": [{"url": "http://127.0.0.1:9876"}],
+        "paths": {
+            "/health": {"get": _operation("Liveness and version", _ref("Health"))},
+            "/openapi.json": {"get": _operation("This document", {"type": "object"})},
+            "/apps": {"get": _operation("Every app with its live state",
+                                        {"type": "array", "items": _ref("App")})},
+            "/apps/{name}": _app_path(get=_operation(
+                "One app with its recent transitions", _ref("AppDetail"), 400, 404)),
+            "/apps/{name}/state": _app_path(get=_operation(
+                "Go-compatible state (unset fields omitted)", _ref("AppState"), 400, 404)),
+            "/apps/{name}/launched": _app_path(**_command(
+                "The app says it started; a pid makes orchestratr track it", "LaunchedBody")),
+            "/apps/{name}/ready": _app_path(**_command("The app says it is ready")),
+            "/apps/{name}/stopped": _app_path(**_command("The app says it is shutting down")),
+            "/apps/{name}/launch": _app_path(**_command("Launch (nothing new if running)")),
+            "/apps/{name}/stop": _app_path(**_command("SIGTERM the app's process group")),
+            "/apps/{name}/restart": _app_path(**_command("Stop, then launch again")),
+            "/reload": {"post": _operation("Reload the config now", _ref("Reload"),
+                                           body="Empty")},
+            "/trigger": {"post": _operation(
+                "Launch the app on a chord, or press the leader key",
+                {"anyOf": [_ref("Ack"), _ref("Ok")]}, 404, 409, 503, body="TriggerBody")},
+        },
+        "components": {"schemas": SCHEMAS},
+    }

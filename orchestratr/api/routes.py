@@ -1,0 +1,203 @@
+"""The endpoints. Each handler parses, makes one supervisor call, and serialises the result.
+
+Routing is a table of ``(method, template)`` rows; ``{name}`` segments are percent-decoded,
+lowercased (app names are lowercase, so ``/apps/Notes`` means ``notes``, and the Go
+orchestratr's split-state bug B4 cannot happen) and checked against the name rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import unquote
+
+import attrs
+
+from orchestratr import __version__
+from orchestratr.api.errors import ApiError
+from orchestratr.api.wire import LaunchedBody, TriggerBody, ack_json, app_json, state_json
+from orchestratr.convert import structure_body
+from orchestratr.errors import BadRequestError
+from orchestratr.registry.model import Registry
+from orchestratr.registry.validate import NAME_PATTERN
+from orchestratr.supervisor.core import Supervisor
+from orchestratr.supervisor.states import Source
+
+MAX_CHORD_LENGTH = 32
+
+
+@attrs.frozen
+class Request:
+    method: str
+    params: Mapping[str, str]
+    body: Any  # parsed JSON, or None when there was no body
+
+    @property
+    def name(self) -> str:
+        return self.params["name"]
+
+
+@attrs.frozen
+class Response:
+    status: int
+    body: Any
+
+
+Handler = Callable[[Request], Response]
+
+
+def ok(body: Any) -> Response:
+    return Response(200, body)
+
+
+class Api:
+    """The API's endpoints over one supervisor.
+
+    ``reload`` loads and applies the config (raising ConfigError); ``leader`` simulates a
+    leader-key press, or is None while the hotkey listener is not running.
+    """
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        reload: Callable[[Source], Registry],
+        leader: Callable[[], None] | None,
+        openapi: Callable[[], dict[str, Any]],
+    ) -> None:
+        self._sup = supervisor
+        self._reload = reload
+        self._leader = leader
+        self._openapi = openapi
+        self.routes: list[tuple[str, str, Handler]] = [
+            ("GET", "/health", self.health),
+            ("GET", "/openapi.json", self.openapi),
+            ("GET", "/apps", self.apps),
+            ("GET", "/apps/{name}", self.app),
+            ("GET", "/apps/{name}/state", self.state),
+            ("POST", "/apps/{name}/launched", self.launched),
+            ("POST", "/apps/{name}/ready", self.ready),
+            ("POST", "/apps/{name}/stopped", self.stopped),
+            ("POST", "/apps/{name}/launch", self.launch),
+            ("POST", "/apps/{name}/stop", self.stop),
+            ("POST", "/apps/{name}/restart", self.restart),
+            ("POST", "/reload", self.reload),
+            ("POST", "/trigger", self.trigger),
+        ]
+
+    def route(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+        """The handler for a request and its path parameters.
+
+        Raises:
+            ApiError: not_found (no such path), method_not_allowed (with ``Allow``).
+            BadRequestError: an ``{name}`` that is not a valid app name.
+        """
+        segments = [unquote(s) for s in path.split("/")]
+        allowed: list[str] = []
+        for route_method, template, handler in self.routes:
+            params = _match(template.split("/"), segments)
+            if params is None:
+                continue
+            if route_method != method:
+                allowed.append(route_method)
+                continue
+            return handler, _checked(params)
+        if allowed:
+            allow = ", ".join(sorted(set(allowed)))
+            raise ApiError("method_not_allowed", f"use {allow}", headers={"Allow": allow})
+        raise ApiError("not_found", "endpoint not found")
+
+    # ------------------------------------------------------------- endpoints
+
+    def health(self, _: Request) -> Response:
+        return ok({"status": "ok", "version": __version__})
+
+    def openapi(self, _: Request) -> Response:
+        return ok(self._openapi())
+
+    def apps(self, _: Request) -> Response:
+        return ok([app_json(s) for s in self._sup.snapshots()])
+
+    def app(self, req: Request) -> Response:
+        return ok(app_json(self._sup.snapshot(req.name, with_history=True), with_history=True))
+
+    def state(self, req: Request) -> Response:
+        return ok(state_json(self._sup.snapshot(req.name, with_history=False)))
+
+    def launched(self, req: Request) -> Response:
+        body = _body(req, LaunchedBody)
+        return ok(ack_json(self._sup.notify_launched(req.name, Source.api, pid=body.pid)))
+
+    def ready(self, req: Request) -> Response:
+        _body(req, _Empty)
+        return ok(ack_json(self._sup.notify_ready(req.name, Source.api)))
+
+    def stopped(self, req: Request) -> Response:
+        _body(req, _Empty)
+        return ok(ack_json(self._sup.notify_stopped(req.name, Source.api)))
+
+    def launch(self, req: Request) -> Response:
+        _body(req, _Empty)
+        result = self._sup.launch(req.name, Source.api)
+        return ok(ack_json(result.app, spawned=result.spawned))
+
+    def stop(self, req: Request) -> Response:
+        _body(req, _Empty)
+        return ok(ack_json(self._sup.stop(req.name, Source.api)))
+
+    def restart(self, req: Request) -> Response:
+        _body(req, _Empty)
+        return ok(ack_json(self._sup.restart(req.name, Source.api)))
+
+    def reload(self, req: Request) -> Response:
+        _body(req, _Empty)
+        registry = self._reload(Source.api)
+        return ok({
+            "apps": [app_json(s) for s in self._sup.snapshots()],
+            "warnings": list(registry.warnings),
+            "skipped": list(registry.skipped),
+            "status": "ok",
+        })
+
+    def trigger(self, req: Request) -> Response:
+        chord = _body(req, TriggerBody).chord
+        if chord:
+            if len(chord) > MAX_CHORD_LENGTH:
+                raise BadRequestError(f"chord is longer than {MAX_CHORD_LENGTH} characters")
+            result = self._sup.launch(self._sup.find_chord(chord), Source.api)
+            return ok(ack_json(result.app, spawned=result.spawned))
+        if self._leader is None:
+            raise ApiError("unavailable", "hotkey engine not running; POST a chord instead")
+        self._leader()
+        return ok({"status": "ok"})
+
+
+@attrs.frozen
+class _Empty:
+    """Endpoints that take no body accept none, or an empty JSON object."""
+
+
+def _body(req: Request, cls: type[Any]) -> Any:
+    return structure_body({} if req.body is None else req.body, cls)
+
+
+def _match(template: list[str], segments: list[str]) -> dict[str, str] | None:
+    if len(template) != len(segments):
+        return None
+    params = {}
+    for part, segment in zip(template, segments, strict=True):
+        if part.startswith("{"):
+            if not segment:
+                return None
+            params[part[1:-1]] = segment
+        elif part != segment:
+            return None
+    return params
+
+
+def _checked(params: dict[str, str]) -> dict[str, str]:
+    if "name" in params:
+        name = params["name"].lower()
+        if not NAME_PATTERN.match(name):
+            raise BadRequestError("invalid app name")
+        params["name"] = name
+    return params

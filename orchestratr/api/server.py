@@ -1,0 +1,174 @@
+"""The HTTP server: the standard library's, one thread per connection, HTTP/1.1 keep-alive.
+
+Every request goes guard -> route -> body -> handler -> JSON, and is logged once with its
+method, path, status and duration. Errors always answer ``{"error", "code"}``; an unexpected
+exception is logged with its traceback and answered with a bare 500.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from orchestratr import __version__
+from orchestratr.api import guard
+from orchestratr.api.errors import ApiError, error_body, status_of
+from orchestratr.api.routes import Api, Request, Response
+from orchestratr.errors import OrchestratrError
+from orchestratr.paths import write_atomically
+
+log = structlog.get_logger("orchestratr.api")
+
+MAX_BODY = 1024 * 1024
+HEADER_TIMEOUT_S = 5.0
+BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    api: Api
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = f"orchestratr/{__version__}"
+    sys_version = ""
+    timeout = HEADER_TIMEOUT_S  # a client that stalls is cut off
+    server: _Server
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._handle()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
+
+    def _handle(self) -> None:
+        started = time.perf_counter()
+        path = urlsplit(self.path).path
+        try:
+            response = self._respond(path)
+        except OrchestratrError as exc:
+            headers = exc.headers if isinstance(exc, ApiError) else {}
+            response = Response(status_of(exc), error_body(exc))
+            self._send(response, headers)
+        except Exception:
+            log.exception("http_internal_error", method=self.command, path=path)
+            response = Response(500, {"error": "internal error (see the daemon log)",
+                                      "code": "internal_error"})
+            self._send(response)
+        else:
+            self._send(response)
+        log.info("http_request", method=self.command, path=path, status=response.status,
+                 duration_ms=round((time.perf_counter() - started) * 1000, 3))
+
+    def _respond(self, path: str) -> Response:
+        api = self.server.api
+        refusal = guard.refusal(self.client_address[0], self.headers, self.server.server_port)
+        if refusal:
+            raise ApiError("forbidden", refusal)
+        handler, params = api.route(self.command, path)
+        body = self._read_body() if self.command in BODY_METHODS else None
+        return handler(Request(self.command, params, body))
+
+    def _read_body(self) -> Any:
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            raise ApiError("bad_request", "chunked bodies are not supported; send Content-Length")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            raise ApiError("bad_request", "invalid Content-Length") from None
+        if length > MAX_BODY:
+            self.close_connection = True  # the unread body stays on the socket
+            raise ApiError("payload_too_large", f"body is over {MAX_BODY} bytes")
+        raw = self.rfile.read(length) if length > 0 else b""
+        if not raw.strip():
+            return None
+        media_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise ApiError("unsupported_media_type", "request bodies must be application/json")
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError("bad_request", f"malformed JSON: {exc}") from None
+
+    def _send(self, response: Response, headers: dict[str, str] | None = None) -> None:
+        payload = (json.dumps(response.body) + "\n").encode()
+        self.send_response(response.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """http.server's own messages (timeouts, malformed request lines) go to structlog."""
+        log.debug("http_server_message", message=format % args, peer=self.client_address[0])
+
+
+class ApiServer:
+    """Binds 127.0.0.1, serves in its own threads, and keeps the port file."""
+
+    def __init__(self, api: Api, port: int, port_file: Path | None = None) -> None:
+        self._api = api
+        self._requested_port = port
+        self._port_file = port_file
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.server_port
+
+    def start(self) -> int:
+        """Bind (a free port if ours is taken), start serving, then write the port file."""
+        self._server = self._bind()
+        self._server.api = self._api
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="api", daemon=True)
+        self._thread.start()
+        if self._port_file is not None:
+            write_atomically(self._port_file, f"{self.port}\n", mode=0o644)
+        log.info("api_listening", host="127.0.0.1", port=self.port)
+        return self.port
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        if self._port_file is not None and _read_port(self._port_file) == self.port:
+            self._port_file.unlink(missing_ok=True)
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+
+    def _bind(self) -> _Server:
+        try:
+            return _Server(("127.0.0.1", self._requested_port), _Handler)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or self._requested_port == 0:
+                raise
+        server = _Server(("127.0.0.1", 0), _Handler)
+        log.warning("api_port_taken", wanted=self._requested_port, using=server.server_port,
+                    hint="clients find the port in the port file")
+        return server
+
+
+def _read_port(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None

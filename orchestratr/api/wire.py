@@ -1,0 +1,83 @@
+"""What goes over the wire: request bodies in, JSON objects out.
+
+Bodies are structured into these small classes (never into registry or supervisor types);
+responses are built from the supervisor's frozen snapshots. Times are RFC 3339 in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from orchestratr.convert import converter
+from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
+from orchestratr.supervisor.states import AppState
+
+
+@attrs.frozen
+class LaunchedBody:
+    """POST /apps/{name}/launched: optionally, the pid orchestratr should track."""
+
+    pid: int | None = None
+
+
+@attrs.frozen
+class TriggerBody:
+    """POST /trigger: a chord, or nothing for a leader-key press."""
+
+    chord: str | None = None
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:
+    """An app as GET /apps lists it: its config fields, source, and live state."""
+    body = converter.unstructure(snap.spec)
+    body.update(
+        state=snap.state.value,
+        pid=snap.pid,
+        launched_at=iso(snap.launched_at),
+        ready_at=iso(snap.ready_at),
+        error=snap.error,
+        removed=snap.removed,
+    )
+    if with_history:
+        body["history"] = [history_json(entry) for entry in snap.history]
+    return body
+
+
+def history_json(entry: HistoryEntry) -> dict[str, Any]:
+    return {
+        "from": entry.src.value,
+        "to": entry.dst.value,
+        "trigger": entry.trigger.value,
+        "source": entry.source.value,
+        "at": iso(entry.at),
+        "detail": dict(entry.detail),
+    }
+
+
+def state_json(snap: AppSnapshot) -> dict[str, Any]:
+    """GET /apps/{name}/state, shaped as the Go orchestratr's (unset fields are omitted)."""
+    running = snap.state in (AppState.launched, AppState.ready, AppState.stopping)
+    body: dict[str, Any] = {
+        "name": snap.name,
+        "launched": running,
+        "ready": snap.state is AppState.ready,
+        "launched_at": iso(snap.launched_at),
+        "ready_at": iso(snap.ready_at),
+        "error": snap.error,
+        "state": snap.state.value,
+    }
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def ack_json(snap: AppSnapshot, **extra: Any) -> dict[str, Any]:
+    """The answer to a notification or command: ``{"app", "state", "status": "ok"}``."""
+    return {"app": snap.name, "state": snap.state.value, "pid": snap.pid, **extra, "status": "ok"}
