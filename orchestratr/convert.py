@@ -35,12 +35,16 @@ def _bool(value: Any, _: type) -> bool:
     raise TypeError(f"expected true or false, got {_type_name(value)} {value!r}")
 
 
-def _str(value: Any, _: type) -> str:
+def _strict_str(value: Any, _: type) -> str:
     if isinstance(value, str):
         return value
+    raise TypeError(f"expected a string, got {_type_name(value)} {value!r}")
+
+
+def _str(value: Any, cls: type) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    raise TypeError(f"expected a string, got {_type_name(value)} {value!r}")
+    return _strict_str(value, cls)
 
 
 def _restart(value: Any, _: type) -> RestartPolicy:
@@ -72,10 +76,13 @@ def configure_converter(converter: cattrs.Converter) -> None:
     converter.register_unstructure_hook_func(lambda t: t == Mapping[str, str], dict)
 
 
-def make_converter(forbid_extra_keys: bool = False) -> cattrs.Converter:
-    """Manifests tolerate unknown keys (newer tools write them); API bodies do not."""
-    converter = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
+def make_converter(strict: bool = False) -> cattrs.Converter:
+    """Manifests tolerate unknown keys (newer tools write them) and YAML's unquoted numbers
+    where strings are meant (``chord: 1``); JSON API bodies get neither."""
+    converter = cattrs.Converter(forbid_extra_keys=strict)
     configure_converter(converter)
+    if strict:
+        converter.register_structure_hook(str, _strict_str)
     return converter
 
 
@@ -112,4 +119,4 @@ def _describe(exc: BaseException, _: type | None) -> str:
 
 
 converter = make_converter()
-strict_converter = make_converter(forbid_extra_keys=True)
+strict_converter = make_converter(strict=True)

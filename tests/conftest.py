@@ -47,6 +47,14 @@ def run_concurrently(target: Callable[[int], None], count: int) -> None:
         thread.join()
 
 
+def alive(pid: int) -> bool:
+    """Running and not a zombie (a zombie's status still answers, but it is gone)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def wait_state(sup: Supervisor, name: str, *states: AppState, timeout: float = 5.0) -> None:
     """Block on the event bus until ``name`` is in one of ``states``."""
     subscription = sup.bus.subscribe()
@@ -114,7 +122,7 @@ class InProcessDaemon:
     """A Daemon running in a thread, for tests that need to look inside it."""
 
     def __init__(self, config_dir: Path) -> None:
-        self.daemon = Daemon(DaemonOptions(config_dir=str(config_dir)))
+        self.daemon = Daemon(DaemonOptions(config_dir=str(config_dir), port=0))
         self.thread = threading.Thread(target=self.daemon.run, daemon=True)
 
     def __enter__(self) -> InProcessDaemon:
@@ -141,7 +149,9 @@ def in_process_daemon(config_dir: Path) -> Callable[[], InProcessDaemon]:
 class DaemonProcess:
     """``orchestratr daemon`` in a subprocess, observed through its JSON log."""
 
-    def __init__(self, config_dir: Path, *args: str) -> None:
+    def __init__(self, config_dir: Path, *args: str, port: int | None = 0) -> None:
+        if port is not None and "--port" not in args:
+            args = (*args, "--port", str(port))  # tests run in parallel; never the user's 9876
         self.config_dir = config_dir
         self.log_file = config_dir / "logs" / "orchestratr.log"
         self._skip = len(self._lines())  # earlier daemons' lines in the same log
@@ -186,8 +196,9 @@ class DaemonProcess:
 def start_daemon(config_dir: Path) -> Iterator[Callable[..., DaemonProcess]]:
     started: list[DaemonProcess] = []
 
-    def start(*args: str, wait: bool = True) -> DaemonProcess:
-        daemon = DaemonProcess(config_dir, *args)
+    def start(*args: str, wait: bool = True, port: int | None = 0) -> DaemonProcess:
+        """``port=None`` leaves the port to the config's ``api_port``."""
+        daemon = DaemonProcess(config_dir, *args, port=port)
         started.append(daemon)
         if wait:
             daemon.wait_event("daemon_started")

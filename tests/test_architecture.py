@@ -56,3 +56,11 @@ def test_supervisor_depends_only_inward() -> None:
 def test_structlog_is_configured_in_one_place() -> None:
     configured = [p for p in MODULES if "structlog.configure(" in p.read_text()]
     assert [p.relative_to(PACKAGE).as_posix() for p in configured] == ["logs.py"]
+
+
+def test_client_is_standard_library_only() -> None:
+    """Apps vendor client.py as one file: it may import nothing but the standard library."""
+    import sys
+
+    roots = {name.split(".")[0] for name in imports(PACKAGE / "client.py")}
+    assert roots <= set(sys.stdlib_module_names) | {"__future__"}, roots

@@ -15,10 +15,13 @@ STATUS: dict[str, int] = {
     "invalid_transition": 409,
     "conflict": 409,
     "payload_too_large": 413,
+    "uri_too_long": 414,
     "unsupported_media_type": 415,
+    "headers_too_large": 431,
     "internal_error": 500,
     "launch_failed": 500,
     "unavailable": 503,
+    "http_version_not_supported": 505,
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from orchestratr import __version__
 from orchestratr.api.errors import STATUS
+from orchestratr.api.wire import MAX_PID
 from orchestratr.registry.model import RestartPolicy
 from orchestratr.supervisor.states import AppState, Source, Trigger
 
@@ -133,7 +134,8 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Ok": _obj({"status": {"const": "ok"}}, ["status"], closed=True),
     "Empty": _obj({}, closed=True),
-    "LaunchedBody": _obj({"pid": _nullable({"type": "integer", "minimum": 1})}, closed=True),
+    "LaunchedBody": _obj({"pid": _nullable({"type": "integer", "minimum": 1,
+                                             "maximum": MAX_PID})}, closed=True),
     "TriggerBody": _obj({"chord": _nullable({"type": "string", "maxLength": 32})}, closed=True),
 }
 

@@ -92,13 +92,14 @@ class Api:
             BadRequestError: an ``{name}`` that is not a valid app name.
         """
         segments = [unquote(s) for s in path.split("/")]
+        method = "GET" if method == "HEAD" else method  # the server leaves the body out
         allowed: list[str] = []
         for route_method, template, handler in self.routes:
             params = _match(template.split("/"), segments)
             if params is None:
                 continue
             if route_method != method:
-                allowed.append(route_method)
+                allowed.extend(("GET", "HEAD") if route_method == "GET" else (route_method,))
                 continue
             return handler, _checked(params)
         if allowed:

@@ -11,6 +11,7 @@ import errno
 import json
 import threading
 import time
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import structlog
 
 from orchestratr import __version__
 from orchestratr.api import guard
-from orchestratr.api.errors import ApiError, error_body, status_of
+from orchestratr.api.errors import STATUS, ApiError, error_body, status_of
 from orchestratr.api.routes import Api, Request, Response
 from orchestratr.errors import OrchestratrError
 from orchestratr.paths import write_atomically
@@ -47,7 +48,19 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._handle()
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
+    def __getattr__(self, name: str) -> Any:
+        """``do_TRACE``, ``do_FOO``: every method is routed, so an unknown one gets our 405."""
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a garbled request line, oversized headers) in our
+        JSON envelope rather than its HTML page."""
+        self.close_connection = True
+        error_code = next((c for c, status in STATUS.items() if status == code), "bad_request")
+        self._send(Response(code, {"error": message or HTTPStatus(code).phrase,
+                                   "code": error_code}))
 
     def _handle(self) -> None:
         started = time.perf_counter()

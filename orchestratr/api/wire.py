@@ -15,12 +15,16 @@ from orchestratr.convert import converter
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
 from orchestratr.supervisor.states import AppState
 
+MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
+
 
 @attrs.frozen
 class LaunchedBody:
     """POST /apps/{name}/launched: optionally, the pid orchestratr should track."""
 
-    pid: int | None = None
+    pid: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional([
+            attrs.validators.ge(1), attrs.validators.le(MAX_PID)]))
 
 
 @attrs.frozen

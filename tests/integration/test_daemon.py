@@ -9,12 +9,17 @@ import stat
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from orchestratr.errors import ConfigError
 from orchestratr.supervisor.states import AppState, Source
-from tests.conftest import DaemonProcess, InProcessDaemon, wait_for, wait_state, write_config
+from tests.conftest import (
+    DaemonProcess,
+    alive,
+    wait_for,
+    wait_state,
+    write_config,
+)
 
 S = AppState
 
@@ -29,13 +34,6 @@ apps:
 def autostart(name: str, command: str, settings: str = "") -> str:
     """A config.yml with one app that the daemon launches when it starts."""
     return settings + APP.format(name=name, chord=name, command=command) + "    autostart: true\n"
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 class TestStartAndStop:

@@ -25,7 +25,7 @@ from orchestratr.errors import (
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
 from orchestratr.supervisor.core import Supervisor
 from orchestratr.supervisor.states import AppState, Source, Trigger
-from tests.conftest import run_concurrently, wait_for, wait_state
+from tests.conftest import alive, run_concurrently, wait_for, wait_state
 
 S = AppState
 MakeSup = Callable[..., Supervisor]
@@ -33,13 +33,6 @@ MakeSup = Callable[..., Supervisor]
 
 def app(name: str, command: str, **fields: object) -> AppSpec:
     return AppSpec(name=name, command=command, **fields)  # type: ignore[arg-type]
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def launches(sup: Supervisor, name: str) -> list[float]:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-
-from tests.conftest import run_concurrently
 from orchestratr.supervisor.bus import EventBus
+from tests.conftest import run_concurrently
 
 
 def test_ids_are_monotonic_across_threads() -> None:

@@ -9,10 +9,10 @@ import time
 import pytest
 from transitions import MachineError
 
-from tests.conftest import run_concurrently
 from orchestratr.registry.model import AppSpec
 from orchestratr.supervisor.app import App
 from orchestratr.supervisor.states import AppState, Source, Trigger, build_machine
+from tests.conftest import run_concurrently
 
 S, T = AppState, Trigger
 REFUSED, INTERNAL = "refused", "internal"

@@ -1,0 +1,138 @@
+"""A real daemon on port 0 and an HTTP helper that checks every answer against /openapi.json."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import jsonschema
+import pytest
+
+from tests.conftest import DaemonProcess, wait_for, write_config
+
+CONFIG = """\
+apps:
+  - name: notes
+    chord: n
+    command: sleep 60
+    description: a note pad
+  - name: sleeper
+    chord: s
+    command: sleep 60
+  - name: stubborn
+    command: trap '' TERM; sleep 60
+    stop_timeout_ms: 3000
+  - name: broken
+    command: sleep 60
+    cwd: /nonexistent/dir
+"""
+EXTRA = "name: extra\nchord: x\ncommand: sleep 60\n"
+UNSET = object()
+
+
+@attrs.frozen
+class Reply:
+    status: int
+    headers: dict[str, str]  # lower-cased names
+    body: Any
+
+
+class HttpApi:
+    """Requests to one daemon. Every JSON answer must match the daemon's own OpenAPI document:
+    a documented status for that operation, and a body valid against that status's schema."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.doc: dict[str, Any] = self.call("GET", "/openapi.json", check=False).body
+        self._templates = [
+            (re.compile("^" + re.sub(r"\{\w+\}", "[^/]+", t) + "$"), t) for t in self.doc["paths"]
+        ]
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = UNSET,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        check: bool = True,
+    ) -> Reply:
+        """One request on a fresh connection; ``body`` is sent as JSON, ``raw`` as is."""
+        headers = dict(headers or {})
+        payload = raw
+        if body is not UNSET:
+            payload = json.dumps(body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        reply = Reply(response.status, {k.lower(): v for k, v in response.getheaders()},
+                      json.loads(data) if data else None)
+        if check and method != "HEAD":
+            self.conforms(method, path, reply)
+        return reply
+
+    def conforms(self, method: str, path: str, reply: Reply) -> None:
+        assert reply.headers["content-type"] == "application/json"
+        schema = self._response_schema(method, path.split("?")[0], reply.status)
+        jsonschema.validate(reply.body, {**schema, "components": self.doc["components"]})
+
+    def _response_schema(self, method: str, path: str, status: int) -> dict[str, Any]:
+        error = {"$ref": "#/components/schemas/Error"}
+        template = next((t for pattern, t in self._templates if pattern.match(path)), None)
+        if template is None or method.lower() not in self.doc["paths"][template]:
+            assert status in (400, 403, 404, 405), f"{method} {path}: undocumented {status}"
+            return error
+        responses = self.doc["paths"][template][method.lower()]["responses"]
+        assert str(status) in responses, f"{method} {template}: undocumented status {status}"
+        return responses[str(status)]["content"]["application/json"]["schema"]
+
+    # shorthands
+    def get(self, path: str, **kw: Any) -> Reply:
+        return self.call("GET", path, **kw)
+
+    def post(self, path: str, body: Any = UNSET, **kw: Any) -> Reply:
+        return self.call("POST", path, body, **kw)
+
+    def app(self, name: str) -> dict[str, Any]:
+        reply = self.get(f"/apps/{name}")
+        assert reply.status == 200, reply
+        return reply.body
+
+    def wait_state(self, name: str, state: str, timeout: float = 5.0) -> dict[str, Any]:
+        wait_for(lambda: self.app(name)["state"] == state, timeout, what=f"{name} {state}")
+        return self.app(name)
+
+
+def port_of(config_dir: Path) -> int:
+    return int((config_dir / "port").read_text())
+
+
+@pytest.fixture
+def serve(
+    config_dir: Path, start_daemon: Callable[..., DaemonProcess]
+) -> Iterator[Callable[..., tuple[HttpApi, DaemonProcess]]]:
+    """Start a daemon with the given config.yml (and apps.d/extra.yml) and talk HTTP to it."""
+
+    def start(config: str = CONFIG, *args: str) -> tuple[HttpApi, DaemonProcess]:
+        write_config(config_dir, config)
+        (config_dir / "apps.d" / "extra.yml").write_text(EXTRA)
+        daemon = start_daemon(*args)
+        return HttpApi(port_of(config_dir)), daemon
+
+    yield start
+
+
+@pytest.fixture
+def api(serve: Callable[..., tuple[HttpApi, DaemonProcess]]) -> HttpApi:
+    return serve()[0]

@@ -1,0 +1,197 @@
+"""Every error code, the localhost hardening, and the transport: keep-alive, limits, timeouts."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from orchestratr.api.routes import Api, Request, Response
+from orchestratr.api.server import ApiServer, _Handler
+from tests.conftest import DaemonProcess
+from tests.integration.api.conftest import HttpApi
+
+
+class TestErrorCodes:
+    @pytest.mark.parametrize(
+        ("path", "raw", "fragment"),
+        [
+            ("/apps/notes/launched", b'{"pid": ', "malformed JSON"),
+            ("/apps/notes/launched", b'{"pid": "12"}', "pid"),
+            ("/apps/notes/launched", b'{"pid": 12, "pdi": 1}', "unknown field(s): pdi"),
+            ("/apps/notes/ready", b"[1, 2]", "expected a JSON object, got list"),
+            ("/trigger", b'{"chord": 5}', "chord"),
+            ("/trigger", json.dumps({"chord": "x" * 33}).encode(), "longer than 32"),
+            ("/apps/..%2Fetc/launch", b"", "invalid app name"),
+            ("/apps/%00/ready", b"", "invalid app name"),
+        ],
+    )
+    def test_400_bad_request(self, api: HttpApi, path: str, raw: bytes, fragment: str) -> None:
+        reply = api.call("POST", path, raw=raw, headers={"Content-Type": "application/json"})
+        assert (reply.status, reply.body["code"]) == (400, "bad_request")
+        assert fragment in reply.body["error"]
+        assert api.app("notes")["state"] == "stopped"
+
+    @pytest.mark.parametrize("path", ["/apps/nosuch", "/apps/nosuch/ready", "/nowhere",
+                                      "/health/", "/apps/notes/explode"])
+    def test_404_not_found(self, api: HttpApi, path: str) -> None:
+        method = "POST" if path.endswith(("ready", "explode")) else "GET"
+        reply = api.call(method, path)
+        assert (reply.status, reply.body["code"]) == (404, "not_found")
+
+    @pytest.mark.parametrize(
+        ("method", "path", "allow"),
+        [("POST", "/health", "GET, HEAD"), ("GET", "/reload", "POST"),
+         ("DELETE", "/apps", "GET, HEAD"), ("GET", "/apps/notes/launch", "POST"),
+         ("PUT", "/apps/notes", "GET, HEAD"), ("OPTIONS", "/trigger", "POST")],
+    )
+    def test_405_names_the_allowed_method(
+        self, api: HttpApi, method: str, path: str, allow: str
+    ) -> None:
+        reply = api.call(method, path)
+        assert (reply.status, reply.body["code"], reply.headers["allow"]) == (
+            405, "method_not_allowed", allow)
+
+    def test_head_is_get_without_a_body(self, api: HttpApi) -> None:
+        """The Go orchestratr answered HEAD with 405; HTTP says it is GET minus the body."""
+        reply = api.call("HEAD", "/health")
+        assert (reply.status, reply.body) == (200, None)
+        assert reply.headers["content-length"] == api.get("/health").headers["content-length"]
+
+    def test_413_for_bodies_over_1_mib_and_the_connection_is_closed(self, api: HttpApi) -> None:
+        reply = api.call("POST", "/trigger", raw=b" " * (1024 * 1024 + 1),
+                         headers={"Content-Type": "application/json"})
+        assert (reply.status, reply.body["code"]) == (413, "payload_too_large")
+        assert reply.headers["connection"] == "close"
+
+    @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                              None])
+    def test_415_for_a_body_that_is_not_json(
+        self, api: HttpApi, content_type: str | None
+    ) -> None:
+        """The Go orchestratr's B1: a page's "simple" text/plain POST launched apps."""
+        headers = {"Content-Type": content_type} if content_type else {}
+        reply = api.call("POST", "/trigger", raw=b'{"chord": "n"}', headers=headers)
+        assert (reply.status, reply.body["code"]) == (415, "unsupported_media_type")
+        assert api.app("notes")["state"] == "stopped"
+
+    def test_chunked_bodies_are_refused(self, api: HttpApi) -> None:
+        reply = api.call("POST", "/apps/notes/ready", raw=b"",
+                         headers={"Transfer-Encoding": "chunked"})
+        assert (reply.status, reply.body["code"]) == (400, "bad_request")
+
+    def test_errors_do_not_echo_huge_input(self, api: HttpApi) -> None:
+        """The Go orchestratr's B2 echoed an 8 MiB chord back in its 404."""
+        reply = api.post("/trigger", {"chord": "q" * 100_000})
+        assert reply.status == 400 and len(json.dumps(reply.body)) < 200
+
+
+class TestHardening:
+    @pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1.nip.io",
+                                      "localhost:1", "0.0.0.0"])
+    def test_a_foreign_host_header_is_403(self, api: HttpApi, host: str) -> None:
+        reply = api.get("/apps", headers={"Host": host.format(port=api.port)})
+        assert (reply.status, reply.body["code"]) == (403, "forbidden")
+        assert "DNS rebinding" in reply.body["error"]
+
+    @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "127.0.0.1:{port}",
+                                      "LOCALHOST:{port}", "[::1]:{port}"])
+    def test_loopback_host_headers_pass(self, api: HttpApi, host: str) -> None:
+        assert api.get("/health", headers={"Host": host.format(port=api.port)}).status == 200
+
+    @pytest.mark.parametrize("origin", ["http://evil.example", "null", "https://127.0.0.1",
+                                        "http://127.0.0.1:1", "http://localhost.evil.example"])
+    def test_a_foreign_origin_is_403_and_nothing_happens(self, api: HttpApi, origin: str) -> None:
+        reply = api.post("/apps/notes/launch", headers={"Origin": origin})
+        assert (reply.status, reply.body["code"]) == (403, "forbidden")
+        assert api.app("notes")["state"] == "stopped"
+        assert not any(h.startswith("access-control-") for h in reply.headers)
+
+    @pytest.mark.parametrize("origin", ["http://127.0.0.1:{port}", "http://localhost:{port}",
+                                        "http://localhost"])
+    def test_our_own_origin_passes(self, api: HttpApi, origin: str) -> None:
+        reply = api.get("/health", headers={"Origin": origin.format(port=api.port)})
+        assert reply.status == 200
+        assert not any(h.startswith("access-control-") for h in reply.headers)
+
+    def test_a_non_loopback_peer_is_403(self, api_server: ApiServer) -> None:
+        """The listener is loopback-only, so a foreign peer is staged at the handler: a real
+        socket pair, with the address the handler is told it came from."""
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            ours.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            _Handler(theirs, ("192.0.2.7", 40000), api_server._server)
+            theirs.shutdown(socket.SHUT_WR)
+            answer = ours.makefile("rb").read().decode()
+        assert answer.startswith("HTTP/1.1 403")
+        body = json.loads(answer.split("\r\n\r\n", 1)[1])
+        assert body == {"error": "requests from non-localhost origins are rejected",
+                        "code": "forbidden"}
+
+    def test_500_hides_the_traceback_and_logs_it(self, api_server: ApiServer) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", api_server.port, timeout=5)
+        with capture_logs() as logs:
+            conn.request("GET", "/explode")
+            response = conn.getresponse()
+            body = json.loads(response.read())
+        assert response.status == 500
+        assert body == {"error": "internal error (see the daemon log)", "code": "internal_error"}
+        logged = next(e for e in logs if e["event"] == "http_internal_error")
+        assert logged["exc_info"] is True and logged["path"] == "/explode"
+
+
+class TestTransport:
+    def test_keep_alive_serves_many_requests_on_one_connection(self, api: HttpApi) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
+        conn.connect()
+        sock = conn.sock
+        for path in ("/health", "/apps", "/apps/notes/state", "/nowhere", "/health"):
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            assert response.getheader("Connection") != "close"
+        assert conn.sock is sock  # never reconnected
+        conn.close()
+
+    def test_a_client_that_stalls_in_its_headers_is_cut_off_after_5_s(
+        self, api: HttpApi
+    ) -> None:
+        with socket.create_connection(("127.0.0.1", api.port)) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+            started = time.monotonic()
+            sock.settimeout(15)
+            assert sock.recv(1024) == b""  # the server closed it
+            assert 4.5 <= time.monotonic() - started <= 7
+
+    def test_every_request_is_logged(self, serve: Any) -> None:
+        api, daemon = serve()
+        api.get("/apps/notes/state")
+        api.post("/apps/nosuch/ready")
+        daemon: DaemonProcess
+        ok = daemon.wait_event("http_request", path="/apps/notes/state")
+        missing = daemon.wait_event("http_request", path="/apps/nosuch/ready")
+        assert (ok["method"], ok["status"], missing["status"]) == ("GET", 200, 404)
+        assert isinstance(ok["duration_ms"], float) and ok["duration_ms"] < 50
+
+
+@pytest.fixture
+def api_server() -> Any:
+    """An ApiServer over a stand-in supervisor, for the two faults a real daemon cannot show."""
+
+    class Exploding(Api):
+        def __init__(self) -> None:
+            super().__init__(None, lambda _s: None, None, dict)  # type: ignore[arg-type]
+            self.routes.append(("GET", "/explode", self.explode))
+
+        def explode(self, _: Request) -> Response:
+            raise RuntimeError("secret detail")
+
+    server = ApiServer(Exploding(), 0)
+    server.start()
+    yield server
+    server.stop()
