@@ -8,6 +8,7 @@ shutdown.
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import os
 import platform
@@ -187,7 +188,8 @@ def _log_problems(warnings: list[str], errors: list[str]) -> None:
 
 
 def _catch_signals(handler: Callable[[], None]) -> Callable[[], None]:
-    """SIGTERM and SIGINT call ``handler``; return a function restoring the previous handlers."""
+    """SIGTERM and SIGINT call ``handler``, SIGUSR1 prints every thread's stack to stderr;
+    return a function restoring the previous handlers."""
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal_received", signal=signal.Signals(signum).name)
@@ -195,5 +197,6 @@ def _catch_signals(handler: Callable[[], None]) -> Callable[[], None]:
 
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a hung daemon shows its stacks
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     return lambda: [signal.signal(sig, old) for sig, old in previous.items()] and None

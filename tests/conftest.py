@@ -186,7 +186,13 @@ class DaemonProcess:
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout=10)
+        try:
+            return self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)  # the daemon prints its threads' stacks
+            time.sleep(1)
+            self.proc.kill()
+            pytest.fail(f"daemon did not stop; its stacks:\n{self.proc.communicate()[1]}")
 
     def app_pids(self) -> list[int]:
         return [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]

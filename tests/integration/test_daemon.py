@@ -102,6 +102,15 @@ class TestStartAndStop:
         second = start_daemon()
         assert (config_dir / "orchestratr.pid").read_text() == str(second.proc.pid)
 
+    def test_sigusr1_prints_every_threads_stack_and_keeps_running(self, start_daemon) -> None:
+        daemon = start_daemon()
+        daemon.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        assert daemon.proc.poll() is None
+        assert daemon.stop() == 0
+        stacks = daemon.proc.stderr.read()
+        assert 'Thread 0x' in stacks and "in serve_forever" in stacks
+
     def test_invalid_config_at_start_recovers_when_fixed(
         self, config_dir: Path, start_daemon
     ) -> None:
