@@ -28,6 +28,7 @@ from orchestratr.api.openapi import document
 from orchestratr.api.routes import Api
 from orchestratr.api.server import ApiServer
 from orchestratr.errors import ConfigError, DaemonRunningError, OrchestratrError
+from orchestratr.hotkeys.service import HotkeyService, chord_table
 from orchestratr.lockfile import DaemonLock
 from orchestratr.logs import configure_logging, set_level
 from orchestratr.paths import CONFIG_DIR_ENV, Paths
@@ -47,7 +48,7 @@ log = structlog.get_logger("orchestratr.daemon")
 class DaemonOptions:
     config_dir: str | None = None
     port: int | None = None  # overrides api_port (used by the HTTP API)
-    hotkeys: bool = True  # False: --no-hotkeys (used by the hotkey listener)
+    hotkeys: bool = True  # False: --no-hotkeys
     log_file: Path | None = None
 
 
@@ -59,6 +60,7 @@ class Daemon:
         self._reload_lock = threading.Lock()
         self.supervisor: Supervisor | None = None
         self.api: ApiServer | None = None
+        self.hotkeys: HotkeyService | None = None
         self.started = threading.Event()  # set once every part is up
 
     def run(self) -> int:
@@ -98,6 +100,9 @@ class Daemon:
             _log_problems(list(registry.warnings), list(registry.skipped))
             set_level(registry.settings.log_level)
             self.supervisor.apply_registry(registry, source)
+            if self.hotkeys is not None:
+                self.hotkeys.configure(registry.settings.leader_key,
+                                       registry.settings.chord_timeout_ms)
             log.info("reloaded", source=source.value, apps=len(registry.apps),
                      duration_ms=round((time.monotonic() - started) * 1000, 3))
             return registry
@@ -114,7 +119,14 @@ class Daemon:
         )
         self.supervisor = supervisor = Supervisor(launcher)
         port = self.options.port if self.options.port is not None else registry.settings.api_port
-        self.api = ApiServer(Api(supervisor, self.reload, leader=None, openapi=document),
+        settings = registry.settings
+        self.hotkeys = hotkeys = HotkeyService(
+            settings.leader_key, settings.chord_timeout_ms,
+            launch=lambda name: supervisor.launch(name, Source.hotkey),
+            chords=lambda: chord_table(supervisor.registry.apps),
+            publish=supervisor.bus.publish,
+        )
+        self.api = ApiServer(Api(supervisor, self.reload, hotkeys, openapi=document),
                              port, self.paths.port_file)
         watcher = ConfigWatcher(self.paths, self._reload_quietly)
         restore = _catch_signals(self.request_stop)
@@ -130,6 +142,7 @@ class Daemon:
             self._resume_survivors()
             supervisor.autostart(Source.daemon)
             watcher.start()
+            hotkeys.start(enabled=self.options.hotkeys)
             gc.collect()  # drop start-up garbage (YAML trees, generated converter code)
             gc.freeze()  # and keep what stays from being rescanned for the daemon's lifetime
             self.started.set()
@@ -144,6 +157,7 @@ class Daemon:
             return 1
         finally:
             restore()
+            hotkeys.stop()
             watcher.stop()
             self.api.stop()
             supervisor.shutdown(stop_apps=supervisor.registry.settings.stop_apps_on_exit)

@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "orchestratr"
 
 # module prefix -> the only places allowed to import it
 ALLOWED = {
-    "pynput": ("hotkeys/listener.py",),
+    "pynput": ("hotkeys/listener.py", "hotkeys/display.py"),
+    "Xlib": ("hotkeys/grab.py", "hotkeys/display.py"),
     "psutil": ("processes/",),
     "http.server": ("api/server.py",),
     "transitions": ("supervisor/",),

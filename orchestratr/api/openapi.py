@@ -24,7 +24,7 @@ ERROR_TEXT = {
     413: "Request body over 1 MiB",
     415: "A request body that is not application/json",
     500: "Internal error (details in the daemon log), or a command that could not be spawned",
-    503: "The hotkey engine is not running",
+    503: "Hotkeys are not running (no X display, --no-hotkeys, or paused)",
 }
 
 
@@ -132,6 +132,19 @@ SCHEMAS: dict[str, Any] = {
         },
         ["apps", "warnings", "skipped", "status"],
     ),
+    "Hotkeys": _obj(
+        {
+            "enabled": {"type": "boolean", "description": "listening for the leader key"},
+            "paused": {"type": "boolean"},
+            "backend": {"type": "string", "enum": ["xorg", "none"]},
+            "leader": STRING,
+            "suppressing": {"type": "boolean",
+                            "description": "leader and chord are kept from the focused app"},
+            "reason": _nullable({"type": "string", "description": "why hotkeys are off"}),
+            "keys_seen": {"type": "integer", "description": "key presses heard so far"},
+        },
+        ["enabled", "paused", "backend", "leader", "suppressing", "reason", "keys_seen"],
+    ),
     "Ok": _obj({"status": {"const": "ok"}}, ["status"], closed=True),
     "Empty": _obj({}, closed=True),
     "LaunchedBody": _obj({"pid": _nullable({"type": "integer", "minimum": 1,
@@ -205,6 +218,11 @@ def document() -> dict[str, Any]:
             "/trigger": {"post": _operation(
                 "Launch the app on a chord, or press the leader key",
                 {"anyOf": [_ref("Ack"), _ref("Ok")]}, 404, 409, 503, body="TriggerBody")},
+            "/hotkeys": {"get": _operation("Hotkey status", _ref("Hotkeys"))},
+            "/hotkeys/pause": {"post": _operation(
+                "Release every key grab and ignore the leader", _ref("Hotkeys"), body="Empty")},
+            "/hotkeys/resume": {"post": _operation(
+                "Grab and listen again", _ref("Hotkeys"), body="Empty")},
         },
         "components": {"schemas": SCHEMAS},
     }

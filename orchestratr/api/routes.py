@@ -18,6 +18,7 @@ from orchestratr.api.errors import ApiError
 from orchestratr.api.wire import LaunchedBody, TriggerBody, ack_json, app_json, state_json
 from orchestratr.convert import structure_body
 from orchestratr.errors import BadRequestError
+from orchestratr.hotkeys.service import HotkeyService
 from orchestratr.registry.model import Registry
 from orchestratr.registry.validate import NAME_PATTERN
 from orchestratr.supervisor.core import Supervisor
@@ -53,20 +54,20 @@ def ok(body: Any) -> Response:
 class Api:
     """The API's endpoints over one supervisor.
 
-    ``reload`` loads and applies the config (raising ConfigError); ``leader`` simulates a
-    leader-key press, or is None while the hotkey listener is not running.
+    ``reload`` loads and applies the config (raising ConfigError); ``hotkeys`` is the hotkey
+    service (None in tests that need none).
     """
 
     def __init__(
         self,
         supervisor: Supervisor,
         reload: Callable[[Source], Registry],
-        leader: Callable[[], None] | None,
+        hotkeys: HotkeyService | None,
         openapi: Callable[[], dict[str, Any]],
     ) -> None:
         self._sup = supervisor
         self._reload = reload
-        self._leader = leader
+        self._hotkeys = hotkeys
         self._openapi = openapi
         self.routes: list[tuple[str, str, Handler]] = [
             ("GET", "/health", self.health),
@@ -82,6 +83,9 @@ class Api:
             ("POST", "/apps/{name}/restart", self.restart),
             ("POST", "/reload", self.reload),
             ("POST", "/trigger", self.trigger),
+            ("GET", "/hotkeys", self.hotkeys),
+            ("POST", "/hotkeys/pause", self.pause_hotkeys),
+            ("POST", "/hotkeys/resume", self.resume_hotkeys),
         ]
 
     def route(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
@@ -166,10 +170,27 @@ class Api:
                 raise BadRequestError(f"chord is longer than {MAX_CHORD_LENGTH} characters")
             result = self._sup.launch(self._sup.find_chord(chord), Source.api)
             return ok(ack_json(result.app, spawned=result.spawned))
-        if self._leader is None:
-            raise ApiError("unavailable", "hotkey engine not running; POST a chord instead")
-        self._leader()
+        try:
+            self._service().press_leader()
+        except RuntimeError as exc:
+            raise ApiError("unavailable", f"hotkeys unavailable ({exc}); POST a chord instead")
         return ok({"status": "ok"})
+
+    def hotkeys(self, _: Request) -> Response:
+        return ok(attrs.asdict(self._service().status()))
+
+    def pause_hotkeys(self, req: Request) -> Response:
+        _body(req, _Empty)
+        return ok(attrs.asdict(self._service().pause()))
+
+    def resume_hotkeys(self, req: Request) -> Response:
+        _body(req, _Empty)
+        return ok(attrs.asdict(self._service().resume()))
+
+    def _service(self) -> HotkeyService:
+        if self._hotkeys is None:
+            raise ApiError("unavailable", "this server runs without a hotkey service")
+        return self._hotkeys
 
 
 @attrs.frozen

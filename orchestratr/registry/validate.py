@@ -10,6 +10,7 @@ import difflib
 import re
 from collections.abc import Iterable
 
+from orchestratr.hotkeys.keys import parse_leader
 from orchestratr.registry.model import AppSpec, Settings
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -49,6 +50,10 @@ def check_settings(settings: Settings) -> list[Problem]:
     problems: list[Problem] = []
     if not 0 <= settings.api_port <= 65535:
         problems.append(("api_port", f"{settings.api_port} is not a TCP port (0-65535)"))
+    try:
+        parse_leader(settings.leader_key)
+    except ValueError as exc:
+        problems.append(("leader_key", str(exc)))
     if settings.chord_timeout_ms <= 0:
         problems.append(("chord_timeout_ms", "must be positive"))
     if settings.log_level.lower() not in LOG_LEVELS:

@@ -127,7 +127,7 @@ def serve(
     def start(config: str = CONFIG, *args: str) -> tuple[HttpApi, DaemonProcess]:
         write_config(config_dir, config)
         (config_dir / "apps.d" / "extra.yml").write_text(EXTRA)
-        daemon = start_daemon(*args)
+        daemon = start_daemon("--no-hotkeys", *args)
         return HttpApi(port_of(config_dir)), daemon
 
     yield start

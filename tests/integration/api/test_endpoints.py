@@ -177,4 +177,4 @@ class TestReload:
             "/health", "/openapi.json", "/apps", "/apps/{name}", "/apps/{name}/state",
             "/apps/{name}/launched", "/apps/{name}/ready", "/apps/{name}/stopped",
             "/apps/{name}/launch", "/apps/{name}/stop", "/apps/{name}/restart", "/reload",
-            "/trigger"}
+            "/trigger", "/hotkeys", "/hotkeys/pause", "/hotkeys/resume"}

@@ -1,0 +1,80 @@
+"""orchestratr's own key type and the leader-key grammar, free of any OS library.
+
+Keys are named as the config names them: a single character (case-folded, so CapsLock and
+Shift never matter to a chord), or a lowercase name such as ``space``, ``escape``, ``f5`` or
+``ctrl``. Left and right modifiers are one key each.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+MODIFIERS = frozenset({"ctrl", "alt", "shift", "super"})
+MODIFIER_ALIASES = {"control": "ctrl", "ctl": "ctrl", "meta": "alt", "option": "alt",
+                    "win": "super", "cmd": "super", "command": "super"}
+# Named keys a leader may end in (chords use the registry's list of key names).
+LEADER_KEYS = frozenset(
+    "space enter tab escape backspace insert delete home end pageup pagedown".split()
+    + [f"f{i}" for i in range(1, 13)]
+)
+# Leaders the desktop usually owns: the warning names who.
+COMMONLY_TAKEN = {
+    "ctrl+space": "input-method switching (ibus, fcitx)",
+    "super+space": "keyboard-layout switching (GNOME)",
+    "alt+tab": "window switching",
+    "alt+space": "the window menu",
+    "super": "the desktop's launcher",
+    "ctrl+alt+t": "the terminal shortcut (GNOME, Ubuntu)",
+}
+
+
+@attrs.frozen
+class Key:
+    """One key, by name. ``Key.of("E") == Key.of("e")``."""
+
+    name: str
+
+    @classmethod
+    def of(cls, name: str) -> Key:
+        folded = name.casefold() if len(name) == 1 else name.lower()
+        return cls(MODIFIER_ALIASES.get(folded, folded))
+
+    @property
+    def is_modifier(self) -> bool:
+        return self.name in MODIFIERS
+
+
+@attrs.frozen
+class Leader:
+    """A leader combination such as ``ctrl+space``: modifiers held, then one key pressed."""
+
+    modifiers: frozenset[str]
+    key: Key
+
+    def __str__(self) -> str:
+        order = ["ctrl", "alt", "shift", "super"]
+        return "+".join([m for m in order if m in self.modifiers] + [self.key.name])
+
+
+def parse_leader(text: str) -> Leader:
+    """``"Ctrl+Alt+O"`` -> Leader. Raises ValueError saying what is wrong with ``text``."""
+    parts = [p.strip() for p in text.split("+")]
+    if not text.strip() or any(not p for p in parts):
+        raise ValueError(f"leader_key {text!r} must look like ctrl+space or ctrl+alt+o")
+    *mods, last = [Key.of(p) for p in parts]
+    unknown = [m.name for m in mods if not m.is_modifier]
+    if unknown:
+        raise ValueError(f"leader_key {text!r}: {', '.join(unknown)} is not a modifier "
+                         f"({', '.join(sorted(MODIFIERS))})")
+    if last.is_modifier or not (len(last.name) == 1 or last.name in LEADER_KEYS):
+        raise ValueError(f"leader_key {text!r} must end in one character or a key name "
+                         "such as space, enter or f1")
+    if not mods and len(last.name) == 1:
+        raise ValueError(f"leader_key {text!r} needs a modifier: a bare character would "
+                         "be taken from every app")
+    return Leader(frozenset(m.name for m in mods), last)
+
+
+def desktop_owner(leader: Leader) -> str | None:
+    """Who commonly owns this combination on a desktop, if anyone."""
+    return COMMONLY_TAKEN.get(str(leader))
