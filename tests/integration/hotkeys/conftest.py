@@ -31,11 +31,9 @@ def _read_display_number(fd: int, timeout: float = 10.0) -> str:
     return data.decode().strip()
 
 
-@pytest.fixture(scope="session")
-def xvfb() -> Iterator[str]:
-    """``:N`` of an Xvfb of our own: no fixed number to collide with, no sleep to guess."""
-    if shutil.which("Xvfb") is None:
-        pytest.fail("Xvfb is missing: .ci/run installs it (apt-get install xvfb)")
+def start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
+    """An Xvfb of our own and its ``:N``: no fixed number to collide with, no sleep to guess
+    (it writes the number it took to a pipe once it accepts connections)."""
     read_fd, write_fd = os.pipe()
     server = subprocess.Popen(
         ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
@@ -43,11 +41,22 @@ def xvfb() -> Iterator[str]:
     )
     os.close(write_fd)
     try:
-        yield ":" + _read_display_number(read_fd)
+        return server, ":" + _read_display_number(read_fd)
+    except Exception:
+        server.kill()
+        raise
     finally:
         os.close(read_fd)
-        server.terminate()
-        server.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def xvfb() -> Iterator[str]:
+    if shutil.which("Xvfb") is None:
+        pytest.fail("Xvfb is missing: .ci/run installs it (apt-get install xvfb)")
+    server, name = start_xvfb()
+    yield name
+    server.terminate()
+    server.wait(timeout=5)
 
 
 class Keyboard:

@@ -1,0 +1,81 @@
+"""Hotkey figure: chord key event -> app process spawned, on a private Xvfb.
+
+Run with `make bench` (or `.venv/bin/python bench/hotkeys.py [--trials N]`; needs Xvfb). The
+start is taken just before XTest sends the chord key's press; the end is the timestamp of the
+app's `launched` transition, which the supervisor records once the process exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from supervisor import pct, report, wait
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from orchestratr.client import Client  # noqa: E402
+from tests.integration.hotkeys.conftest import Keyboard, start_xvfb  # noqa: E402
+
+CONFIG = "apps:\n  - name: editor\n    chord: e\n    command: sleep 60\n"
+
+
+def launched_at(client: Client) -> float | None:
+    history = client.app("editor")["history"]
+    stamps = [h["at"] for h in history if h["to"] == "launched"]
+    if not stamps:
+        return None
+    return datetime.fromisoformat(stamps[-1].replace("Z", "+00:00")).timestamp()
+
+
+def trial(client: Client, keyboard: Keyboard) -> float:
+    before = launched_at(client)
+    keyboard.leader()
+    time.sleep(0.02)
+    start = time.time()
+    keyboard.down("e")
+    wait(lambda: launched_at(client) not in (None, before))
+    keyboard.up("e")
+    took = (launched_at(client) or 0) - start
+    client.stop("editor")
+    wait(lambda: client.app("editor")["state"] == "stopped")
+    return took * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=60)
+    args = parser.parse_args()
+    xvfb, name = start_xvfb()
+    os.environ["DISPLAY"] = name
+    with tempfile.TemporaryDirectory() as work:
+        config_dir = Path(work)
+        (config_dir / "config.yml").write_text(CONFIG)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "orchestratr", "daemon", "--config-dir", work, "--port", "0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait(lambda: (config_dir / "port").exists())
+            client, keyboard = Client(config_dir=config_dir), Keyboard(name)
+            wait(lambda: client.request("GET", "/hotkeys")["enabled"])
+            while client.request("GET", "/hotkeys")["keys_seen"] == 0:  # pynput start-up race
+                keyboard.tap("Shift_L")
+                time.sleep(0.005)
+            times = [trial(client, keyboard) for _ in range(args.trials)]
+        finally:
+            daemon.terminate()
+            daemon.wait()
+            xvfb.terminate()
+    print(f"# orchestratr hotkey bench, {datetime.now():%Y-%m-%d}, Python "
+          f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, Xvfb {name}")
+    report("chord key press -> app process spawned", times, "p99 <= 30 ms")
+    assert pct(times, 99) < 200, "far outside the target"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The leader/chord engine and the leader grammar, with a fake clock and no X server."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestratr.hotkeys.engine import Engine, Kind, Outcome
+from orchestratr.hotkeys.keys import Key, Leader, desktop_owner, parse_leader
+from orchestratr.hotkeys.listener import to_key
+from orchestratr.hotkeys.service import chord_table
+from orchestratr.registry.model import AppSpec
+
+CTRL, SPACE = Key("ctrl"), Key("space")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def engine(clock: Clock) -> Engine:
+    return Engine(parse_leader("ctrl+space"), timeout_s=2.0, clock=clock)
+
+
+def tap(engine: Engine, name: str) -> Outcome | None:
+    key = Key.of(name)
+    outcome = engine.press(key)
+    engine.release(key)
+    return outcome
+
+
+def leader(engine: Engine) -> Outcome | None:
+    engine.press(CTRL)
+    outcome = tap(engine, "space")
+    engine.release(CTRL)
+    return outcome
+
+
+def test_leader_then_chord(engine: Engine) -> None:
+    assert leader(engine) == Outcome(Kind.armed)
+    assert engine.listening
+    assert tap(engine, "e") == Outcome(Kind.chord, Key("e"))
+    assert not engine.listening
+
+
+def test_keys_without_the_leader_mean_nothing(engine: Engine) -> None:
+    assert tap(engine, "e") is None
+    assert tap(engine, "space") is None  # space alone is not the leader
+    assert not engine.listening
+
+
+def test_modifiers_do_not_end_the_window(engine: Engine) -> None:
+    leader(engine)
+    assert engine.press(Key("shift")) is None
+    assert engine.press(Key.of("?")) == Outcome(Kind.help, Key("?"))
+
+
+@pytest.mark.parametrize(("name", "reason"), [("escape", "escape"), ("space", "space")])
+def test_escape_and_space_cancel(engine: Engine, name: str, reason: str) -> None:
+    leader(engine)
+    assert tap(engine, name) == Outcome(Kind.cancelled, Key(name), reason=reason)
+    assert tap(engine, "e") is None
+
+
+def test_the_window_times_out(engine: Engine, clock: Clock) -> None:
+    leader(engine)
+    clock.now += 1.999
+    assert engine.expire() is None and engine.listening
+    clock.now += 0.001
+    assert engine.expire() == Outcome(Kind.cancelled, reason="timeout")
+    assert tap(engine, "e") is None
+
+
+def test_a_late_chord_is_a_timeout_not_a_launch(engine: Engine, clock: Clock) -> None:
+    leader(engine)
+    clock.now += 2.5  # no timer fired: the next key finds the window expired
+    assert tap(engine, "e") == Outcome(Kind.cancelled, reason="timeout")
+
+
+def test_a_late_leader_arms_again(engine: Engine, clock: Clock) -> None:
+    leader(engine)
+    clock.now += 3
+    assert leader(engine) == Outcome(Kind.armed)
+    assert engine.deadline == clock.now + 2.0
+
+
+def test_autorepeat_never_fires_twice(engine: Engine) -> None:
+    leader(engine)
+    e = Key("e")
+    assert engine.press(e) == Outcome(Kind.chord, e)
+    repeats = [engine.press(e) for _ in range(5)]  # the OS repeats a held key
+    assert repeats == [None] * 5
+    engine.press(CTRL)
+    assert engine.press(SPACE) == Outcome(Kind.armed)
+    assert engine.press(SPACE) is None  # a held leader does not re-arm or cancel
+    engine.release(SPACE)
+
+
+def test_chords_ignore_case(engine: Engine) -> None:
+    leader(engine)
+    assert tap(engine, "E") == Outcome(Kind.chord, Key("e"))
+
+
+def test_chord_typed_with_ctrl_still_held(engine: Engine) -> None:
+    engine.press(CTRL)
+    assert tap(engine, "space") == Outcome(Kind.armed)
+    assert tap(engine, "e") == Outcome(Kind.chord, Key("e"))
+
+
+def test_reset_forgets_the_window_and_held_keys(engine: Engine) -> None:
+    engine.press(CTRL)
+    engine.press(SPACE)
+    engine.reset()
+    assert not engine.listening
+    assert engine.press(SPACE) is None  # ctrl is no longer held
+
+
+def test_other_leaders(clock: Clock) -> None:
+    engine = Engine(parse_leader("ctrl+alt+o"), 2.0, clock)
+    engine.press(CTRL)
+    assert tap(engine, "o") is None  # alt missing
+    engine.press(Key("alt"))
+    assert tap(engine, "O") == Outcome(Kind.armed)
+
+
+@pytest.mark.parametrize(
+    ("text", "leader"),
+    [("ctrl+space", Leader(frozenset({"ctrl"}), Key("space"))),
+     ("Control + Alt + O", Leader(frozenset({"ctrl", "alt"}), Key("o"))),
+     ("super+space", Leader(frozenset({"super"}), Key("space"))),
+     ("cmd+F5", Leader(frozenset({"super"}), Key("f5"))),
+     ("f12", Leader(frozenset(), Key("f12")))],
+)
+def test_parse_leader(text: str, leader: Leader) -> None:
+    assert parse_leader(text) == leader
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("", "must look like"), ("ctrl+", "must look like"), ("hyper+space", "not a modifier"),
+     ("ctrl+shift", "must end in"), ("ctrl+spacebar", "must end in"),
+     ("e", "needs a modifier")],
+)
+def test_bad_leaders_say_why(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_leader(text)
+
+
+def test_commonly_taken_leaders_are_known() -> None:
+    assert "input-method" in (desktop_owner(parse_leader("ctrl+space")) or "")
+    assert desktop_owner(parse_leader("ctrl+alt+o")) is None
+
+
+def test_chord_table_folds_case() -> None:
+    apps = [AppSpec(name="a", command="x", chord="E"), AppSpec(name="b", command="x"),
+            AppSpec(name="c", command="x", chord="F5")]
+    assert chord_table(apps) == {"e": "a", "f5": "c"}
+
+
+class FakePynputKey:
+    def __init__(self, name: str | None = None, char: str | None = None,
+                 vk: int | None = None) -> None:
+        if name is not None:
+            self.name = name
+        self.char, self.vk = char, vk
+
+
+@pytest.mark.parametrize(
+    ("pynput_key", "key"),
+    [(FakePynputKey(name="ctrl_l"), Key("ctrl")), (FakePynputKey(name="ctrl_r"), Key("ctrl")),
+     (FakePynputKey(name="cmd"), Key("super")), (FakePynputKey(name="esc"), Key("escape")),
+     (FakePynputKey(name="alt_gr"), Key("alt")), (FakePynputKey(name="page_up"), Key("pageup")),
+     (FakePynputKey(name="f5"), Key("f5")), (FakePynputKey(char="E"), Key("e")),
+     (FakePynputKey(char="\x05", vk=ord("e")), Key("e")),  # with Ctrl held
+     (FakePynputKey(name="caps_lock"), None), (FakePynputKey(char=None, vk=None), None)],
+)
+def test_pynput_keys_translate(pynput_key: FakePynputKey, key: Key | None) -> None:
+    assert to_key(pynput_key) == key
