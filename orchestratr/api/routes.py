@@ -7,6 +7,8 @@ orchestratr's split-state bug B4 cannot happen) and checked against the name rul
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
@@ -41,7 +43,7 @@ class Request:
 @attrs.frozen
 class Response:
     status: int
-    body: Any
+    body: Any  # JSON-able, or bytes already encoded by ``encode``
 
 
 Handler = Callable[[Request], Response]
@@ -49,6 +51,11 @@ Handler = Callable[[Request], Response]
 
 def ok(body: Any) -> Response:
     return Response(200, body)
+
+
+def encode(body: Any) -> bytes:
+    """A JSON answer as sent: one line, newline-terminated, as the Go orchestratr's were."""
+    return (json.dumps(body) + "\n").encode()
 
 
 class Api:
@@ -69,6 +76,9 @@ class Api:
         self._reload = reload
         self._hotkeys = hotkeys
         self._openapi = openapi
+        self._apps_lock = threading.Lock()
+        self._apps_key: list[tuple[Any, ...]] = []
+        self._apps_body = b""
         self.routes: list[tuple[str, str, Handler]] = [
             ("GET", "/health", self.health),
             ("GET", "/openapi.json", self.openapi),
@@ -120,7 +130,15 @@ class Api:
         return ok(self._openapi())
 
     def apps(self, _: Request) -> Response:
-        return ok([app_json(s) for s in self._sup.snapshots()])
+        """The most polled endpoint: its encoded body is reused while no app has changed."""
+        snaps = self._sup.snapshots()
+        key = [(s.spec, s.state, s.pid, s.launched_at, s.ready_at, s.error, s.removed)
+               for s in snaps]
+        with self._apps_lock:
+            if key != self._apps_key:
+                self._apps_body = encode([app_json(s) for s in snaps])
+                self._apps_key = key
+            return ok(self._apps_body)
 
     def app(self, req: Request) -> Response:
         return ok(app_json(self._sup.snapshot(req.name, with_history=True), with_history=True))

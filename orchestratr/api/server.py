@@ -7,8 +7,10 @@ exception is logged with its traceback and answered with a bare 500.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import socket
 import threading
 import time
 from http import HTTPStatus
@@ -22,7 +24,7 @@ import structlog
 from orchestratr import __version__
 from orchestratr.api import guard
 from orchestratr.api.errors import STATUS, ApiError, error_body, status_of
-from orchestratr.api.routes import Api, Request, Response
+from orchestratr.api.routes import Api, Request, Response, encode
 from orchestratr.errors import OrchestratrError
 from orchestratr.paths import write_atomically
 
@@ -31,6 +33,7 @@ log = structlog.get_logger("orchestratr.api")
 MAX_BODY = 1024 * 1024
 HEADER_TIMEOUT_S = 5.0
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+IDLE_POLL_S = 3600.0  # serve_forever's wake-ups are idle CPU; stop() wakes it by connecting
 
 
 class _Server(ThreadingHTTPServer):
@@ -43,6 +46,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = f"orchestratr/{__version__}"
     sys_version = ""
     timeout = HEADER_TIMEOUT_S  # a client that stalls is cut off
+    disable_nagle_algorithm = True  # answers are small; never wait for the peer's ACK
     server: _Server
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -114,7 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError("bad_request", f"malformed JSON: {exc}") from None
 
     def _send(self, response: Response, headers: dict[str, str] | None = None) -> None:
-        payload = (json.dumps(response.body) + "\n").encode()
+        body = response.body
+        payload = body if isinstance(body, bytes) else encode(body)
         self.send_response(response.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -123,9 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(payload)
+            self._headers_buffer.append(payload)  # one write: headers and body in one segment
+        self.flush_headers()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         """http.server's own messages (timeouts, malformed request lines) go to structlog."""
@@ -152,7 +158,7 @@ class ApiServer:
         self._server = self._bind()
         self._server.api = self._api
         self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="api", daemon=True)
+                                        args=(IDLE_POLL_S,), name="api", daemon=True)
         self._thread.start()
         if self._port_file is not None:
             write_atomically(self._port_file, f"{self.port}\n", mode=0o644)
@@ -164,7 +170,11 @@ class ApiServer:
             return
         if self._port_file is not None and _read_port(self._port_file) == self.port:
             self._port_file.unlink(missing_ok=True)
-        self._server.shutdown()
+        stopper = threading.Thread(target=self._server.shutdown)
+        stopper.start()
+        with contextlib.suppress(OSError):  # wake the idle select so shutdown is seen now
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        stopper.join()
         self._server.server_close()
         self._server = None
 

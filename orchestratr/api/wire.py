@@ -57,14 +57,7 @@ def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:
 
 
 def history_json(entry: HistoryEntry) -> dict[str, Any]:
-    return {
-        "from": entry.src.value,
-        "to": entry.dst.value,
-        "trigger": entry.trigger.value,
-        "source": entry.source.value,
-        "at": iso(entry.at),
-        "detail": dict(entry.detail),
-    }
+    return {**entry.fields(), "at": iso(entry.at)}
 
 
 def state_json(snap: AppSnapshot) -> dict[str, Any]:

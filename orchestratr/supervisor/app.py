@@ -31,6 +31,17 @@ class HistoryEntry:
     at: float
     detail: Mapping[str, Any]
 
+    def fields(self) -> dict[str, Any]:
+        """Plain values, keyed as the event stream and the API name them."""
+        return {
+            "from": self.src.value,
+            "to": self.dst.value,
+            "trigger": self.trigger.value,
+            "source": self.source.value,
+            "at": self.at,
+            "detail": dict(self.detail),
+        }
+
 
 @attrs.frozen
 class AppSnapshot:

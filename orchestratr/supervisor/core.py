@@ -20,7 +20,7 @@ from transitions import EventData, MachineError
 
 from orchestratr.errors import InvalidTransitionError, LaunchError, UnknownAppError
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
-from orchestratr.supervisor.app import App, AppSnapshot, HistoryEntry
+from orchestratr.supervisor.app import App, AppSnapshot
 from orchestratr.supervisor.bus import EventBus
 from orchestratr.supervisor.launcher import Launcher, ProcessExit
 from orchestratr.supervisor.states import ALIVE, REFUSALS, AppState, Source, Trigger, build_machine
@@ -252,7 +252,7 @@ class Supervisor:
         app.last_entry = entry
         if entry is None:
             return
-        self.bus.publish("state", app=app.name, **_entry_fields(entry))
+        self.bus.publish("state", app=app.name, **entry.fields())
         previous = app.history[-2].at if len(app.history) > 1 else None
         log.info(
             "app_transition",
@@ -480,16 +480,6 @@ class Supervisor:
                         error=str(exc), code=exc.code)
         return None
 
-
-def _entry_fields(entry: HistoryEntry) -> dict[str, Any]:
-    return {
-        "from": entry.src.value,
-        "to": entry.dst.value,
-        "trigger": entry.trigger.value,
-        "source": entry.source.value,
-        "at": entry.at,
-        "detail": dict(entry.detail),
-    }
 
 
 def _wants_restart(spec: AppSpec, clean: bool) -> bool:

@@ -28,6 +28,17 @@ class TestInspect:
         assert (notes["state"], notes["pid"], notes["launched_at"], notes["error"]) == (
             "stopped", None, None, None)
 
+    def test_apps_reflects_every_change_at_once(self, api: HttpApi) -> None:
+        """GET /apps reuses its encoded body only while nothing changed."""
+        def notes() -> dict:
+            return next(a for a in api.get("/apps").body if a["name"] == "notes")
+
+        assert notes()["state"] == "stopped"
+        api.post("/apps/notes/launched")
+        assert notes()["state"] == "launched"
+        api.post("/apps/notes/ready")
+        assert (notes()["state"], notes()["ready_at"] is not None) == ("ready", True)
+
     def test_one_app_carries_its_history(self, api: HttpApi) -> None:
         api.post("/apps/notes/launch")
         api.wait_state("notes", "ready")

@@ -121,14 +121,16 @@ class TestHardening:
 
     def test_a_non_loopback_peer_is_403(self, api_server: ApiServer) -> None:
         """The listener is loopback-only, so a foreign peer is staged at the handler: a real
-        socket pair, with the address the handler is told it came from."""
-        ours, theirs = socket.socketpair()
+        TCP connection, with the address the handler is told it came from."""
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            ours = socket.create_connection(listener.getsockname())
+            theirs, _ = listener.accept()
         with ours, theirs:
             ours.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             _Handler(theirs, ("192.0.2.7", 40000), api_server._server)
             theirs.shutdown(socket.SHUT_WR)
             answer = ours.makefile("rb").read().decode()
-        assert answer.startswith("HTTP/1.1 403")
+        assert answer.startswith("HTTP/1.1 403"), answer
         body = json.loads(answer.split("\r\n\r\n", 1)[1])
         assert body == {"error": "requests from non-localhost origins are rejected",
                         "code": "forbidden"}
