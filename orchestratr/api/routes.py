@@ -8,7 +8,6 @@ orchestratr's split-state bug B4 cannot happen) and checked against the name rul
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
@@ -76,9 +75,7 @@ class Api:
         self._reload = reload
         self._hotkeys = hotkeys
         self._openapi = openapi
-        self._apps_lock = threading.Lock()
-        self._apps_key: list[tuple[Any, ...]] = []
-        self._apps_body = b""
+        self._apps_cache: tuple[list[tuple[Any, ...]], bytes] = ([], b"")
         self.routes: list[tuple[str, str, Handler]] = [
             ("GET", "/health", self.health),
             ("GET", "/openapi.json", self.openapi),
@@ -134,11 +131,10 @@ class Api:
         snaps = self._sup.snapshots()
         key = [(s.spec, s.state, s.pid, s.launched_at, s.ready_at, s.error, s.removed)
                for s in snaps]
-        with self._apps_lock:
-            if key != self._apps_key:
-                self._apps_body = encode([app_json(s) for s in snaps])
-                self._apps_key = key
-            return ok(self._apps_body)
+        cached = self._apps_cache  # replaced whole, never mutated: no lock needed
+        if cached[0] != key:
+            cached = self._apps_cache = (key, encode([app_json(s) for s in snaps]))
+        return ok(cached[1])
 
     def app(self, req: Request) -> Response:
         return ok(app_json(self._sup.snapshot(req.name, with_history=True), with_history=True))

@@ -49,11 +49,9 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # answers are small; never wait for the peer's ACK
     server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self._handle()
-
     def __getattr__(self, name: str) -> Any:
-        """``do_TRACE``, ``do_FOO``: every method is routed, so an unknown one gets our 405."""
+        """``do_GET``, ``do_TRACE``, ``do_FOO``: every method is routed, so an unknown one
+        gets our 405 rather than http.server's HTML 501."""
         if name.startswith("do_"):
             return self._handle
         raise AttributeError(name)
@@ -69,19 +67,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         started = time.perf_counter()
         path = urlsplit(self.path).path
+        headers: dict[str, str] = {}
         try:
             response = self._respond(path)
         except OrchestratrError as exc:
             headers = exc.headers if isinstance(exc, ApiError) else {}
             response = Response(status_of(exc), error_body(exc))
-            self._send(response, headers)
         except Exception:
             log.exception("http_internal_error", method=self.command, path=path)
             response = Response(500, {"error": "internal error (see the daemon log)",
                                       "code": "internal_error"})
-            self._send(response)
-        else:
-            self._send(response)
+        self._send(response, headers)
         log.info("http_request", method=self.command, path=path, status=response.status,
                  duration_ms=round((time.perf_counter() - started) * 1000, 3))
 
@@ -132,6 +128,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self._headers_buffer.append(payload)  # one write: headers and body in one segment
         self.flush_headers()
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Nothing: ``_handle`` logs every request once, with its duration."""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         """http.server's own messages (timeouts, malformed request lines) go to structlog."""

@@ -53,7 +53,6 @@ class LeaderGrab:
         self.timeout_s = timeout_s
         self.grabbed = False  # the keyboard is ours right now (read by tests and status)
         self._display: Display | None = None
-        self._stop_r, self._stop_w = os.pipe()
         self._thread: threading.Thread | None = None
         self._backlog: collections.deque[Any] = collections.deque()
 
@@ -78,6 +77,7 @@ class LeaderGrab:
             display.close()
             raise GrabUnavailable(f"{self.leader} is already grabbed by another X client")
         self._mask = mask
+        self._stop_r, self._stop_w = os.pipe()  # stop() writes to wake the thread's select
         self._thread = threading.Thread(target=self._run, name="hotkey-grab", daemon=True)
         self._thread.start()
 

@@ -49,8 +49,7 @@ class HotkeyService:
         chords: Callable[[], dict[str, str]],
         publish: Callable[..., object],
     ) -> None:
-        self._leader = parse_leader(leader_key)
-        self._engine = Engine(self._leader, timeout_ms / 1000)
+        self._engine = Engine(parse_leader(leader_key), timeout_ms / 1000)
         self._launch = launch
         self._chords = chords
         self._publish = publish
@@ -120,8 +119,7 @@ class HotkeyService:
         """A reload changed the leader or the window: re-grab with the new one."""
         leader = parse_leader(leader_key)
         with self._lock:
-            changed = leader != self._leader
-            self._leader = leader
+            changed = leader != self._engine.leader
             self._engine = Engine(leader, timeout_ms / 1000)
         if changed and self._listener is not None and not self._paused:
             self._stop_grab()
@@ -134,7 +132,7 @@ class HotkeyService:
             enabled=self._listener is not None,
             paused=self._paused,
             backend=self._backend,
-            leader=str(self._leader),
+            leader=str(self._engine.leader),
             suppressing=self._grab is not None,
             reason=self._reason,
             keys_seen=self.keys_seen,
@@ -181,7 +179,7 @@ class HotkeyService:
         elif outcome.kind is Kind.cancelled:
             self._emit("cancelled", key=key, reason=outcome.reason)
         else:
-            self._emit("armed", leader=str(self._leader))
+            self._emit("armed", leader=str(self._engine.leader))
             self._work.put(WAKE)  # the worker now has a deadline to keep
 
     def _emit(self, action: str, **data: Any) -> None:
@@ -215,11 +213,11 @@ class HotkeyService:
     def _start_grab(self) -> None:
         from orchestratr.hotkeys.grab import GrabUnavailable, LeaderGrab
 
-        grab = LeaderGrab(self._leader, self._engine.timeout_s)
+        grab = LeaderGrab(self._engine.leader, self._engine.timeout_s)
         try:
             grab.start()
         except GrabUnavailable as exc:
-            log.warning("hotkeys_not_suppressed", leader=str(self._leader), reason=str(exc),
+            log.warning("hotkeys_not_suppressed", leader=str(grab.leader), reason=str(exc),
                         effect="the leader and chord keys also reach the focused app")
             return
         self._grab = grab
@@ -230,8 +228,9 @@ class HotkeyService:
             self._grab = None
 
     def _warn_if_commonly_taken(self) -> None:
-        if owner := desktop_owner(self._leader):
-            log.warning("hotkeys_leader_often_taken", leader=str(self._leader), usual_owner=owner,
+        leader = self._engine.leader
+        if owner := desktop_owner(leader):
+            log.warning("hotkeys_leader_often_taken", leader=str(leader), usual_owner=owner,
                         hint="set leader_key in config.yml if it does not fire")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import shutil
@@ -14,7 +15,6 @@ import pytest
 
 from tests.conftest import wait_for
 
-KEYSYM_NAMES: dict[int, str] = {}
 
 
 def _read_display_number(fd: int, timeout: float = 10.0) -> str:
@@ -107,7 +107,8 @@ class Keyboard:
         self.display.sync()
 
 
-def _keysym_names() -> dict[int, str]:
+@functools.cache
+def keysym_names() -> dict[int, str]:
     from Xlib import XK
 
     XK.load_keysym_group("latin1")
@@ -120,7 +121,6 @@ class Window:
     def __init__(self, display_name: str) -> None:
         from Xlib import X, display
 
-        KEYSYM_NAMES.update(KEYSYM_NAMES or _keysym_names())
         self.display = display.Display(display_name)
         screen = self.display.screen()
         self.window = screen.root.create_window(
@@ -145,7 +145,7 @@ class Window:
             event = self.display.next_event()
             if event.type == X.KeyPress:
                 keysym = self.display.keycode_to_keysym(event.detail, 0)
-                self.pressed.append(KEYSYM_NAMES.get(keysym, str(keysym)))
+                self.pressed.append(keysym_names().get(keysym, str(keysym)))
 
     def received(self, name: str, timeout: float = 2.0) -> bool:
         try:

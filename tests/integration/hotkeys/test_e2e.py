@@ -77,11 +77,16 @@ def test_leader_then_chord_launches_and_neither_key_reaches_the_window(
 def test_the_chord_again_spawns_no_duplicate(
     hotkeyed: Hotkeyed, keyboard: Keyboard, window: Window
 ) -> None:
-    for _ in range(2):
+    def chords() -> int:
+        return sum(e["event"] == "hotkey" and e.get("action") == "chord"
+                   for e in hotkeyed.daemon.events())
+
+    for presses in (1, 2):
         keyboard.leader()
         keyboard.tap("e")
+        wait_for(lambda: chords() == presses, what=f"chord {presses} to be recognised")
         wait_for(lambda: hotkeyed.api.app("editor")["pid"], what="editor to run")
-        time.sleep(0.1)
+    time.sleep(0.1)  # the worker's second launch is a no-op that records nothing to wait on
     history = hotkeyed.api.app("editor")["history"]
     assert [h["to"] for h in history].count("launching") == 1
 
