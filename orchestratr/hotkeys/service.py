@@ -116,15 +116,17 @@ class HotkeyService:
         return self.status()
 
     def configure(self, leader_key: str, timeout_ms: int) -> None:
-        """A reload changed the leader or the window: re-grab with the new one."""
+        """A reload changed the leader or the window: re-grab, so the grab holds the keyboard
+        exactly as long as the engine listens."""
         leader = parse_leader(leader_key)
         with self._lock:
-            changed = leader != self._engine.leader
+            old = self._engine
             self._engine = Engine(leader, timeout_ms / 1000)
+            changed = (leader, self._engine.timeout_s) != (old.leader, old.timeout_s)
         if changed and self._listener is not None and not self._paused:
             self._stop_grab()
             self._start_grab()
-            log.info("hotkeys_leader_changed", leader=str(leader))
+            log.info("hotkeys_reconfigured", leader=str(leader), timeout_ms=timeout_ms)
             self._warn_if_commonly_taken()
 
     def status(self) -> HotkeyStatus:
