@@ -13,6 +13,7 @@ import json
 import socket
 import threading
 import time
+from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +34,7 @@ log = structlog.get_logger("orchestratr.api")
 MAX_BODY = 1024 * 1024
 HEADER_TIMEOUT_S = 5.0
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+DISCARD_LIMIT_S = 2.0  # how long an oversized body is read and thrown away after a 413
 IDLE_POLL_S = 3600.0  # serve_forever's wake-ups are idle CPU; stop() wakes it by connecting
 
 
@@ -48,6 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = HEADER_TIMEOUT_S  # a client that stalls is cut off
     disable_nagle_algorithm = True  # answers are small; never wait for the peer's ACK
     server: _Server
+    _unread = 0  # bytes of this request's body still on the socket; -1 when unknown
 
     def __getattr__(self, name: str) -> Any:
         """``do_GET``, ``do_TRACE``, ``do_FOO``: every method is routed, so an unknown one
@@ -68,6 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         path = urlsplit(self.path).path
         headers: dict[str, str] = {}
+        self._unread = _declared_length(self.headers)
         try:
             response = self._respond(path)
         except OrchestratrError as exc:
@@ -77,7 +81,10 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("http_internal_error", method=self.command, path=path)
             response = Response(500, {"error": "internal error (see the daemon log)",
                                       "code": "internal_error"})
+        if self._unread:  # a refusal before the body was read: it must never pass for a request
+            self.close_connection = True
         self._send(response, headers)
+        self._discard_unread_body()
         log.info("http_request", method=self.command, path=path, status=response.status,
                  duration_ms=round((time.perf_counter() - started) * 1000, 3))
 
@@ -92,17 +99,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> Any:
         if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
             raise ApiError("bad_request", "chunked bodies are not supported; send Content-Length")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self.close_connection = True
-            raise ApiError("bad_request", "invalid Content-Length") from None
-        if length > MAX_BODY:
-            self.close_connection = True  # the unread body stays on the socket
+        if self._unread < 0:
+            raise ApiError("bad_request", "invalid Content-Length")
+        if self._unread > MAX_BODY:
             raise ApiError("payload_too_large", f"body is over {MAX_BODY} bytes")
-        raw = self.rfile.read(length) if length > 0 else b""
+        raw = self.rfile.read(self._unread) if self._unread else b""
+        self._unread = 0
         if not raw.strip():
             return None
         media_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -112,6 +115,22 @@ class _Handler(BaseHTTPRequestHandler):
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError("bad_request", f"malformed JSON: {exc}") from None
+
+    def _discard_unread_body(self) -> None:
+        """Read and drop the rest of a refused body, in small chunks and for a bounded time.
+
+        Closing a socket with unread data makes the kernel answer with a reset, which can
+        destroy the answer before a client that is still sending has read it.
+        """
+        remaining, self._unread = self._unread, 0
+        deadline = time.monotonic() + DISCARD_LIMIT_S
+        with contextlib.suppress(OSError):
+            while remaining > 0 and (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                chunk = self.rfile.read1(min(remaining, 65536))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
 
     def _send(self, response: Response, headers: dict[str, str] | None = None) -> None:
         body = response.body
@@ -187,6 +206,17 @@ class ApiServer:
         log.warning("api_port_taken", wanted=self._requested_port, using=server.server_port,
                     hint="clients find the port in the port file")
         return server
+
+
+def _declared_length(headers: Message) -> int:
+    """The body's length from its headers: 0 for none, -1 when it cannot be known."""
+    if headers.get("Transfer-Encoding"):
+        return -1
+    try:
+        length = int(headers.get("Content-Length") or 0)
+    except ValueError:
+        return -1
+    return length if length >= 0 else -1
 
 
 def _read_port(path: Path) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -164,7 +165,7 @@ class TestTracking:
         assert shell_pid
         wait_for(lambda: not alive(shell_pid), what="the shell to exit")
         child = psutil.Process(shell_pid).children() if alive(shell_pid) else None
-        members = [p for p in psutil.process_iter() if _pgid(p.pid) == shell_pid]
+        members = _live_members(shell_pid)
         assert len(members) == 1 and child is None
         assert sup.snapshot("a").state is S.ready
         members[0].kill()
@@ -199,8 +200,8 @@ class TestTracking:
         sup = make_supervisor(app("a", "sleep 30 & sleep 30 & wait"))
         leader = sup.launch("a", Source.cli).app.pid
         assert leader
-        members = wait_for(lambda: [p.pid for p in psutil.process_iter()
-                                    if _pgid(p.pid) == leader and p.pid != leader] or None)
+        members = wait_for(lambda: [p.pid for p in _live_members(leader) if p.pid != leader]
+                           or None)
         assert isinstance(members, list)
         snap = sup.notify_launched("a", Source.api, pid=members[0])
         assert (snap.pid, snap.group) == (leader, True)
@@ -213,7 +214,7 @@ class TestStop:
         snap = sup.stop("a", Source.cli)
         assert snap.state is S.stopping
         wait_state(sup, "a", S.stopped)
-        assert not [p for p in psutil.process_iter() if _pgid(p.pid) == pid]
+        assert not _live_members(pid)
         assert sup.snapshot("a").error is None
 
     def test_sigkill_after_stop_timeout(self, make_supervisor: MakeSup, tmp_path: Path) -> None:
@@ -431,8 +432,12 @@ def test_stress_commands_and_real_exits(make_supervisor: MakeSup) -> None:
         assert chain[-1]["to"] == sup.snapshot(name).state.value
 
 
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
+def _live_members(pgid: int) -> list[psutil.Process]:
+    """The group's processes that still run: an orphaned zombie is dead, however lazily the
+    init process of this machine reaps it."""
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(OSError):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+    return members

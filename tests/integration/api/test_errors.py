@@ -69,6 +69,20 @@ class TestErrorCodes:
         assert (reply.status, reply.body["code"]) == (413, "payload_too_large")
         assert reply.headers["connection"] == "close"
 
+    def test_413_reaches_a_client_that_sends_its_body_after_the_answer(self, api: HttpApi) -> None:
+        """The refused body is read and dropped: closing on unread data would reset the
+        connection and destroy the 413 before a client still sending could read it."""
+        size = 4 * 1024 * 1024
+        with socket.create_connection(("127.0.0.1", api.port), timeout=5) as sock:
+            sock.sendall(b"POST /trigger HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % size)
+            time.sleep(0.3)  # the server has answered by now
+            sock.sendall(b" " * size)
+            answer = sock.makefile("rb").read()
+        assert answer.startswith(b"HTTP/1.1 413 ")
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["code"] == "payload_too_large"
+
     @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
                                               None])
     def test_415_for_a_body_that_is_not_json(
@@ -111,6 +125,26 @@ class TestHardening:
         assert (reply.status, reply.body["code"]) == (403, "forbidden")
         assert api.app("notes")["state"] == "stopped"
         assert not any(h.startswith("access-control-") for h in reply.headers)
+
+    @pytest.mark.parametrize(("method", "path", "origin"), [
+        ("POST", "/apps/notes/launch", "http://evil.example"),  # 403 before the body is read
+        ("POST", "/nowhere", None),                               # 404 before the body is read
+        ("GET", "/health", None),                                 # a body no GET reads
+    ])
+    def test_an_unread_body_never_passes_for_a_second_request(
+        self, api: HttpApi, method: str, path: str, origin: str | None
+    ) -> None:
+        """A page could slip a request past the Origin check by hiding one without an Origin in
+        the body of a refused one: a body left unread must never be parsed as a request."""
+        hidden = (b"POST /apps/notes/launch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Length: 0\r\n\r\n")
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        head += f"Origin: {origin}\r\n" if origin else ""
+        with socket.create_connection(("127.0.0.1", api.port), timeout=5) as sock:
+            sock.sendall(head.encode() + b"Content-Length: %d\r\n\r\n" % len(hidden) + hidden)
+            answer = sock.makefile("rb").read()
+        assert answer.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in answer
+        assert api.app("notes")["state"] == "stopped"
 
     @pytest.mark.parametrize("origin", ["http://127.0.0.1:{port}", "http://localhost:{port}",
                                         "http://localhost"])
