@@ -17,17 +17,24 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 __all__ = [
     "Client",
+    "Event",
+    "EventStream",
     "NotRunningError",
     "OrchestratrClientError",
     "apps",
     "default_config_dir",
+    "platform_config_dir",
     "health",
     "launch",
     "notify_launched",
@@ -44,14 +51,22 @@ DEFAULT_TIMEOUT_S = 5.0
 class OrchestratrClientError(Exception):
     """orchestratr answered an error, or could not be reached.
 
-    ``status`` is the HTTP status (None when there was no answer) and ``code`` the API's
-    machine-readable error code, such as ``not_found`` or ``invalid_transition``.
+    ``status`` is the HTTP status (None when there was no answer), ``code`` the API's
+    machine-readable error code, such as ``not_found`` or ``invalid_transition``, and ``errors``
+    the list of problems an ``invalid_config`` answer carries.
     """
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        code: str | None = None,
+        errors: list[str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.errors = errors or []
 
 
 class NotRunningError(OrchestratrClientError):
@@ -63,6 +78,11 @@ def default_config_dir() -> Path:
     chosen = os.environ.get(CONFIG_DIR_ENV)
     if chosen:
         return Path(chosen).expanduser().absolute()
+    return platform_config_dir()
+
+
+def platform_config_dir() -> Path:
+    """The platform's user config dir for orchestratr, whatever the environment overrides."""
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
         return Path(base) / "orchestratr" / "orchestratr"
@@ -85,13 +105,38 @@ class Client:
         config_dir: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        self._url = url or os.environ.get(URL_ENV) or None
-        self._config_dir = Path(config_dir) if config_dir is not None else None
+        # An explicit config dir names one daemon: a stray $ORCHESTRATR_URL must not win over it.
+        self._url = url or (None if config_dir is not None else os.environ.get(URL_ENV)) or None
+        self._config_dir = (
+            Path(config_dir).expanduser().absolute() if config_dir is not None else None)
         self.timeout = timeout
 
     @property
+    def url(self) -> str | None:
+        """The explicit address, when the daemon is not found through the port file."""
+        return self._url
+
+    @property
+    def config_dir(self) -> Path:
+        return self._config_dir or default_config_dir()
+
+    @property
     def port_file(self) -> Path:
-        return (self._config_dir or default_config_dir()) / "port"
+        return self.config_dir / "port"
+
+    @property
+    def pid_file(self) -> Path:
+        """Holds the daemon's pid while it runs (it doubles as the daemon's lock)."""
+        return self.config_dir / "orchestratr.pid"
+
+    def daemon_pid(self) -> int | None:
+        """The pid in the pid file, or None (no file, not a number, or an explicit URL)."""
+        if self._url:
+            return None
+        try:
+            return int(self.pid_file.read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return None
 
     def address(self) -> tuple[str, int]:
         """``(host, port)`` of the daemon. Raises NotRunningError when it cannot be known."""
@@ -108,6 +153,19 @@ class Client:
             return "127.0.0.1", int(text.strip())
         except ValueError:
             raise NotRunningError(f"{self.port_file} does not hold a port number") from None
+
+    def daemon_alive(self) -> bool:
+        """Does the pid file name a live process? (The API may still be starting or stuck.)"""
+        pid = self.daemon_pid()
+        if pid is None or sys.platform == "win32":  # os.kill(pid, 0) terminates on Windows
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # alive, though not ours
+        return True
 
     # ------------------------------------------------------------ endpoints
 
@@ -152,6 +210,107 @@ class Client:
         """Launch the app on ``chord``; without one, act as a leader-key press."""
         return self.request("POST", "/trigger", {} if chord is None else {"chord": chord})
 
+    def hotkeys(self) -> dict[str, Any]:
+        return self.request("GET", "/hotkeys")
+
+    def pause_hotkeys(self) -> dict[str, Any]:
+        """Release every key grab until :meth:`resume_hotkeys`."""
+        return self.request("POST", "/hotkeys/pause", {})
+
+    def resume_hotkeys(self) -> dict[str, Any]:
+        return self.request("POST", "/hotkeys/resume", {})
+
+    def register(self, manifest: dict[str, Any], lease_secs: int | None = None) -> dict[str, Any]:
+        """Add an app at run time (the fields of an apps.d manifest). With ``lease_secs`` the
+        app must :meth:`heartbeat` within that many seconds or it is taken as gone."""
+        body = dict(manifest) if lease_secs is None else {**manifest, "lease_secs": lease_secs}
+        return self.request("POST", "/apps", body)
+
+    def unregister(self, name: str, keep_running: bool = False) -> dict[str, Any]:
+        """Remove an app; its process is stopped unless ``keep_running``."""
+        query = "?keep_running=true" if keep_running else ""
+        return self.request("DELETE", _app_path(name) + query)
+
+    def heartbeat(self, name: str) -> dict[str, Any]:
+        """Renew the app's lease: ``{"renewed": name, "expires_in_secs": N}``."""
+        return self.request("PUT", _app_path(name, "heartbeat"), {})
+
+    def drain(self, name: str) -> dict[str, Any]:
+        return self.request("POST", _app_path(name, "drain"), {})
+
+    def revive(self, name: str) -> dict[str, Any]:
+        return self.request("POST", _app_path(name, "revive"), {})
+
+    def events(self, since: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Buffered events after id ``since``, oldest first."""
+        query = {"since": since} if limit is None else {"since": since, "limit": limit}
+        return self.request("GET", "/events?" + urlencode(query))
+
+    def open_events(
+        self,
+        apps: Iterable[str] = (),
+        types: Iterable[str] = (),
+        last_event_id: int | None = None,
+        idle_for: float | None = None,
+    ) -> EventStream:
+        """Open the live event stream (SSE). After ``last_event_id`` the daemon first replays
+        what followed it; ``idle_for`` seconds without an event end the stream (0: never)."""
+        query = [("app", a) for a in apps] + [("type", t) for t in types]
+        if idle_for is not None:
+            query.append(("idle_for", str(idle_for)))
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        path = "/events/stream" + ("?" + urlencode(query) if query else "")
+        conn, response = self._open("GET", path, None, headers, timeout=None)
+        if response.status != 200:
+            raw = response.read()
+            conn.close()
+            _parse(response.status, raw)  # raises the daemon's error
+            raise OrchestratrClientError(f"event stream answered HTTP {response.status}")
+        return EventStream(conn, response)
+
+    def follow_events(
+        self,
+        apps: Iterable[str] = (),
+        types: Iterable[str] = (),
+        since: int | None = None,
+        on_wait: Callable[[str], None] | None = None,
+        retry_s: float = 0.1,
+    ) -> Iterator[Event]:
+        """Every event from now (or after id ``since``) on, for as long as the caller iterates.
+
+        A dropped connection is resumed with ``Last-Event-ID`` so no event is lost; while the
+        daemon is away the stream waits for it (``on_wait`` hears why, once per outage). A new
+        daemon (a new pid in the pid file) numbers its events from 1, so its stream is read
+        from its start. Raises NotRunningError only if no daemon answers at the first attempt.
+        """
+        apps, types = tuple(apps), tuple(types)
+        last_id, known_pid, connected, waiting = since, self.daemon_pid(), False, False
+        while True:
+            try:
+                pid = self.daemon_pid()
+                if connected and pid != known_pid:
+                    last_id, known_pid = 0, pid  # a new daemon: its first event is news
+                stream = self.open_events(apps, types, last_id, idle_for=0)
+            except NotRunningError as exc:
+                if not connected:
+                    raise
+                if on_wait is not None and not waiting:
+                    on_wait(str(exc))
+                waiting = True
+                time.sleep(retry_s)
+                continue
+            if self.daemon_pid() != pid:  # it restarted as we connected: start over
+                stream.close()
+                continue
+            connected, waiting = True, False
+            with stream:
+                for event in stream:
+                    if event.id is not None:
+                        last_id = event.id
+                    yield event
+
     # ------------------------------------------------------------ transport
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
@@ -161,23 +320,114 @@ class Client:
             NotRunningError: nothing answers.
             OrchestratrClientError: the answer is an error, or is not JSON.
         """
-        host, port = self.address()
-        payload = None if body is None else json.dumps(body).encode()
-        headers = {"Accept": "application/json"}
-        if payload is not None:
-            headers["Content-Type"] = "application/json"
-        conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        conn, response = self._open(method, path, body, {"Accept": "application/json"})
         try:
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
             raw = response.read()
-        except ConnectionRefusedError:
-            raise NotRunningError(f"orchestratr is not running (nothing on port {port})") from None
         except (OSError, http.client.HTTPException) as exc:
-            raise OrchestratrClientError(f"orchestratr on port {port} failed: {exc}") from None
+            raise OrchestratrClientError(f"orchestratr failed: {exc}") from None
         finally:
             conn.close()
         return _parse(response.status, raw)
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        headers: dict[str, str],
+        timeout: float | None = -1.0,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send a request and read the answer's head; the caller reads the body and closes.
+        ``timeout`` None blocks forever (streams); the default is the client's timeout."""
+        host, port = self.address()
+        payload = None if body is None else json.dumps(body).encode()
+        if payload is not None:
+            headers = {**headers, "Content-Type": "application/json"}
+        conn = http.client.HTTPConnection(
+            host, port, timeout=self.timeout if timeout == -1.0 else timeout)
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            return conn, conn.getresponse()
+        except ConnectionRefusedError:
+            conn.close()
+            raise NotRunningError(f"orchestratr is not running (nothing on port {port})") from None
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise OrchestratrClientError(f"orchestratr on port {port} failed: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event: its id (None if it had none), type and parsed JSON data."""
+
+    id: int | None
+    type: str
+    data: Any
+
+    def record(self) -> dict[str, Any]:
+        """The event as one flat JSON object: ``id``, ``type`` and the data's fields."""
+        fields = self.data if isinstance(self.data, dict) else {"data": self.data}
+        return {"id": self.id, "type": self.type, **fields}
+
+
+class EventStream:
+    """An open ``text/event-stream`` answer. Iterating yields :class:`Event` until the daemon
+    ends the stream or the connection drops; ``close()`` ends it from any thread."""
+
+    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+        self._conn = conn
+        self._response = response
+        self._sock = conn.sock
+        self.closed = False  # by close(), as opposed to by the daemon or the network
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked in another thread
+            except OSError:
+                pass
+        self._conn.close()
+
+    def __iter__(self) -> Iterator[Event]:
+        fields: dict[str, list[str]] = {}
+        while True:
+            try:
+                raw = self._response.readline()
+            except (OSError, ValueError, http.client.HTTPException):
+                return  # dropped, or closed by close()
+            if not raw:
+                return
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if line:
+                if not line.startswith(":"):  # ":" starts a comment (a keep-alive)
+                    key, _, value = line.partition(":")
+                    fields.setdefault(key, []).append(value.removeprefix(" "))
+                continue
+            if "data" in fields:
+                yield _event(fields)
+            fields = {}
+
+
+def _event(fields: dict[str, list[str]]) -> Event:
+    text = "\n".join(fields["data"])
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = text
+    ident = (fields.get("id") or [""])[-1]
+    return Event(
+        id=int(ident) if ident.isdigit() else None,
+        type=(fields.get("event") or ["message"])[-1],
+        data=data,
+    )
 
 
 def _app_path(name: str, action: str | None = None) -> str:
@@ -193,7 +443,10 @@ def _parse(status: int, raw: bytes) -> Any:
     if 200 <= status < 300:
         return data
     if isinstance(data, dict) and "error" in data:
-        raise OrchestratrClientError(str(data["error"]), status, data.get("code"))
+        errors = data.get("errors")
+        raise OrchestratrClientError(
+            str(data["error"]), status, data.get("code"),
+            [str(e) for e in errors] if isinstance(errors, list) else None)
     raise OrchestratrClientError(f"HTTP {status}", status)
 
 

@@ -1,0 +1,222 @@
+"""The verbs that are one or a few API calls: status, list, launch, stop, restart, reload,
+trigger, pause, resume, register, unregister, heartbeat.
+
+Each prints the API's answer as is under ``--json`` and a short sentence otherwise; errors are
+raised as the client's exceptions and turned into exit codes by ``main``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from orchestratr.cli.render import STATE_COLOURS, duration, parse_time
+
+if TYPE_CHECKING:
+    from orchestratr.cli.main import Context
+    from orchestratr.client import Client
+
+RUNNING = ("launched", "ready", "stopping")
+
+
+# ------------------------------------------------------------------ status and list
+
+def status(ctx: Context) -> int:
+    client = ctx.client()
+    health = client.health()
+    data = {
+        "status": health.get("status"),
+        "version": health.get("version"),
+        **_daemon_identity(client),
+        "config_dir": str(client.config_dir),
+        "hotkeys": client.hotkeys(),
+        "apps": _counts(client.apps()),
+    }
+    ctx.out.result(data, _status_lines(ctx, data))
+    return 0
+
+
+def _daemon_identity(client: Client) -> dict[str, Any]:
+    """pid, port and uptime. /health does not carry the pid or the start time, so they come
+    from the pid file, which the daemon writes once, when it takes its lock at start-up."""
+    port = client.address()[1]
+    pid = client.daemon_pid()
+    try:
+        started = os.stat(client.pid_file).st_mtime if pid is not None else None
+    except OSError:
+        started = None
+    uptime = None if started is None else round(max(0.0, time.time() - started), 3)
+    return {"pid": pid, "port": port, "uptime_secs": uptime}
+
+
+def _counts(apps: list[dict[str, Any]]) -> dict[str, Any]:
+    by_state = Counter(app["state"] for app in apps)
+    return {"total": len(apps), "by_state": dict(sorted(by_state.items()))}
+
+
+def _status_lines(ctx: Context, data: dict[str, Any]) -> list[str]:
+    out = ctx.out
+    pid = data["pid"] if data["pid"] is not None else "?"
+    up = f", up {duration(data['uptime_secs'])}" if data["uptime_secs"] is not None else ""
+    daemon = (f"{out.paint('running', 'green')}: pid {pid}, port {data['port']}, "
+              f"version {data['version']}{up}")
+    counts = data["apps"]
+    states = ", ".join(f"{n} {out.paint(s, STATE_COLOURS.get(s))}"
+                       for s, n in counts["by_state"].items())
+    apps = f"{counts['total']}" + (f": {states}" if states else "")
+    rows = [("daemon", daemon), ("config", data["config_dir"]),
+            ("hotkeys", _hotkeys_text(ctx, data["hotkeys"])), ("apps", apps)]
+    return [f"{key:<8}  {value}" for key, value in rows]
+
+
+def _hotkeys_text(ctx: Context, hotkeys: dict[str, Any]) -> str:
+    if not hotkeys.get("enabled"):
+        return f"{ctx.out.paint('off', 'yellow')} ({hotkeys.get('reason') or 'not running'})"
+    if hotkeys.get("paused"):
+        return f"{ctx.out.paint('paused', 'yellow')} (leader {hotkeys.get('leader')})"
+    grab = "keys grabbed" if hotkeys.get("suppressing") else "keys observed, not grabbed"
+    return (f"{ctx.out.paint('on', 'green')}: leader {hotkeys.get('leader')}, "
+            f"{hotkeys.get('backend')}, {grab}")
+
+
+def list_apps(ctx: Context) -> int:
+    apps = ctx.client().apps()
+    if ctx.out.json_mode or not apps:
+        ctx.out.result(apps, "no apps registered (add them to config.yml or apps.d/)")
+        return 0
+    now = time.time()
+    headers = ["NAME", "CHORD", "STATE", "PID", "UPTIME", "SOURCE", "ERROR"]
+    rows = [_app_row(app, now) for app in apps]
+    colours = [[None, None, STATE_COLOURS.get(app["state"]), None, None, None, "red"]
+               for app in apps]
+    for line in ctx.out.table(headers, rows, colours):
+        ctx.out.line(line)
+    return 0
+
+
+def _app_row(app: dict[str, Any], now: float) -> list[str]:
+    launched = parse_time(app.get("launched_at"))
+    up = duration(now - launched) if launched and app["state"] in RUNNING else "-"
+    source = app.get("source") or "-"
+    if app.get("removed"):
+        source += " (removed)"
+    error = " ".join((app.get("error") or "").split())  # one line, whatever the message holds
+    return [app["name"], app.get("chord") or "-", app["state"],
+            str(app["pid"]) if app.get("pid") else "-", up, source, error]
+
+
+# ------------------------------------------------------------------ commands
+
+def launch(ctx: Context) -> int:
+    return _ack(ctx, ctx.client().launch(ctx.args.name))
+
+
+def stop(ctx: Context) -> int:
+    return _ack(ctx, ctx.client().stop(ctx.args.name))
+
+
+def restart(ctx: Context) -> int:
+    return _ack(ctx, ctx.client().restart(ctx.args.name), verb="restarted")
+
+
+def trigger(ctx: Context) -> int:
+    answer = ctx.client().trigger(ctx.args.chord)
+    if ctx.args.chord is None:
+        ctx.out.result(answer, "leader pressed: the next chord key launches its app")
+        return 0
+    return _ack(ctx, answer)
+
+
+def _ack(ctx: Context, answer: dict[str, Any], verb: str | None = None) -> int:
+    """``launched notes (pid 4242)``, ``notes is already running (pid 4242, ready)``, ..."""
+    name, state, pid = answer["app"], answer["state"], answer.get("pid")
+    with_pid = f" (pid {pid})" if pid else ""
+    if answer.get("spawned") is False and state in RUNNING:
+        text = f"{name} is already running (pid {pid}, {state})"
+    elif verb is not None:
+        text = f"{verb} {name}{with_pid}"
+    else:
+        text = f"{name}: {ctx.out.paint(state, STATE_COLOURS.get(state))}{with_pid}"
+    ctx.out.result(answer, text)
+    return 0
+
+
+def reload(ctx: Context) -> int:
+    answer = ctx.client().reload()
+    lines = [f"reloaded: {len(answer.get('apps', []))} apps"]
+    lines += [f"warning: {w}" for w in answer.get("warnings", [])]
+    lines += [f"skipped: {s}" for s in answer.get("skipped", [])]
+    ctx.out.result(answer, lines)
+    return 0
+
+
+def pause(ctx: Context) -> int:
+    answer = ctx.client().pause_hotkeys()
+    ctx.out.result(answer, f"hotkeys: {_hotkeys_text(ctx, answer)}")
+    return 0
+
+
+def resume(ctx: Context) -> int:
+    answer = ctx.client().resume_hotkeys()
+    ctx.out.result(answer, f"hotkeys: {_hotkeys_text(ctx, answer)}")
+    return 0
+
+
+# ------------------------------------------------------------------ run-time apps
+
+def register(ctx: Context) -> int:
+    args = ctx.args
+    manifest = _manifest(args)
+    answer = ctx.client().register(manifest, lease_secs=args.lease)
+    lease = f", lease {args.lease}s" if args.lease else ""
+    ctx.out.result(answer, f"registered {args.name}{lease}")
+    return 0
+
+
+def _manifest(args: Any) -> dict[str, Any]:
+    """The apps.d fields given on the command line (unset ones are left to the daemon)."""
+    from orchestratr.cli.main import UsageError
+
+    env = {}
+    for pair in args.env:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env wants KEY=VALUE, got {pair!r}")
+        env[key] = value
+    fields = {
+        "name": args.name, "command": args.command, "chord": args.chord,
+        "description": args.description, "ready_cmd": args.ready_cmd, "cwd": args.cwd,
+        "restart": args.restart, "autostart": args.autostart, "detached": args.detached,
+        "env": env or None,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def unregister(ctx: Context) -> int:
+    answer = ctx.client().unregister(ctx.args.name, keep_running=ctx.args.keep_running)
+    kept = " (its process keeps running)" if ctx.args.keep_running else ""
+    ctx.out.result(answer, f"unregistered {ctx.args.name}{kept}")
+    return 0
+
+
+def heartbeat(ctx: Context) -> int:
+    """One renewal, or with --every one per period until interrupted or refused."""
+    client = ctx.client()
+    every = ctx.args.every
+    if every is not None and every <= 0:
+        from orchestratr.cli.main import UsageError
+
+        raise UsageError("--every wants a positive number of seconds")
+    while True:
+        answer = client.heartbeat(ctx.args.name)
+        text = f"renewed {ctx.args.name}: expires in {duration(answer['expires_in_secs'])}"
+        if every is None:
+            ctx.out.result(answer, text)
+            return 0
+        if ctx.out.json_mode:
+            ctx.out.json(answer, compact=True)
+        else:
+            ctx.out.line(text)
+        time.sleep(every)
