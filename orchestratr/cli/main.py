@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 the daemon answered an error, 2 usage error, "
                "3 the daemon is not running.")
     parser.add_argument("--version", action="version", version=f"orchestratr {__version__}")
-    verbs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
     common = _common(suppress=True)
     for name, (_, _, help_text) in VERBS.items():
         sub = verbs.add_parser(name, help=help_text, description=help_text, parents=[common])
@@ -112,6 +112,12 @@ def _daemon_args(p: argparse.ArgumentParser) -> None:
 
 def _name_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="the app's name")
+
+
+def _wait_args(p: argparse.ArgumentParser) -> None:
+    _name_arg(p)
+    p.add_argument("--wait", action="store_true",
+                   help="return once it is done (the daemon answers as soon as it has begun)")
 
 
 def _trigger_args(p: argparse.ArgumentParser) -> None:
@@ -163,8 +169,8 @@ def _install_args(p: argparse.ArgumentParser) -> None:
 _ARGUMENTS = {
     "daemon": _daemon_args,
     "launch": _name_arg,
-    "stop": _name_arg,
-    "restart": _name_arg,
+    "stop": _wait_args,
+    "restart": _wait_args,
     "trigger": _trigger_args,
     "events": _events_args,
     "register": _register_args,
@@ -183,12 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestratr.client import NotRunningError, OrchestratrClientError
 
     out = Output(args.json)
-    module, function, _ = VERBS[args.command]
+    module, function, _ = VERBS[args.verb]
     verb = getattr(importlib.import_module(f"orchestratr.cli.{module}"), function)
     try:
         return verb(Context(args, out))
     except UsageError as exc:
-        out.note(f"orchestratr {args.command}: error: {exc}")
+        out.note(f"orchestratr {args.verb}: error: {exc}")
         return USAGE
     except NotRunningError as exc:
         client = Context(args, out).client()

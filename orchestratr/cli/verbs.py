@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orchestratr.cli.render import STATE_COLOURS, duration, parse_time
@@ -110,15 +111,51 @@ def _app_row(app: dict[str, Any], now: float) -> list[str]:
 # ------------------------------------------------------------------ commands
 
 def launch(ctx: Context) -> int:
-    return _ack(ctx, ctx.client().launch(ctx.args.name))
+    return _ack(ctx, ctx.client().launch(ctx.args.name), verb="launched")
 
 
 def stop(ctx: Context) -> int:
-    return _ack(ctx, ctx.client().stop(ctx.args.name))
+    client = ctx.client()
+    answer = client.stop(ctx.args.name)
+    if ctx.args.wait:
+        answer = _wait(client, answer, lambda app: app["state"] in ("stopped", "failed"))
+    return _ack(ctx, answer)
 
 
 def restart(ctx: Context) -> int:
-    return _ack(ctx, ctx.client().restart(ctx.args.name), verb="restarted")
+    """The daemon answers at once: while the old process is still stopping, the answer says
+    ``stopping`` and the relaunch follows. ``--wait`` waits for it."""
+    client = ctx.client()
+    answer = client.restart(ctx.args.name)
+    old = answer.get("pid")
+    if ctx.args.wait:
+        answer = _wait(client, answer, lambda app: app["state"] == "failed" or (
+            app["state"] in ("launched", "ready") and app["pid"] != old))
+    if answer["state"] == "stopping":
+        ctx.out.result(answer, f"restarting {answer['app']}: stopping pid {old}, "
+                               "then launching it again")
+        return 0
+    return _ack(ctx, answer, verb="restarted")
+
+
+WAIT_TIMEOUT_S = 60.0
+
+
+def _wait(
+    client: Client, answer: dict[str, Any], done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Poll the app until ``done``; the answer is then shaped as the command's own was."""
+    from orchestratr.client import OrchestratrClientError
+
+    deadline = time.monotonic() + WAIT_TIMEOUT_S
+    while True:
+        app = client.app(answer["app"])
+        if done(app):
+            return {"app": app["name"], "state": app["state"], "pid": app["pid"], "status": "ok"}
+        if time.monotonic() > deadline:
+            raise OrchestratrClientError(
+                f"{answer['app']} is still {app['state']} after {WAIT_TIMEOUT_S:.0f} s")
+        time.sleep(0.05)
 
 
 def trigger(ctx: Context) -> int:
@@ -126,7 +163,7 @@ def trigger(ctx: Context) -> int:
     if ctx.args.chord is None:
         ctx.out.result(answer, "leader pressed: the next chord key launches its app")
         return 0
-    return _ack(ctx, answer)
+    return _ack(ctx, answer, verb="launched")
 
 
 def _ack(ctx: Context, answer: dict[str, Any], verb: str | None = None) -> int:

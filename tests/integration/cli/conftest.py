@@ -1,0 +1,100 @@
+"""The real ``orchestratr`` executable in subprocesses, against real daemons.
+
+``cli(...)`` runs one command and returns its exit code, stdout and stderr; ``shared_daemon``
+is one daemon per test module for the tests that do not change its config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from tests.conftest import DaemonProcess, kill_apps_of, write_config
+
+ORCHESTRATR = [sys.executable, "-m", "orchestratr"]
+CONFIG = """\
+apps:
+  - name: notes
+    chord: n
+    command: sleep 60
+    description: a note pad
+  - name: sleeper
+    chord: s
+    command: sleep 60
+  - name: broken
+    command: sleep 60
+    cwd: /nonexistent/dir
+  - name: stubborn
+    command: trap '' TERM; sleep 60
+    stop_timeout_ms: 2000
+"""
+
+
+@attrs.frozen
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    @property
+    def lines(self) -> list[str]:
+        return self.out.splitlines()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = None,
+            timeout: float = 20) -> Run:
+    """``orchestratr ARGS`` with this interpreter; ``env`` is added to a clean copy of ours
+    (without ORCHESTRATR_* variables, so no test ever reaches a real daemon by accident)."""
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("ORCHESTRATR_") and k != "NO_COLOR"}
+    done = subprocess.run([*ORCHESTRATR, *args], capture_output=True, text=True, input=input,
+                          env={**base, **(env or {})}, timeout=timeout, check=False)
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def cli(config_dir: Path) -> Callable[..., Run]:
+    """``orchestratr --config-dir <this test's config dir> ARGS``."""
+    return lambda *args, **kw: run_cli("--config-dir", str(config_dir), *args, **kw)
+
+
+@attrs.frozen
+class Shared:
+    config_dir: Path
+    daemon: DaemonProcess
+
+    def cli(self, *args: str, **kw: Any) -> Run:
+        return run_cli("--config-dir", str(self.config_dir), *args, **kw)
+
+    @property
+    def port(self) -> int:
+        return int((self.config_dir / "port").read_text())
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    """One daemon (port 0, no hotkeys) on CONFIG for a whole module."""
+    config_dir = tmp_path_factory.mktemp("shared") / "config"
+    (config_dir / "apps.d").mkdir(parents=True)
+    write_config(config_dir, CONFIG)
+    daemon = DaemonProcess(config_dir, "--no-hotkeys")
+    try:
+        daemon.wait_event("daemon_started")
+        yield Shared(config_dir, daemon)
+    finally:
+        daemon.stop()
+        kill_apps_of(config_dir)
+        daemon.proc.stdout.close()  # type: ignore[union-attr]
+        daemon.proc.stderr.close()  # type: ignore[union-attr]
