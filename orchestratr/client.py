@@ -173,7 +173,9 @@ class Client:
         return self.request("GET", "/health")
 
     def apps(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/apps")
+        # A daemon with no apps at all has answered an empty body (its /apps cache starts as
+        # an empty key with an empty body): that is no apps, not an error.
+        return self.request("GET", "/apps") or []
 
     def app(self, name: str) -> dict[str, Any]:
         """One app with its recent transition history."""

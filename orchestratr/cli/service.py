@@ -291,6 +291,7 @@ class LinuxAutostart(Target):
             report.add("note", "the daemon starts at your next login; to start it now run "
                                "`orchestratr daemon &`")
             return report
+        remove_owned(self.desktop, report)  # the unit replaces an earlier autostart entry
         path = os.environ.get("PATH")
         changed = write_owned(self.unit, lambda mark: systemd_unit(self.command, path, mark),
                               report)
@@ -302,7 +303,6 @@ class LinuxAutostart(Target):
                                "from your next login")
         else:
             run_command(["systemctl", "--user", "enable", "--now", UNIT], report)
-        remove_owned(self.desktop, report)  # the unit replaces an earlier autostart entry
         return report
 
     def uninstall(self) -> Report:
