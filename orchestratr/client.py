@@ -264,13 +264,13 @@ class Client:
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
         path = "/events/stream" + ("?" + urlencode(query) if query else "")
-        conn, response = self._open("GET", path, None, headers, timeout=None)
+        conn, response, sock = self._open("GET", path, None, headers, timeout=None)
         if response.status != 200:
             raw = response.read()
             conn.close()
             _parse(response.status, raw)  # raises the daemon's error
             raise OrchestratrClientError(f"event stream answered HTTP {response.status}")
-        return EventStream(conn, response)
+        return EventStream(conn, response, sock)
 
     def follow_events(
         self,
@@ -322,7 +322,7 @@ class Client:
             NotRunningError: nothing answers.
             OrchestratrClientError: the answer is an error, or is not JSON.
         """
-        conn, response = self._open(method, path, body, {"Accept": "application/json"})
+        conn, response, _ = self._open(method, path, body, {"Accept": "application/json"})
         try:
             raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -338,9 +338,11 @@ class Client:
         body: Any,
         headers: dict[str, str],
         timeout: float | None = -1.0,
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, socket.socket | None]:
         """Send a request and read the answer's head; the caller reads the body and closes.
-        ``timeout`` None blocks forever (streams); the default is the client's timeout."""
+        ``timeout`` None blocks forever (streams); the default is the client's timeout. The
+        socket is returned too: for an answer that ends with the connection, http.client lets
+        go of it once the head is read, yet a stream must be able to shut it down."""
         host, port = self.address()
         payload = None if body is None else json.dumps(body).encode()
         if payload is not None:
@@ -349,7 +351,8 @@ class Client:
             host, port, timeout=self.timeout if timeout == -1.0 else timeout)
         try:
             conn.request(method, path, body=payload, headers=headers)
-            return conn, conn.getresponse()
+            sock = conn.sock
+            return conn, conn.getresponse(), sock
         except ConnectionRefusedError:
             conn.close()
             raise NotRunningError(f"orchestratr is not running (nothing on port {port})") from None
@@ -376,10 +379,15 @@ class EventStream:
     """An open ``text/event-stream`` answer. Iterating yields :class:`Event` until the daemon
     ends the stream or the connection drops; ``close()`` ends it from any thread."""
 
-    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+    def __init__(
+        self,
+        conn: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        sock: socket.socket | None,
+    ) -> None:
         self._conn = conn
         self._response = response
-        self._sock = conn.sock
+        self._sock = sock
         self.closed = False  # by close(), as opposed to by the daemon or the network
 
     def __enter__(self) -> EventStream:
