@@ -116,3 +116,35 @@ class TestLifetime:
         finally:
             proc.kill()
             proc.wait()
+
+
+class TestStreaming:
+    def test_subscribe_then_launch_on_one_pipe(self, shared_daemon: Shared) -> None:
+        replies = pipe(shared_daemon, {"subscribe": "sleeper", "idle_for": 1},
+                       {"launch": "sleeper"})
+        launched = next(r for r in replies if "launched" in r)
+        events = [r for r in replies if "event" in r]
+        assert replies[-1] == {"subscribed": "sleeper", "status": "finished"}
+        assert all(r["status"] == "ongoing" and "warning" not in r for r in events)
+        assert {r["event"]["app"] for r in events} == {"sleeper"}
+        states = [r["event"]["to"] for r in events if r["event"]["type"] == "state"]
+        assert states[:3] == ["launching", "launched", "ready"]
+        assert "status" not in launched
+        assert shared_daemon.cli("stop", "sleeper", "--wait").code == 0
+
+    def test_an_unbounded_subscription_finishes_at_end_of_input(
+        self, shared_daemon: Shared
+    ) -> None:
+        replies = pipe(shared_daemon, {"subscribe": "*"}, {"list": None})
+        assert "apps" in replies[0]
+        assert replies[-1] == {"subscribed": "*", "status": "finished"}
+
+    def test_register_heartbeat_unregister(self, shared_daemon: Shared) -> None:
+        manifest = {"name": "piped", "command": "sleep 60", "lease_secs": 20}
+        registered, renewed, removed, again = pipe(
+            shared_daemon, {"register": manifest}, {"heartbeat": "piped"},
+            {"unregister": "piped"}, {"heartbeat": "piped"})
+        assert set(registered) == {"registered"}
+        assert renewed == {"renewed": {"name": "piped", "expires_in_secs": 20}}
+        assert removed == {"removed": "piped"}
+        assert again["error"] == "not_found"

@@ -1,0 +1,68 @@
+"""``register`` / ``unregister`` / ``heartbeat``: apps added at run time by shell scripts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.integration.cli.conftest import ORCHESTRATR, Shared
+
+
+def names(shared: Shared) -> list[str]:
+    return [a["name"] for a in shared.cli("list", "--json").json]
+
+
+def test_register_heartbeat_unregister(shared_daemon: Shared) -> None:
+    cli = shared_daemon.cli
+    run = cli("register", "script", "--command", "sleep 60", "--chord", "k", "--lease", "30",
+              "--description", "a shell script", "--env", "MODE=x=y")
+    assert run.code == 0, run.err
+    assert run.out == "registered script, lease 30s\n"
+    app = next(a for a in cli("list", "--json").json if a["name"] == "script")
+    assert (app["chord"], app["description"], app["env"]) == ("k", "a shell script",
+                                                               {"MODE": "x=y"})
+    renewed = cli("heartbeat", "script")
+    assert renewed.code == 0, renewed.err
+    assert renewed.out == "renewed script: expires in 30s\n"
+    assert cli("heartbeat", "script", "--json").json == {"renewed": "script",
+                                                         "expires_in_secs": 30}
+    assert cli("launch", "script").code == 0
+    gone = cli("unregister", "script", "--json")
+    assert gone.code == 0, gone.err
+    assert "script" not in names(shared_daemon)
+    assert cli("unregister", "script").code == 1  # already gone: not_found
+    assert cli("heartbeat", "script", "--json").json["code"] == "not_found"
+
+
+def test_the_daemon_refuses_a_bad_or_duplicate_registration(shared_daemon: Shared) -> None:
+    bad = shared_daemon.cli("register", "Bad Name", "--command", "true", "--json")
+    assert bad.code == 1 and bad.json["code"] == "bad_request"
+    taken = shared_daemon.cli("register", "notes", "--command", "true", "--json")
+    assert taken.code == 1 and taken.json["code"] in ("conflict", "bad_request")
+    assert names(shared_daemon).count("notes") == 1
+
+
+def test_unregister_keep_running_leaves_the_process(shared_daemon: Shared) -> None:
+    cli = shared_daemon.cli
+    assert cli("register", "kept", "--command", "sleep 60").code == 0
+    pid = cli("launch", "kept", "--json").json["pid"]
+    run = cli("unregister", "kept", "--keep-running")
+    assert run.code == 0 and run.out == "unregistered kept (its process keeps running)\n"
+    subprocess.run(["kill", "-0", str(pid)], check=True)  # still alive
+    subprocess.run(["kill", "-9", f"-{pid}"], check=False)
+
+
+def test_heartbeat_every_keeps_renewing(shared_daemon: Shared) -> None:
+    assert shared_daemon.cli("register", "beating", "--command", "sleep 60",
+                             "--lease", "5").code == 0
+    proc = subprocess.Popen([*ORCHESTRATR, "--config-dir", str(shared_daemon.config_dir),
+                             "heartbeat", "beating", "--every", "0.1", "--json"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout
+    try:
+        lines = [json.loads(proc.stdout.readline()) for _ in range(3)]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert lines == [{"renewed": "beating", "expires_in_secs": 5}] * 3
+    assert shared_daemon.cli("unregister", "beating").code == 0
