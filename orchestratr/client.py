@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlencode, urlsplit
 
 __all__ = [
@@ -34,12 +34,12 @@ __all__ = [
     "OrchestratrClientError",
     "apps",
     "default_config_dir",
-    "platform_config_dir",
     "health",
     "launch",
     "notify_launched",
     "notify_ready",
     "notify_stopped",
+    "platform_config_dir",
     "stop",
 ]
 
@@ -390,7 +390,7 @@ class EventStream:
         self._sock = sock
         self.closed = False  # by close(), as opposed to by the daemon or the network
 
-    def __enter__(self) -> EventStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,7 +13,7 @@ import shlex
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,7 +133,7 @@ def _port_file_check(client: Client, answering: bool) -> Check:
 
 # ------------------------------------------------------------------ configuration
 
-def _config_checks(paths: Paths) -> Iterator[Check]:
+def _config_checks(paths: Paths) -> Generator[Check, None, Registry]:
     """config.yml and every apps.d file; returns the registry the daemon would run, if any."""
     from orchestratr.errors import ConfigError
     from orchestratr.registry.load import app_files, load_registry

@@ -17,10 +17,9 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from orchestratr import __version__
 from typing import TYPE_CHECKING
 
+from orchestratr import __version__
 from orchestratr.cli.render import Output
 
 if TYPE_CHECKING:

@@ -52,7 +52,7 @@ def parse_time(text: str | None) -> float | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(text).timestamp()  # 3.11 reads a "Z" suffix
     except ValueError:
         return None
 

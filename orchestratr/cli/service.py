@@ -382,7 +382,9 @@ class RunKey(Target):
         self.value = run_key_value(command)
 
     def install(self) -> Report:
-        import winreg  # type: ignore[import-not-found]
+        if sys.platform != "win32":  # also tells type checkers elsewhere to skip the rest
+            raise InstallError("the Run key exists on Windows only")
+        import winreg
 
         report = Report(self.method)
         with winreg.CreateKey(winreg.HKEY_CURRENT_USER, RUN_KEY) as key:
@@ -398,7 +400,9 @@ class RunKey(Target):
         return report
 
     def uninstall(self) -> Report:
-        import winreg  # type: ignore[import-not-found]
+        if sys.platform != "win32":
+            raise InstallError("the Run key exists on Windows only")
+        import winreg
 
         report = Report(self.method)
         with winreg.CreateKey(winreg.HKEY_CURRENT_USER, RUN_KEY) as key:

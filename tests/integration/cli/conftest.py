@@ -18,24 +18,9 @@ import attrs
 import pytest
 
 from tests.conftest import DaemonProcess, kill_apps_of, write_config
+from tests.integration.api.conftest import CONFIG  # notes, sleeper, stubborn, broken
 
 ORCHESTRATR = [sys.executable, "-m", "orchestratr"]
-CONFIG = """\
-apps:
-  - name: notes
-    chord: n
-    command: sleep 60
-    description: a note pad
-  - name: sleeper
-    chord: s
-    command: sleep 60
-  - name: broken
-    command: sleep 60
-    cwd: /nonexistent/dir
-  - name: stubborn
-    command: trap '' TERM; sleep 60
-    stop_timeout_ms: 2000
-"""
 
 
 @attrs.frozen

@@ -30,6 +30,10 @@ def checks(run: Run) -> dict[str, list[tuple[str, str]]]:
     return found
 
 
+def has_line(run: Run, pattern: str) -> bool:
+    return re.search(pattern, run.out, re.MULTILINE) is not None
+
+
 def timed(cli: Callable[..., Run], *args: str) -> Run:
     start = time.monotonic()
     run = cli("doctor", *args)
@@ -96,16 +100,14 @@ class TestDaemonDown:
         (apps / "path.yml").write_text("name: p\nchord: p\ncommand: ./not-here --x\n")
         run = timed(cli)
         assert run.code == 1
-        text = run.out
-        assert re.search(r"^FAIL  config\.yml +apps\[0\] \(Bad\): name: 'Bad' must match", text, re.M)
-        assert re.search(r"^WARN  config\.yml +apps\[0\] \(Bad\): chrod: unknown field, ignored; "
-                         r"did you mean 'chord'\?", text, re.M)
-        assert re.search(r"^FAIL  apps\.d/yaml\.yml +invalid YAML \(line 2, column 1\)", text, re.M)
-        assert re.search(r"^PASS  apps\.d/good\.yml +app 'good', chord 'g'", text, re.M)
-        assert re.search(r"^FAIL  good: command +'no-such-program-xyz' not found on PATH", text,
-                         re.M)
-        assert re.search(r"^FAIL  p: command +\./not-here is not an executable file", text, re.M)
-        assert re.search(r"^\d+ checks: \d+ passed, \d+ warnings, 4 failed$", text, re.M)
+        assert has_line(run, r"^FAIL  config\.yml +apps\[0\] \(Bad\): name: 'Bad' must match")
+        assert has_line(run, r"^WARN  config\.yml +apps\[0\] \(Bad\): chrod: unknown field, ignored; "
+                                 r"did you mean 'chord'\?")
+        assert has_line(run, r"^FAIL  apps\.d/yaml\.yml +invalid YAML \(line 2, column 1\)")
+        assert has_line(run, r"^PASS  apps\.d/good\.yml +app 'good', chord 'g'")
+        assert has_line(run, r"^FAIL  good: command +'no-such-program-xyz' not found on PATH")
+        assert has_line(run, r"^FAIL  p: command +\./not-here is not an executable file")
+        assert has_line(run, r"^\d+ checks: \d+ passed, \d+ warnings, 4 failed$")
         assert cli("doctor", "--json").json["failed"] == 4
 
     def test_clashing_drop_ins_fail_both(self, cli: Callable[..., Run], config_dir: Path) -> None:

@@ -42,7 +42,7 @@ class TestRequests:
     def test_list_reload_trigger(self, shared_daemon: Shared) -> None:
         listed, reloaded, triggered = pipe(
             shared_daemon, {"list": None}, {"reload": None}, {"trigger": "n"})
-        assert [a["name"] for a in listed["apps"]] == ["notes", "sleeper", "broken", "stubborn"]
+        assert [a["name"] for a in listed["apps"]] == ["notes", "sleeper", "stubborn", "broken"]
         assert reloaded["reloaded"]["warnings"] == [] and len(reloaded["reloaded"]["apps"]) == 4
         assert triggered["triggered"]["app"] == "notes"
 

@@ -23,7 +23,6 @@ from tests.conftest import kill_apps_of, wait_for
 from tests.integration.cli.conftest import Run, run_cli
 
 
-
 class Home:
     """A temporary home with its own XDG dirs, and a config dir whose name needs quoting."""
 

@@ -72,7 +72,7 @@ class TestList:
         assert header.split() == ["NAME", "CHORD", "STATE", "PID", "UPTIME", "SOURCE", "ERROR"]
         starts = columns(header)
         by_name = {row.split()[0]: row for row in rows}
-        assert set(by_name) == {"notes", "sleeper", "broken", "stubborn"}
+        assert set(by_name) == {"notes", "sleeper", "stubborn", "broken"}
         for row in rows:
             for start in starts[:6]:  # every cell begins under its header
                 assert row[start - 2:start] == "  " or start == 0, (header, row)
@@ -90,7 +90,7 @@ class TestList:
 
     def test_json_is_the_apis_list(self, shared_daemon: Shared) -> None:
         apps = shared_daemon.cli("list", "--json").json
-        assert [a["name"] for a in apps] == ["notes", "sleeper", "broken", "stubborn"]
+        assert [a["name"] for a in apps] == ["notes", "sleeper", "stubborn", "broken"]
         assert {"state", "pid", "launched_at", "source", "error", "chord"} <= set(apps[0])
 
     def test_colour_on_a_terminal_only_and_never_with_no_color(
@@ -260,9 +260,9 @@ class TestUsage:
 
 
 class TestNotRunning:
-    VERBS = [["status"], ["list"], ["launch", "notes"], ["stop", "notes"], ["restart", "notes"],
+    VERBS = (["status"], ["list"], ["launch", "notes"], ["stop", "notes"], ["restart", "notes"],
              ["reload"], ["trigger", "n"], ["trigger"], ["pause"], ["resume"], ["events"],
-             ["register", "x", "--command", "true"], ["unregister", "x"], ["heartbeat", "x"]]
+             ["register", "x", "--command", "true"], ["unregister", "x"], ["heartbeat", "x"])
 
     @pytest.mark.parametrize("args", VERBS, ids=[" ".join(v) for v in VERBS])
     def test_exit_3_says_where_the_port_file_was_looked_for_and_how_to_start(

@@ -17,7 +17,6 @@ import pytest
 
 from orchestratr.client import Client, Event, NotRunningError
 
-
 HOLD = "<hold the connection open until released>"
 
 
@@ -33,7 +32,7 @@ class Script:
 
 def serve(script: Script) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             with script.lock:
                 script.requests.append((self.path, self.headers.get("Last-Event-ID")))
                 chunks = script.connections.pop(0) if script.connections else []
