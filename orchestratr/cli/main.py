@@ -160,11 +160,6 @@ def _heartbeat_args(p: argparse.ArgumentParser) -> None:
                    help="renew every SECS seconds until interrupted")
 
 
-def _install_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-start", action="store_true",
-                   help="write the files only; do not enable or start anything now")
-
-
 _ARGUMENTS = {
     "daemon": _daemon_args,
     "launch": _name_arg,
@@ -175,7 +170,6 @@ _ARGUMENTS = {
     "register": _register_args,
     "unregister": _unregister_args,
     "heartbeat": _heartbeat_args,
-    "install": _install_args,
 }
 
 

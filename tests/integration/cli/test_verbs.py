@@ -318,3 +318,18 @@ class TestReload:
         assert as_json.json["code"] == "invalid_config"
         assert len(as_json.json["errors"]) == 3
         assert json.loads(as_json.out)["errors"][2].startswith("config.yml: apps[1] (b): chord")
+
+
+def test_daemon_json_announces_where_it_listens(config_dir: Path) -> None:
+    proc = subprocess.Popen([*ORCHESTRATR, "daemon", "--json", "--config-dir", str(config_dir),
+                             "--port", "0", "--no-hotkeys"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout
+        announced = json.loads(proc.stdout.readline())
+        assert announced == {"status": "started", "pid": proc.pid,
+                             "port": int((config_dir / "port").read_text()),
+                             "config_dir": str(config_dir), "version": __version__}
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
