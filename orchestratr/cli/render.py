@@ -19,6 +19,7 @@ STATE_COLOURS = {
     "launched": "yellow",
     "launching": "yellow",
     "stopping": "yellow",
+    "unresponsive": "yellow",
     "failed": "red",
     "stopped": "dim",
 }

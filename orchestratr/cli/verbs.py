@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from orchestratr.cli.main import Context
     from orchestratr.client import Client
 
-RUNNING = ("launched", "ready", "stopping")
+RUNNING = ("launched", "ready", "unresponsive", "stopping")  # a process runs
 
 
 # ------------------------------------------------------------------ status and list
@@ -208,7 +208,8 @@ def register(ctx: Context) -> int:
     manifest = _manifest(args)
     answer = ctx.client().register(manifest, lease_secs=args.lease)
     lease = f", lease {args.lease}s" if args.lease else ""
-    ctx.out.result(answer, f"registered {args.name}{lease}")
+    warnings = [f"warning: {w}" for w in answer.get("warnings") or []]
+    ctx.out.result(answer, [f"registered {args.name}{lease}", *warnings])
     return 0
 
 
