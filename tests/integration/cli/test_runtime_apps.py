@@ -23,9 +23,9 @@ def test_register_heartbeat_unregister(shared_daemon: Shared) -> None:
                                                                {"MODE": "x=y"})
     renewed = cli("heartbeat", "script")
     assert renewed.code == 0, renewed.err
-    assert renewed.out == "renewed script: expires in 30s\n"
+    assert renewed.out in ("renewed script: expires in 30s\n", "renewed script: expires in 29s\n")
     beat = cli("heartbeat", "script", "--json").json
-    assert (beat["renewed"], beat["expires_in_secs"]) == ("script", 30)
+    assert beat["renewed"] == "script" and 29 < beat["expires_in_secs"] <= 30
     assert cli("launch", "script").code == 0
     gone = cli("unregister", "script", "--json")
     assert gone.code == 0, gone.err
@@ -64,5 +64,6 @@ def test_heartbeat_every_keeps_renewing(shared_daemon: Shared) -> None:
     finally:
         proc.kill()
         proc.wait()
-    assert [(x["renewed"], x["expires_in_secs"]) for x in lines] == [("beating", 5)] * 3
+    assert [x["renewed"] for x in lines] == ["beating"] * 3
+    assert all(4 < x["expires_in_secs"] <= 5 for x in lines)
     assert shared_daemon.cli("unregister", "beating").code == 0
