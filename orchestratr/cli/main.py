@@ -66,6 +66,8 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "register": ("verbs", "register", "add an app at run time, optionally with a lease"),
     "unregister": ("verbs", "unregister", "remove an app added at run time"),
     "heartbeat": ("verbs", "heartbeat", "renew an app's lease (--every N to keep it up)"),
+    "drain": ("verbs", "drain", "take an app as unresponsive: its grace period starts"),
+    "revive": ("verbs", "revive", "cancel a drain: the app is ready again"),
     "doctor": ("doctor", "run", "check the daemon, config, commands, hotkeys and log dir"),
     "install": ("service", "install", "start the daemon at every login"),
     "uninstall": ("service", "uninstall", "undo install"),
@@ -170,6 +172,8 @@ _ARGUMENTS = {
     "register": _register_args,
     "unregister": _unregister_args,
     "heartbeat": _heartbeat_args,
+    "drain": _name_arg,
+    "revive": _name_arg,
 }
 
 

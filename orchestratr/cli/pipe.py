@@ -55,6 +55,8 @@ class Pipe:
             "restart": self._named("restarted", client.restart),
             "ready": self._named("ready", client.notify_ready),
             "heartbeat": self._heartbeat,
+            "drain": self._named("drained", client.drain),
+            "revive": self._named("revived", client.revive),
             "list": lambda _, __: {"apps": client.apps()},
             "register": self._register,
             "unregister": self._unregister,

@@ -1,5 +1,5 @@
 """The verbs that are one or a few API calls: status, list, launch, stop, restart, reload,
-trigger, pause, resume, register, unregister, heartbeat.
+trigger, pause, resume, register, unregister, heartbeat, drain, revive.
 
 Each prints the API's answer as is under ``--json`` and a short sentence otherwise; errors are
 raised as the client's exceptions and turned into exit codes by ``main``.
@@ -237,6 +237,14 @@ def unregister(ctx: Context) -> int:
     kept = " (its process keeps running)" if ctx.args.keep_running else ""
     ctx.out.result(answer, f"unregistered {ctx.args.name}{kept}")
     return 0
+
+
+def drain(ctx: Context) -> int:
+    return _ack(ctx, ctx.client().drain(ctx.args.name))
+
+
+def revive(ctx: Context) -> int:
+    return _ack(ctx, ctx.client().revive(ctx.args.name))
 
 
 def heartbeat(ctx: Context) -> int:

@@ -67,3 +67,20 @@ def test_heartbeat_every_keeps_renewing(shared_daemon: Shared) -> None:
     assert [x["renewed"] for x in lines] == ["beating"] * 3
     assert all(4 < x["expires_in_secs"] <= 5 for x in lines)
     assert shared_daemon.cli("unregister", "beating").code == 0
+
+
+def test_drain_then_revive(shared_daemon: Shared) -> None:
+    cli = shared_daemon.cli
+    assert cli("register", "drained", "--command", "sleep 60", "--lease", "30").code == 0
+    pid = cli("launch", "drained", "--json").json["pid"]
+    run = cli("drain", "drained")
+    assert run.code == 0, run.err
+    assert run.out == f"drained: unresponsive (pid {pid})\n"
+    revived = cli("revive", "drained", "--json")
+    assert revived.code == 0 and revived.json["state"] == "ready"
+    piped = cli("pipe", input='{"drain": "drained"}\n{"revive": "drained"}\n').lines
+    assert [json.loads(x) for x in piped] == [
+        {"drained": {"app": "drained", "state": "unresponsive", "pid": pid}},
+        {"revived": {"app": "drained", "state": "ready", "pid": pid}}]
+    assert cli("revive", "drained").code == 0  # reviving a ready app changes nothing
+    assert cli("unregister", "drained").code == 0
