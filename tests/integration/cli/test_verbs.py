@@ -262,7 +262,8 @@ class TestUsage:
 class TestNotRunning:
     VERBS = (["status"], ["list"], ["launch", "notes"], ["stop", "notes"], ["restart", "notes"],
              ["reload"], ["trigger", "n"], ["trigger"], ["pause"], ["resume"], ["events"],
-             ["register", "x", "--command", "true"], ["unregister", "x"], ["heartbeat", "x"])
+             ["register", "x", "--command", "true"], ["unregister", "x"], ["heartbeat", "x"],
+             ["drain", "x"], ["revive", "x"])
 
     @pytest.mark.parametrize("args", VERBS, ids=[" ".join(v) for v in VERBS])
     def test_exit_3_says_where_the_port_file_was_looked_for_and_how_to_start(
