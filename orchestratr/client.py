@@ -243,9 +243,19 @@ class Client:
     def revive(self, name: str) -> dict[str, Any]:
         return self.request("POST", _app_path(name, "revive"), {})
 
-    def events(self, since: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
-        """Buffered events after id ``since``, oldest first."""
-        query = {"since": since} if limit is None else {"since": since, "limit": limit}
+    def events(
+        self,
+        since: int = 0,
+        limit: int | None = None,
+        apps: Iterable[str] = (),
+        types: Iterable[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Buffered events after id ``since`` (0: all), oldest first, each ``{"id", "type",
+        "data"}``; first a ``reset`` entry if some of them are no longer buffered."""
+        query = [("since", str(since))] + [("app", a) for a in apps]
+        query += [("type", t) for t in types]
+        if limit is not None:
+            query.append(("limit", str(limit)))
         return self.request("GET", "/events?" + urlencode(query))
 
     def open_events(
@@ -284,8 +294,8 @@ class Client:
 
         A dropped connection is resumed with ``Last-Event-ID`` so no event is lost; while the
         daemon is away the stream waits for it (``on_wait`` hears why, once per outage). A new
-        daemon (a new pid in the pid file) numbers its events from 1, so its stream is read
-        from its start. Raises NotRunningError only if no daemon answers at the first attempt.
+        daemon (a new pid in the pid file) is read from its first event. Raises NotRunningError
+        if no daemon answers at the first attempt, OrchestratrClientError if one refuses.
         """
         apps, types = tuple(apps), tuple(types)
         last_id, known_pid, connected, waiting = since, self.daemon_pid(), False, False
@@ -295,8 +305,8 @@ class Client:
                 if connected and pid != known_pid:
                     last_id, known_pid = 0, pid  # a new daemon: its first event is news
                 stream = self.open_events(apps, types, last_id, idle_for=0)
-            except NotRunningError as exc:
-                if not connected:
+            except OrchestratrClientError as exc:
+                if not connected or exc.status is not None:  # no daemon yet, or it said no
                     raise
                 if on_wait is not None and not waiting:
                     on_wait(str(exc))

@@ -19,23 +19,29 @@ if TYPE_CHECKING:
     from orchestratr.client import Client
 
 PAGE = 500
+NOTICES = ("reset", "overflow")  # about the stream itself, not the apps
 SHOWN_ELSEWHERE = ("id", "type", "at", "app", "from", "to", "trigger", "source", "detail")
 
 
 def run(ctx: Context) -> int:
     args = ctx.args
     client = ctx.client()
-    records = _followed(ctx, client) if args.follow else _buffered(client, args.since)
+    records = _followed(ctx, client) if args.follow else _buffered(ctx, client)
+    apps = [a.lower() for a in args.app]  # the daemon's spelling of names
     for record in records:
-        if _wanted(record, args.app, args.types):
+        kind = record.get("type")
+        if kind in NOTICES:
+            _notice(ctx, record)
+        elif (not apps or record.get("app") in apps) and (not args.types or kind in args.types):
             _print(ctx, record)
     return 0
 
 
-def _buffered(client: Client, since: int) -> Iterator[dict[str, Any]]:
-    """Every buffered event after ``since``, a page at a time."""
+def _buffered(ctx: Context, client: Client) -> Iterator[dict[str, Any]]:
+    """Every buffered event after ``--since``, a page at a time."""
+    since = ctx.args.since
     while True:
-        page = client.events(since=since, limit=PAGE)
+        page = client.events(since=since, limit=PAGE, apps=ctx.args.app, types=ctx.args.types)
         yield from (normalised(e) for e in page)
         if len(page) < PAGE:
             return
@@ -44,12 +50,10 @@ def _buffered(client: Client, since: int) -> Iterator[dict[str, Any]]:
 
 def _followed(ctx: Context, client: Client) -> Iterator[dict[str, Any]]:
     args = ctx.args
+    note = ctx.out.note
     events = client.follow_events(args.app, args.types, since=args.since,
-                                  on_wait=lambda why: ctx.out.note(f"waiting for the daemon: {why}"))
+                                  on_wait=lambda why: note(f"waiting for the daemon: {why}"))
     for event in events:
-        if event.type == "reset":
-            ctx.out.note("warning: the daemon no longer holds every event since the last one "
-                         "seen; some were lost")
         yield event.record()
 
 
@@ -61,11 +65,16 @@ def normalised(event: dict[str, Any]) -> dict[str, Any]:
     return dict(event)
 
 
-def _wanted(record: dict[str, Any], apps: list[str], types: list[str]) -> bool:
-    """Filters again on this side: the buffered endpoint may not filter at all."""
-    if apps and record.get("app") not in apps:
-        return False
-    return not types or record.get("type") in types
+def _notice(ctx: Context, record: dict[str, Any]) -> None:
+    """A reset (events were lost) is part of the record for scripts and a warning for people;
+    an overflow only means the stream is resumed, which follow_events does on its own."""
+    if record["type"] == "overflow":
+        return
+    if ctx.out.json_mode:
+        _print(ctx, record)
+    else:
+        ctx.out.note("warning: some events are no longer held by the daemon (or came from an "
+                     "earlier daemon); what follows is what it still has")
 
 
 def _print(ctx: Context, record: dict[str, Any]) -> None:
