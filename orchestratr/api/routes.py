@@ -207,10 +207,10 @@ class Api:
         return ok(ack_json(self._sup.revive(req.name, Source.api)))
 
     def events(self, req: Request) -> Response:
-        return ok(sse.poll(self._sup.bus, sse.parse_query(req.query, None)))
+        return ok(sse.poll(self._sup.bus, sse.parse_query(req.query)))
 
     def stream(self, req: Request) -> Response:
-        query = sse.parse_query(req.query, req.headers.get("Last-Event-ID"))
+        query = sse.parse_query(req.query, req.headers.get("Last-Event-ID"), stream=True)
         return ok(sse.EventStream(self._sup.bus, query, self._streams))
 
     def ready(self, req: Request) -> Response:

@@ -37,6 +37,7 @@ log = structlog.get_logger("orchestratr.api")
 MAX_BODY = 1024 * 1024
 HEADER_TIMEOUT_S = 5.0
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+STREAM_SNDBUF = 64 * 1024
 DISCARD_LIMIT_S = 2.0  # how long an oversized body is read and thrown away after a 413
 IDLE_POLL_S = 3600.0  # serve_forever's wake-ups are idle CPU; stop() wakes it by connecting
 
@@ -240,6 +241,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             stream.close()
             return
+        # Little kernel buffering: a reader that stops reading overflows its own bounded
+        # queue soon, instead of after megabytes sit in the socket.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
         self.server.streams.add(stream)
         self.server.hangups.watch(self.connection, stream.close)
         try:

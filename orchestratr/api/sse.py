@@ -47,9 +47,13 @@ class EventQuery:
             not self.apps or event.data.get("app") in self.apps)
 
 
-def parse_query(query: Mapping[str, Sequence[str]], last_event_id: str | None) -> EventQuery:
-    """Raises BadRequestError naming the parameter that is wrong."""
-    unknown = set(query) - {"app", "type", "since", "idle_for", "limit"}
+def parse_query(
+    query: Mapping[str, Sequence[str]], last_event_id: str | None = None, stream: bool = False
+) -> EventQuery:
+    """The stream's parameters (``stream``) or the poll's; raises BadRequestError naming the
+    parameter that is wrong."""
+    known = {"app", "type", "since", "idle_for" if stream else "limit"}
+    unknown = set(query) - known
     if unknown:
         raise BadRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
     apps = frozenset(name.lower() for name in query.get("app", []))
