@@ -8,6 +8,7 @@ that id, or a ``reset`` event when some are gone, telling it to read ``GET /apps
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -107,7 +108,7 @@ class EventStream:
             yield _frame("reset", reset_json(self._query.since or 0, sub.backlog)["data"])
         else:
             for event in sub.backlog:
-                yield _frame(event.type, event_json(event)["data"], event.id)
+                yield _encoded(event)
         yield from self._live(sub)
 
     def _live(self, sub: Subscription) -> Iterator[bytes]:
@@ -120,7 +121,7 @@ class EventStream:
             wait = min(last_event + idle_for, last_write + self._settings.keepalive_s) - now
             event = sub.get(timeout=max(0.0, wait))
             if event is not None:
-                yield _frame(event.type, event_json(event)["data"], event.id)
+                yield _encoded(event)
                 last_event = last_write = time.monotonic()
             elif sub.overflowed:
                 yield _frame("overflow", {"error": "this reader fell too far behind; reconnect "
@@ -131,6 +132,12 @@ class EventStream:
             elif time.monotonic() - last_write >= self._settings.keepalive_s:
                 yield b": keep-alive\n\n"
                 last_write = time.monotonic()
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded(event: Event) -> bytes:
+    """An event's frame, encoded once however many readers it goes to."""
+    return _frame(event.type, event_json(event)["data"], event.id)
 
 
 def _frame(event_type: str, data: Mapping[str, Any], event_id: int | None = None) -> bytes:

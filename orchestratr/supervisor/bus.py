@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)  # one event is one publication: hashed by identity, cacheable
 class Event:
     id: int
     type: str
