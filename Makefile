@@ -18,9 +18,10 @@ run: $(STAMP) ## run the daemon in the foreground (ARGS="--config-dir DIR" to pa
 test: $(STAMP) ## run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) ## print the supervisor, HTTP API and hotkey figures
+bench: $(STAMP) ## print the supervisor, HTTP API, event stream and hotkey figures
 	$(BIN)/python bench/supervisor.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/events.py
 	$(BIN)/python bench/hotkeys.py
 
 clean:

@@ -29,6 +29,12 @@ def _int(value: Any, _: type) -> int:
     raise TypeError(f"expected an integer, got {_type_name(value)} {value!r}")
 
 
+def _float(value: Any, _: type) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"expected a number, got {_type_name(value)} {value!r}")
+
+
 def _bool(value: Any, _: type) -> bool:
     if isinstance(value, bool):
         return value
@@ -69,6 +75,7 @@ def _env(value: Any, _: type) -> dict[str, str]:
 def configure_converter(converter: cattrs.Converter) -> None:
     """Add orchestratr's hooks to ``converter``."""
     converter.register_structure_hook(int, _int)
+    converter.register_structure_hook(float, _float)
     converter.register_structure_hook(bool, _bool)
     converter.register_structure_hook(str, _str)
     converter.register_structure_hook(RestartPolicy, _restart)

@@ -8,6 +8,7 @@ shutdown.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import gc
 import os
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import attrs
 import structlog
@@ -27,7 +29,12 @@ from orchestratr import __version__
 from orchestratr.api.openapi import document
 from orchestratr.api.routes import Api
 from orchestratr.api.server import ApiServer
-from orchestratr.errors import ConfigError, DaemonRunningError, OrchestratrError
+from orchestratr.errors import (
+    ConfigError,
+    DaemonRunningError,
+    InvalidTransitionError,
+    OrchestratrError,
+)
 from orchestratr.hotkeys.service import HotkeyService, chord_table
 from orchestratr.lockfile import DaemonLock
 from orchestratr.logs import configure_logging, set_level
@@ -37,7 +44,10 @@ from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker
 from orchestratr.registry.load import ensure_config, load_registry
 from orchestratr.registry.model import Registry
+from orchestratr.registry.runtime import RuntimeApps
 from orchestratr.registry.watch import ConfigWatcher
+from orchestratr.supervisor.app import AppSnapshot
+from orchestratr.supervisor.bus import EventBus
 from orchestratr.supervisor.core import Supervisor
 from orchestratr.supervisor.states import Source
 
@@ -62,6 +72,8 @@ class Daemon:
         self.api: ApiServer | None = None
         self.hotkeys: HotkeyService | None = None
         self.started = threading.Event()  # set once every part is up
+        self._runtime = RuntimeApps(self.paths.registered_file)
+        self._files = Registry()  # the config files' last good registry, before registrations
 
     def run(self) -> int:
         """Run in the foreground until SIGTERM or SIGINT; return the exit status."""
@@ -90,25 +102,67 @@ class Daemon:
         with self._reload_lock:
             started = time.monotonic()
             try:
-                registry = load_registry(self.paths)
+                self._files = load_registry(self.paths)
             except ConfigError as exc:
                 _log_problems(exc.warnings, exc.errors)
                 self.supervisor.bus.publish("reload_failed", source=source.value,
                                             errors=exc.errors)
                 log.error("reload_failed", source=source.value, errors=len(exc.errors))
                 raise
+            registry = self._runtime.merge(self._files)
             _log_problems(list(registry.warnings), list(registry.skipped))
-            set_level(registry.settings.log_level)
-            self.supervisor.apply_registry(registry, source)
-            if self.hotkeys is not None:
-                self.hotkeys.configure(registry.settings.leader_key,
-                                       registry.settings.chord_timeout_ms)
+            self._apply(registry, source)
             log.info("reloaded", source=source.value, apps=len(registry.apps),
                      duration_ms=round((time.monotonic() - started) * 1000, 3))
             return registry
 
+    def register(self, fields: Any) -> tuple[AppSnapshot, list[str]]:
+        """Add an app through the API; return it and the warnings about its fields.
+
+        Raises:
+            ConfigError: invalid fields. ConflictError: its name or chord is taken.
+        """
+        assert self.supervisor is not None
+        with self._reload_lock:
+            spec, warnings = self._runtime.add(fields, self.supervisor.registry)
+            self._apply(self._runtime.merge(self._files), Source.api, announce=False)
+        self.supervisor.bus.publish("registered", app=spec.name, source=Source.api.value)
+        log.info("app_registered", app=spec.name, chord=spec.chord, warnings=warnings)
+        self.supervisor.autostart(Source.api, [spec.name])
+        return self.supervisor.snapshot(spec.name, with_history=False), warnings
+
+    def unregister(self, name: str, keep_running: bool = False) -> AppSnapshot:
+        """Remove an app registered through the API, stopping it first unless ``keep_running``
+        (it is then tracked until it exits, like an app deleted from the config).
+
+        Raises:
+            UnknownAppError: no such app. ConflictError: the app belongs to a config file.
+        """
+        assert self.supervisor is not None
+        with self._reload_lock:
+            self._runtime.remove(name, self.supervisor.registry)
+            if not keep_running:
+                with contextlib.suppress(InvalidTransitionError):
+                    self.supervisor.stop(name, Source.api)
+            snapshot = self.supervisor.snapshot(name, with_history=False)
+            self._apply(self._runtime.merge(self._files), Source.api, announce=False)
+        self.supervisor.bus.publish("unregistered", app=name, source=Source.api.value,
+                                    kept_running=keep_running)
+        log.info("app_unregistered", app=name, kept_running=keep_running)
+        return snapshot
+
+    def _apply(self, registry: Registry, source: Source, announce: bool = True) -> None:
+        assert self.supervisor is not None
+        set_level(registry.settings.log_level)
+        self.supervisor.apply_registry(registry, source, autostart=announce, announce=announce)
+        if self.hotkeys is not None:
+            self.hotkeys.configure(registry.settings.leader_key,
+                                   registry.settings.chord_timeout_ms)
+
     def _run_locked(self) -> int:
-        registry, startup_errors = _initial_registry(self.paths)
+        self._files, startup_errors = _initial_registry(self.paths)
+        registry_problems = self._runtime.load()
+        registry = self._runtime.merge(self._files)
         stop_logging = configure_logging(
             registry.settings.log_level, self.options.log_file or self.paths.daemon_log
         )
@@ -117,7 +171,9 @@ class Daemon:
         launcher = ProcessLauncher(
             self.paths.log_dir, tracker, extra_env={CONFIG_DIR_ENV: str(self.paths.config_dir)}
         )
-        self.supervisor = supervisor = Supervisor(launcher)
+        # ids from the wall clock in µs keep growing across restarts (see EventBus)
+        bus = EventBus(first_id=time.time_ns() // 1000)
+        self.supervisor = supervisor = Supervisor(launcher, bus)
         port = self.options.port if self.options.port is not None else registry.settings.api_port
         settings = registry.settings
         self.hotkeys = hotkeys = HotkeyService(
@@ -126,7 +182,7 @@ class Daemon:
             chords=lambda: chord_table(supervisor.registry.apps),
             publish=supervisor.bus.publish,
         )
-        self.api = ApiServer(Api(supervisor, self.reload, hotkeys, openapi=document),
+        self.api = ApiServer(Api(supervisor, self, hotkeys, openapi=document),
                              port, self.paths.port_file)
         watcher = ConfigWatcher(self.paths, self._reload_quietly)
         restore = _catch_signals(self.request_stop)
@@ -135,8 +191,7 @@ class Daemon:
                 _log_problems(startup_errors.warnings, startup_errors.errors)
                 log.error("config_invalid_at_startup", errors=len(startup_errors.errors),
                           hint="starting with no apps; fix the file and it reloads by itself")
-            else:
-                _log_problems(list(registry.warnings), list(registry.skipped))
+            _log_problems(list(registry.warnings), list(registry.skipped) + registry_problems)
             supervisor.apply_registry(registry, Source.daemon, autostart=False)
             self.api.start()  # before any app starts, so apps find the port file
             self._resume_survivors()

@@ -42,6 +42,12 @@ class UnknownAppError(OrchestratrError):
     code = "not_found"
 
 
+class ConflictError(OrchestratrError):
+    """The request clashes with what exists: a name or chord taken, an app owned by a file."""
+
+    code = "conflict"
+
+
 class InvalidTransitionError(OrchestratrError):
     """A trigger that the app's current state does not allow."""
 

@@ -60,6 +60,11 @@ class Paths:
         return self.config_dir / "running.json"
 
     @property
+    def registered_file(self) -> Path:
+        """Apps registered through the API, kept across reloads and restarts."""
+        return self.config_dir / "registered.json"
+
+    @property
     def daemon_log(self) -> Path:
         return self.log_dir / "orchestratr.log"
 

@@ -10,8 +10,11 @@ from typing import Any
 
 from orchestratr import __version__
 from orchestratr.api.errors import STATUS
+from orchestratr.api.sse import MAX_LIMIT
 from orchestratr.api.wire import MAX_PID
 from orchestratr.registry.model import RestartPolicy
+from orchestratr.registry.validate import MAX_LEASE_S
+from orchestratr.supervisor.bus import EVENT_TYPES
 from orchestratr.supervisor.states import AppState, Source, Trigger
 
 JSON = "application/json"
@@ -20,7 +23,8 @@ ERROR_TEXT = {
     403: "Not from loopback, a foreign Host header (DNS rebinding) or a foreign Origin",
     404: "No such app, chord or endpoint",
     405: "Wrong method; the Allow header names the right one",
-    409: "The notification or command does not fit the app's current state",
+    409: "The notification or command does not fit the app's current state, or a name or "
+         "chord is taken, or the app belongs to a config file",
     413: "Request body over 1 MiB",
     415: "A request body that is not application/json",
     500: "Internal error (details in the daemon log), or a command that could not be spawned",
@@ -50,7 +54,7 @@ TIME = {"type": "string", "format": "date-time"}
 STRING = {"type": "string"}
 STATE = {"type": "string", "enum": [s.value for s in AppState]}
 
-APP_PROPERTIES: dict[str, Any] = {
+SPEC_PROPERTIES: dict[str, Any] = {
     "name": STRING,
     "command": STRING,
     "chord": _nullable(STRING),
@@ -65,7 +69,14 @@ APP_PROPERTIES: dict[str, Any] = {
     "stop_timeout_ms": {"type": "integer"},
     "cwd": _nullable(STRING),
     "env": {"type": "object", "additionalProperties": STRING},
-    "source": {"type": "string", "description": "config, or apps.d/<file>"},
+    "lease_secs": _nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_LEASE_S,
+                             "description": "heartbeat at least this often once running"}),
+    "grace_secs": {"type": "number", "minimum": 0, "maximum": MAX_LEASE_S,
+                   "description": "how long an unresponsive app may still revive"},
+}
+APP_PROPERTIES: dict[str, Any] = {
+    **SPEC_PROPERTIES,
+    "source": {"type": "string", "description": "config, apps.d/<file>, or api"},
     "state": STATE,
     "pid": _nullable({"type": "integer"}),
     "launched_at": _nullable(TIME),
@@ -97,10 +108,43 @@ SCHEMAS: dict[str, Any] = {
         },
         ["from", "to", "trigger", "source", "at", "detail"],
     ),
+    "Lease": _nullable(_obj(
+        {
+            "lease_secs": _nullable({"type": "number", "description": "null: drained, no lease"}),
+            "grace_secs": {"type": "number"},
+            "in_grace": {"type": "boolean", "description": "unresponsive: a heartbeat or "
+                                                          "revive before it ends saves it"},
+            "expires_in_secs": {"type": "number"},
+        },
+        ["lease_secs", "grace_secs", "in_grace", "expires_in_secs"],
+    )),
     "AppDetail": {"allOf": [
         _ref("App"),
-        _obj({"history": {"type": "array", "items": _ref("HistoryEntry")}}, ["history"]),
+        _obj({"history": {"type": "array", "items": _ref("HistoryEntry")},
+              "lease": _ref("Lease")}, ["history", "lease"]),
     ]},
+    "Registration": _obj(dict(SPEC_PROPERTIES), ["name", "command"]),
+    "Registered": {"allOf": [
+        _ref("App"),
+        _obj({"warnings": {"type": "array", "items": STRING,
+                           "description": "unknown fields, ignored"}}, ["warnings"]),
+    ]},
+    "Unregistered": _obj(
+        {"unregistered": STRING, "state": STATE, "pid": _nullable({"type": "integer"})},
+        ["unregistered", "state", "pid"],
+    ),
+    "Renewed": _obj(
+        {"renewed": STRING, "expires_in_secs": {"type": "number"}, "state": STATE},
+        ["renewed", "expires_in_secs", "state"],
+    ),
+    "Event": _obj(
+        {
+            "id": _nullable({"type": "integer", "description": "null only for reset"}),
+            "type": {"type": "string", "enum": sorted(EVENT_TYPES | {"reset"})},
+            "data": _obj({"at": TIME}),
+        },
+        ["id", "type", "data"],
+    ),
     "AppState": _obj(
         {
             "name": STRING,
@@ -147,8 +191,11 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Ok": _obj({"status": {"const": "ok"}}, ["status"], closed=True),
     "Empty": _obj({}, closed=True),
-    "LaunchedBody": _obj({"pid": _nullable({"type": "integer", "minimum": 1,
-                                             "maximum": MAX_PID})}, closed=True),
+    "LaunchedBody": _obj({
+        "pid": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_PID}),
+        "lease_secs": _nullable({"type": "number", "exclusiveMinimum": 0,
+                                 "maximum": MAX_LEASE_S}),
+    }, closed=True),
     "TriggerBody": _obj({"chord": _nullable({"type": "string", "maxLength": 32})}, closed=True),
 }
 
@@ -161,17 +208,57 @@ def _errors(*statuses: int) -> dict[str, Any]:
     }
 
 
-def _operation(summary: str, ok: dict[str, Any], *errors: int,
-               body: str | None = None) -> dict[str, Any]:
+def _operation(summary: str, ok: dict[str, Any], *errors: int, body: str | None = None,
+               status: int = 200, media: str = JSON,
+               parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
-        "responses": {"200": {"description": "OK", "content": {JSON: {"schema": ok}}},
+        "responses": {str(status): {"description": "OK", "content": {media: {"schema": ok}}},
                       **_errors(403, 405, 500, *errors)},
     }
     if body is not None:
-        op["requestBody"] = {"required": False, "content": {JSON: {"schema": _ref(body)}}}
+        op["requestBody"] = {"required": status == 201,
+                             "content": {JSON: {"schema": _ref(body)}}}
         op["responses"].update(_errors(400, 413, 415))
+    if parameters:
+        op["parameters"] = parameters
     return op
+
+
+def _query(name: str, schema: dict[str, Any], description: str,
+           many: bool = False) -> dict[str, Any]:
+    if many:
+        schema = {"type": "array", "items": schema}
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema, **({"style": "form", "explode": True} if many else {})}
+
+
+FILTERS = [
+    _query("app", {"type": "string"}, "only events about these apps", many=True),
+    _query("type", {"type": "string", "enum": sorted(EVENT_TYPES)}, "only these types",
+           many=True),
+    _query("since", {"type": "integer", "minimum": 0},
+           "events after this id (a reset first if some are gone)"),
+]
+STREAM_PARAMS = [
+    *FILTERS,
+    _query("idle_for", {"type": "number", "minimum": 0, "maximum": 86400},
+           "close after this many seconds without an event (0: never)"),
+    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": STRING,
+     "description": "resume after this id (what EventSource sends when it reconnects)"},
+]
+POLL_PARAMS = [*FILTERS, _query("limit", {"type": "integer", "minimum": 1,
+                                          "maximum": MAX_LIMIT}, "at most this many")]
+SSE_SCHEMA = _obj(
+    {
+        "id": {"type": "string", "description": "the event's id (none on reset and overflow)"},
+        "event": {"type": "string", "enum": sorted(EVENT_TYPES | {"reset", "overflow"})},
+        "data": {"type": "string", "description": "one JSON object: an Event's data"},
+    },
+    ["event", "data"],
+) | {"description": "Server-Sent Events, one per lifecycle event; a `: keep-alive` comment "
+                    "every 15 s; `reset` first when resuming past the buffer, `overflow` last "
+                    "before a reader that fell behind is cut off"}
 
 
 NAME = {"name": "name", "in": "path", "required": True, "example": "notes",
@@ -200,10 +287,21 @@ def document() -> dict[str, Any]:
         "paths": {
             "/health": {"get": _operation("Liveness and version", _ref("Health"))},
             "/openapi.json": {"get": _operation("This document", {"type": "object"})},
-            "/apps": {"get": _operation("Every app with its live state",
-                                        {"type": "array", "items": _ref("App")})},
-            "/apps/{name}": _app_path(get=_operation(
-                "One app with its recent transitions", _ref("AppDetail"), 400, 404)),
+            "/apps": {
+                "get": _operation("Every app with its live state",
+                                  {"type": "array", "items": _ref("App")}),
+                "post": _operation("Register an app at runtime (kept across restarts)",
+                                   _ref("Registered"), 409, body="Registration", status=201),
+            },
+            "/apps/{name}": _app_path(
+                get=_operation("One app with its recent transitions and its lease",
+                               _ref("AppDetail"), 400, 404),
+                delete=_operation(
+                    "Unregister an app registered through the API (stopped first unless "
+                    "keep_running)", _ref("Unregistered"), 400, 404, 409, parameters=[
+                        _query("keep_running", {"type": "boolean"},
+                               "leave it running (tracked until it exits)")]),
+            ),
             "/apps/{name}/state": _app_path(get=_operation(
                 "Go-compatible state (unset fields omitted)", _ref("AppState"), 400, 404)),
             "/apps/{name}/launched": _app_path(**_command(
@@ -213,6 +311,19 @@ def document() -> dict[str, Any]:
             "/apps/{name}/launch": _app_path(**_command("Launch (nothing new if running)")),
             "/apps/{name}/stop": _app_path(**_command("SIGTERM the app's process group")),
             "/apps/{name}/restart": _app_path(**_command("Stop, then launch again")),
+            "/apps/{name}/heartbeat": _app_path(**{
+                method: _operation("Renew the app's lease (starting one of 90 s if it has "
+                                   "none); revives an unresponsive app", _ref("Renewed"),
+                                   404, 409, body="Empty")
+                for method in ("post", "put")}),
+            "/apps/{name}/drain": _app_path(**_command("Start the grace period now")),
+            "/apps/{name}/revive": _app_path(**_command("Cancel the grace period: ready again")),
+            "/events": {"get": _operation(
+                "Buffered events, oldest first, for clients that poll",
+                {"type": "array", "items": _ref("Event")}, 400, parameters=POLL_PARAMS)},
+            "/events/stream": {"get": _operation(
+                "Live lifecycle events (Server-Sent Events)", SSE_SCHEMA, 400,
+                media="text/event-stream", parameters=STREAM_PARAMS)},
             "/reload": {"post": _operation("Reload the config now", _ref("Reload"),
                                            body="Empty")},
             "/trigger": {"post": _operation(

@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import attrs
 
 from orchestratr import __version__
+from orchestratr.api import sse
 from orchestratr.api.errors import ApiError
+from orchestratr.api.sse import StreamSettings
 from orchestratr.api.wire import LaunchedBody, TriggerBody, ack_json, app_json, state_json
 from orchestratr.convert import structure_body
 from orchestratr.errors import BadRequestError
 from orchestratr.hotkeys.service import HotkeyService
 from orchestratr.registry.model import Registry
 from orchestratr.registry.validate import NAME_PATTERN
+from orchestratr.supervisor.app import AppSnapshot
 from orchestratr.supervisor.core import Supervisor
 from orchestratr.supervisor.states import Source
 
 MAX_CHORD_LENGTH = 32
+FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 @attrs.frozen
@@ -33,16 +37,36 @@ class Request:
     method: str
     params: Mapping[str, str]
     body: Any  # parsed JSON, or None when there was no body
+    query: Mapping[str, list[str]] = attrs.field(factory=dict)
+    headers: Mapping[str, str] = attrs.field(factory=dict)
 
     @property
     def name(self) -> str:
         return self.params["name"]
 
+    def flag(self, key: str) -> bool:
+        """A ``?key=true|false`` query parameter (absent: false)."""
+        values = self.query.get(key, ["false"])
+        value = values[-1].lower()
+        if value not in FLAGS:
+            raise BadRequestError(f"{key}: expected true or false, got {value[:32]!r}")
+        return FLAGS[value]
+
 
 @attrs.frozen
 class Response:
     status: int
-    body: Any  # JSON-able, or bytes already encoded by ``encode``
+    body: Any  # JSON-able, bytes already encoded by ``encode``, or an EventStream
+
+
+class RegistryControl(Protocol):
+    """What changes the registry (the daemon): files reloaded, apps registered at runtime."""
+
+    def reload(self, source: Source) -> Registry: ...
+
+    def register(self, fields: Any) -> tuple[AppSnapshot, list[str]]: ...
+
+    def unregister(self, name: str, keep_running: bool = False) -> AppSnapshot: ...
 
 
 Handler = Callable[[Request], Response]
@@ -60,27 +84,31 @@ def encode(body: Any) -> bytes:
 class Api:
     """The API's endpoints over one supervisor.
 
-    ``reload`` loads and applies the config (raising ConfigError); ``hotkeys`` is the hotkey
-    service (None in tests that need none).
+    ``registry`` reloads the config and registers apps; ``hotkeys`` is the hotkey service (None
+    in tests that need none); ``streams`` tunes the event stream (tests shorten it).
     """
 
     def __init__(
         self,
         supervisor: Supervisor,
-        reload: Callable[[Source], Registry],
+        registry: RegistryControl,
         hotkeys: HotkeyService | None,
         openapi: Callable[[], dict[str, Any]],
+        streams: StreamSettings = StreamSettings(),
     ) -> None:
         self._sup = supervisor
-        self._reload = reload
+        self._registry = registry
         self._hotkeys = hotkeys
         self._openapi = openapi
+        self._streams = streams
         self._apps_cache: tuple[list[tuple[Any, ...]], bytes] = ([], b"")
         self.routes: list[tuple[str, str, Handler]] = [
             ("GET", "/health", self.health),
             ("GET", "/openapi.json", self.openapi),
             ("GET", "/apps", self.apps),
+            ("POST", "/apps", self.register),
             ("GET", "/apps/{name}", self.app),
+            ("DELETE", "/apps/{name}", self.unregister),
             ("GET", "/apps/{name}/state", self.state),
             ("POST", "/apps/{name}/launched", self.launched),
             ("POST", "/apps/{name}/ready", self.ready),
@@ -88,6 +116,12 @@ class Api:
             ("POST", "/apps/{name}/launch", self.launch),
             ("POST", "/apps/{name}/stop", self.stop),
             ("POST", "/apps/{name}/restart", self.restart),
+            ("POST", "/apps/{name}/heartbeat", self.heartbeat),
+            ("PUT", "/apps/{name}/heartbeat", self.heartbeat),
+            ("POST", "/apps/{name}/drain", self.drain),
+            ("POST", "/apps/{name}/revive", self.revive),
+            ("GET", "/events", self.events),
+            ("GET", "/events/stream", self.stream),
             ("POST", "/reload", self.reload),
             ("POST", "/trigger", self.trigger),
             ("GET", "/hotkeys", self.hotkeys),
@@ -142,9 +176,42 @@ class Api:
     def state(self, req: Request) -> Response:
         return ok(state_json(self._sup.snapshot(req.name, with_history=False)))
 
+    def register(self, req: Request) -> Response:
+        if not isinstance(req.body, dict):
+            raise BadRequestError("expected a JSON object of app fields")
+        snap, warnings = self._registry.register(req.body)
+        return Response(201, {**app_json(snap), "warnings": warnings})
+
+    def unregister(self, req: Request) -> Response:
+        _body(req, _Empty)
+        snap = self._registry.unregister(req.name, keep_running=req.flag("keep_running"))
+        return ok({"unregistered": snap.name, "state": snap.state.value, "pid": snap.pid})
+
     def launched(self, req: Request) -> Response:
         body = _body(req, LaunchedBody)
-        return ok(ack_json(self._sup.notify_launched(req.name, Source.api, pid=body.pid)))
+        return ok(ack_json(self._sup.notify_launched(req.name, Source.api, pid=body.pid,
+                                                     lease_secs=body.lease_secs)))
+
+    def heartbeat(self, req: Request) -> Response:
+        _body(req, _Empty)
+        renewal = self._sup.heartbeat(req.name, Source.api)
+        return ok({"renewed": renewal.app.name, "expires_in_secs": renewal.expires_in_secs,
+                   "state": renewal.app.state.value})
+
+    def drain(self, req: Request) -> Response:
+        _body(req, _Empty)
+        return ok(ack_json(self._sup.drain(req.name, Source.api)))
+
+    def revive(self, req: Request) -> Response:
+        _body(req, _Empty)
+        return ok(ack_json(self._sup.revive(req.name, Source.api)))
+
+    def events(self, req: Request) -> Response:
+        return ok(sse.poll(self._sup.bus, sse.parse_query(req.query)))
+
+    def stream(self, req: Request) -> Response:
+        query = sse.parse_query(req.query, req.headers.get("Last-Event-ID"), stream=True)
+        return ok(sse.EventStream(self._sup.bus, query, self._streams))
 
     def ready(self, req: Request) -> Response:
         _body(req, _Empty)
@@ -169,7 +236,7 @@ class Api:
 
     def reload(self, req: Request) -> Response:
         _body(req, _Empty)
-        registry = self._reload(Source.api)
+        registry = self._registry.reload(Source.api)
         return ok({
             "apps": [app_json(s) for s in self._sup.snapshots()],
             "warnings": list(registry.warnings),

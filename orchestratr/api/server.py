@@ -10,15 +10,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
@@ -26,6 +28,7 @@ from orchestratr import __version__
 from orchestratr.api import guard
 from orchestratr.api.errors import STATUS, ApiError, error_body, status_of
 from orchestratr.api.routes import Api, Request, Response, encode
+from orchestratr.api.sse import EventStream
 from orchestratr.errors import OrchestratrError
 from orchestratr.paths import write_atomically
 
@@ -34,6 +37,7 @@ log = structlog.get_logger("orchestratr.api")
 MAX_BODY = 1024 * 1024
 HEADER_TIMEOUT_S = 5.0
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+STREAM_SNDBUF = 64 * 1024
 DISCARD_LIMIT_S = 2.0  # how long an oversized body is read and thrown away after a 413
 IDLE_POLL_S = 3600.0  # serve_forever's wake-ups are idle CPU; stop() wakes it by connecting
 
@@ -41,6 +45,76 @@ IDLE_POLL_S = 3600.0  # serve_forever's wake-ups are idle CPU; stop() wakes it b
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     api: Api
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(address, _Handler)
+        self.streams: set[EventStream] = set()
+        self.hangups = Hangups()
+
+
+class Hangups:
+    """One thread that notices streaming clients hanging up, so their handler threads end at
+    once instead of at their next write (a keep-alive may be 15 s away)."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def watch(self, sock: socket.socket, on_hangup: Callable[[], None]) -> None:
+        with self._lock:
+            if self._closed:
+                on_hangup()
+                return
+            self._selector.register(sock, selectors.EVENT_READ, on_hangup)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="api-hangups",
+                                                daemon=True)
+                self._thread.start()
+        self._wake()
+
+    def forget(self, sock: socket.socket) -> None:
+        with self._lock, contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(sock)
+        self._wake()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _loop(self) -> None:
+        while not self._closed:
+            for key, _ in self._selector.select():
+                if key.data is None:
+                    with contextlib.suppress(OSError):
+                        self._wake_r.recv(4096)
+                elif not self._read(key.fileobj):  # type: ignore[arg-type]
+                    self.forget(key.fileobj)  # type: ignore[arg-type]
+                    key.data()
+
+    @staticmethod
+    def _read(sock: socket.socket) -> bool:
+        """Drop what the client sent; False once it has hung up."""
+        try:
+            return bool(sock.recv(4096, getattr(socket, "MSG_DONTWAIT", 0)))
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -69,7 +143,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         started = time.perf_counter()
-        path = urlsplit(self.path).path
+        target = urlsplit(self.path)
+        path = target.path
+        self._query = parse_qs(target.query, keep_blank_values=True)
         headers: dict[str, str] = {}
         self._unread = _declared_length(self.headers)
         try:
@@ -83,7 +159,10 @@ class _Handler(BaseHTTPRequestHandler):
                                       "code": "internal_error"})
         if self._unread:  # a refusal before the body was read: it must never pass for a request
             self.close_connection = True
-        self._send(response, headers)
+        if isinstance(response.body, EventStream):
+            self._stream(response.body)
+        else:
+            self._send(response, headers)
         self._discard_unread_body()
         log.info("http_request", method=self.command, path=path, status=response.status,
                  duration_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -95,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError("forbidden", refusal)
         handler, params = api.route(self.command, path)
         body = self._read_body() if self.command in BODY_METHODS else None
-        return handler(Request(self.command, params, body))
+        return handler(Request(self.command, params, body, self._query, self.headers))
 
     def _read_body(self) -> Any:
         if self.headers.get("Transfer-Encoding"):
@@ -148,6 +227,35 @@ class _Handler(BaseHTTPRequestHandler):
             self._headers_buffer.append(payload)  # one write: headers and body in one segment
         self.flush_headers()
 
+    def _stream(self, stream: EventStream) -> None:
+        """Send an event stream until it ends, the client leaves or the server stops.
+
+        The response has no length: it ends when the connection closes.
+        """
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", stream.content_type)
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command == "HEAD":
+            stream.close()
+            return
+        # Little kernel buffering: a reader that stops reading overflows its own bounded
+        # queue soon, instead of after megabytes sit in the socket.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+        self.server.streams.add(stream)
+        self.server.hangups.watch(self.connection, stream.close)
+        try:
+            for chunk in stream:
+                self.wfile.write(chunk)
+        except OSError:
+            pass  # the client went away mid-write, or stalled for longer than the timeout
+        finally:
+            self.server.hangups.forget(self.connection)
+            self.server.streams.discard(stream)
+            stream.close()
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Nothing: ``_handle`` logs every request once, with its duration."""
 
@@ -188,6 +296,9 @@ class ApiServer:
             return
         if self._port_file is not None and _read_port(self._port_file) == self.port:
             self._port_file.unlink(missing_ok=True)
+        for stream in list(self._server.streams):
+            stream.close()
+        self._server.hangups.close()
         stopper = threading.Thread(target=self._server.shutdown)
         stopper.start()
         with contextlib.suppress(OSError):  # wake the idle select so shutdown is seen now
@@ -198,11 +309,11 @@ class ApiServer:
 
     def _bind(self) -> _Server:
         try:
-            return _Server(("127.0.0.1", self._requested_port), _Handler)
+            return _Server(("127.0.0.1", self._requested_port))
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or self._requested_port == 0:
                 raise
-        server = _Server(("127.0.0.1", 0), _Handler)
+        server = _Server(("127.0.0.1", 0))
         log.warning("api_port_taken", wanted=self._requested_port, using=server.server_port,
                     hint="clients find the port in the port file")
         return server

@@ -12,7 +12,9 @@ from typing import Any
 import attrs
 
 from orchestratr.convert import converter
+from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
+from orchestratr.supervisor.bus import Event
 from orchestratr.supervisor.states import AppState
 
 MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
@@ -20,11 +22,15 @@ MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
 
 @attrs.frozen
 class LaunchedBody:
-    """POST /apps/{name}/launched: optionally, the pid orchestratr should track."""
+    """POST /apps/{name}/launched: optionally, the pid orchestratr should track, and the lease
+    the app will keep with heartbeats."""
 
     pid: int | None = attrs.field(
         default=None, validator=attrs.validators.optional([
             attrs.validators.ge(1), attrs.validators.le(MAX_PID)]))
+    lease_secs: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional([
+            attrs.validators.gt(0), attrs.validators.le(MAX_LEASE_S)]))
 
 
 @attrs.frozen
@@ -53,7 +59,20 @@ def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:
     )
     if with_history:
         body["history"] = [history_json(entry) for entry in snap.history]
+        body["lease"] = lease_json(snap)
     return body
+
+
+def lease_json(snap: AppSnapshot) -> dict[str, Any] | None:
+    """The lease the app holds now: when it (or, if unresponsive, its grace) runs out."""
+    if snap.expires_in is None:
+        return None
+    return {
+        "lease_secs": snap.lease_secs,
+        "grace_secs": snap.spec.grace_secs,
+        "in_grace": snap.state is AppState.unresponsive,
+        "expires_in_secs": round(snap.expires_in, 3),
+    }
 
 
 def history_json(entry: HistoryEntry) -> dict[str, Any]:
@@ -78,3 +97,21 @@ def state_json(snap: AppSnapshot) -> dict[str, Any]:
 def ack_json(snap: AppSnapshot, **extra: Any) -> dict[str, Any]:
     """The answer to a notification or command: ``{"app", "state", "status": "ok"}``."""
     return {"app": snap.name, "state": snap.state.value, "pid": snap.pid, **extra, "status": "ok"}
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """A bus event as ``GET /events`` lists it; ``data`` is what an SSE ``data:`` line holds."""
+    data = dict(event.data)
+    at = data.get("at")
+    data["at"] = iso(at if isinstance(at, float) else event.at)
+    return {"id": event.id, "type": event.type, "data": data}
+
+
+def reset_json(since: int, available: list[Event]) -> dict[str, Any]:
+    """Told to a reader resuming after an id whose successors are no longer all buffered."""
+    return {"id": None, "type": "reset", "data": {
+        "since": since,
+        "oldest": available[0].id if available else None,
+        "error": "events after this id are no longer buffered (or it is another daemon's id); "
+                 "read GET /apps again, then follow the stream",
+    }}

@@ -137,7 +137,7 @@ def _load_config(
     apps = []
     for index, entry in enumerate(entries):
         label = f"config.yml: apps[{index}]"
-        spec = _structure_app(entry, "config", label, errors, warnings)
+        spec = structure_app(entry, "config", label, errors, warnings)
         if spec is not None:
             apps.append(spec)
     errors += [f"config.yml: {m}" for m in _clashes(_keys(entries, "apps"))]
@@ -154,7 +154,7 @@ def _structure_settings(raw: dict[str, Any], errors: list[str]) -> Settings:
     return settings
 
 
-def _structure_app(
+def structure_app(
     entry: Any, source: str, label: str, errors: list[str], warnings: list[str]
 ) -> AppSpec | None:
     """One app entry, or None with its problems appended to ``errors``."""
@@ -205,7 +205,7 @@ def _load_drop_ins(apps_dir: Path, skipped: list[str], warnings: list[str]) -> l
         label = f"apps.d/{path.name}"
         errors: list[str] = []
         raw = _read_yaml(path, label, errors)
-        spec = None if errors else _structure_app(raw, label, label, errors, warnings)
+        spec = None if errors else structure_app(raw, label, label, errors, warnings)
         if spec is None:
             skipped += [f"{e} (file skipped)" for e in errors]
         else:
@@ -222,7 +222,7 @@ def _merge(
     """The drop-ins that survive: config.yml wins; drop-ins that clash with each other all lose."""
     survivors = []
     for cand in drop_ins:
-        owner = _first_clash(cand.spec, config_apps)
+        owner = first_clash(cand.spec, config_apps)
         if owner is None:
             survivors.append(cand)
         else:
@@ -237,7 +237,7 @@ def _merge(
     return [c.spec for c in survivors if c.file not in losers]
 
 
-def _first_clash(spec: AppSpec, others: list[AppSpec]) -> tuple[str, str] | None:
+def first_clash(spec: AppSpec, others: list[AppSpec]) -> tuple[str, str] | None:
     for other in others:
         if other.name == spec.name:
             return ("name", spec.name)

@@ -39,7 +39,9 @@ class AppSpec:
     stop_timeout_ms: int = 5000
     cwd: str | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
-    source: str = "config"
+    lease_secs: float | None = None  # the app must heartbeat this often once running
+    grace_secs: float = 30.0  # how long an app whose lease ran out may still revive
+    source: str = "config"  # config, apps.d/<file>, or api
 
 
 @attrs.frozen

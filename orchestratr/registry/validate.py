@@ -21,6 +21,7 @@ KEY_NAMES = frozenset(
 # `?` shows the chord table, space and escape are what the leader listens for to cancel.
 RESERVED_CHORDS = frozenset({"?", "space", " ", "escape"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+MAX_LEASE_S = 86400.0  # a day; beyond that a lease says nothing
 
 Problem = tuple[str, str]
 
@@ -43,6 +44,10 @@ def check_app(spec: AppSpec) -> list[Problem]:
     for field in ("ready_timeout_ms", "restart_delay_ms", "stop_timeout_ms"):
         if getattr(spec, field) < 0:
             problems.append((field, "must not be negative"))
+    if spec.lease_secs is not None and not 0 < spec.lease_secs <= MAX_LEASE_S:
+        problems.append(("lease_secs", f"must be more than 0 and at most {MAX_LEASE_S:g}"))
+    if not 0 <= spec.grace_secs <= MAX_LEASE_S:
+        problems.append(("grace_secs", f"must be from 0 to {MAX_LEASE_S:g}"))
     return problems
 
 

@@ -7,6 +7,7 @@ the fields the trigger changes, so a snapshot never shows a half-applied transit
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -56,6 +57,8 @@ class AppSnapshot:
     error: str | None
     removed: bool
     history: tuple[HistoryEntry, ...] = ()
+    lease_secs: float | None = None  # the lease the app holds now, if any
+    expires_in: float | None = None  # seconds until the lease (or, if unresponsive, grace) ends
 
     @property
     def name(self) -> str:
@@ -82,6 +85,9 @@ class App:
     last_entry: HistoryEntry | None = None  # what the last trigger recorded (None: internal)
     cancel_probe: Callable[[], None] | None = None
     restart_timer: threading.Timer | None = None
+    lease_secs: float | None = None  # the lease held in this run (None: no heartbeats expected)
+    deadline: float | None = None  # monotonic: the lease's end, or the grace period's
+    monotonic: Callable[[], float] = time.monotonic
     history: deque[HistoryEntry] = attrs.field(factory=lambda: deque(maxlen=HISTORY_SIZE))
     lock: threading.RLock = attrs.field(factory=threading.RLock)
 
@@ -107,7 +113,8 @@ class App:
         elif self.state is AppState.ready:
             self.pid = kwargs.get("pid", self.pid)
             self.launched_at = self.launched_at or now
-            self.ready_at = now
+            if event.transition.source != AppState.unresponsive.name or self.ready_at is None:
+                self.ready_at = now  # a revived app has been ready since it first said so
         elif self.state in (AppState.stopped, AppState.failed):
             self.pid = None
             self.group = False
@@ -136,4 +143,7 @@ class App:
                 error=self.error,
                 removed=self.removed,
                 history=tuple(self.history) if with_history else (),
+                lease_secs=self.lease_secs,
+                expires_in=None if self.deadline is None
+                else max(0.0, self.deadline - self.monotonic()),
             )

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)  # one event is one publication: hashed by identity, cacheable
 class Event:
     id: int
     type: str
@@ -28,6 +28,17 @@ class Event:
 
 Filter = Callable[[Event], bool]
 
+# Every type published, for readers that filter by type.
+EVENT_TYPES = frozenset({
+    "state",  # a transition: app, from, to, trigger, source, at, detail
+    "registered", "unregistered",  # an app added or removed through the API
+    "reloaded", "reload_failed",  # the configuration was applied, or refused
+    "launch_failed",  # a command could not be spawned
+    "ready_timeout",  # ready_cmd did not pass in time; the app stays launched
+    "lease_expired",  # no heartbeat in time: the app is unresponsive for its grace period
+    "hotkey",  # leader pressed, chord received, cancelled, or help shown
+})
+
 _CLOSED = object()
 
 
@@ -36,6 +47,8 @@ class Subscription:
 
     def __init__(self, bus: EventBus, maxsize: int, accept: Filter | None) -> None:
         self._bus = bus
+        self.backlog: list[Event] = []  # buffered events after ``since``, older than the queue's
+        self.complete = True  # False: some events after ``since`` are no longer buffered
         self._queue: queue.Queue[object] = queue.Queue()  # bounded by offer(), not by Queue
         self._maxsize = maxsize
         self._accept = accept
@@ -78,11 +91,20 @@ class Subscription:
 
 
 class EventBus:
-    """Fan-out of events to subscribers, plus a replay buffer of the last ``capacity`` events."""
+    """Fan-out of events to subscribers, plus a replay buffer of the last ``capacity`` events.
 
-    def __init__(self, capacity: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+    Ids count up from ``first_id``. The daemon starts them at the wall clock in microseconds, so
+    ids also grow across daemon restarts and a reader resuming with an id from an earlier
+    daemon is told that it missed events, rather than being fed the new daemon's as if they
+    followed.
+    """
+
+    def __init__(
+        self, capacity: int = 10_000, clock: Callable[[], float] = time.time, first_id: int = 1
+    ) -> None:
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
+        self._first_id = first_id
+        self._ids = itertools.count(first_id)
         self._buffer: deque[Event] = deque(maxlen=capacity)
         self._subscribers: list[Subscription] = []
         self._clock = clock
@@ -98,13 +120,14 @@ class EventBus:
     def subscribe(
         self, since: int | None = None, maxsize: int = 1000, accept: Filter | None = None
     ) -> Subscription:
-        """A new subscription; with ``since``, buffered events after that id come first."""
+        """A new subscription to what is published from now on. With ``since``, its
+        ``backlog`` holds the buffered events after that id (``accept``-ed), taken in the same
+        instant, so backlog then queue miss nothing and repeat nothing."""
         subscription = Subscription(self, maxsize, accept)
         with self._lock:
             if since is not None:
-                for event in self._buffer:
-                    if event.id > since:
-                        subscription.offer(event)
+                events, subscription.complete = self._replay(since)
+                subscription.backlog = [e for e in events if accept is None or accept(e)]
             self._subscribers.append(subscription)
         return subscription
 
@@ -114,12 +137,31 @@ class EventBus:
             self._subscribers.remove(subscription)
         subscription._mark_closed()
 
-    def since(self, event_id: int = 0, limit: int | None = None) -> list[Event]:
+    def close_all(self) -> None:
+        """End every subscription (the daemon is stopping)."""
         with self._lock:
-            events = [e for e in self._buffer if e.id > event_id]
-        return events[:limit] if limit is not None else events
+            for subscription in list(self._subscribers):
+                self.unsubscribe(subscription)
+
+    def since(self, event_id: int = 0, limit: int | None = None) -> list[Event]:
+        return self.replay(event_id, limit)[0]
+
+    def replay(self, since: int, limit: int | None = None) -> tuple[list[Event], bool]:
+        """The buffered events after ``since`` (at most ``limit``), and whether they are all
+        that happened after it: False when some were dropped from the buffer, or ``since``
+        is not an id of this bus (another daemon's, or one not yet given out)."""
+        with self._lock:
+            events, complete = self._replay(since)
+        return (events[:limit] if limit is not None else events), complete
+
+    def _replay(self, since: int) -> tuple[list[Event], bool]:
+        next_id = self._buffer[-1].id + 1 if self._buffer else self._first_id
+        oldest = self._buffer[0].id if self._buffer else next_id
+        from_start = since == 0 and oldest == self._first_id
+        complete = from_start or oldest - 1 <= since < next_id
+        return [e for e in self._buffer if e.id > since], complete
 
     @property
     def last_id(self) -> int:
         with self._lock:
-            return self._buffer[-1].id if self._buffer else 0
+            return self._buffer[-1].id if self._buffer else self._first_id - 1

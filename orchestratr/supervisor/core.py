@@ -20,10 +20,20 @@ from transitions import EventData, MachineError
 
 from orchestratr.errors import InvalidTransitionError, LaunchError, UnknownAppError
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
-from orchestratr.supervisor.app import App, AppSnapshot
+from orchestratr.supervisor.app import App, AppSnapshot, HistoryEntry
 from orchestratr.supervisor.bus import EventBus
 from orchestratr.supervisor.launcher import Launcher, ProcessExit
-from orchestratr.supervisor.states import ALIVE, REFUSALS, AppState, Source, Trigger, build_machine
+from orchestratr.supervisor.leases import DEFAULT_LEASE_S, LeaseClock
+from orchestratr.supervisor.states import (
+    ALIVE,
+    LIVE,
+    REFUSALS,
+    RUNNING,
+    AppState,
+    Source,
+    Trigger,
+    build_machine,
+)
 
 log = structlog.get_logger("orchestratr.supervisor")
 
@@ -38,6 +48,12 @@ MAX_BACKOFF_S = 30.0
 class LaunchResult:
     app: AppSnapshot
     spawned: bool  # False: the app was already running (or launching) and nothing was spawned
+
+
+@attrs.frozen
+class Renewal:
+    app: AppSnapshot
+    expires_in_secs: float
 
 
 class Supervisor:
@@ -57,6 +73,7 @@ class Supervisor:
         self._apps: dict[str, App] = {}
         self._registry = Registry()
         self._machine = build_machine([self._on_transition])
+        self._leases = LeaseClock(self._expire_leases, monotonic)
         self._closing = False
 
     # ----------------------------------------------------------------- registry
@@ -66,13 +83,18 @@ class Supervisor:
         return self._registry
 
     def apply_registry(
-        self, registry: Registry, source: Source = Source.reload, autostart: bool = True
+        self,
+        registry: Registry,
+        source: Source = Source.reload,
+        autostart: bool = True,
+        announce: bool = True,
     ) -> list[str]:
         """Swap in a new registry atomically; return the names it added.
 
         Running apps are never touched: a changed spec is used at the next launch, and an app
         that is gone stays tracked until its process exits. Added ``autostart`` apps launch
         (unless ``autostart`` is False: the daemon first adopts what is still running).
+        ``announce`` publishes a ``reloaded`` event; a registration announces itself instead.
         """
         with self._lock:
             added = [spec.name for spec in registry.apps if spec.name not in self._apps]
@@ -82,8 +104,9 @@ class Supervisor:
             for name in removed:
                 self._retire(self._apps[name])
             self._registry = registry
-        self.bus.publish("reloaded", source=source.value, apps=len(registry.apps),
-                         added=added, removed=removed)
+        if announce:
+            self.bus.publish("reloaded", source=source.value, apps=len(registry.apps),
+                             added=added, removed=removed)
         log.info("registry_applied", source=source.value, apps=len(registry.apps),
                  added=added, removed=removed)
         if autostart:
@@ -160,14 +183,19 @@ class Supervisor:
                 return app.snapshot()
         return self.launch(name, source).app
 
-    def notify_launched(self, name: str, source: Source, pid: int | None = None) -> AppSnapshot:
-        """The app says it started; with a pid, track that process from now on."""
+    def notify_launched(
+        self, name: str, source: Source, pid: int | None = None, lease_secs: float | None = None
+    ) -> AppSnapshot:
+        """The app says it started; with a pid, track that process from now on; with
+        ``lease_secs``, expect a heartbeat at least that often."""
         app = self._app(name)
         with app.lock:
             self._check(app, Trigger.notify_launched, source, pid=pid)
             if pid is not None and not self._owns(app, pid):
                 self._adopt(app, pid, group=False)
-            self._fire(app, Trigger.notify_launched, source, pid=pid)
+            self._fire(app, Trigger.notify_launched, source, pid=pid, lease_secs=lease_secs)
+            if lease_secs is not None:
+                self._hold_lease(app, lease_secs)
             return app.snapshot()
 
     def resume(self, name: str, pid: int, group: bool, ready: bool) -> AppSnapshot:
@@ -198,9 +226,34 @@ class Supervisor:
                 app.run += 1
             return app.snapshot()
 
+    def heartbeat(self, name: str, source: Source) -> Renewal:
+        """Renew the app's lease, starting one (the default length) if it holds none. A
+        heartbeat from an unresponsive app revives it; one from a stopped app means ready."""
+        app = self._app(name)
+        with app.lock:
+            self._fire(app, Trigger.heartbeat, source)
+            secs = app.lease_secs or app.spec.lease_secs or DEFAULT_LEASE_S
+            self._hold_lease(app, secs)
+            return Renewal(app.snapshot(), secs)
+
+    def drain(self, name: str, source: Source) -> AppSnapshot:
+        """Start the grace period now, as if the app's lease had run out."""
+        app = self._app(name)
+        with app.lock:
+            self._fire(app, Trigger.drain, source)
+            return app.snapshot()
+
+    def revive(self, name: str, source: Source) -> AppSnapshot:
+        """End the grace period: the app is ready again, and its lease starts afresh."""
+        app = self._app(name)
+        with app.lock:
+            self._fire(app, Trigger.revive, source)
+            return app.snapshot()
+
     def shutdown(self, stop_apps: bool, timeout_s: float = 10.0) -> None:
         """Cancel pending restarts; with ``stop_apps``, stop every app and wait for them."""
         self._closing = True
+        self._leases.stop()
         with self._lock:
             apps = list(self._apps.values())
         for app in apps:
@@ -252,6 +305,7 @@ class Supervisor:
         app.last_entry = entry
         if entry is None:
             return
+        self._follow_lease(app, entry)
         self.bus.publish("state", app=app.name, **entry.fields())
         previous = app.history[-2].at if len(app.history) > 1 else None
         log.info(
@@ -265,6 +319,75 @@ class Supervisor:
             in_state_ms=round((entry.at - previous) * 1000, 3) if previous else None,
             **{k: v for k, v in entry.detail.items() if k != "pid"},
         )
+
+    # ------------------------------------------------------------------- leases
+
+    def _hold_lease(self, app: App, secs: float) -> None:
+        """The app holds a lease of ``secs`` from now (lock held)."""
+        app.lease_secs = secs
+        if app.state in RUNNING:
+            self._set_deadline(app, secs)
+
+    def _follow_lease(self, app: App, entry: HistoryEntry) -> None:
+        """Keep the lease in step with a transition (lock held).
+
+        A lease runs while the app runs, from its manifest or from whoever started it; while
+        unresponsive the deadline is the grace period's end; a stop ends the lease.
+        """
+        if entry.dst in RUNNING:
+            if entry.src not in (*RUNNING, AppState.unresponsive):
+                app.lease_secs = app.spec.lease_secs
+            app.deadline = None
+            if app.lease_secs is not None:
+                self._set_deadline(app, app.lease_secs)
+        elif entry.dst is AppState.unresponsive:
+            self._set_deadline(app, app.spec.grace_secs)
+        else:
+            app.lease_secs = app.deadline = None
+
+    def _set_deadline(self, app: App, secs: float) -> None:
+        app.deadline = self._mono() + secs
+        self._leases.schedule(app.deadline)
+
+    def _expire_leases(self, now: float) -> float | None:
+        """The lease clock's callback: expire what is due, return the next deadline."""
+        with self._lock:
+            apps = list(self._apps.values())
+        upcoming = []
+        for app in apps:
+            with app.lock:
+                if app.deadline is not None and app.deadline <= now:
+                    self._expire(app)
+                if app.deadline is not None:
+                    upcoming.append(app.deadline)
+        return min(upcoming, default=None)
+
+    def _expire(self, app: App) -> None:
+        """A lease or a grace period ran out (lock held)."""
+        if app.state in RUNNING:
+            lease = app.lease_secs
+            self._try(self._fire, app, Trigger.lease_expired, Source.lease, lease_secs=lease,
+                      grace_secs=app.spec.grace_secs)
+            self.bus.publish("lease_expired", app=app.name, lease_secs=lease,
+                             grace_secs=app.spec.grace_secs)
+            log.warning("lease_expired", app=app.name, lease_secs=lease,
+                        grace_secs=app.spec.grace_secs)
+            return
+        if app.state is not AppState.unresponsive:
+            app.deadline = None
+            return
+        drained = app.history[-1].trigger is Trigger.drain if app.history else False
+        error = ("drained and not revived within the grace period" if drained
+                 else "heartbeat lease expired")
+        restart = app.spec.restart is not RestartPolicy.never
+        self._try(self._fire, app, Trigger.grace_expired, Source.lease, error=error,
+                  restart=restart or None)
+        if app.state is AppState.stopping:
+            app.relaunch = True
+            assert app.pid is not None
+            self._launcher.terminate(app.pid, app.group, app.spec.stop_timeout_ms / 1000)
+        elif app.state is AppState.failed:
+            app.run += 1  # its process is left alone, and its exit no longer concerns the app
 
     # ----------------------------------------------------------------- spawning
 
@@ -333,7 +456,7 @@ class Supervisor:
         app.run += 1
         app.pid, app.group = pid, True
         self._launcher.track(pid, partial(self._on_exit, app, app.run))
-        if app.state not in (AppState.launched, AppState.ready):
+        if app.state not in LIVE:
             self._launcher.terminate(pid, True, spec.stop_timeout_ms / 1000)
         return app.snapshot()
 
@@ -442,7 +565,7 @@ class Supervisor:
         self._launcher.adopt(pid, partial(self._on_exit, app, app.run + 1), group)
         app.run += 1
         app.group, app.started = group, self._mono()
-        if app.state in (AppState.launched, AppState.ready):
+        if app.state in LIVE:
             app.pid = pid
 
     def _upsert(self, spec: AppSpec) -> None:

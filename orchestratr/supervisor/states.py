@@ -20,7 +20,8 @@ class AppState(enum.Enum):
     launched = "launched"  # a process is running; not yet ready
     ready = "ready"  # the app said so, its ready_cmd passed, or it has no readiness check
     stopping = "stopping"  # stop requested; waiting for the process group to exit
-    failed = "failed"  # launch failed, crashed, or crash loop; carries an error
+    failed = "failed"  # launch failed, crashed, crash loop, or lease expired; carries an error
+    unresponsive = "unresponsive"  # its heartbeat lease ran out (or it was drained): in grace
 
 
 class Trigger(enum.Enum):
@@ -33,6 +34,11 @@ class Trigger(enum.Enum):
     exited = "exited"
     stop = "stop"
     crash_loop = "crash_loop"
+    heartbeat = "heartbeat"
+    lease_expired = "lease_expired"
+    drain = "drain"
+    revive = "revive"
+    grace_expired = "grace_expired"
 
 
 class Source(enum.Enum):
@@ -59,14 +65,20 @@ def _has_process(event: EventData) -> bool:
     return getattr(model, "pid", None) is not None or bool(getattr(model, "spawning", False))
 
 
+def _restarts(event: EventData) -> bool:
+    """A known process and a restart policy: the app is stopped and launched again."""
+    return _has_process(event) and event.kwargs.get("restart", False)
+
+
 def _clean_exit(event: EventData) -> bool:
     """Status 0, or unknown (a process we did not spawn, whose status we cannot read)."""
     return event.kwargs.get("code") in (0, None)
 
 
 S = AppState
-RUNNING = (S.launched, S.ready)
-ALIVE = (S.launching, S.launched, S.ready)
+RUNNING = (S.launched, S.ready)  # a process runs and answers
+LIVE = (*RUNNING, S.unresponsive)  # a process runs
+ALIVE = (S.launching, *LIVE)  # a process runs or is being spawned
 
 
 @attrs.frozen
@@ -84,8 +96,9 @@ TABLE: tuple[Row, ...] = (
     Row(Trigger.spawned, (S.launching,), S.launched),
     Row(Trigger.spawn_failed, (S.launching,), S.failed),
     Row(Trigger.notify_launched, (S.stopped, S.failed, S.launching), S.launched),
-    Row(Trigger.notify_launched, RUNNING, None),
-    Row(Trigger.notify_ready, (S.stopped, S.failed, S.launching, S.launched), S.ready),
+    Row(Trigger.notify_launched, LIVE, None),
+    Row(Trigger.notify_ready, (S.stopped, S.failed, S.launching, S.launched, S.unresponsive),
+        S.ready),
     Row(Trigger.notify_ready, (S.ready,), None),
     Row(Trigger.notify_stopped, ALIVE, S.stopping, when=_has_process),
     Row(Trigger.notify_stopped, (*ALIVE, S.failed), S.stopped),
@@ -94,10 +107,20 @@ TABLE: tuple[Row, ...] = (
     Row(Trigger.exited, ALIVE, S.stopped, when=_clean_exit),
     Row(Trigger.exited, ALIVE, S.failed),
     Row(Trigger.stop, (S.launching,), S.stopping),
-    Row(Trigger.stop, RUNNING, S.stopping, when=_has_process),
-    Row(Trigger.stop, (*RUNNING, S.failed), S.stopped),
+    Row(Trigger.stop, LIVE, S.stopping, when=_has_process),
+    Row(Trigger.stop, (*LIVE, S.failed), S.stopped),
     Row(Trigger.stop, (S.stopped, S.stopping), None),
     Row(Trigger.crash_loop, (S.stopped, S.failed), S.failed),
+    # Heartbeat leases. A heartbeat is alive-and-well: like ``ready`` it may come first.
+    Row(Trigger.heartbeat, (S.stopped, S.failed, S.launching, S.unresponsive), S.ready),
+    Row(Trigger.heartbeat, RUNNING, None),
+    Row(Trigger.lease_expired, RUNNING, S.unresponsive),
+    Row(Trigger.drain, RUNNING, S.unresponsive),
+    Row(Trigger.drain, (S.unresponsive,), None),
+    Row(Trigger.revive, (S.unresponsive,), S.ready),
+    Row(Trigger.revive, (S.ready,), None),
+    Row(Trigger.grace_expired, (S.unresponsive,), S.stopping, when=_restarts),
+    Row(Trigger.grace_expired, (S.unresponsive,), S.failed),
 )
 
 # Why a refused trigger was refused, where "cannot X while Y" alone would not say enough.
@@ -105,6 +128,8 @@ REFUSALS: dict[tuple[AppState, Trigger], str] = {
     (S.stopping, Trigger.launch): "it is stopping; launch it again once it has stopped",
     (S.stopped, Trigger.exited): "no process is tracked",
     (S.failed, Trigger.exited): "no process is tracked",
+    (S.stopping, Trigger.heartbeat): "it is being stopped",
+    (S.launched, Trigger.revive): "it is not unresponsive",
 }
 
 

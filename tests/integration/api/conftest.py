@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,65 @@ def serve(
 @pytest.fixture
 def api(serve: Callable[..., tuple[HttpApi, DaemonProcess]]) -> HttpApi:
     return serve()[0]
+
+
+@attrs.frozen
+class SseEvent:
+    type: str  # "comment" for a `:` line, else the `event:` field
+    id: int | None
+    data: Any  # the parsed `data:` JSON, or the comment's text
+
+
+class SseClient:
+    """A raw-socket reader of ``GET /events/stream``: what an EventSource would see."""
+
+    def __init__(self, port: int, query: str = "", headers: dict[str, str] | None = None,
+                 rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket()
+        if rcvbuf is not None:  # before connecting, so the window stays small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.sock.sendall(f"GET /events/stream{'?' + query if query else ''} HTTP/1.1\r\n"
+                          f"Host: 127.0.0.1\r\n{extra}\r\n".encode())
+        self.file = self.sock.makefile("rb")
+        self.status = int(self.file.readline().split()[1])
+        self.headers: dict[str, str] = {}
+        while (line := self.file.readline().decode().strip()):
+            key, _, value = line.partition(":")
+            self.headers[key.strip().lower()] = value.strip()
+
+    def next(self, timeout: float = 5.0) -> SseEvent | None:
+        """The next event or comment; None when the server closed the stream."""
+        self.sock.settimeout(timeout)
+        fields: dict[str, str] = {}
+        while True:
+            raw = self.file.readline()
+            if not raw:
+                return None
+            line = raw.decode().rstrip("\n")
+            if line.startswith(":"):
+                return SseEvent("comment", None, line[1:].strip())
+            if line:
+                key, _, value = line.partition(": ")
+                fields[key] = value
+            elif "event" in fields:
+                event_id = int(fields["id"]) if "id" in fields else None
+                return SseEvent(fields["event"], event_id, json.loads(fields["data"]))
+            else:
+                fields = {}  # a frame without an event (the retry hint)
+
+    def events(self, count: int, timeout: float = 5.0) -> list[SseEvent]:
+        """The next ``count`` events, skipping comments."""
+        got: list[SseEvent] = []
+        while len(got) < count:
+            event = self.next(timeout)
+            assert event is not None, f"stream ended after {got}"
+            if event.type != "comment":
+                got.append(event)
+        return got
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()

@@ -47,8 +47,9 @@ class TestErrorCodes:
     @pytest.mark.parametrize(
         ("method", "path", "allow"),
         [("POST", "/health", "GET, HEAD"), ("GET", "/reload", "POST"),
-         ("DELETE", "/apps", "GET, HEAD"), ("GET", "/apps/notes/launch", "POST"),
-         ("PUT", "/apps/notes", "GET, HEAD"), ("OPTIONS", "/trigger", "POST")],
+         ("DELETE", "/apps", "GET, HEAD, POST"), ("GET", "/apps/notes/launch", "POST"),
+         ("PUT", "/apps/notes", "DELETE, GET, HEAD"), ("OPTIONS", "/trigger", "POST"),
+         ("GET", "/apps/notes/heartbeat", "POST, PUT")],
     )
     def test_405_names_the_allowed_method(
         self, api: HttpApi, method: str, path: str, allow: str

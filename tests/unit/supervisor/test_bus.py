@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from orchestratr.supervisor.bus import EventBus
 from tests.conftest import run_concurrently
 
@@ -20,14 +22,38 @@ def test_ids_are_monotonic_across_threads() -> None:
 
 
 def test_subscribe_since_replays_then_goes_live() -> None:
+    """The backlog and the live queue meet exactly: nothing missed, nothing twice."""
     bus = EventBus()
     for i in range(5):
         bus.publish("x", n=i)
     subscription = bus.subscribe(since=3)
     bus.publish("x", n=5)
-    got = [subscription.get(timeout=1) for _ in range(3)]
-    assert [e.id for e in got if e] == [4, 5, 6]
+    assert ([e.id for e in subscription.backlog], subscription.complete) == ([4, 5], True)
+    assert subscription.get(timeout=1).id == 6  # type: ignore[union-attr]
     assert subscription.get(timeout=0.01) is None
+
+
+@pytest.mark.parametrize(("since", "complete"), [
+    (0, False),      # from the start, but ids 1-3 were dropped
+    (2, False),      # 3 was dropped
+    (3, True),       # 4, 5, 6 are all buffered
+    (6, True),       # nothing after it yet
+    (7, False),      # not given out yet: another daemon's id
+])
+def test_replay_says_when_events_were_lost(since: int, complete: bool) -> None:
+    bus = EventBus(capacity=3)
+    for _ in range(6):
+        bus.publish("x")
+    assert bus.replay(since)[1] is complete
+
+
+def test_ids_start_where_the_daemon_says() -> None:
+    """A daemon's ids start past any earlier daemon's: an old id is from the past, not ahead."""
+    bus = EventBus(first_id=1000)
+    assert bus.replay(0) == ([], True) and bus.last_id == 999
+    bus.publish("x")
+    assert bus.replay(0)[0][0].id == 1000
+    assert bus.replay(500)[1] is False
 
 
 def test_filter_and_buffer_capacity() -> None:

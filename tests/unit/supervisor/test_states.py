@@ -18,35 +18,50 @@ S, T = AppState, Trigger
 REFUSED, INTERNAL = "refused", "internal"
 
 # (trigger, variant) -> {state: outcome}. Variants exercise the rows' conditions:
-# "pid"/"nopid": whether a process is known; "clean"/"crash": the exit code; "detached".
+# "pid"/"nopid": whether a process is known; "clean"/"crash": the exit code; "detached";
+# "restart": the app has a restart policy (grace_expired then stops it to launch it again).
+U = S.unresponsive
 EXPECTED: dict[tuple[Trigger, str], dict[AppState, object]] = {
     (T.launch, ""): {S.stopped: S.launching, S.launching: INTERNAL, S.launched: INTERNAL,
-                     S.ready: INTERNAL, S.stopping: REFUSED, S.failed: S.launching},
+                     S.ready: INTERNAL, U: INTERNAL, S.stopping: REFUSED, S.failed: S.launching},
     (T.spawned, ""): {S.launching: S.launched},
     (T.spawned, "detached"): {S.launching: S.stopped},
     (T.spawn_failed, ""): {S.launching: S.failed},
     (T.notify_launched, ""): {S.stopped: S.launched, S.launching: S.launched, S.launched: INTERNAL,
-                              S.ready: INTERNAL, S.stopping: REFUSED, S.failed: S.launched},
+                              S.ready: INTERNAL, U: INTERNAL, S.stopping: REFUSED,
+                              S.failed: S.launched},
     (T.notify_ready, ""): {S.stopped: S.ready, S.launching: S.ready, S.launched: S.ready,
-                           S.ready: INTERNAL, S.stopping: REFUSED, S.failed: S.ready},
+                           S.ready: INTERNAL, U: S.ready, S.stopping: REFUSED, S.failed: S.ready},
     (T.notify_stopped, "pid"): {S.stopped: INTERNAL, S.launching: S.stopping,
-                                S.launched: S.stopping, S.ready: S.stopping,
+                                S.launched: S.stopping, S.ready: S.stopping, U: S.stopping,
                                 S.stopping: INTERNAL, S.failed: S.stopped},
     (T.notify_stopped, "nopid"): {S.stopped: INTERNAL, S.launching: S.stopped,
-                                  S.launched: S.stopped, S.ready: S.stopped,
+                                  S.launched: S.stopped, S.ready: S.stopped, U: S.stopped,
                                   S.stopping: INTERNAL, S.failed: S.stopped},
     (T.exited, "clean"): {S.launching: S.stopped, S.launched: S.stopped, S.ready: S.stopped,
-                          S.stopping: S.stopped},
+                          U: S.stopped, S.stopping: S.stopped},
     (T.exited, "crash"): {S.launching: S.failed, S.launched: S.failed, S.ready: S.failed,
-                          S.stopping: S.stopped},
+                          U: S.failed, S.stopping: S.stopped},
     (T.stop, "pid"): {S.stopped: INTERNAL, S.launching: S.stopping, S.launched: S.stopping,
-                      S.ready: S.stopping, S.stopping: INTERNAL, S.failed: S.stopped},
+                      S.ready: S.stopping, U: S.stopping, S.stopping: INTERNAL,
+                      S.failed: S.stopped},
     (T.stop, "nopid"): {S.stopped: INTERNAL, S.launching: S.stopping, S.launched: S.stopped,
-                        S.ready: S.stopped, S.stopping: INTERNAL, S.failed: S.stopped},
+                        S.ready: S.stopped, U: S.stopped, S.stopping: INTERNAL,
+                        S.failed: S.stopped},
     (T.crash_loop, ""): {S.stopped: S.failed, S.failed: S.failed},
+    (T.heartbeat, ""): {S.stopped: S.ready, S.launching: S.ready, S.launched: INTERNAL,
+                        S.ready: INTERNAL, U: S.ready, S.stopping: REFUSED, S.failed: S.ready},
+    (T.lease_expired, ""): {S.launched: U, S.ready: U},
+    (T.drain, ""): {S.launched: U, S.ready: U, U: INTERNAL},
+    (T.revive, ""): {U: S.ready, S.ready: INTERNAL},
+    (T.grace_expired, "pid"): {U: S.failed},
+    (T.grace_expired, "nopid"): {U: S.failed},
+    (T.grace_expired, "restart"): {U: S.stopping},
+    (T.grace_expired, "restart-nopid"): {U: S.failed},
 }
 KWARGS = {"": {}, "pid": {}, "nopid": {}, "detached": {"detached": True}, "clean": {"code": 0},
-          "crash": {"code": -9, "error": "killed"}}
+          "crash": {"code": -9, "error": "killed"}, "restart": {"restart": True},
+          "restart-nopid": {"restart": True}}
 
 CASES = [
     (trigger, variant, state, outcomes.get(state, REFUSED))
@@ -84,7 +99,7 @@ def test_every_trigger_and_state_is_covered() -> None:
                          ids=[f"{t.value}-{v or 'any'}-{s.value}" for t, v, s, _ in CASES])
 def test_transition(trigger: Trigger, variant: str, state: AppState, outcome: object) -> None:
     """The pair goes where the table says, records history, or is refused without change."""
-    app = make_app(state, pid=None if variant == "nopid" else 4242)
+    app = make_app(state, pid=None if variant.endswith("nopid") else 4242)
     accepted = fire(app, trigger, **KWARGS[variant])
     if outcome == REFUSED:
         assert not accepted

@@ -1,0 +1,163 @@
+"""Server-Sent Events: the event bus as a ``text/event-stream``, and the queries that shape it.
+
+Each stream is one bus subscription with a bounded queue. A reader that falls behind is sent a
+final ``overflow`` event and cut off, so it never slows the supervisor or other readers. A
+reader resuming with ``Last-Event-ID`` (or ``?since=``) first gets every buffered event after
+that id, or a ``reset`` event when some are gone, telling it to read ``GET /apps`` again.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from orchestratr.api.wire import event_json, reset_json
+from orchestratr.errors import BadRequestError
+from orchestratr.registry.validate import NAME_PATTERN
+from orchestratr.supervisor.bus import EVENT_TYPES, Event, EventBus, Subscription
+
+KEEPALIVE_S = 15.0
+QUEUE_SIZE = 1000  # events a reader may fall behind by before it is cut off
+MAX_LIMIT = 10_000
+
+
+@attrs.frozen
+class StreamSettings:
+    keepalive_s: float = KEEPALIVE_S
+    queue_size: int = QUEUE_SIZE
+
+
+@attrs.frozen
+class EventQuery:
+    """What a reader asked for: ``?app=&type=&since=&idle_for=&limit=``."""
+
+    apps: frozenset[str] = frozenset()
+    types: frozenset[str] = frozenset()
+    since: int | None = None
+    idle_for: float = 0.0  # 0: never close for want of events
+    limit: int = 1000
+
+    def accepts(self, event: Event) -> bool:
+        return (not self.types or event.type in self.types) and (
+            not self.apps or event.data.get("app") in self.apps)
+
+
+def parse_query(
+    query: Mapping[str, Sequence[str]], last_event_id: str | None = None, stream: bool = False
+) -> EventQuery:
+    """The stream's parameters (``stream``) or the poll's; raises BadRequestError naming the
+    parameter that is wrong."""
+    known = {"app", "type", "since", "idle_for" if stream else "limit"}
+    unknown = set(query) - known
+    if unknown:
+        raise BadRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    apps = frozenset(name.lower() for name in query.get("app", []))
+    if bad := sorted(a for a in apps if not NAME_PATTERN.match(a)):
+        raise BadRequestError(f"app: invalid app name {bad[0][:64]!r}")
+    types = frozenset(query.get("type", []))
+    if bad := sorted(types - EVENT_TYPES):
+        raise BadRequestError(f"type: unknown event type {bad[0][:64]!r}; known: "
+                              + ", ".join(sorted(EVENT_TYPES)))
+    since = _one(query, "since")
+    if since is None and last_event_id:
+        since = last_event_id.strip()
+    return EventQuery(
+        apps=apps,
+        types=types,
+        since=None if since is None else _number(since, "since", int, 0, math.inf),
+        idle_for=_number(_one(query, "idle_for") or "0", "idle_for", float, 0, 86400),
+        limit=_number(_one(query, "limit") or "1000", "limit", int, 1, MAX_LIMIT),
+    )
+
+
+def poll(bus: EventBus, query: EventQuery) -> list[dict[str, Any]]:
+    """``GET /events``: the buffered events after ``since`` (a ``reset`` first if some are
+    gone), filtered, at most ``limit``."""
+    since = query.since or 0
+    events, complete = bus.replay(since)
+    body = [] if complete else [reset_json(since, events)]
+    body += [event_json(e) for e in events if query.accepts(e)][: query.limit]
+    return body
+
+
+class EventStream:
+    """One reader of ``GET /events/stream``: iterate it for the bytes to send; ``close()``
+    from any thread ends it (the client went away, or the server is stopping)."""
+
+    content_type = "text/event-stream"
+
+    def __init__(self, bus: EventBus, query: EventQuery, settings: StreamSettings) -> None:
+        self._query = query
+        self._settings = settings
+        self._subscription: Subscription = bus.subscribe(
+            since=query.since, maxsize=settings.queue_size, accept=query.accepts)
+
+    def close(self) -> None:
+        self._subscription.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        sub = self._subscription
+        yield b"retry: 1000\n\n"  # reconnect quickly; Last-Event-ID then resumes the stream
+        if not sub.complete:
+            yield _frame("reset", reset_json(self._query.since or 0, sub.backlog)["data"])
+        else:
+            for event in sub.backlog:
+                yield _encoded(event)
+        yield from self._live(sub)
+
+    def _live(self, sub: Subscription) -> Iterator[bytes]:
+        idle_for = self._query.idle_for or math.inf
+        last_event = last_write = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - last_event >= idle_for:
+                return
+            wait = min(last_event + idle_for, last_write + self._settings.keepalive_s) - now
+            event = sub.get(timeout=max(0.0, wait))
+            if event is not None:
+                yield _encoded(event)
+                last_event = last_write = time.monotonic()
+            elif sub.overflowed:
+                yield _frame("overflow", {"error": "this reader fell too far behind; reconnect "
+                                                   "with Last-Event-ID to resume"})
+                return
+            elif sub.closed:
+                return
+            elif time.monotonic() - last_write >= self._settings.keepalive_s:
+                yield b": keep-alive\n\n"
+                last_write = time.monotonic()
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded(event: Event) -> bytes:
+    """An event's frame, encoded once however many readers it goes to."""
+    return _frame(event.type, event_json(event)["data"], event.id)
+
+
+def _frame(event_type: str, data: Mapping[str, Any], event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    body = json.dumps(data, separators=(",", ":"), default=str)
+    return f"{head}event: {event_type}\ndata: {body}\n\n".encode()
+
+
+def _one(query: Mapping[str, Sequence[str]], key: str) -> str | None:
+    values = query.get(key, [])
+    if len(values) > 1:
+        raise BadRequestError(f"{key}: give it once")
+    return values[0] if values else None
+
+
+def _number(text: str, key: str, kind: type[Any], low: float, high: float) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise BadRequestError(f"{key}: expected a number, got {text[:32]!r}") from None
+    if not low <= value <= high:
+        raise BadRequestError(f"{key}: must be from {low:g} to {high:g}")
+    return value
