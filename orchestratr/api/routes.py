@@ -101,7 +101,7 @@ class Api:
         self._hotkeys = hotkeys
         self._openapi = openapi
         self._streams = streams
-        self._apps_cache: tuple[list[tuple[Any, ...]], bytes] = ([], b"")
+        self._apps_cache: tuple[list[tuple[Any, ...]] | None, bytes] = (None, b"")
         self.routes: list[tuple[str, str, Handler]] = [
             ("GET", "/health", self.health),
             ("GET", "/openapi.json", self.openapi),

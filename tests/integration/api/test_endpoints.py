@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from orchestratr import __version__
 from orchestratr.api.routes import Api
@@ -28,6 +29,12 @@ class TestInspect:
         assert (notes["source"], apps["extra"]["source"]) == ("config", "apps.d/extra.yml")
         assert (notes["state"], notes["pid"], notes["launched_at"], notes["error"]) == (
             "stopped", None, None, None)
+
+    def test_no_apps_is_an_empty_list(self, serve: Any, config_dir: Path) -> None:
+        api, _ = serve("apps: []\n")
+        (config_dir / "apps.d" / "extra.yml").unlink()
+        api.post("/reload")
+        assert api.get("/apps").body == []
 
     def test_apps_reflects_every_change_at_once(self, api: HttpApi) -> None:
         """GET /apps reuses its encoded body only while nothing changed."""
