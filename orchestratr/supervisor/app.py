@@ -50,8 +50,9 @@ class AppSnapshot:
 
     spec: AppSpec
     state: AppState
-    pid: int | None
+    pid: int | None  # for a group: the group's id (its first leader's pid), see App.pid
     group: bool  # pid leads the app's own process group
+    started_at: float | None  # wall clock: when the tracked process (group) was created
     launched_at: float | None
     ready_at: float | None
     error: str | None
@@ -70,8 +71,13 @@ class App:
     spec: AppSpec
     clock: Callable[[], float]  # wall clock, for `at` and the *_at fields
     state: AppState = AppState.stopped
+    # The tracked process; for a group we spawned, the group's id. That is the pid of the
+    # group's first process, which may have exited (a launcher script) while the group lives
+    # on: the id stays right for signalling the group, and no new process can take that
+    # number while any member of the group is alive.
     pid: int | None = None
     group: bool = False  # pid leads a process group we spawned (signal the group)
+    started_at: float | None = None  # wall clock: when that process (group) was created
     launched_at: float | None = None
     ready_at: float | None = None
     error: str | None = None
@@ -116,7 +122,7 @@ class App:
             if event.transition.source != AppState.unresponsive.name or self.ready_at is None:
                 self.ready_at = now  # a revived app has been ready since it first said so
         elif self.state in (AppState.stopped, AppState.failed):
-            self.pid = None
+            self.pid = self.started_at = None
             self.group = False
             self.launched_at = self.ready_at = None
             self.error = kwargs.get("error") if self.state is AppState.failed else None
@@ -138,6 +144,7 @@ class App:
                 state=self.state,
                 pid=self.pid,
                 group=self.group,
+                started_at=self.started_at,
                 launched_at=self.launched_at,
                 ready_at=self.ready_at,
                 error=self.error,
