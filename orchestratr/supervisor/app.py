@@ -19,6 +19,10 @@ from orchestratr.registry.model import AppSpec
 from orchestratr.supervisor.states import AppState, Source, Trigger
 
 HISTORY_SIZE = 100
+STARTS_KEPT = 16  # the crash-loop check looks at the last few starts only
+# What an app that never moved holds instead of its own deque (about 600 bytes each, a tenth
+# of an idle app's cost): ``apply`` replaces it at the first transition, nothing appends to it.
+_NO_HISTORY: deque[HistoryEntry] = deque(maxlen=0)
 
 
 @attrs.frozen
@@ -66,7 +70,7 @@ class AppSnapshot:
         return self.spec.name
 
 
-@attrs.define(slots=False, eq=False)  # transitions adds trigger methods to the instance
+@attrs.define(eq=False)  # slots: AppMachine binds no methods to the instance
 class App:
     spec: AppSpec
     clock: Callable[[], float]  # wall clock, for `at` and the *_at fields
@@ -85,7 +89,7 @@ class App:
     spawning: bool = False  # a spawn is in flight: its process will belong to this app
     run: int = 0  # bumped on every spawn/adopt so callbacks from an older process are ignored
     started: float = 0.0  # monotonic time of the last spawn
-    starts: deque[float] = attrs.field(factory=lambda: deque(maxlen=16))
+    starts: tuple[float, ...] = ()  # monotonic times of the last STARTS_KEPT spawns
     crashes: int = 0  # consecutive unexpected exits, for the restart backoff
     relaunch: bool = False  # a restart is waiting for the stop to finish
     last_entry: HistoryEntry | None = None  # what the last trigger recorded (None: internal)
@@ -94,7 +98,7 @@ class App:
     lease_secs: float | None = None  # the lease held in this run (None: no heartbeats expected)
     deadline: float | None = None  # monotonic: the lease's end, or the grace period's
     monotonic: Callable[[], float] = time.monotonic
-    history: deque[HistoryEntry] = attrs.field(factory=lambda: deque(maxlen=HISTORY_SIZE))
+    history: deque[HistoryEntry] = _NO_HISTORY
     lock: threading.RLock = attrs.field(factory=threading.RLock)
 
     @property
@@ -134,8 +138,13 @@ class App:
             at=now,
             detail={k: v for k, v in kwargs.items() if k != "source" and v is not None},
         )
+        if self.history is _NO_HISTORY:
+            self.history = deque(maxlen=HISTORY_SIZE)
         self.history.append(entry)
         return entry
+
+    def note_start(self, at: float) -> None:
+        self.starts = (*self.starts[1 - STARTS_KEPT:], at)
 
     def snapshot(self, with_history: bool = False) -> AppSnapshot:
         with self.lock:

@@ -39,6 +39,7 @@ from orchestratr.supervisor.states import (
     AppState,
     Source,
     Trigger,
+    allowed,
     build_machine,
 )
 
@@ -162,7 +163,7 @@ class Supervisor:
             self._cancel_restart(app)
             if source is not Source.restart:  # a person asking again resets the crash loop
                 app.crashes = 0
-                app.starts.clear()
+                app.starts = ()
             run = self._begin_launch(app, source)
             if run is None:
                 # Bringing its window forward would go here; no portable way on Linux yet.
@@ -330,7 +331,7 @@ class Supervisor:
             before = app.state
             app.last_entry = None
             try:
-                accepted = getattr(app, trigger.value)(source=source, **detail)
+                accepted = self._machine.fire(app, trigger, source=source, **detail)
             except MachineError:
                 accepted = False
             if not accepted:
@@ -339,7 +340,7 @@ class Supervisor:
             return app.last_entry is not None
 
     def _check(self, app: App, trigger: Trigger, source: Source, **detail: Any) -> None:
-        if not getattr(app, f"may_{trigger.value}")(source=source, **detail):
+        if not allowed(app.state, trigger, app, source=source, **detail):
             reason = REFUSALS.get((app.state, trigger), "")
             raise InvalidTransitionError(app.name, app.state.value, trigger.value, reason)
 
@@ -455,7 +456,7 @@ class Supervisor:
         with app.lock:
             app.spawning = False
             app.started = self._mono()
-            app.starts.append(app.started)
+            app.note_start(app.started)
             if app.run != run or app.state is not AppState.launching:
                 return self._spawned_late(app, spec, pid, born)
             if spec.detached:  # fire and forget, but reaped: no zombie, no handle kept

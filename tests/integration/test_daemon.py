@@ -16,6 +16,7 @@ import pytest
 from orchestratr.client import Client, OrchestratrClientError
 from orchestratr.errors import ConfigError
 from orchestratr.processes.tracker import group_members
+from orchestratr.registry import watch
 from orchestratr.supervisor.states import AppState, Source
 from tests.conftest import (
     DaemonProcess,
@@ -263,7 +264,13 @@ def test_the_daemon_cannot_be_made_to_stop_itself(config_dir: Path, start_daemon
 
 
 class TestHotReload:
-    def test_valid_edit_applies_within_a_second(self, config_dir: Path, in_process_daemon) -> None:
+    @pytest.mark.parametrize("backend", ["inotify", "watchdog"])
+    def test_valid_edit_applies_within_a_second(
+        self, config_dir: Path, in_process_daemon, monkeypatch: pytest.MonkeyPatch, backend: str
+    ) -> None:
+        """inotify on Linux; watchdog where inotify cannot be had (forced here)."""
+        if backend == "watchdog":
+            monkeypatch.setattr(watch, "_inotify_or_none", lambda _on_paths: None)
         with in_process_daemon() as running:
             sup = running.supervisor
             subscription = sup.bus.subscribe(accept=lambda e: e.type == "reloaded")
