@@ -64,7 +64,8 @@ class ConfigWatcher:
         self._dirty.set()
         if self._backend is not None:
             self._backend.stop()
-        self._thread.join(timeout=2)
+        if self._thread.is_alive():  # a daemon that failed to start never started it
+            self._thread.join(timeout=2)
 
     def changed(self, paths: list[Path]) -> None:
         """A backend saw these paths change: reload if one of them is ours."""
