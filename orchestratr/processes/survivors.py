@@ -65,11 +65,20 @@ def read(path: Path) -> list[Survivor]:
         return []
     survivors = []
     for entry in raw if isinstance(raw, list) else []:
-        with contextlib.suppress(TypeError, ValueError):
+        with contextlib.suppress(TypeError):
             survivor = Survivor(**entry)
-            if isinstance(survivor.pid, int) and isinstance(survivor.name, str):
+            if _well_typed(survivor):
                 survivors.append(survivor)
     return survivors
+
+
+def _well_typed(survivor: Survivor) -> bool:
+    """A hand-edited or damaged entry is dropped, never half-trusted."""
+    number = (int, float)
+    return (isinstance(survivor.name, str) and type(survivor.pid) is int
+            and isinstance(survivor.group, bool) and isinstance(survivor.ready, bool)
+            and isinstance(survivor.create_time, number)
+            and not isinstance(survivor.create_time, bool))
 
 
 def is_ours(survivor: Survivor, config_dir: Path) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import random
 import signal
@@ -602,3 +603,14 @@ def _live_members(pgid: int) -> list[psutil.Process]:
             if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
                 members.append(proc)
     return members
+
+
+def test_damaged_record_entries_are_dropped(tmp_path: Path) -> None:
+    """A hand-edited running.json: entries of the wrong shape are ignored, not trusted."""
+    path = tmp_path / "running.json"
+    good = {"name": "a", "pid": 4242, "group": True, "ready": False, "create_time": 1.5}
+    path.write_text(json.dumps([good, {**good, "create_time": "soon"}, {**good, "pid": "1"},
+                                {**good, "extra": 1}, ["a"], "junk"]))
+    assert survivors.read(path) == [survivors.Survivor(**good)]
+    path.write_text("{not json")
+    assert survivors.read(path) == []
