@@ -42,7 +42,7 @@ from orchestratr.paths import CONFIG_DIR_ENV, Paths
 from orchestratr.processes import survivors
 from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker
-from orchestratr.registry.load import ensure_config, load_registry
+from orchestratr.registry.load import ensure_config, load_registry, load_without_config
 from orchestratr.registry.model import Registry
 from orchestratr.registry.runtime import RuntimeApps
 from orchestratr.registry.watch import ConfigWatcher
@@ -74,6 +74,7 @@ class Daemon:
         self.started = threading.Event()  # set once every part is up
         self._runtime = RuntimeApps(self.paths.registered_file)
         self._files = Registry()  # the config files' last good registry, before registrations
+        self._record = survivors.Recorder(self.paths.running_file, list)  # replaced at start
 
     def run(self) -> int:
         """Run in the foreground until SIGTERM or SIGINT; return the exit status."""
@@ -102,7 +103,7 @@ class Daemon:
         with self._reload_lock:
             started = time.monotonic()
             try:
-                self._files = load_registry(self.paths)
+                self._files = load_registry(self.paths, previous=self._files)
             except ConfigError as exc:
                 _log_problems(exc.warnings, exc.errors)
                 self.supervisor.bus.publish("reload_failed", source=source.value,
@@ -152,9 +153,15 @@ class Daemon:
         return snapshot
 
     def _apply(self, registry: Registry, source: Source, announce: bool = True) -> None:
+        """Swap in ``registry``; adopt the survivors whose app it brings back before any
+        ``autostart`` app it adds is launched (a registration launches its own)."""
         assert self.supervisor is not None
         set_level(registry.settings.log_level)
-        self.supervisor.apply_registry(registry, source, autostart=announce, announce=announce)
+        added = self.supervisor.apply_registry(registry, source, autostart=False,
+                                               announce=announce)
+        self._resume_survivors()
+        if announce:
+            self.supervisor.autostart(source, added)
         if self.hotkeys is not None:
             self.hotkeys.configure(registry.settings.leader_key,
                                    registry.settings.chord_timeout_ms)
@@ -174,6 +181,7 @@ class Daemon:
         # ids from the wall clock in µs keep growing across restarts (see EventBus)
         bus = EventBus(first_id=time.time_ns() // 1000)
         self.supervisor = supervisor = Supervisor(launcher, bus)
+        self._record = record = survivors.Recorder(self.paths.running_file, supervisor.running)
         port = self.options.port if self.options.port is not None else registry.settings.api_port
         settings = registry.settings
         self.hotkeys = hotkeys = HotkeyService(
@@ -190,10 +198,13 @@ class Daemon:
             if startup_errors:
                 _log_problems(startup_errors.warnings, startup_errors.errors)
                 log.error("config_invalid_at_startup", errors=len(startup_errors.errors),
-                          hint="starting with no apps; fix the file and it reloads by itself")
+                          hint="starting with the default settings and the apps of apps.d/ "
+                               "and registered.json only; fix config.yml and it reloads "
+                               "by itself")
             _log_problems(list(registry.warnings), list(registry.skipped) + registry_problems)
             supervisor.apply_registry(registry, Source.daemon, autostart=False)
             self.api.start()  # before any app starts, so apps find the port file
+            record.start(bus)
             self._resume_survivors()
             supervisor.autostart(Source.daemon)
             watcher.start()
@@ -216,21 +227,42 @@ class Daemon:
             watcher.stop()
             self.api.stop()
             supervisor.shutdown(stop_apps=supervisor.registry.settings.stop_apps_on_exit)
-            left = survivors.save(self.paths.running_file, supervisor.running())
+            left = record.stop()
             tracker.stop()
             log.info("daemon_stopped", apps_left_running=left)
             stop_logging()
         return 0
 
     def _resume_survivors(self) -> None:
-        """Adopt the apps a previous daemon left running, so none is launched twice."""
+        """Adopt the apps a previous daemon left running, so none is launched twice.
+
+        A survivor whose app is not in the registry (config.yml broken at start-up, or the app
+        removed meanwhile) waits, still recorded, until a reload brings its app back.
+        """
         assert self.supervisor is not None
-        for survivor in survivors.load(self.paths.running_file):
-            try:
-                self.supervisor.resume(survivor.name, survivor.pid, survivor.group,
-                                       survivor.ready)
-            except OrchestratrError as exc:
-                log.warning("resume_failed", app=survivor.name, pid=survivor.pid, error=str(exc))
+        if not self._record.pending:
+            return
+        waiting = []
+        for survivor in self._record.pending:
+            if not survivors.is_ours(survivor, self.paths.config_dir):
+                log.info("survivor_gone", app=survivor.name, pid=survivor.pid)
+            elif self.supervisor.registry.get(survivor.name) is None:
+                waiting.append(survivor)
+            else:
+                self._resume(survivor)
+        if waiting:
+            log.warning("survivors_waiting", apps=[s.name for s in waiting],
+                        hint="still running, but not in the configuration: adopted once "
+                             "they are back in it")
+        self._record.set_pending(waiting)
+
+    def _resume(self, survivor: survivors.Survivor) -> None:
+        assert self.supervisor is not None
+        try:
+            self.supervisor.resume(survivor.name, survivor.pid, survivor.group,
+                                   survivor.ready, survivor.create_time)
+        except OrchestratrError as exc:
+            log.warning("resume_failed", app=survivor.name, pid=survivor.pid, error=str(exc))
 
     def _reload_quietly(self) -> None:
         """The watcher's callback: errors are already logged, and the old registry stays."""
@@ -241,12 +273,13 @@ class Daemon:
 
 
 def _initial_registry(paths: Paths) -> tuple[Registry, ConfigError | None]:
-    """The registry to start with. An invalid config still starts the daemon, with no apps,
-    and the watcher picks up the fix (the Go orchestratr stayed empty until restarted)."""
+    """The registry to start with. An invalid config.yml still starts the daemon, with the
+    default settings and the valid drop-ins, and the watcher picks up the fix (the Go
+    orchestratr stayed empty until restarted)."""
     try:
         return load_registry(paths), None
     except ConfigError as exc:
-        return Registry(), exc
+        return load_without_config(paths), exc
 
 
 def _log_problems(warnings: list[str], errors: list[str]) -> None:

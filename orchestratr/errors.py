@@ -36,6 +36,14 @@ class NoSuchProcessError(BadRequestError):
     """An app announced a pid that is not running."""
 
 
+class UnadoptablePidError(BadRequestError):
+    """A pid orchestratr must never track as an app: stopping the app would signal it.
+
+    pid 0 and 1, the daemon itself and its ancestors (the shell or service manager that
+    started it) are refused, so ``stop`` can never make the daemon kill itself or its session.
+    """
+
+
 class UnknownAppError(OrchestratrError):
     """No app with that name (or chord) is registered."""
 

@@ -12,10 +12,12 @@ import os
 from pathlib import Path
 
 import attrs
-import platformdirs
 
 APP_NAME = "orchestratr"
 CONFIG_DIR_ENV = "ORCHESTRATR_CONFIG_DIR"
+# Set in every app's environment (with CONFIG_DIR_ENV): a daemon restarted after a crash
+# recognises the processes it may adopt by these two, which children inherit.
+APP_ENV = "ORCHESTRATR_APP"
 
 
 @attrs.frozen
@@ -32,6 +34,8 @@ class Paths:
         if chosen:
             root = Path(chosen).expanduser().absolute()
             return cls(config_dir=root, log_dir=root / "logs")
+        import platformdirs  # only here: with an explicit config dir it is never loaded
+
         return cls(
             config_dir=platformdirs.user_config_path(APP_NAME),
             log_dir=platformdirs.user_log_path(APP_NAME),

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from orchestratr.daemon import Daemon, DaemonOptions
+from orchestratr.paths import CONFIG_DIR_ENV
 from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker
 from orchestratr.registry.model import AppSpec, Registry
@@ -85,13 +86,16 @@ def kill_apps_of(config_dir: Path) -> None:
 
 @pytest.fixture
 def make_supervisor(tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
-    """Build a Supervisor over real processes with the given apps; every app is killed after."""
+    """Build a Supervisor over real processes with the given apps; every app is killed after.
+    Apps are marked as a daemon's on config dir ``tmp_path`` (see processes/survivors.py)."""
     made: list[tuple[Supervisor, ProcessTracker]] = []
 
     def make(*apps: AppSpec) -> Supervisor:
         tracker = ProcessTracker()
         tracker.start()
-        sup = Supervisor(ProcessLauncher(tmp_path / "logs", tracker, shell="/bin/sh"))
+        launcher = ProcessLauncher(tmp_path / "logs", tracker, shell="/bin/sh",
+                                   extra_env={CONFIG_DIR_ENV: str(tmp_path)})
+        sup = Supervisor(launcher)
         sup.apply_registry(Registry(apps=apps))
         made.append((sup, tracker))
         return sup

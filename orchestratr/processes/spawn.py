@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from orchestratr.errors import LaunchError
+from orchestratr.paths import APP_ENV
 from orchestratr.processes import readiness
 from orchestratr.processes.tracker import ProcessTracker
 from orchestratr.registry.model import AppSpec
@@ -75,8 +76,13 @@ class ProcessLauncher:
             proc, output = self._spawned.pop(pid)
         self._tracker.watch_child(proc, on_exit, output)
 
-    def adopt(self, pid: int, on_exit: OnExit, group: bool = False) -> None:
-        self._tracker.watch_pid(pid, on_exit, group)
+    def reap(self, pid: int) -> None:
+        with self._lock:
+            proc, _ = self._spawned.pop(pid)
+        self._tracker.reap(proc)
+
+    def adopt(self, pid: int, on_exit: OnExit, group: bool = False) -> float:
+        return self._tracker.watch_pid(pid, on_exit, group)
 
     def same_group(self, pid: int, leader: int) -> bool:
         try:
@@ -101,7 +107,9 @@ class ProcessLauncher:
         )
 
     def _env(self, spec: AppSpec) -> dict[str, str]:
-        return {**os.environ, **self._extra_env, "ORCHESTRATR_APP": spec.name, **spec.env}
+        """The daemon's environment, the app's ``env``, then the markers that a restarted
+        daemon checks before adopting a process (so an app's ``env`` cannot override them)."""
+        return {**os.environ, **spec.env, **self._extra_env, APP_ENV: spec.name}
 
     def _cwd(self, spec: AppSpec) -> str | None:
         if spec.cwd is None:

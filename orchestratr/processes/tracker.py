@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import attrs
 import structlog
 
-from orchestratr.errors import NoSuchProcessError
+from orchestratr.errors import NoSuchProcessError, UnadoptablePidError
 from orchestratr.supervisor.launcher import OnExit, ProcessExit
 
 if TYPE_CHECKING:
@@ -101,23 +101,28 @@ class ProcessTracker:
         watch = _Watch(popen.pid, on_exit, popen, group=True, output=output)
         self._add(watch, [popen.pid])
 
-    def watch_pid(self, pid: int, on_exit: OnExit, group: bool = False) -> None:
-        """Watch a process we did not spawn (or its whole group, led by ``pid``).
+    def watch_pid(self, pid: int, on_exit: OnExit, group: bool = False) -> float:
+        """Watch a process we did not spawn (or its whole group, led by ``pid``); return its
+        create time (a group's: its oldest live member's).
 
         Raises:
             NoSuchProcessError: it is not running.
+            UnadoptablePidError: pid 0 or 1, the daemon itself or one of its ancestors.
         """
         import psutil
 
+        check_adoptable(pid, group)
         if group:
-            members = _group_members(pid)
+            members = group_members(pid)
             if not members:
                 raise NoSuchProcessError(f"no running process in group {pid}")
+            born = min(_create_time(member) for member in members)
             self._add(_Watch(pid, on_exit, None, group=True), members)
-            return
+            return born
         try:
             proc = psutil.Process(pid)
             alive = proc.status() != psutil.STATUS_ZOMBIE
+            born = proc.create_time()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             alive = False
         if not alive:
@@ -125,6 +130,12 @@ class ProcessTracker:
         self._add(_Watch(pid, on_exit, None, group=False), [pid])
         if not proc.is_running():  # died or was replaced while we set up the watch
             self._member_gone(pid)
+        return born
+
+    def reap(self, popen: subprocess.Popen[bytes]) -> None:
+        """Wait for a child we do not track (a detached app) so it leaves no zombie behind;
+        its group and its exit are nobody's concern."""
+        self._add(_Watch(popen.pid, _ignore_exit, popen, group=False), [popen.pid])
 
     def terminate(self, pid: int, group: bool, grace_s: float) -> None:
         """SIGTERM now; SIGKILL after ``grace_s`` unless the watch has ended by then."""
@@ -212,7 +223,7 @@ class ProcessTracker:
                 watch.leader_exited_at = time.monotonic()
             if watch.members:
                 return
-            while watch.group and (members := _group_members(watch.pid)):
+            while watch.group and (members := group_members(watch.pid)):
                 if any([self._open(watch, member) for member in members]):
                     return
             if watch.leader_exited_at is not None:
@@ -272,7 +283,41 @@ def describe_exit(code: int | None, lingered: bool = False) -> str:
     return f"exited with status {code}{hint}"
 
 
-def _group_members(pgid: int) -> list[int]:
+def check_adoptable(pid: int, group: bool = False) -> None:
+    """Refuse a pid whose stop would signal the daemon, its session or the whole system.
+
+    Raises:
+        UnadoptablePidError: pid 0 or 1, the daemon, one of its ancestors, or (for a group)
+            the daemon's own process group or session.
+    """
+    import psutil
+
+    if pid <= 1:
+        raise UnadoptablePidError(f"pid {pid} cannot be an app's process")
+    daemon = psutil.Process()
+    if pid == daemon.pid:
+        raise UnadoptablePidError(f"pid {pid} is the orchestratr daemon itself")
+    if pid in {parent.pid for parent in daemon.parents()}:
+        raise UnadoptablePidError(
+            f"pid {pid} is an ancestor of the orchestratr daemon (pid {daemon.pid})")
+    if group and pid in (os.getpgid(0), os.getsid(0)):
+        raise UnadoptablePidError(f"group {pid} is the orchestratr daemon's own")
+
+
+def _create_time(pid: int) -> float:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return time.time()  # gone meanwhile: its exit is reported through the watch
+
+
+def _ignore_exit(_exit: ProcessExit) -> None:
+    """The exit of a reaped (untracked) child concerns nobody."""
+
+
+def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of the process group ``pgid``."""
     try:
         os.killpg(pgid, 0)

@@ -3,9 +3,11 @@
 Rules (see the README's "Configuration" section):
 
 * config.yml is authoritative: any problem in it fails the whole load, and the caller keeps its
-  last good registry.
+  last good registry. At start-up there is none: ``load_without_config`` then gives the
+  default settings and the apps.d files alone.
 * Each apps.d file is one app. A broken file is skipped (reported in ``Registry.skipped``) and
-  never blocks the others. A drop-in that clashes with config.yml on name or chord loses, with a
+  never blocks the others; a file that loaded before keeps its last good app until it is
+  fixed or deleted (bad input loses nothing: the app stays launchable). A drop-in that clashes with config.yml on name or chord loses, with a
   warning naming both. Drop-ins that clash with each other are all rejected.
 * Unknown fields are warnings that name the closest known field.
 """
@@ -25,7 +27,13 @@ from orchestratr.convert import converter, describe_errors
 from orchestratr.errors import ConfigError
 from orchestratr.paths import Paths
 from orchestratr.registry.model import APP_FIELDS, SETTINGS_FIELDS, AppSpec, Registry, Settings
-from orchestratr.registry.validate import check_app, check_settings, unknown_fields
+from orchestratr.registry.validate import (
+    app_warnings,
+    check_app,
+    check_settings,
+    go_defaults,
+    unknown_fields,
+)
 
 DEFAULT_CONFIG = """\
 # orchestratr configuration. Edits are applied within a second; an invalid edit is
@@ -76,16 +84,36 @@ def ensure_config(paths: Paths) -> bool:
     return True
 
 
-def load_registry(paths: Paths) -> Registry:
-    """Read and validate everything. Raises ConfigError when config.yml itself is invalid."""
+def load_registry(paths: Paths, previous: Registry | None = None) -> Registry:
+    """Read and validate everything. Raises ConfigError when config.yml itself is invalid.
+
+    ``previous`` is the registry the files gave last time: an apps.d file that was in it and
+    is broken now keeps its app from there.
+    """
     errors: list[str] = []
     warnings: list[str] = []
     raw = _read_yaml(paths.config_file, "config.yml", errors)
     settings, config_apps = _load_config(raw, errors, warnings)
     if errors:
         raise ConfigError(errors, warnings)
+    return _with_drop_ins(paths, settings, config_apps, warnings, previous)
+
+
+def load_without_config(paths: Paths) -> Registry:
+    """The registry to start with when config.yml is invalid and nothing was loaded before:
+    default settings and the apps.d files, so one typo does not take every app away."""
+    return _with_drop_ins(paths, Settings(), [], [], None)
+
+
+def _with_drop_ins(
+    paths: Paths,
+    settings: Settings,
+    config_apps: list[AppSpec],
+    warnings: list[str],
+    previous: Registry | None,
+) -> Registry:
     skipped: list[str] = []
-    drop_ins = _load_drop_ins(paths.apps_dir, skipped, warnings)
+    drop_ins = _load_drop_ins(paths.apps_dir, skipped, warnings, previous)
     apps = config_apps + _merge(config_apps, drop_ins, skipped, warnings)
     return Registry(
         settings=settings, apps=tuple(apps), warnings=tuple(warnings), skipped=tuple(skipped)
@@ -163,13 +191,15 @@ def structure_app(
         return None
     name = entry.get("name")
     where = f"{label} ({name})" if isinstance(name, str) and name else label
-    warnings += [f"{where}: {f}: {m}" for f, m in unknown_fields(entry, APP_FIELDS)]
-    fields = {k: v for k, v in _drop_nulls(entry).items() if k in APP_FIELDS}
+    notes = unknown_fields(entry, APP_FIELDS)
+    fields, legacy = go_defaults({k: v for k, v in _drop_nulls(entry).items() if k in APP_FIELDS})
     problems = _type_problems(fields)
     bad = {field.partition(".")[0] for field, _ in problems}
     spec = _structure_or_none({**fields, "source": source}, bad)
     if spec is not None:
         problems += [(f, m) for f, m in check_app(spec) if f not in bad]
+        notes += legacy + app_warnings(spec)
+    warnings += [f"{where}: {field}: {msg}" for field, msg in notes]
     errors += [f"{where}: {field}: {msg}" for field, msg in problems]
     return None if problems else spec
 
@@ -199,18 +229,28 @@ def _drop_nulls(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if v is not None}
 
 
-def _load_drop_ins(apps_dir: Path, skipped: list[str], warnings: list[str]) -> list[_Candidate]:
+def _load_drop_ins(
+    apps_dir: Path, skipped: list[str], warnings: list[str], previous: Registry | None
+) -> list[_Candidate]:
     candidates = []
     for path in app_files(apps_dir):
         label = f"apps.d/{path.name}"
         errors: list[str] = []
         raw = _read_yaml(path, label, errors)
         spec = None if errors else structure_app(raw, label, label, errors, warnings)
-        if spec is None:
-            skipped += [f"{e} (file skipped)" for e in errors]
-        else:
+        last_good = None if spec or previous is None else _from_file(previous, label)
+        if spec is not None:
             candidates.append(_Candidate(label, spec))
+        elif last_good is not None:
+            skipped += [f"{e} (its last good version stays active)" for e in errors]
+            candidates.append(_Candidate(label, last_good))
+        else:
+            skipped += [f"{e} (file skipped)" for e in errors]
     return candidates
+
+
+def _from_file(registry: Registry, label: str) -> AppSpec | None:
+    return next((app for app in registry.apps if app.source == label), None)
 
 
 def _merge(

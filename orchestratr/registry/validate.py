@@ -6,9 +6,11 @@ a problem is in.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable
+from typing import Any
+
+import attrs
 
 from orchestratr.hotkeys.keys import parse_leader
 from orchestratr.registry.model import AppSpec, Settings
@@ -18,8 +20,12 @@ KEY_NAMES = frozenset(
     [f"f{i}" for i in range(1, 13)]
     + "tab enter backspace delete insert home end pageup pagedown up down left right".split()
 )
-# `?` shows the chord table, space and escape are what the leader listens for to cancel.
-RESERVED_CHORDS = frozenset({"?", "space", " ", "escape"})
+# `?` shows the chord table, space cancels the leader.
+RESERVED_CHORDS = frozenset({"?", "space", " "})
+# Chords the Go orchestratr accepted that can never fire: still loaded, with a warning.
+DEAD_CHORDS = {"escape": "Escape cancels the leader, so this chord can never fire "
+                         "(POST /trigger still launches the app)"}
+DEFAULT_READY_TIMEOUT_MS: int = attrs.fields(AppSpec).ready_timeout_ms.default
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_LEASE_S = 86400.0  # a day; beyond that a lease says nothing
 
@@ -51,6 +57,27 @@ def check_app(spec: AppSpec) -> list[Problem]:
     return problems
 
 
+def app_warnings(spec: AppSpec) -> list[Problem]:
+    """What is wrong with a valid app but did not stop the Go orchestratr from loading it."""
+    dead = DEAD_CHORDS.get(spec.chord.casefold()) if spec.chord else None
+    return [("chord", f"chord {spec.chord!r}: {dead}")] if dead else []
+
+
+def go_defaults(fields: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """Values the Go orchestratr read as "the default", replaced by it, each with a warning.
+
+    ``ready_timeout_ms: 0`` (or negative) meant 5000 ms there; taken literally it would time
+    out at once (or reject the manifest).
+    """
+    timeout = fields.get("ready_timeout_ms")
+    if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout <= 0:
+        note = (f"{timeout} means the default, {DEFAULT_READY_TIMEOUT_MS} ms "
+                "(as it did for the Go orchestratr)")
+        fields = {**fields, "ready_timeout_ms": DEFAULT_READY_TIMEOUT_MS}
+        return fields, [("ready_timeout_ms", note)]
+    return fields, []
+
+
 def check_settings(settings: Settings) -> list[Problem]:
     problems: list[Problem] = []
     if not 0 <= settings.api_port <= 65535:
@@ -70,6 +97,8 @@ def unknown_fields(keys: Iterable[str], known: frozenset[str]) -> list[Problem]:
     """Fields we do not know, each with the closest known one (newer manifests must still load)."""
     problems = []
     for key in sorted(set(keys) - known):
+        import difflib  # only for a manifest with an unknown field: a rare, small cost
+
         close = difflib.get_close_matches(key, sorted(known), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         problems.append((key, f"unknown field, ignored{hint}"))
@@ -80,7 +109,7 @@ def _chord_problems(chord: str) -> list[str]:
     key = chord.casefold()
     if key in RESERVED_CHORDS:
         return [f"chord {chord!r} is reserved"]
-    if len(chord) == 1 or key in KEY_NAMES:
+    if len(chord) == 1 or key in KEY_NAMES or key in DEAD_CHORDS:
         return []
     return [
         f"chord {chord!r} is not one character or a known key name "

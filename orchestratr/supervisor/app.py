@@ -19,6 +19,10 @@ from orchestratr.registry.model import AppSpec
 from orchestratr.supervisor.states import AppState, Source, Trigger
 
 HISTORY_SIZE = 100
+STARTS_KEPT = 16  # the crash-loop check looks at the last few starts only
+# What an app that never moved holds instead of its own deque (about 600 bytes each, a tenth
+# of an idle app's cost): ``apply`` replaces it at the first transition, nothing appends to it.
+_NO_HISTORY: deque[HistoryEntry] = deque(maxlen=0)
 
 
 @attrs.frozen
@@ -50,8 +54,9 @@ class AppSnapshot:
 
     spec: AppSpec
     state: AppState
-    pid: int | None
+    pid: int | None  # for a group: the group's id (its first leader's pid), see App.pid
     group: bool  # pid leads the app's own process group
+    started_at: float | None  # wall clock: when the tracked process (group) was created
     launched_at: float | None
     ready_at: float | None
     error: str | None
@@ -65,13 +70,18 @@ class AppSnapshot:
         return self.spec.name
 
 
-@attrs.define(slots=False, eq=False)  # transitions adds trigger methods to the instance
+@attrs.define(eq=False)  # slots: AppMachine binds no methods to the instance
 class App:
     spec: AppSpec
     clock: Callable[[], float]  # wall clock, for `at` and the *_at fields
     state: AppState = AppState.stopped
+    # The tracked process; for a group we spawned, the group's id. That is the pid of the
+    # group's first process, which may have exited (a launcher script) while the group lives
+    # on: the id stays right for signalling the group, and no new process can take that
+    # number while any member of the group is alive.
     pid: int | None = None
     group: bool = False  # pid leads a process group we spawned (signal the group)
+    started_at: float | None = None  # wall clock: when that process (group) was created
     launched_at: float | None = None
     ready_at: float | None = None
     error: str | None = None
@@ -79,7 +89,7 @@ class App:
     spawning: bool = False  # a spawn is in flight: its process will belong to this app
     run: int = 0  # bumped on every spawn/adopt so callbacks from an older process are ignored
     started: float = 0.0  # monotonic time of the last spawn
-    starts: deque[float] = attrs.field(factory=lambda: deque(maxlen=16))
+    starts: tuple[float, ...] = ()  # monotonic times of the last STARTS_KEPT spawns
     crashes: int = 0  # consecutive unexpected exits, for the restart backoff
     relaunch: bool = False  # a restart is waiting for the stop to finish
     last_entry: HistoryEntry | None = None  # what the last trigger recorded (None: internal)
@@ -88,7 +98,7 @@ class App:
     lease_secs: float | None = None  # the lease held in this run (None: no heartbeats expected)
     deadline: float | None = None  # monotonic: the lease's end, or the grace period's
     monotonic: Callable[[], float] = time.monotonic
-    history: deque[HistoryEntry] = attrs.field(factory=lambda: deque(maxlen=HISTORY_SIZE))
+    history: deque[HistoryEntry] = _NO_HISTORY
     lock: threading.RLock = attrs.field(factory=threading.RLock)
 
     @property
@@ -116,7 +126,7 @@ class App:
             if event.transition.source != AppState.unresponsive.name or self.ready_at is None:
                 self.ready_at = now  # a revived app has been ready since it first said so
         elif self.state in (AppState.stopped, AppState.failed):
-            self.pid = None
+            self.pid = self.started_at = None
             self.group = False
             self.launched_at = self.ready_at = None
             self.error = kwargs.get("error") if self.state is AppState.failed else None
@@ -128,8 +138,13 @@ class App:
             at=now,
             detail={k: v for k, v in kwargs.items() if k != "source" and v is not None},
         )
+        if self.history is _NO_HISTORY:
+            self.history = deque(maxlen=HISTORY_SIZE)
         self.history.append(entry)
         return entry
+
+    def note_start(self, at: float) -> None:
+        self.starts = (*self.starts[1 - STARTS_KEPT:], at)
 
     def snapshot(self, with_history: bool = False) -> AppSnapshot:
         with self.lock:
@@ -138,6 +153,7 @@ class App:
                 state=self.state,
                 pid=self.pid,
                 group=self.group,
+                started_at=self.started_at,
                 launched_at=self.launched_at,
                 ready_at=self.ready_at,
                 error=self.error,

@@ -8,6 +8,7 @@ the trigger that records its outcome (``launch`` -> spawn -> ``spawned`` or ``sp
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +19,13 @@ import attrs
 import structlog
 from transitions import EventData, MachineError
 
-from orchestratr.errors import InvalidTransitionError, LaunchError, UnknownAppError
+from orchestratr.errors import (
+    ConflictError,
+    InvalidTransitionError,
+    LaunchError,
+    OrchestratrError,
+    UnknownAppError,
+)
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
 from orchestratr.supervisor.app import App, AppSnapshot, HistoryEntry
 from orchestratr.supervisor.bus import EventBus
@@ -32,6 +39,7 @@ from orchestratr.supervisor.states import (
     AppState,
     Source,
     Trigger,
+    allowed,
     build_machine,
 )
 
@@ -42,6 +50,10 @@ STABLE_AFTER_S = 10.0  # an app up this long has its restart backoff reset
 CRASH_WINDOW_S = 10.0  # systemd's StartLimitIntervalSec ...
 CRASH_BURST = 5  # ... and StartLimitBurst
 MAX_BACKOFF_S = 30.0
+# Shutdown with stop_apps_on_exit: SIGKILL at min(stop_timeout_ms, this), and wait this long
+# in all for the exits, so the whole daemon still stops in under 2 s.
+SHUTDOWN_GRACE_S = 1.0
+SHUTDOWN_WAIT_S = 1.5
 
 
 @attrs.frozen
@@ -71,6 +83,7 @@ class Supervisor:
         self._wall = wall
         self._lock = threading.RLock()  # the apps dict and the registry; taken before app locks
         self._apps: dict[str, App] = {}
+        self._roster: tuple[App, ...] = ()  # _apps' values, replaced whole: read without locks
         self._registry = Registry()
         self._machine = build_machine([self._on_transition])
         self._leases = LeaseClock(self._expire_leases, monotonic)
@@ -150,7 +163,7 @@ class Supervisor:
             self._cancel_restart(app)
             if source is not Source.restart:  # a person asking again resets the crash loop
                 app.crashes = 0
-                app.starts.clear()
+                app.starts = ()
             run = self._begin_launch(app, source)
             if run is None:
                 # Bringing its window forward would go here; no portable way on Linux yet.
@@ -162,22 +175,26 @@ class Supervisor:
         """SIGTERM the app's group (SIGKILL after ``stop_timeout_ms``). Stopped apps stay so."""
         app = self._app(name)
         with app.lock:
-            self._cancel_restart(app)
-            app.relaunch = False
-            moved = self._fire(app, Trigger.stop, source)
-            self._cancel_probe(app)
-            if app.state is AppState.stopping and app.pid is not None:
-                # also when already stopping: the app may have announced its exit and hung
-                self._launcher.terminate(app.pid, app.group, app.spec.stop_timeout_ms / 1000)
-            elif moved and app.state is AppState.stopped:
-                app.run += 1
+            self._stop(app, source)
             return app.snapshot()
+
+    def _stop(self, app: App, source: Source) -> None:
+        """``stop`` with the app's lock held (taking no other lock: see ``restart``)."""
+        self._cancel_restart(app)
+        app.relaunch = False
+        moved = self._fire(app, Trigger.stop, source)
+        self._cancel_probe(app)
+        if app.state is AppState.stopping and app.pid is not None:
+            # also when already stopping: the app may have announced its exit and hung
+            self._launcher.terminate(app.pid, app.group, self._grace_s(app.spec))
+        elif moved and app.state is AppState.stopped:
+            app.run += 1
 
     def restart(self, name: str, source: Source) -> AppSnapshot:
         """Stop the app if it runs, then launch it once its processes are gone."""
         app = self._app(name)
-        with app.lock:
-            self.stop(name, source)
+        with app.lock:  # never take the supervisor's lock under it: apply_registry nests them
+            self._stop(app, source)
             if app.state in (AppState.stopping, AppState.launching):
                 app.relaunch = True
                 return app.snapshot()
@@ -192,18 +209,27 @@ class Supervisor:
         with app.lock:
             self._check(app, Trigger.notify_launched, source, pid=pid)
             if pid is not None and not self._owns(app, pid):
+                self._refuse_second_process(app, pid)
                 self._adopt(app, pid, group=False)
             self._fire(app, Trigger.notify_launched, source, pid=pid, lease_secs=lease_secs)
             if lease_secs is not None:
                 self._hold_lease(app, lease_secs)
             return app.snapshot()
 
-    def resume(self, name: str, pid: int, group: bool, ready: bool) -> AppSnapshot:
-        """Take over an app a previous daemon left running."""
+    def resume(
+        self, name: str, pid: int, group: bool, ready: bool, started_at: float | None = None
+    ) -> AppSnapshot:
+        """Take over an app a previous daemon left running (``started_at``: when its process
+        was created, as that daemon recorded it).
+
+        Raises:
+            ConflictError: the app already runs here. NoSuchProcessError: the process is gone.
+        """
         app = self._app(name)
         with app.lock:
-            self._check(app, Trigger.notify_launched, Source.daemon, pid=pid)
-            self._adopt(app, pid, group)
+            if app.state not in (AppState.stopped, AppState.failed):
+                raise ConflictError(f"app {name!r} is already {app.state.value} here")
+            self._adopt(app, pid, group, started_at)
             self._fire(app, Trigger.notify_launched, Source.daemon, pid=pid, resumed=True)
             if ready:
                 self._fire(app, Trigger.notify_ready, Source.daemon)
@@ -250,8 +276,13 @@ class Supervisor:
             self._fire(app, Trigger.revive, source)
             return app.snapshot()
 
-    def shutdown(self, stop_apps: bool, timeout_s: float = 10.0) -> None:
-        """Cancel pending restarts; with ``stop_apps``, stop every app and wait for them."""
+    def shutdown(self, stop_apps: bool) -> list[str]:
+        """Cancel pending restarts and probes; with ``stop_apps``, stop every app, bounded.
+
+        Each app gets SIGTERM, then SIGKILL at min(its ``stop_timeout_ms``, SHUTDOWN_GRACE_S);
+        the exits are awaited for at most SHUTDOWN_WAIT_S, while the tracker still runs (it
+        sends the SIGKILLs). Returns the names of the apps still running after that.
+        """
         self._closing = True
         self._leases.stop()
         with self._lock:
@@ -260,18 +291,33 @@ class Supervisor:
             with app.lock:
                 self._cancel_restart(app)
                 self._cancel_probe(app)
-        if not stop_apps:
-            return
-        for app in apps:
-            self._try(self.stop, app.name, Source.daemon)
-        deadline = self._mono() + timeout_s
-        alive = {AppState.stopping, *ALIVE}
-        subscription = self.bus.subscribe()
+        if stop_apps:
+            deadline = self._mono() + SHUTDOWN_WAIT_S
+            for app in apps:
+                self._try(self.stop, app.name, Source.daemon)
+            self._wait_stopped(apps, deadline)
+        left = [app.name for app in apps if app.pid is not None]
+        if stop_apps and left:
+            log.warning("apps_left_running", apps=left, waited_s=SHUTDOWN_WAIT_S)
+        return left
+
+    def _wait_stopped(self, apps: list[App], deadline: float) -> None:
+        """Block on the event bus until no app of ``apps`` has a process, or ``deadline``."""
+        subscription = self.bus.subscribe(accept=lambda event: event.type == "state")
         try:
-            while any(a.state in alive for a in apps) and self._mono() < deadline:
-                subscription.get(timeout=0.05)
+            while any(a.pid is not None or a.spawning for a in apps):
+                wait = deadline - self._mono()
+                if wait <= 0:
+                    return
+                subscription.get(timeout=min(wait, 0.05))
         finally:
             subscription.close()
+
+    def _grace_s(self, spec: AppSpec) -> float:
+        """How long a stopped app may take before SIGKILL: its own stop timeout, capped
+        while the daemon shuts down."""
+        grace = spec.stop_timeout_ms / 1000
+        return min(grace, SHUTDOWN_GRACE_S) if self._closing else grace
 
     # ------------------------------------------------------------ transitions
 
@@ -285,7 +331,7 @@ class Supervisor:
             before = app.state
             app.last_entry = None
             try:
-                accepted = getattr(app, trigger.value)(source=source, **detail)
+                accepted = self._machine.fire(app, trigger, source=source, **detail)
             except MachineError:
                 accepted = False
             if not accepted:
@@ -294,7 +340,7 @@ class Supervisor:
             return app.last_entry is not None
 
     def _check(self, app: App, trigger: Trigger, source: Source, **detail: Any) -> None:
-        if not getattr(app, f"may_{trigger.value}")(source=source, **detail):
+        if not allowed(app.state, trigger, app, source=source, **detail):
             reason = REFUSALS.get((app.state, trigger), "")
             raise InvalidTransitionError(app.name, app.state.value, trigger.value, reason)
 
@@ -308,7 +354,8 @@ class Supervisor:
         self._follow_lease(app, entry)
         self.bus.publish("state", app=app.name, **entry.fields())
         previous = app.history[-2].at if len(app.history) > 1 else None
-        log.info(
+        log.log(
+            _log_level(entry),
             "app_transition",
             app=app.name,
             src=entry.src.value,
@@ -385,7 +432,7 @@ class Supervisor:
         if app.state is AppState.stopping:
             app.relaunch = True
             assert app.pid is not None
-            self._launcher.terminate(app.pid, app.group, app.spec.stop_timeout_ms / 1000)
+            self._launcher.terminate(app.pid, app.group, self._grace_s(app.spec))
         elif app.state is AppState.failed:
             app.run += 1  # its process is left alone, and its exit no longer concerns the app
 
@@ -400,7 +447,7 @@ class Supervisor:
         return app.run
 
     def _spawn(self, app: App, run: int, spec: AppSpec, source: Source) -> AppSnapshot:
-        started = self._mono()
+        started, born = self._mono(), self._wall()
         try:
             pid = self._launcher.spawn(spec)
         except LaunchError as exc:
@@ -409,14 +456,16 @@ class Supervisor:
         with app.lock:
             app.spawning = False
             app.started = self._mono()
-            app.starts.append(app.started)
+            app.note_start(app.started)
             if app.run != run or app.state is not AppState.launching:
-                return self._spawned_late(app, run, spec, pid)
-            self._fire(app, Trigger.spawned, source, pid=pid, detached=spec.detached or None,
-                       spawn_ms=spawn_ms)
-            if spec.detached:
+                return self._spawned_late(app, spec, pid, born)
+            if spec.detached:  # fire and forget, but reaped: no zombie, no handle kept
+                self._launcher.reap(pid)
+                self._fire(app, Trigger.spawned, source, pid=pid, detached=True,
+                           spawn_ms=spawn_ms)
                 return app.snapshot()
-            app.group = True
+            app.group, app.started_at = True, born
+            self._fire(app, Trigger.spawned, source, pid=pid, spawn_ms=spawn_ms)
             self._launcher.track(pid, partial(self._on_exit, app, run))
             if spec.ready_cmd:
                 app.cancel_probe = self._launcher.probe_ready(
@@ -442,22 +491,23 @@ class Supervisor:
         log.error("launch_failed", app=app.name, source=source.value, error=error)
         raise LaunchError(error)
 
-    def _spawned_late(self, app: App, run: int, spec: AppSpec, pid: int) -> AppSnapshot:
+    def _spawned_late(self, app: App, spec: AppSpec, pid: int, born: float) -> AppSnapshot:
         """The spawn finished after other triggers overtook ``launching`` (lock held).
 
         The app announced itself (launched, ready) or was asked to stop (stopping). The new
-        process becomes the app's process, unless the app announced another pid; if a stop
-        came first, it is terminated at once.
+        group becomes the app's, also when the pid the app announced is one of its members;
+        if the app announced an unrelated pid, the new group is surplus and terminated, and
+        if a stop came first, it is terminated at once.
         """
-        if app.pid is not None:  # another process is the app's by now: this one is surplus
+        if app.pid is not None and not self._launcher.same_group(app.pid, pid):
             self._launcher.track(pid, lambda _exit: None)
-            self._launcher.terminate(pid, True, spec.stop_timeout_ms / 1000)
+            self._launcher.terminate(pid, True, self._grace_s(spec))
             return app.snapshot()
         app.run += 1
-        app.pid, app.group = pid, True
+        app.pid, app.group, app.started_at = pid, True, born
         self._launcher.track(pid, partial(self._on_exit, app, app.run))
         if app.state not in LIVE:
-            self._launcher.terminate(pid, True, spec.stop_timeout_ms / 1000)
+            self._launcher.terminate(pid, True, self._grace_s(spec))
         return app.snapshot()
 
     # ----------------------------------------------------- callbacks from threads
@@ -560,13 +610,37 @@ class Supervisor:
             return False
         return pid == app.pid or (app.group and self._launcher.same_group(pid, app.pid))
 
-    def _adopt(self, app: App, pid: int, group: bool) -> None:
-        """Track a process we did not spawn (lock held). Raises NoSuchProcessError if gone."""
-        self._launcher.adopt(pid, partial(self._on_exit, app, app.run + 1), group)
+    def _adopt(self, app: App, pid: int, group: bool, started_at: float | None = None) -> None:
+        """Track a process we did not spawn (lock held).
+
+        Raises:
+            NoSuchProcessError: it is gone. UnadoptablePidError: it is the daemon's own.
+        """
+        born = self._launcher.adopt(pid, partial(self._on_exit, app, app.run + 1), group)
         app.run += 1
         app.group, app.started = group, self._mono()
+        app.started_at = born if started_at is None else min(born, started_at)
         if app.state in LIVE:
             app.pid = pid
+
+    def _refuse_second_process(self, app: App, pid: int) -> None:
+        """An announced pid must not take tracking away from a live process (lock held).
+
+        Raises:
+            ConflictError: the app already runs as another process (its group is not
+                ``pid``'s), or ``pid`` is another app's process.
+        """
+        if app.state in LIVE and app.pid is not None:
+            what = "process group" if app.group else "process"
+            raise ConflictError(
+                f"app {app.name!r} already runs as {what} {app.pid}, which pid {pid} is not "
+                "part of; stop it first, or announce a pid of that group")
+        for other in self._roster:  # no other app's lock under this one: a racy read is enough
+            other_pid, other_group = other.pid, other.group
+            if other is not app and other_pid is not None and (
+                pid == other_pid or (other_group and self._launcher.same_group(pid, other_pid))
+            ):
+                raise ConflictError(f"pid {pid} is a process of app {other.name!r}")
 
     def _upsert(self, spec: AppSpec) -> None:
         app = self._apps.get(spec.name)
@@ -574,6 +648,7 @@ class Supervisor:
             app = App(spec, self._wall)
             self._machine.add_model(app)
             self._apps[spec.name] = app
+            self._roster = tuple(self._apps.values())
             return
         with app.lock:
             app.spec, app.removed = spec, False
@@ -591,6 +666,7 @@ class Supervisor:
         with self._lock:
             if app.removed and self._apps.get(app.name) is app:
                 del self._apps[app.name]
+                self._roster = tuple(self._apps.values())
                 self._machine.remove_model(app)
                 log.info("app_forgotten", app=app.name)
 
@@ -598,11 +674,20 @@ class Supervisor:
         """Run a command on a background path where nobody can take an exception: log it."""
         try:
             return fn(*args, **kwargs)
-        except (LaunchError, InvalidTransitionError, UnknownAppError) as exc:
+        except OrchestratrError as exc:
             log.warning("command_refused", command=getattr(fn, "__name__", str(fn)),
                         error=str(exc), code=exc.code)
         return None
 
+
+
+def _log_level(entry: HistoryEntry) -> int:
+    """Failures are warnings (a crash loop an error), so ``log_level: warning`` shows them."""
+    if entry.trigger is Trigger.crash_loop:
+        return logging.ERROR
+    if entry.dst in (AppState.failed, AppState.unresponsive):
+        return logging.WARNING
+    return logging.INFO
 
 
 def _wants_restart(spec: AppSpec, clean: bool) -> bool:

@@ -37,11 +37,17 @@ class Launcher(Protocol):
     def track(self, pid: int, on_exit: OnExit) -> None:
         """Call ``on_exit`` once the process group led by ``pid`` (spawned by us) is empty."""
 
-    def adopt(self, pid: int, on_exit: OnExit, group: bool = False) -> None:
+    def reap(self, pid: int) -> None:
+        """A process we spawned but will not track (a detached app): collect its exit status
+        when it ends, so it leaves no zombie and no handle behind."""
+
+    def adopt(self, pid: int, on_exit: OnExit, group: bool = False) -> float:
         """Call ``on_exit`` once ``pid`` (or, with ``group``, its whole group) has ended.
+        Returns the process's create time (wall clock), for the record of running apps.
 
         Raises:
             NoSuchProcessError: no such process.
+            UnadoptablePidError: pid 0 or 1, the daemon itself or one of its ancestors.
         """
 
     def same_group(self, pid: int, leader: int) -> bool:

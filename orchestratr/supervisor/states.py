@@ -8,7 +8,8 @@ notification is already true ("ready while ready"): it is accepted and changes n
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import attrs
 from transitions import EventData, Machine
@@ -55,22 +56,32 @@ class Source(enum.Enum):
     daemon = "daemon"
 
 
-def _detached(event: EventData) -> bool:
+class Event(Protocol):
+    """What a row's ``when`` reads of a transition: transitions' EventData, or a ``Probe``."""
+
+    @property
+    def model(self) -> Any: ...
+
+    @property
+    def kwargs(self) -> Mapping[str, Any]: ...
+
+
+def _detached(event: Event) -> bool:
     return bool(event.kwargs.get("detached"))
 
 
-def _has_process(event: EventData) -> bool:
+def _has_process(event: Event) -> bool:
     """A process is known, or one is being spawned (it will exist and must be stopped)."""
     model = event.model
     return getattr(model, "pid", None) is not None or bool(getattr(model, "spawning", False))
 
 
-def _restarts(event: EventData) -> bool:
+def _restarts(event: Event) -> bool:
     """A known process and a restart policy: the app is stopped and launched again."""
     return _has_process(event) and event.kwargs.get("restart", False)
 
 
-def _clean_exit(event: EventData) -> bool:
+def _clean_exit(event: Event) -> bool:
     """Status 0, or unknown (a process we did not spawn, whose status we cannot read)."""
     return event.kwargs.get("code") in (0, None)
 
@@ -86,7 +97,7 @@ class Row:
     trigger: Trigger
     source: Sequence[AppState]
     dest: AppState | None
-    when: Callable[[EventData], bool] | None = None
+    when: Callable[[Event], bool] | None = None
 
 
 TABLE: tuple[Row, ...] = (
@@ -133,9 +144,41 @@ REFUSALS: dict[tuple[AppState, Trigger], str] = {
 }
 
 
-def build_machine(after: Sequence[Callable[[EventData], None]]) -> Machine:
+@attrs.frozen
+class Probe:
+    """A transition not yet fired, for asking the table whether it would be allowed."""
+
+    model: Any
+    kwargs: Mapping[str, Any]
+
+
+def allowed(state: AppState, trigger: Trigger, model: Any, **kwargs: Any) -> bool:
+    """Whether some row lets ``trigger`` (with ``kwargs``) happen to ``model`` in ``state``."""
+    probe = Probe(model, kwargs)
+    return any(row.trigger is trigger and state in row.source
+               and (row.when is None or row.when(probe)) for row in TABLE)
+
+
+class AppMachine(Machine):
+    """A transitions machine that binds no methods to its models.
+
+    transitions binds a trigger and a ``may_`` check per trigger, and an ``is_`` check per
+    state, to every model: 37 functions, about 11 KiB per app, 1.1 MiB of a daemon with 100
+    apps. Apps are driven by trigger name through ``fire`` instead, and ``allowed`` answers
+    "may it?" from the table.
+    """
+
+    def _checked_assignment(self, model: Any, name: str, func: Callable[..., Any]) -> None:
+        """transitions' one hook for binding a function to a model: bind nothing."""
+
+    def fire(self, model: Any, trigger: Trigger, **kwargs: Any) -> bool:
+        """Run ``trigger`` on ``model``. False, or MachineError, when no row allows it."""
+        return bool(self.events[trigger.value].trigger(model, **kwargs))
+
+
+def build_machine(after: Sequence[Callable[[EventData], None]]) -> AppMachine:
     """One machine for all apps (``add_model`` per app); ``after`` runs on every transition."""
-    return Machine(
+    return AppMachine(
         model=None,
         states=AppState,
         initial=AppState.stopped,

@@ -6,12 +6,17 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
+from orchestratr.client import Client, OrchestratrClientError
 from orchestratr.errors import ConfigError
+from orchestratr.processes.tracker import group_members
+from orchestratr.registry import watch
 from orchestratr.supervisor.states import AppState, Source
 from tests.conftest import (
     DaemonProcess,
@@ -85,6 +90,34 @@ class TestStartAndStop:
         pid = daemon.wait_event("app_transition", app="a", dst="ready")["pid"]
         assert daemon.stop() == 0
         assert not alive(pid)  # type: ignore[arg-type]
+        assert not (config_dir / "running.json").exists()  # nothing left for the next daemon
+
+    def test_stop_apps_on_exit_kills_what_ignores_sigterm_within_two_seconds(
+        self, config_dir: Path, start_daemon
+    ) -> None:
+        """An app that ignores SIGTERM, with a 30 s stop timeout, is SIGKILLed in the budget."""
+        stubborn = "trap '' TERM; sleep 60 & sleep 60; wait"
+        write_config(config_dir, "stop_apps_on_exit: true\n"
+                     + autostart("a", stubborn) + "    stop_timeout_ms: 30000\n")
+        daemon = start_daemon()
+        pid = daemon.wait_event("app_transition", app="a", dst="ready")["pid"]
+        wait_for(lambda: len(group_members(pid)) == 3, what="the shell and its two sleeps")
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 2.0
+        assert group_members(pid) == []  # type: ignore[arg-type]
+        stopped = daemon.wait_event("app_transition", app="a", dst="stopped")
+        assert stopped["code"] == -signal.SIGKILL
+
+    def test_failures_are_logged_at_log_level_warning(
+        self, config_dir: Path, start_daemon
+    ) -> None:
+        """A transition into failed is a warning, so a quiet daemon still shows it."""
+        write_config(config_dir, autostart("a", "exit 3", "log_level: warning\n"))
+        daemon = start_daemon("--no-hotkeys", wait=False)
+        failed = daemon.wait_event("app_transition", app="a", dst="failed")
+        assert failed["level"] == "warning" and failed["code"] == 3
+        assert not [e for e in daemon.events() if e["level"] == "info"]
 
     def test_second_daemon_exits_naming_the_first(self, start_daemon) -> None:
         first = start_daemon()
@@ -131,8 +164,113 @@ class TestStartAndStop:
         assert {e["level"] for e in daemon.events()} == {"warning"}
 
 
+class TestSurvivors:
+    """Apps outlive the daemon; the next one adopts them, and only them."""
+
+    def test_group_whose_launcher_exited_is_adopted_after_restart(
+        self, config_dir: Path, start_daemon
+    ) -> None:
+        """`sleep & exit 0`: the first process is gone, its group lives on and is adopted."""
+        write_config(config_dir, autostart("a", "sleep 60 & exit 0"))
+        first = start_daemon()
+        pgid = first.wait_event("app_transition", app="a", dst="ready")["pid"]
+        assert isinstance(pgid, int)
+        wait_for(lambda: not alive(pgid), what="the launcher shell to exit")
+        (member,) = group_members(pgid)
+        first.stop()
+        second = start_daemon()
+        resumed = second.wait_event("app_transition", app="a", dst="launched")
+        assert (resumed["pid"], resumed.get("resumed")) == (pgid, True)
+        answer = Client(config_dir=config_dir).launch("a")
+        assert (answer["spawned"], answer["pid"]) == (False, pgid)
+        assert group_members(pgid) == [member]
+        assert not [e for e in second.events() if e.get("trigger") == "spawned"]
+        os.kill(member, signal.SIGKILL)
+        second.wait_event("app_transition", app="a", dst="stopped")
+
+    def test_apps_of_a_killed_daemon_are_adopted_not_duplicated(
+        self, config_dir: Path, start_daemon
+    ) -> None:
+        """After kill -9 the record is still right: autostart adopts instead of spawning."""
+        write_config(config_dir, autostart("a", "sleep 60"))
+        first = start_daemon()
+        pid = first.wait_event("app_transition", app="a", dst="ready")["pid"]
+        wait_for(lambda: (config_dir / "running.json").exists(), what="the record")
+        first.stop(signal.SIGKILL)
+        second = start_daemon()
+        resumed = second.wait_event("app_transition", app="a", dst="ready")
+        assert resumed["pid"] == pid and resumed["source"] == "daemon"
+        assert not [e for e in second.events() if e.get("trigger") == "spawned"]
+
+    def test_survivor_of_a_broken_config_waits_for_the_fix(
+        self, config_dir: Path, start_daemon
+    ) -> None:
+        """Restarted with config.yml broken, the app is not in the registry: it stays
+        recorded, and the reload that brings it back adopts it instead of launching it."""
+        good = autostart("a", "sleep 60")
+        write_config(config_dir, good)
+        first = start_daemon()
+        pid = first.wait_event("app_transition", app="a", dst="ready")["pid"]
+        first.stop()
+        write_config(config_dir, good.replace("name: a", "name: A"))
+        second = start_daemon()
+        assert second.wait_event("survivors_waiting")["apps"] == ["a"]
+        assert [s["name"] for s in json.loads((config_dir / "running.json").read_text())] == ["a"]
+        write_config(config_dir, good)
+        resumed = second.wait_event("app_transition", app="a", dst="launched")
+        assert (resumed["pid"], resumed.get("resumed")) == (pid, True)
+        assert not [e for e in second.events() if e.get("trigger") == "spawned"]
+
+    def test_a_record_naming_processes_that_are_not_ours_adopts_nothing(
+        self, config_dir: Path, start_daemon
+    ) -> None:
+        """A group without our markers, a reused pid, pid 1: none is adopted; autostart runs."""
+        stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        try:
+            record = [
+                {"name": "a", "pid": stranger.pid, "group": True, "ready": True,
+                 "create_time": time.time() - 5},
+                {"name": "b", "pid": stranger.pid, "group": False, "ready": True,
+                 "create_time": time.time() - 3600},
+                {"name": "c", "pid": 1, "group": False, "ready": True,
+                 "create_time": psutil.Process(1).create_time()},
+            ]
+            (config_dir / "running.json").write_text(json.dumps(record))
+            write_config(config_dir, "apps:\n" + "".join(
+                f"  - {{name: {n}, command: sleep 60, autostart: true}}\n" for n in "abc"))
+            daemon = start_daemon()
+            for name in "abc":
+                spawned = daemon.wait_event("app_transition", app=name, trigger="spawned")
+                assert spawned["pid"] not in (stranger.pid, 1)
+            assert not [e for e in daemon.events() if e.get("resumed")]
+            assert stranger.poll() is None
+        finally:
+            stranger.kill()
+            stranger.wait()
+
+
+def test_the_daemon_cannot_be_made_to_stop_itself(config_dir: Path, start_daemon) -> None:
+    """POST /apps/a/launched naming the daemon's pid, or 1, is a 400; nothing is adopted."""
+    write_config(config_dir, APP.format(name="a", chord="a", command="sleep 60"))
+    daemon = start_daemon()
+    client = Client(config_dir=config_dir)
+    for pid in (daemon.proc.pid, 1):
+        with pytest.raises(OrchestratrClientError) as info:
+            client.notify_launched("a", pid=pid)
+        assert (info.value.status, info.value.code) == (400, "bad_request")
+    assert client.stop("a")["state"] == "stopped"
+    assert daemon.proc.poll() is None
+    assert not (config_dir / "running.json").exists()
+
+
 class TestHotReload:
-    def test_valid_edit_applies_within_a_second(self, config_dir: Path, in_process_daemon) -> None:
+    @pytest.mark.parametrize("backend", ["inotify", "watchdog"])
+    def test_valid_edit_applies_within_a_second(
+        self, config_dir: Path, in_process_daemon, monkeypatch: pytest.MonkeyPatch, backend: str
+    ) -> None:
+        """inotify on Linux; watchdog where inotify cannot be had (forced here)."""
+        if backend == "watchdog":
+            monkeypatch.setattr(watch, "_inotify_or_none", lambda _on_paths: None)
         with in_process_daemon() as running:
             sup = running.supervisor
             subscription = sup.bus.subscribe(accept=lambda e: e.type == "reloaded")
@@ -175,6 +313,41 @@ class TestHotReload:
             (config_dir / "apps.d" / "b.yml").write_text("name: b\ncommand: [oops\n")
             wait_for(lambda: reloads.get(timeout=1) and
                      [s.name for s in running.supervisor.snapshots()] == ["a"])
+
+    def test_broken_drop_in_keeps_its_last_good_app_until_deleted(
+        self, config_dir: Path, in_process_daemon
+    ) -> None:
+        """Bad input loses nothing: a typo in a drop-in that loaded before keeps its app
+        registered (running, launchable), with the file's error reported."""
+        drop_in = config_dir / "apps.d" / "a.yml"
+        drop_in.write_text("name: a\ncommand: sleep 60\nautostart: true\n")
+        with in_process_daemon() as running:
+            sup = running.supervisor
+            wait_state(sup, "a", S.ready)
+            pid = sup.snapshot("a").pid
+            drop_in.write_text("name: a\ncommand: [sleep 60\n")
+            wait_for(lambda: any("stays active" in p for p in sup.registry.skipped), timeout=2)
+            (problem,) = sup.registry.skipped
+            assert problem.startswith("apps.d/a.yml: invalid YAML")
+            assert sup.registry.get("a").source == "apps.d/a.yml"  # type: ignore[union-attr]
+            again = sup.launch("a", Source.api)
+            assert (again.spawned, again.app.pid) == (False, pid)
+            drop_in.unlink()
+            wait_for(lambda: sup.registry.get("a") is None, timeout=2)
+            assert sup.snapshot("a").removed and alive(pid)  # type: ignore[arg-type]
+
+    def test_broken_config_at_start_still_loads_drop_ins(
+        self, config_dir: Path, in_process_daemon
+    ) -> None:
+        """No previous state to keep: default settings, and the valid drop-ins run."""
+        write_config(config_dir, "log_level: loud\napps: [{name: a, command: x, chord: '?'}]\n")
+        (config_dir / "apps.d" / "b.yml").write_text("name: b\ncommand: sleep 60\n"
+                                                     "autostart: true\n")
+        with in_process_daemon() as running:
+            sup = running.supervisor
+            assert [a.name for a in sup.registry.apps] == ["b"]
+            assert sup.registry.settings.log_level == "info"
+            wait_state(sup, "b", S.ready)
 
     def test_reload_adds_autostart_and_keeps_removed_app_running(
         self, config_dir: Path, in_process_daemon

@@ -11,7 +11,12 @@ import pytest
 
 from orchestratr.errors import ConfigError
 from orchestratr.paths import Paths
-from orchestratr.registry.load import DEFAULT_CONFIG, ensure_config, load_registry
+from orchestratr.registry.load import (
+    DEFAULT_CONFIG,
+    ensure_config,
+    load_registry,
+    load_without_config,
+)
 from orchestratr.registry.model import RestartPolicy
 
 
@@ -276,3 +281,51 @@ class TestDropIns:
                                                   "d.txt": "name: d\ncommand: x\n"})
         (paths.apps_dir / "sub.yml").mkdir()
         assert [a.name for a in load_registry(paths).apps] == ["a"]
+
+    def test_broken_file_keeps_its_last_good_app(self, tmp_path: Path) -> None:
+        """With the previous registry, a drop-in that breaks keeps the app it gave; the
+        error is still reported. A file that never loaded, or is deleted, gives nothing."""
+        paths = setup(tmp_path, "apps: []\n", **{"a.yml": "name: a\ncommand: x\n"})
+        good = load_registry(paths)
+        (paths.apps_dir / "a.yml").write_text("name: a\ncommand: [x\n")
+        (paths.apps_dir / "b.yml").write_text("name: b\n")
+        kept = load_registry(paths, previous=good)
+        assert kept.apps == good.apps
+        assert kept.skipped[0].startswith("apps.d/a.yml: invalid YAML")
+        assert kept.skipped[0].endswith("(its last good version stays active)")
+        assert kept.skipped[1].endswith("command: required field missing (file skipped)")
+        assert load_registry(paths).apps == ()  # without a previous registry: skipped
+        (paths.apps_dir / "a.yml").unlink()
+        assert load_registry(paths, previous=kept).apps == ()
+
+
+class TestGoManifests:
+    """Values the Go orchestratr accepted load, with a warning saying what they mean."""
+
+    def test_escape_chord_loads_with_a_warning(self, tmp_path: Path) -> None:
+        paths = setup(tmp_path, "apps: []\n", **{"a.yml": "name: a\nchord: Escape\ncommand: x\n"})
+        registry = load_registry(paths)
+        assert registry.apps[0].chord == "Escape" and registry.skipped == ()
+        assert registry.warnings == ("apps.d/a.yml (a): chord: chord 'Escape': Escape cancels "
+                                     "the leader, so this chord can never fire (POST /trigger "
+                                     "still launches the app)",)
+
+    @pytest.mark.parametrize("value", [0, -1])
+    def test_ready_timeout_of_zero_or_less_means_the_default(
+        self, tmp_path: Path, value: int
+    ) -> None:
+        paths = setup(tmp_path, f"apps:\n  - {{name: a, command: x, ready_timeout_ms: {value}}}\n")
+        registry = load_registry(paths)
+        assert registry.apps[0].ready_timeout_ms == 5000
+        assert registry.warnings == (f"config.yml: apps[0] (a): ready_timeout_ms: {value} means "
+                                     "the default, 5000 ms (as it did for the Go orchestratr)",)
+
+
+def test_broken_config_at_start_loads_the_drop_ins_alone(tmp_path: Path) -> None:
+    """No last good registry to keep: default settings and the drop-ins."""
+    paths = setup(tmp_path, "api_port: 1234\napps: [{name: a, command: x, chord: '?'}]\n",
+                  **{"b.yml": "name: b\ncommand: y\n"})
+    assert errors_of(paths)
+    registry = load_without_config(paths)
+    assert [a.name for a in registry.apps] == ["b"]
+    assert registry.settings.api_port == 9876
