@@ -125,16 +125,9 @@ def write_config(config_dir: Path, apps: int, autostart: bool, extra: str = "") 
     (config_dir / "config.yml").write_text("\n".join(lines) + "\n")
 
 
-# The daemon as a production install runs it: without rich, which only the test extra brings
-# in (schemathesis needs it) and which structlog imports whenever it can (3.4 MiB resident).
-WITHOUT_RICH = ("import sys; sys.modules['rich'] = None; from orchestratr.cli import main; "
-                "sys.exit(main())")
-
-
-def start_daemon(config_dir: Path, without_rich: bool = False) -> subprocess.Popen[bytes]:
-    how = ["-c", WITHOUT_RICH] if without_rich else ["-m", "orchestratr"]
+def start_daemon(config_dir: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, *how, "daemon", "--config-dir", str(config_dir)],
+        [sys.executable, "-m", "orchestratr", "daemon", "--config-dir", str(config_dir)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
@@ -176,10 +169,10 @@ def bench_cold_start(trials: int, work: Path) -> list[float]:
     return samples
 
 
-def bench_idle_rss(work: Path, without_rich: bool = False) -> float:
-    config_dir = work / f"rss{int(without_rich)}"
+def bench_idle_rss(work: Path) -> float:
+    config_dir = work / "rss"
     write_config(config_dir, 100, autostart=False)
-    daemon = start_daemon(config_dir, without_rich)
+    daemon = start_daemon(config_dir)
     wait(lambda: any(e.get("event") == "daemon_started" for e in log_events(config_dir)))
     time.sleep(2)
     rss = psutil.Process(daemon.pid).memory_info().rss / 2**20
@@ -222,8 +215,6 @@ def main() -> None:
                bench_cold_start(args.cold_trials, work), "<= 1000 ms")
         print(f"{'idle RSS, 100 apps registered':<46} {bench_idle_rss(work):8.1f} MiB"
               "   (target <= 27 MiB)")
-        print(f"{'  the same without rich (a production install)':<46} "
-              f"{bench_idle_rss(work, without_rich=True):8.1f} MiB")
         print(f"{f'idle CPU over {args.cpu_seconds:g} s, 20 apps running':<46} "
               f"{bench_idle_cpu(work, args.cpu_seconds):8.3f} %    (target <= 0.1 %)")
 
