@@ -3,7 +3,8 @@
 structlog events go through the stdlib so third-party loggers (transitions, watchdog) land in
 the same place: JSON lines in a rotated file, and readable lines on stderr (coloured on a
 terminal). Handlers run on a QueueListener thread, so a log call made while an app's lock is
-held costs a queue put, never a disk write.
+held costs a queue put, never a disk write. Tracebacks are rendered to text before that
+hand-off: on the listener thread no exception is active, so ``exc_info=True`` would show none.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ _SHARED: list[structlog.typing.Processor] = [
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
+    # in the calling thread for structlog events (sys.exc_info() is still the caught exception
+    # there); stdlib records carry their exc_info tuple, rendered by the same step on the listener
+    structlog.processors.format_exc_info,
 ]
 
 
@@ -46,11 +50,11 @@ def configure_logging(
         file_handler = logging.handlers.RotatingFileHandler(
             log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
         )
-        file_handler.setFormatter(_formatter(structlog.processors.JSONRenderer(), json=True))
+        file_handler.setFormatter(_formatter(structlog.processors.JSONRenderer()))
         handlers.append(file_handler)
     console = logging.StreamHandler(stream)  # type: ignore[arg-type]
     colors = bool(getattr(stream, "isatty", lambda: False)())
-    console.setFormatter(_formatter(structlog.dev.ConsoleRenderer(colors=colors), json=False))
+    console.setFormatter(_formatter(structlog.dev.ConsoleRenderer(colors=colors)))
     handlers.append(console)
 
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
@@ -90,13 +94,8 @@ def set_level(level: str) -> None:
     logging.getLogger().setLevel(level.upper())
 
 
-def _formatter(renderer: structlog.typing.Processor, json: bool) -> logging.Formatter:
-    tail: list[structlog.typing.Processor] = [
-        structlog.stdlib.ProcessorFormatter.remove_processors_meta
-    ]
-    if json:
-        tail.append(structlog.processors.dict_tracebacks)
+def _formatter(renderer: structlog.typing.Processor) -> logging.Formatter:
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_SHARED,
-        processors=[*tail, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )

@@ -6,18 +6,52 @@ responses are built from the supervisor's frozen snapshots. Times are RFC 3339 i
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
 from orchestratr.convert import converter
+from orchestratr.errors import BadRequestError
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
 from orchestratr.supervisor.bus import Event
 from orchestratr.supervisor.states import AppState
 
 MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
+MAX_DEPTH = 32  # arrays and objects inside each other in a request body
+
+
+def decode_json(raw: bytes) -> Any:
+    """A request body's JSON value.
+
+    Raises:
+        BadRequestError: malformed, or nested deeper than MAX_DEPTH. ``[`` x 100000 makes the
+            json module raise RecursionError, which is no ValueError; and a value just under
+            its limit would only fail later, in whatever walks it.
+    """
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise BadRequestError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"malformed JSON: {exc}") from None
+    if _deeper_than(value, MAX_DEPTH):
+        raise BadRequestError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than ``limit``; a loop, not a recursion."""
+    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 @attrs.frozen
