@@ -12,6 +12,7 @@ own host, which RFC 9112 says replaces the Host header, so that is the host chec
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -71,6 +72,7 @@ def _split_target(target: str) -> tuple[str, str, str | None]:
     return parts.path or "/", parts.query, parts.netloc
 
 
+@functools.lru_cache(maxsize=64)  # one peer per connection, parsed again for each request
 def _loopback_peer(peer: str) -> bool:
     try:
         address = ipaddress.ip_address(peer)

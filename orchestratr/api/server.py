@@ -36,6 +36,7 @@ from orchestratr.api.transport import (
     Limits,
     declared_length,
     linger,
+    settle,
     turn_away,
 )
 from orchestratr.api.wire import decode_json
@@ -362,7 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, response: Response, headers: dict[str, str] | None = None) -> None:
         body = response.body
         payload = body if isinstance(body, bytes) else encode(body)
-        self.connection.settimeout(self.server.limits.write_s)
+        settle(self.connection, self.server.limits.write_s)
         self.send_response(response.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -383,7 +384,7 @@ class _Handler(BaseHTTPRequestHandler):
         """
         self.close_connection = True
         try:
-            self.connection.settimeout(self.server.limits.write_s)
+            settle(self.connection, self.server.limits.write_s)
             self.send_response(200)
             self.send_header("Content-Type", stream.content_type)
             self.send_header("Cache-Control", "no-store")

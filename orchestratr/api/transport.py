@@ -18,6 +18,7 @@ from email.message import Message
 import attrs
 
 LINGER_S = 0.5  # how long a refused request's remaining bytes are read and dropped
+SLACK_S = 0.05  # how far a socket's timeout may be from the time left before it is reset
 
 
 @attrs.frozen
@@ -64,11 +65,22 @@ class DeadlineReader(io.RawIOBase):
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("the request did not arrive in time")
-        self._sock.settimeout(left)
+        settle(self._sock, left)
         count = self._sock.recv_into(buffer)
         self.received += count
         self.budget -= count
         return count
+
+
+def settle(sock: socket.socket, seconds: float) -> None:
+    """Give ``sock`` a timeout of about ``seconds`` (within SLACK_S).
+
+    Setting a timeout is a system call that lets go of the GIL; a keep-alive client's
+    requests would pay two of them each for a timeout that is already right.
+    """
+    current = sock.gettimeout()
+    if current is None or abs(current - seconds) > SLACK_S:
+        sock.settimeout(seconds)
 
 
 def declared_length(headers: Message) -> int:
