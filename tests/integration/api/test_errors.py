@@ -120,6 +120,15 @@ class TestErrorCodes:
         assert reply.status == 400 and len(json.dumps(reply.body)) < 2500, reply.body["error"][:300]
 
 
+    def test_a_registration_does_not_echo_huge_unknown_fields(self, api: HttpApi) -> None:
+        """Unknown fields are ignored with a warning each, which quotes the field's name."""
+        body = {"name": "big", "command": "sleep 60", "u" * 100_000: 1,
+                **{f"field{i}": i for i in range(2000)}}
+        reply = api.post("/apps", body)
+        assert reply.status == 201 and len(json.dumps(reply.body)) < 8000
+        assert reply.body["warnings"][-1] == "... and 1981 more"
+
+
 class TestHardening:
     @pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1.nip.io",
                                       "localhost:1", "0.0.0.0"])
