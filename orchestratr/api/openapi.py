@@ -19,8 +19,9 @@ from orchestratr.supervisor.states import AppState, Source, Trigger
 
 JSON = "application/json"
 ERROR_TEXT = {
-    400: "Malformed request: bad JSON (or nested over 32 deep), wrong types, unknown fields, an "
-         "invalid app name; two Host headers, or none on HTTP/1.1",
+    400: "Malformed request: bad JSON (nested over 32 deep, or a string with a NUL or half a "
+         "surrogate pair), wrong types, unknown fields, an invalid app name; two Host headers, "
+         "or none on HTTP/1.1",
     403: "Not from loopback, a foreign Host header or absolute target (DNS rebinding), or a "
          "foreign Origin, or two",
     404: "No such app, chord or endpoint",

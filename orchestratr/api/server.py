@@ -275,6 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(Response(code, body))
 
     def _handle(self) -> None:
+        """Answer a request whose line and headers parsed; every failure is an error body."""
         headers: dict[str, str] = {}
         self._unread = declared_length(self.headers)
         try:
@@ -330,6 +331,9 @@ class _Handler(BaseHTTPRequestHandler):
         except TimeoutError:
             self._unread = -1  # the rest may still come: the connection cannot be reused
             raise ApiError("request_timeout", f"the body did not arrive within {limit_s:g} s")
+        except ConnectionError:  # the client went away mid-body: no bug of ours to log
+            self._unread = -1
+            raise ApiError("bad_request", "the connection broke during the body") from None
         self._unread = 0
         if len(raw) < length:
             self.close_connection = True

@@ -27,31 +27,53 @@ def decode_json(raw: bytes) -> Any:
     """A request body's JSON value.
 
     Raises:
-        BadRequestError: malformed, or nested deeper than MAX_DEPTH. ``[`` x 100000 makes the
-            json module raise RecursionError, which is no ValueError; and a value just under
-            its limit would only fail later, in whatever walks it.
+        BadRequestError: malformed, nested deeper than MAX_DEPTH, or holding a string no
+            command, path or environment can carry (see ``_problem``).
     """
     try:
         value = json.loads(raw)
-    except RecursionError:
+    except RecursionError:  # ``[`` x 100000: no ValueError, and it was answered 500
         raise BadRequestError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequestError(f"malformed JSON: {exc}") from None
-    if _deeper_than(value, MAX_DEPTH):
-        raise BadRequestError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    problem = _problem(value)
+    if problem:
+        raise BadRequestError(problem)
     return value
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether arrays and objects nest deeper than ``limit``; a loop, not a recursion."""
-    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
+def _problem(value: Any) -> str | None:
+    """What makes a parsed body unusable, found with a loop rather than a recursion.
+
+    Nesting just under the json module's own limit would fail later, in whatever walks the
+    value. A NUL, or half a surrogate pair (JSON's ``\\ud800`` escape can write one; UTF-8
+    cannot), in any key or string fails only when the string reaches the OS: a spawn with
+    such a command or environment was a 500.
+    """
+    stack = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if depth > limit:
-            return True
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return False
+        if isinstance(item, str):
+            if not _usable(item):
+                return "strings may not contain NUL characters or unpaired surrogates"
+        elif isinstance(item, (dict, list)):
+            if depth >= MAX_DEPTH:
+                return f"JSON nested deeper than {MAX_DEPTH} levels"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _usable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @attrs.frozen

@@ -34,6 +34,15 @@ class TestErrorCodes:
             ("/apps/notes/launched", b"[" * 33 + b"]" * 33, "nested deeper than 32"),
             ("/apps", b'{"name": "deep", "command": "x", "env": ' + b"{\"a\": " * 40 + b"1"
              + b"}" * 41, "nested deeper than 32"),
+            # strings no spawn can take: each launched (autostart) into a 500 before
+            ("/apps", b'{"name": "nul", "command": "sleep 1\\u0000", "autostart": true}',
+             "NUL characters"),
+            ("/apps", b'{"name": "nul", "command": "x", "env": {"A": "\\u0000"}, '
+                      b'"autostart": true}', "NUL characters"),
+            ("/apps", b'{"name": "half", "command": "sleep 1 \\udc98", "autostart": true}',
+             "unpaired surrogates"),
+            ("/apps", b'{"name": "eq", "command": "sleep 1", "env": {"A=B": "x"}, '
+                      b'"autostart": true}', "may not contain '='"),
         ],
     )
     def test_400_bad_request(self, api: HttpApi, path: str, raw: bytes, fragment: str) -> None:
