@@ -3,6 +3,9 @@
 Hooks are strict where YAML is loose: ``ready_timeout_ms: soon`` or ``detached: "no"`` are
 errors, not silent coercions. Numbers are accepted where a string is expected (``chord: 1``),
 as the Go orchestratr's YAML decoder accepted them.
+
+Messages quote what was given, clipped (``_shown``): an API client's 1 MB string or key must
+not come back in a 1 MB error (the Go orchestratr's bug B2).
 """
 
 from __future__ import annotations
@@ -17,6 +20,18 @@ from orchestratr.errors import BadRequestError
 from orchestratr.registry.model import RestartPolicy
 
 T = TypeVar("T")
+MAX_SHOWN = 40  # characters of a quoted value or key in an error message
+MAX_UNKNOWN_SHOWN = 5  # unknown keys named in one message
+
+
+def _clip(text: str) -> str:
+    """``text``, cut to MAX_SHOWN characters."""
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}...({len(text)} chars)"
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, clipped."""
+    return _clip(repr(value))
 
 
 def _type_name(value: object) -> str:
@@ -26,25 +41,25 @@ def _type_name(value: object) -> str:
 def _int(value: Any, _: type) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise TypeError(f"expected an integer, got {_type_name(value)} {value!r}")
+    raise TypeError(f"expected an integer, got {_type_name(value)} {_shown(value)}")
 
 
 def _float(value: Any, _: type) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    raise TypeError(f"expected a number, got {_type_name(value)} {value!r}")
+    raise TypeError(f"expected a number, got {_type_name(value)} {_shown(value)}")
 
 
 def _bool(value: Any, _: type) -> bool:
     if isinstance(value, bool):
         return value
-    raise TypeError(f"expected true or false, got {_type_name(value)} {value!r}")
+    raise TypeError(f"expected true or false, got {_type_name(value)} {_shown(value)}")
 
 
 def _strict_str(value: Any, _: type) -> str:
     if isinstance(value, str):
         return value
-    raise TypeError(f"expected a string, got {_type_name(value)} {value!r}")
+    raise TypeError(f"expected a string, got {_type_name(value)} {_shown(value)}")
 
 
 def _str(value: Any, cls: type) -> str:
@@ -58,7 +73,7 @@ def _restart(value: Any, _: type) -> RestartPolicy:
         return RestartPolicy(value)
     except ValueError:
         choices = ", ".join(p.value for p in RestartPolicy)
-        raise ValueError(f"expected one of {choices}, got {value!r}") from None
+        raise ValueError(f"expected one of {choices}, got {_shown(value)}") from None
 
 
 def _env(value: Any, _: type) -> dict[str, str]:
@@ -67,7 +82,8 @@ def _env(value: Any, _: type) -> dict[str, str]:
     result = {}
     for key, item in value.items():
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-            raise TypeError(f"{key}: expected a string or number, got {_type_name(item)} {item!r}")
+            raise TypeError(f"{_clip(str(key))}: expected a string or number, "
+                            f"got {_type_name(item)} {_shown(item)}")
         result[str(key)] = str(item)
     return result
 
@@ -113,7 +129,8 @@ def describe_errors(exc: BaseException) -> list[tuple[str, str]]:
     pairs = []
     for line in transform_error(exc, path="$", format_exception=_describe):
         message, _, path = line.rpartition(" @ ")
-        pairs.append((path.removeprefix("$").lstrip("."), message))
+        path = path.removeprefix("$").lstrip(".")
+        pairs.append((_clip(path), message))
     return pairs
 
 
@@ -121,7 +138,10 @@ def _describe(exc: BaseException, _: type | None) -> str:
     if isinstance(exc, KeyError):
         return "required field missing"
     if isinstance(exc, cattrs.ForbiddenExtraKeysError):
-        return f"unknown field(s): {', '.join(sorted(exc.extra_fields))}"
+        extra = sorted(exc.extra_fields)
+        named = ", ".join(_clip(k) for k in extra[:MAX_UNKNOWN_SHOWN])
+        more = len(extra) - MAX_UNKNOWN_SHOWN
+        return f"unknown field(s): {named}" + (f" and {more} more" if more > 0 else "")
     return str(exc)
 
 

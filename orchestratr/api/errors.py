@@ -1,4 +1,8 @@
-"""The one map from error codes to HTTP statuses, and the error body every non-2xx carries."""
+"""The one map from error codes to HTTP statuses, and the error body every non-2xx carries.
+
+Messages are clipped: many quote what the client sent, and the Go orchestratr's B2 echoed an
+8 MiB chord back in its error. The converter clips each quoted value; this is the backstop.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ STATUS: dict[str, int] = {
     "bad_request": 400,
     "invalid_config": 400,
     "forbidden": 403,
+    "request_timeout": 408,
     "not_found": 404,
     "method_not_allowed": 405,
     "invalid_transition": 409,
@@ -23,6 +28,16 @@ STATUS: dict[str, int] = {
     "unavailable": 503,
     "http_version_not_supported": 505,
 }
+
+
+MAX_MESSAGE = 1000  # characters of an error message, and of each entry of ``errors``
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text``, cut to ``limit`` characters with a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 class ApiError(OrchestratrError):
@@ -42,8 +57,8 @@ def status_of(exc: OrchestratrError) -> int:
 
 def error_body(exc: OrchestratrError) -> dict[str, Any]:
     """``{"error", "code"}``, plus the list of problems for an invalid config."""
-    body: dict[str, Any] = {"error": str(exc), "code": exc.code}
+    body: dict[str, Any] = {"error": clip(str(exc)), "code": exc.code}
     errors = getattr(exc, "errors", None)
     if isinstance(errors, list):
-        body["errors"] = errors
+        body["errors"] = [clip(str(e)) for e in errors]
     return body

@@ -3,30 +3,76 @@
 The peer check is the seed's rule. The Host check stops DNS rebinding (a page whose domain
 suddenly resolves to 127.0.0.1 still sends its own name as Host). The Origin check stops a page
 in the user's browser from posting to us cross-site; no CORS headers are ever sent.
+
+Browsers send exactly one Host and at most one Origin. Anything that could be read two ways is
+refused rather than guessed at: two Host headers, or none on HTTP/1.1, are 400 (RFC 9112 says
+so); two Origin headers are 403. An absolute-form target (``GET http://host/path``) names its
+own host, which RFC 9112 says replaces the Host header, so that is the host checked.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-from collections.abc import Mapping
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from orchestratr.api.errors import ApiError
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 LOOPBACK_ORIGINS = ("http://127.0.0.1", "http://localhost", "http://[::1]")
 
 
-def refusal(peer: str, headers: Mapping[str, str], port: int) -> str | None:
-    """Why this request is refused (a 403 message), or None when it may proceed."""
+class Headers(Protocol):
+    """What the guard reads of a request's headers (``email.message.Message`` has it)."""
+
+    def get_all(self, name: str, failobj: list[str] = ...) -> list[str]: ...
+
+
+def admit(
+    peer: str, target: str, headers: Headers, port: int, host_required: bool = True
+) -> tuple[str, str]:
+    """The path and query of a request that may proceed.
+
+    ``host_required`` is false for HTTP/1.0, whose clients (and scripts) may send no Host.
+
+    Raises:
+        ApiError: forbidden (403) or bad_request (400), saying why.
+    """
     if not _loopback_peer(peer):
-        return "requests from non-localhost origins are rejected"
-    host = headers.get("Host")
+        raise ApiError("forbidden", "requests from non-localhost origins are rejected")
+    path, query, authority = _split_target(target)
+    hosts = headers.get_all("Host", [])
+    if len(hosts) > 1:
+        raise ApiError("bad_request", "more than one Host header")
+    host = authority if authority is not None else next(iter(hosts), None)
+    if host is None and host_required:
+        raise ApiError("bad_request", "HTTP/1.1 requests must carry a Host header")
     if host is not None and not _names_us(host, LOOPBACK_HOSTS, port):
-        return "Host header must name 127.0.0.1, localhost or [::1] (DNS rebinding protection)"
-    origin = headers.get("Origin")
-    if origin is not None and not _names_us(origin, LOOPBACK_ORIGINS, port):
-        return "cross-site requests are rejected (Origin is not this server)"
-    return None
+        raise ApiError("forbidden", "Host header must name 127.0.0.1, localhost or [::1] "
+                                    "(DNS rebinding protection)")
+    origins = headers.get_all("Origin", [])
+    if len(origins) > 1:
+        raise ApiError("forbidden", "more than one Origin header")
+    if origins and not _names_us(origins[0], LOOPBACK_ORIGINS, port):
+        raise ApiError("forbidden", "cross-site requests are rejected (Origin is not this "
+                                    "server)")
+    return path, query
 
 
+def _split_target(target: str) -> tuple[str, str, str | None]:
+    """A request target as ``(path, query, authority)``; ``authority`` is the host an
+    absolute-form target names, None for the usual ``/path``."""
+    if target.startswith("/"):
+        path, _, query = target.partition("?")
+        return path, query, None
+    parts = urlsplit(target)
+    if parts.scheme.lower() != "http" or not parts.netloc:
+        raise ApiError("bad_request", "the request target must be a path such as /health")
+    return parts.path or "/", parts.query, parts.netloc
+
+
+@functools.lru_cache(maxsize=64)  # one peer per connection, parsed again for each request
 def _loopback_peer(peer: str) -> bool:
     try:
         address = ipaddress.ip_address(peer)

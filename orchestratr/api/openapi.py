@@ -19,17 +19,30 @@ from orchestratr.supervisor.states import AppState, Source, Trigger
 
 JSON = "application/json"
 ERROR_TEXT = {
-    400: "Malformed request: bad JSON, wrong types, unknown fields, or an invalid app name",
-    403: "Not from loopback, a foreign Host header (DNS rebinding) or a foreign Origin",
+    400: "Malformed request: bad JSON (nested over 32 deep, or a string with a NUL or half a "
+         "surrogate pair), wrong types, unknown fields, an invalid app name; two Host headers, "
+         "or none on HTTP/1.1",
+    403: "Not from loopback, a foreign Host header or absolute target (DNS rebinding), or a "
+         "foreign Origin, or two",
     404: "No such app, chord or endpoint",
     405: "Wrong method; the Allow header names the right one",
+    408: "The body did not arrive within 5 s (the connection is closed)",
     409: "The notification or command does not fit the app's current state, or a name or "
          "chord is taken, or the app belongs to a config file",
     413: "Request body over 1 MiB",
     415: "A request body that is not application/json",
     500: "Internal error (details in the daemon log), or a command that could not be spawned",
-    503: "Hotkeys are not running (no X display, --no-hotkeys, or paused)",
+    503: "Too many open connections (over 256; retry shortly), or, for the hotkey endpoints, "
+         "hotkeys are not running (no X display, --no-hotkeys, or paused)",
 }
+RELOAD_400 = ("invalid_config: the config did not validate; `errors` lists every problem and "
+              "the old registry stays active. Or bad_request, as for any endpoint")
+ALLOW = {"Allow": {"description": "the methods this path accepts", "required": True,
+                   "schema": {"type": "string", "example": "GET, HEAD"}}}
+TRANSPORT = ("Before any endpoint, the transport may answer 400 (a garbled request line), 408 "
+             "(request line and headers not in within 5 s), 414 (request line over 64 KiB), 431 "
+             "(headers too large), 503 (too many connections) or 505 (not HTTP/1.x), in the "
+             "same error format, and close the connection.")
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -201,11 +214,14 @@ SCHEMAS: dict[str, Any] = {
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    return {
-        str(status): {"description": ERROR_TEXT[status],
-                      "content": {JSON: {"schema": _ref("Error")}}}
-        for status in statuses
-    }
+    return {str(status): _error(status) for status in statuses}
+
+
+def _error(status: int) -> dict[str, Any]:
+    response = {"description": ERROR_TEXT[status], "content": {JSON: {"schema": _ref("Error")}}}
+    if status == 405:
+        response["headers"] = ALLOW
+    return response
 
 
 def _operation(summary: str, ok: dict[str, Any], *errors: int, body: str | None = None,
@@ -214,12 +230,12 @@ def _operation(summary: str, ok: dict[str, Any], *errors: int, body: str | None 
     op: dict[str, Any] = {
         "summary": summary,
         "responses": {str(status): {"description": "OK", "content": {media: {"schema": ok}}},
-                      **_errors(403, 405, 500, *errors)},
+                      **_errors(400, 403, 405, 500, 503, *errors)},
     }
     if body is not None:
         op["requestBody"] = {"required": status == 201,
                              "content": {JSON: {"schema": _ref(body)}}}
-        op["responses"].update(_errors(400, 413, 415))
+        op["responses"].update(_errors(408, 413, 415))
     if parameters:
         op["parameters"] = parameters
     return op
@@ -274,6 +290,12 @@ def _command(summary: str, body: str = "Empty", conflict: bool = True) -> dict[s
     return {"post": _operation(summary, _ref("Ack"), *errors, body=body)}
 
 
+def _reload() -> dict[str, Any]:
+    op = _operation("Reload the config now", _ref("Reload"), body="Empty")
+    op["responses"]["400"]["description"] = RELOAD_400
+    return op
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -281,9 +303,15 @@ def document() -> dict[str, Any]:
             "title": "orchestratr",
             "version": __version__,
             "description": "Local process supervisor API. Loopback only; every error is "
-                           '{"error": "<message>", "code": "<code>"}.',
+                           '{"error": "<message>", "code": "<code>"}. ' + TRANSPORT,
         },
-        "servers": [{"url": "http://127.0.0.1:9876"}],
+        "servers": [{
+            "url": "http://127.0.0.1:{port}",
+            "variables": {"port": {
+                "default": "9876",
+                "description": "api_port from config.yml, or --port; the port the daemon got is "
+                               "in <config-dir>/port (~/.config/orchestratr/port)"}},
+        }],
         "paths": {
             "/health": {"get": _operation("Liveness and version", _ref("Health"))},
             "/openapi.json": {"get": _operation("This document", {"type": "object"})},
@@ -324,8 +352,7 @@ def document() -> dict[str, Any]:
             "/events/stream": {"get": _operation(
                 "Live lifecycle events (Server-Sent Events)", SSE_SCHEMA, 400,
                 media="text/event-stream", parameters=STREAM_PARAMS)},
-            "/reload": {"post": _operation("Reload the config now", _ref("Reload"),
-                                           body="Empty")},
+            "/reload": {"post": _reload()},
             "/trigger": {"post": _operation(
                 "Launch the app on a chord, or press the leader key",
                 {"anyOf": [_ref("Ack"), _ref("Ok")]}, 404, 409, 503, body="TriggerBody")},

@@ -16,7 +16,7 @@ import attrs
 
 from orchestratr import __version__
 from orchestratr.api import sse
-from orchestratr.api.errors import ApiError
+from orchestratr.api.errors import ApiError, clip
 from orchestratr.api.sse import StreamSettings
 from orchestratr.api.wire import LaunchedBody, TriggerBody, ack_json, app_json, state_json
 from orchestratr.convert import structure_body
@@ -29,6 +29,7 @@ from orchestratr.supervisor.core import Supervisor
 from orchestratr.supervisor.states import Source
 
 MAX_CHORD_LENGTH = 32
+MAX_WARNINGS = 20  # listed in a registration's answer; each quotes a field the client sent
 FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -179,8 +180,12 @@ class Api:
     def register(self, req: Request) -> Response:
         if not isinstance(req.body, dict):
             raise BadRequestError("expected a JSON object of app fields")
+        env = req.body.get("env")
+        if isinstance(env, dict) and any("=" in name for name in env):
+            # no environment can hold such a name: the spawn raised, and it was a 500
+            raise BadRequestError("env: variable names may not contain '='")
         snap, warnings = self._registry.register(req.body)
-        return Response(201, {**app_json(snap), "warnings": warnings})
+        return Response(201, {**app_json(snap), "warnings": _few(warnings)})
 
     def unregister(self, req: Request) -> Response:
         _body(req, _Empty)
@@ -281,6 +286,15 @@ class _Empty:
 
 def _body(req: Request, cls: type[Any]) -> Any:
     return structure_body({} if req.body is None else req.body, cls)
+
+
+def _few(warnings: list[str]) -> list[str]:
+    """At most MAX_WARNINGS warnings, each clipped: a body of 50,000 unknown fields, or one
+    1 MB field name, must not come back whole."""
+    shown = [clip(w, 200) for w in warnings[:MAX_WARNINGS]]
+    if len(warnings) > MAX_WARNINGS:
+        shown.append(f"... and {len(warnings) - MAX_WARNINGS} more")
+    return shown
 
 
 def _match(template: list[str], segments: list[str]) -> dict[str, str] | None:

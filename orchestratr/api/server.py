@@ -1,55 +1,114 @@
 """The HTTP server: the standard library's, one thread per connection, HTTP/1.1 keep-alive.
 
 Every request goes guard -> route -> body -> handler -> JSON, and is logged once with its
-method, path, status and duration. Errors always answer ``{"error", "code"}``; an unexpected
-exception is logged with its traceback and answered with a bare 500.
+method, path, status and duration, including the ones http.server refuses itself (a garbled
+request line, HTTP/2, headers too large, too slow). Errors always answer ``{"error", "code"}``;
+an unexpected exception is logged with its traceback and answered with a bare 500. The limits
+on slow and numerous clients are in ``transport``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
+import io
 import selectors
 import socket
 import threading
 import time
 from collections.abc import Callable
-from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import structlog
 
 from orchestratr import __version__
 from orchestratr.api import guard
-from orchestratr.api.errors import STATUS, ApiError, error_body, status_of
+from orchestratr.api.errors import STATUS, ApiError, clip, error_body, status_of
 from orchestratr.api.routes import Api, Request, Response, encode
 from orchestratr.api.sse import EventStream
+from orchestratr.api.transport import (
+    DeadlineReader,
+    HeadTooLarge,
+    Limits,
+    declared_length,
+    linger,
+    settle,
+    turn_away,
+)
+from orchestratr.api.wire import decode_json
 from orchestratr.errors import OrchestratrError
 from orchestratr.paths import write_atomically
 
 log = structlog.get_logger("orchestratr.api")
 
 MAX_BODY = 1024 * 1024
-HEADER_TIMEOUT_S = 5.0
+MAX_LINE = 65536  # bytes of a request line, as http.server allows
+MAX_ECHO = 200  # characters of the client's own text in an error message or a log line
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 STREAM_SNDBUF = 64 * 1024
 DISCARD_LIMIT_S = 2.0  # how long an oversized body is read and thrown away after a 413
 IDLE_POLL_S = 3600.0  # serve_forever's wake-ups are idle CPU; stop() wakes it by connecting
+CODE_OF = {status: code for code, status in reversed(STATUS.items())}  # the first code wins
+
+
+def _canned(status: int, code: str, message: str) -> bytes:
+    """A whole answer, sent without a handler (by the accepting thread)."""
+    body = encode({"error": message, "code": code})
+    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {len(body)}\r\nCache-Control: no-store\r\nRetry-After: 1"
+            "\r\nConnection: close\r\n\r\n").encode() + body
+
+
+BUSY = _canned(503, "unavailable", "too many open connections; try again shortly")
 
 
 class _Server(ThreadingHTTPServer):
+    """The standard library's threading server, with the connection cap and a listen queue
+    deep enough for a burst of clients (socketserver's 5 made the 6th wait for a SYN retry)."""
+
     daemon_threads = True
+    request_queue_size = max(socket.SOMAXCONN, 1024)  # the kernel caps it at net.core.somaxconn
     api: Api
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int], limits: Limits) -> None:
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(limits.connections)
+        self._turned_away = 0
         super().__init__(address, _Handler)
         self.streams: set[EventStream] = set()
         self.hangups = Hangups()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve in a new thread, or answer 503 at once when every slot is taken."""
+        if not self._slots.acquire(blocking=False):
+            self._turn_away(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread started: nobody else would release it
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """socketserver prints an escaped exception to stderr; ours goes to the log."""
+        log.exception("http_connection_error", peer=client_address[0])
+
+    def _turn_away(self, request: socket.socket, client_address: Any) -> None:
+        self._turned_away += 1
+        if self._turned_away == 1 or self._turned_away % 100 == 0:
+            log.warning("http_too_many_connections", limit=self.limits.connections,
+                        turned_away=self._turned_away, peer=client_address[0])
+        turn_away(request, BUSY)
 
 
 class Hangups:
@@ -118,63 +177,135 @@ class Hangups:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """One connection's requests: each read under a deadline, answered in JSON and logged once,
+    whatever goes wrong (a garbled request line, a timeout, an endpoint's exception)."""
+
     protocol_version = "HTTP/1.1"
     server_version = f"orchestratr/{__version__}"
     sys_version = ""
-    timeout = HEADER_TIMEOUT_S  # a client that stalls is cut off
     disable_nagle_algorithm = True  # answers are small; never wait for the peer's ACK
     server: _Server
     _unread = 0  # bytes of this request's body still on the socket; -1 when unknown
+    _path: str | None = None  # the routed path, once the target has been checked
+    _started = 0.0
+    _linger = False  # refused before the request was read to its end: see transport.linger
 
-    def __getattr__(self, name: str) -> Any:
-        """``do_GET``, ``do_TRACE``, ``do_FOO``: every method is routed, so an unknown one
-        gets our 405 rather than http.server's HTML 501."""
-        if name.startswith("do_"):
-            return self._handle
-        raise AttributeError(name)
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the plain socket file: replaced by one that keeps deadlines
+        self._reader = DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def finish(self) -> None:
+        super().finish()
+        if self._linger:
+            linger(self.connection)
+
+    def handle_one_request(self) -> None:
+        """Read one request within the header deadline, then answer it.
+
+        Replaces http.server's, which times each read on its own (a client sending a header
+        line every few seconds was never cut off) and leaves some failures unanswered.
+        """
+        limits = self.server.limits
+        self._begin()
+        received = self._reader.received
+        self._reader.expect(limits.header_s, limits.head_bytes)
+        try:
+            if self._read_request_line() and self.parse_request():
+                self._handle()
+        except TimeoutError:
+            self.close_connection = True
+            if self.raw_requestline or self._reader.received > received:
+                self.send_error(408, "the request line and headers did not arrive within "
+                                     f"{limits.header_s:g} s")
+            # else a quiet keep-alive connection: an answer nobody asked for would be read as
+            # the answer to the client's next request, so it is closed without a word
+        except HeadTooLarge:
+            self.send_error(431, f"request line and headers are over {limits.head_bytes} bytes")
+        except ConnectionError:
+            self.close_connection = True  # the client went away mid-request
+
+    def _begin(self) -> None:
+        """Forget the previous request on this connection."""
+        self._started = time.perf_counter()
+        self.raw_requestline = b""
+        self.requestline = self.command = self.path = ""
+        self.request_version = self.default_request_version
+        self._path = None
+        self._unread = 0
+
+    def _read_request_line(self) -> bool:
+        """Read the request line; False when there is none to parse (the client closed, or
+        the line was too long and has been answered)."""
+        line = self.rfile.readline(MAX_LINE + 1)
+        if line in (b"\r\n", b"\n"):  # RFC 9112 2.2: one empty line before a request is allowed
+            line = self.rfile.readline(MAX_LINE + 1)
+        self.raw_requestline = line
+        self._started = time.perf_counter()
+        if not line:
+            self.close_connection = True
+            return False
+        if len(line) > MAX_LINE:
+            self.send_error(414, f"the request line is over {MAX_LINE} bytes")
+            return False
+        return True
+
+    def parse_request(self) -> bool:
+        """http.server's parsing, minus its silences: an empty line and HTTP/0.9 are refused."""
+        if not self.raw_requestline.split():
+            self.send_error(400, "empty request line")
+            return False
+        if not super().parse_request():
+            return False  # answered through send_error
+        if self.request_version == "HTTP/0.9":
+            self.send_error(400, "HTTP/0.9 requests are not supported; end the line with "
+                                 "HTTP/1.1")
+            return False
+        return True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """http.server's own refusals (a garbled request line, oversized headers) in our
-        JSON envelope rather than its HTML page."""
-        self.close_connection = True
-        error_code = next((c for c, status in STATUS.items() if status == code), "bad_request")
-        self._send(Response(code, {"error": message or HTTPStatus(code).phrase,
-                                   "code": error_code}))
+        """http.server's own refusals (a garbled request line, oversized headers, HTTP/2) in our
+        JSON envelope, sent and logged like any other answer."""
+        if self.request_version == "HTTP/0.9":  # no version known yet: http.server would
+            self.request_version = ""  # send a bare body, or crash on our one-write send
+        self.close_connection = self._linger = True
+        code = int(code)  # http.server passes HTTPStatus members
+        body = {"error": clip(message or HTTPStatus(code).phrase, MAX_ECHO),
+                "code": CODE_OF.get(code, "bad_request")}
+        self._answer(Response(code, body))
 
     def _handle(self) -> None:
-        started = time.perf_counter()
-        target = urlsplit(self.path)
-        path = target.path
-        self._query = parse_qs(target.query, keep_blank_values=True)
+        """Answer a request whose line and headers parsed; every failure is an error body."""
         headers: dict[str, str] = {}
-        self._unread = _declared_length(self.headers)
+        self._unread = declared_length(self.headers)
         try:
-            response = self._respond(path)
+            response = self._respond()
         except OrchestratrError as exc:
             headers = exc.headers if isinstance(exc, ApiError) else {}
             response = Response(status_of(exc), error_body(exc))
         except Exception:
-            log.exception("http_internal_error", method=self.command, path=path)
+            log.exception("http_internal_error", method=self.command, path=self._path)
             response = Response(500, {"error": "internal error (see the daemon log)",
                                       "code": "internal_error"})
         if self._unread:  # a refusal before the body was read: it must never pass for a request
             self.close_connection = True
         if isinstance(response.body, EventStream):
             self._stream(response.body)
+            self._log(response.status)
         else:
-            self._send(response, headers)
+            self._answer(response, headers)
         self._discard_unread_body()
-        log.info("http_request", method=self.command, path=path, status=response.status,
-                 duration_ms=round((time.perf_counter() - started) * 1000, 3))
 
-    def _respond(self, path: str) -> Response:
-        api = self.server.api
-        refusal = guard.refusal(self.client_address[0], self.headers, self.server.server_port)
-        if refusal:
-            raise ApiError("forbidden", refusal)
-        handler, params = api.route(self.command, path)
+    def _respond(self) -> Response:
+        path, query = guard.admit(self.client_address[0], self.path, self.headers,
+                                  self.server.server_port,
+                                  host_required=self.request_version != "HTTP/1.0")
+        self._path = path
+        handler, params = self.server.api.route(self.command, path)
         body = self._read_body() if self.command in BODY_METHODS else None
-        return handler(Request(self.command, params, body, self._query, self.headers))
+        return handler(Request(self.command, params, body,
+                               parse_qs(query, keep_blank_values=True), self.headers))
 
     def _read_body(self) -> Any:
         if self.headers.get("Transfer-Encoding"):
@@ -183,17 +314,32 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError("bad_request", "invalid Content-Length")
         if self._unread > MAX_BODY:
             raise ApiError("payload_too_large", f"body is over {MAX_BODY} bytes")
-        raw = self.rfile.read(self._unread) if self._unread else b""
-        self._unread = 0
+        raw = self._receive(self._unread) if self._unread else b""
         if not raw.strip():
             return None
         media_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if media_type != "application/json":
             raise ApiError("unsupported_media_type", "request bodies must be application/json")
+        return decode_json(raw)
+
+    def _receive(self, length: int) -> bytes:
+        """The body, which must arrive whole within the body deadline (a client trickling a
+        byte every few seconds held its thread for as long as it liked)."""
+        limit_s = self.server.limits.body_s
+        self._reader.expect(limit_s)
         try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError("bad_request", f"malformed JSON: {exc}") from None
+            raw = self.rfile.read(length)
+        except TimeoutError:
+            self._unread = -1  # the rest may still come: the connection cannot be reused
+            raise ApiError("request_timeout", f"the body did not arrive within {limit_s:g} s")
+        except ConnectionError:  # the client went away mid-body: no bug of ours to log
+            self._unread = -1
+            raise ApiError("bad_request", "the connection broke during the body") from None
+        self._unread = 0
+        if len(raw) < length:
+            self.close_connection = True
+            raise ApiError("bad_request", "the body is shorter than its Content-Length")
+        return raw
 
     def _discard_unread_body(self) -> None:
         """Read and drop the rest of a refused body, in small chunks and for a bounded time.
@@ -202,18 +348,27 @@ class _Handler(BaseHTTPRequestHandler):
         destroy the answer before a client that is still sending has read it.
         """
         remaining, self._unread = self._unread, 0
-        deadline = time.monotonic() + DISCARD_LIMIT_S
-        with contextlib.suppress(OSError):
-            while remaining > 0 and (left := deadline - time.monotonic()) > 0:
-                self.connection.settimeout(left)
+        self._reader.expect(DISCARD_LIMIT_S)
+        with contextlib.suppress(OSError):  # TimeoutError included: the time is up
+            while remaining > 0:
                 chunk = self.rfile.read1(min(remaining, 65536))
                 if not chunk:
                     break
                 remaining -= len(chunk)
 
+    def _answer(self, response: Response, headers: dict[str, str] | None = None) -> None:
+        """Send an answer and log the request. A client that has gone, or stopped reading for
+        longer than the write limit, just loses its connection."""
+        try:
+            self._send(response, headers)
+        except OSError:
+            self.close_connection = True
+        self._log(response.status)
+
     def _send(self, response: Response, headers: dict[str, str] | None = None) -> None:
         body = response.body
         payload = body if isinstance(body, bytes) else encode(body)
+        settle(self.connection, self.server.limits.write_s)
         self.send_response(response.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -233,20 +388,20 @@ class _Handler(BaseHTTPRequestHandler):
         The response has no length: it ends when the connection closes.
         """
         self.close_connection = True
-        self.send_response(200)
-        self.send_header("Content-Type", stream.content_type)
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command == "HEAD":
-            stream.close()
-            return
-        # Little kernel buffering: a reader that stops reading overflows its own bounded
-        # queue soon, instead of after megabytes sit in the socket.
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
-        self.server.streams.add(stream)
-        self.server.hangups.watch(self.connection, stream.close)
         try:
+            settle(self.connection, self.server.limits.write_s)
+            self.send_response(200)
+            self.send_header("Content-Type", stream.content_type)
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            # Little kernel buffering: a reader that stops reading overflows its own bounded
+            # queue soon, instead of after megabytes sit in the socket.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+            self.server.streams.add(stream)
+            self.server.hangups.watch(self.connection, stream.close)
             for chunk in stream:
                 self.wfile.write(chunk)
         except OSError:
@@ -256,19 +411,29 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.streams.discard(stream)
             stream.close()
 
+    def _log(self, status: int) -> None:
+        """The one ``http_request`` line of every request, answered or refused."""
+        path = self._path if self._path is not None else (self.path or None)
+        log.info("http_request", method=self.command or None,
+                 path=path and clip(path, MAX_ECHO), status=status,
+                 duration_ms=round((time.perf_counter() - self._started) * 1000, 3))
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """Nothing: ``_handle`` logs every request once, with its duration."""
+        """Nothing: ``_log`` logs every request once, with its duration."""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        """http.server's own messages (timeouts, malformed request lines) go to structlog."""
+        """Anything else http.server says goes to structlog."""
         log.debug("http_server_message", message=format % args, peer=self.client_address[0])
 
 
 class ApiServer:
     """Binds 127.0.0.1, serves in its own threads, and keeps the port file."""
 
-    def __init__(self, api: Api, port: int, port_file: Path | None = None) -> None:
+    def __init__(
+        self, api: Api, port: int, port_file: Path | None = None, limits: Limits = Limits()
+    ) -> None:
         self._api = api
+        self._limits = limits
         self._requested_port = port
         self._port_file = port_file
         self._server: _Server | None = None
@@ -309,25 +474,14 @@ class ApiServer:
 
     def _bind(self) -> _Server:
         try:
-            return _Server(("127.0.0.1", self._requested_port))
+            return _Server(("127.0.0.1", self._requested_port), self._limits)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or self._requested_port == 0:
                 raise
-        server = _Server(("127.0.0.1", 0))
+        server = _Server(("127.0.0.1", 0), self._limits)
         log.warning("api_port_taken", wanted=self._requested_port, using=server.server_port,
                     hint="clients find the port in the port file")
         return server
-
-
-def _declared_length(headers: Message) -> int:
-    """The body's length from its headers: 0 for none, -1 when it cannot be known."""
-    if headers.get("Transfer-Encoding"):
-        return -1
-    try:
-        length = int(headers.get("Content-Length") or 0)
-    except ValueError:
-        return -1
-    return length if length >= 0 else -1
 
 
 def _read_port(path: Path) -> int | None:

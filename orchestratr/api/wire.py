@@ -6,18 +6,74 @@ responses are built from the supervisor's frozen snapshots. Times are RFC 3339 i
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
 from orchestratr.convert import converter
+from orchestratr.errors import BadRequestError
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
 from orchestratr.supervisor.bus import Event
 from orchestratr.supervisor.states import AppState
 
 MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
+MAX_DEPTH = 32  # arrays and objects inside each other in a request body
+
+
+def decode_json(raw: bytes) -> Any:
+    """A request body's JSON value.
+
+    Raises:
+        BadRequestError: malformed, nested deeper than MAX_DEPTH, or holding a string no
+            command, path or environment can carry (see ``_problem``).
+    """
+    try:
+        value = json.loads(raw)
+    except RecursionError:  # ``[`` x 100000: no ValueError, and it was answered 500
+        raise BadRequestError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"malformed JSON: {exc}") from None
+    problem = _problem(value)
+    if problem:
+        raise BadRequestError(problem)
+    return value
+
+
+def _problem(value: Any) -> str | None:
+    """What makes a parsed body unusable, found with a loop rather than a recursion.
+
+    Nesting just under the json module's own limit would fail later, in whatever walks the
+    value. A NUL, or half a surrogate pair (JSON's ``\\ud800`` escape can write one; UTF-8
+    cannot), in any key or string fails only when the string reaches the OS: a spawn with
+    such a command or environment was a 500.
+    """
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not _usable(item):
+                return "strings may not contain NUL characters or unpaired surrogates"
+        elif isinstance(item, (dict, list)):
+            if depth >= MAX_DEPTH:
+                return f"JSON nested deeper than {MAX_DEPTH} levels"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _usable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @attrs.frozen

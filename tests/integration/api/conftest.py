@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import logging
 import re
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
 import jsonschema
 import pytest
+import structlog
 
+from orchestratr.api.routes import Api, Request, Response
+from orchestratr.api.server import ApiServer
+from orchestratr.api.transport import Limits
+from orchestratr.logs import configure_logging
 from tests.conftest import DaemonProcess, wait_for, write_config
 
 CONFIG = """\
@@ -83,6 +91,14 @@ class HttpApi:
             self.conforms(method, path, reply)
         return reply
 
+    def raw(self, data: bytes) -> Reply:
+        """Bytes as sent, for what http.client will not send; an error must be an Error."""
+        reply = exchange(self.port, data)
+        if reply.status >= 400:
+            jsonschema.validate(reply.body, {"$ref": "#/components/schemas/Error",
+                                             "components": self.doc["components"]})
+        return reply
+
     def conforms(self, method: str, path: str, reply: Reply) -> None:
         assert reply.headers["content-type"] == "application/json"
         schema = self._response_schema(method, path.split("?")[0], reply.status)
@@ -113,6 +129,90 @@ class HttpApi:
     def wait_state(self, name: str, state: str, timeout: float = 5.0) -> dict[str, Any]:
         wait_for(lambda: self.app(name)["state"] == state, timeout, what=f"{name} {state}")
         return self.app(name)
+
+
+def exchange(port: int, data: bytes, timeout: float = 10.0) -> Reply:
+    """Send raw bytes on a new connection and read the one answer, to the server's close
+    (every test that uses this expects ``Connection: close`` or sends it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        return parse_answer(read_to_close(sock))
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_answer(answer: bytes) -> Reply:
+    """One HTTP/1.1 answer with a JSON body (or none), as a Reply."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    assert status_line.startswith("HTTP/1.1 "), answer[:200]
+    headers = {name.lower(): value for name, _, value in (x.partition(": ") for x in lines)}
+    return Reply(int(status_line.split()[1]), headers, json.loads(body) if body else None)
+
+
+class StandIn(Api):
+    """An Api over no supervisor with two routes a daemon lacks: one that fails, one that echoes
+    its body. For what only an in-process server can show: a 500, and short limits."""
+
+    def __init__(self) -> None:
+        super().__init__(None, None, None, dict)  # type: ignore[arg-type]
+        self.routes += [("GET", "/explode", self.explode), ("POST", "/echo", self.echo)]
+
+    def explode(self, _: Request) -> Response:
+        raise RuntimeError("secret detail")
+
+    def echo(self, req: Request) -> Response:
+        return Response(200, {"body": req.body})
+
+
+@contextmanager
+def daemon_logging(log_file: Path) -> Iterator[io.StringIO]:
+    """The daemon's own logging (``configure_logging``: a JSON file and a console, yielded) for
+    an in-process server; flushed at the end, then the test's logging is put back."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    console = io.StringIO()
+    stop = configure_logging("info", log_file, console)
+    try:
+        yield console
+    finally:
+        stop()
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def logged(log_file: Path, event: str) -> list[dict[str, Any]]:
+    """The events of that name in a JSON log file."""
+    lines = log_file.read_text().split("\n")[:-1]  # the last may be half-written
+    return [e for e in map(json.loads, lines) if e["event"] == event]
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., ApiServer]]:
+    """``make_server(header_s=0.5, ...)``: a started in-process ApiServer with those limits."""
+    started: list[ApiServer] = []
+
+    def make(**limits: Any) -> ApiServer:
+        server = ApiServer(StandIn(), 0, limits=Limits(**limits))
+        server.start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def api_server(make_server: Callable[..., ApiServer]) -> ApiServer:
+    return make_server()
 
 
 def port_of(config_dir: Path) -> int:
