@@ -180,10 +180,6 @@ class Api:
     def register(self, req: Request) -> Response:
         if not isinstance(req.body, dict):
             raise BadRequestError("expected a JSON object of app fields")
-        env = req.body.get("env")
-        if isinstance(env, dict) and any("=" in name for name in env):
-            # no environment can hold such a name: the spawn raised, and it was a 500
-            raise BadRequestError("env: variable names may not contain '='")
         snap, warnings = self._registry.register(req.body)
         return Response(201, {**app_json(snap), "warnings": _few(warnings)})
 

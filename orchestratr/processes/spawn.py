@@ -65,6 +65,8 @@ class ProcessLauncher:
             )
         except OSError as exc:
             raise LaunchError(f"cannot run {self._shell}: {exc.strerror or exc}") from None
+        except (ValueError, UnicodeError) as exc:  # what no exec can carry (a NUL, say)
+            raise LaunchError(f"cannot be passed to a process: {exc}") from None
         finally:
             os.close(log_fd)
         with self._lock:

@@ -54,6 +54,20 @@ def check_app(spec: AppSpec) -> list[Problem]:
         problems.append(("lease_secs", f"must be more than 0 and at most {MAX_LEASE_S:g}"))
     if not 0 <= spec.grace_secs <= MAX_LEASE_S:
         problems.append(("grace_secs", f"must be from 0 to {MAX_LEASE_S:g}"))
+    problems.extend(_unpassable(spec))
+    return problems
+
+
+def _unpassable(spec: AppSpec) -> list[Problem]:
+    """Strings no process can be given: a NUL ends a C string, ``=`` ends a variable's name."""
+    problems = [(field, "must not contain a NUL character")
+                for field in ("command", "cwd", "ready_cmd")
+                if "\0" in (getattr(spec, field) or "")]
+    for name, value in spec.env.items():
+        if "=" in name or not name:
+            problems.append((f"env.{name[:40]}", "a variable name must be non-empty, without '='"))
+        if "\0" in name or "\0" in value:
+            problems.append((f"env.{name[:40]}", "must not contain a NUL character"))
     return problems
 
 

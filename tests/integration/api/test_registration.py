@@ -42,10 +42,11 @@ class TestRegister:
 
     def test_every_validation_error_is_listed(self, api: HttpApi) -> None:
         reply = api.post("/apps", {"name": "Bad Name", "chord": "?", "lease_secs": -1,
-                                   "restart": "sometimes"})
+                                   "restart": "sometimes", "env": {"A=B": "x"}})
         assert (reply.status, reply.body["code"]) == (400, "invalid_config")
         errors = "\n".join(reply.body["errors"])
         for fragment in ("command: required field missing", "restart: expected one of",
+                         "env.A=B: a variable name must be non-empty, without '='",
                          "name: 'Bad Name' must match", "chord: chord '?' is reserved",
                          "lease_secs: must be more than 0"):
             assert fragment in errors

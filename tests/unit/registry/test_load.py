@@ -160,6 +160,14 @@ class TestAppErrors:
             ("{name: a, command: x, stop_timeout_ms: -1}",
              "config.yml: apps[0] (a): stop_timeout_ms: must not be negative"),
             ("[not, a, mapping]", "config.yml: apps[0]: expected a mapping of app fields, got list"),
+            ("{name: a, command: x, env: {'A=B': x}}",
+             "config.yml: apps[0] (a): env.A=B: a variable name must be non-empty, without '='"),
+            ('{name: a, command: "x\\0y"}',
+             "config.yml: apps[0] (a): command: must not contain a NUL character"),
+            ("{name: a, command: x, lease_secs: 0}",
+             "config.yml: apps[0] (a): lease_secs: must be more than 0 and at most 86400"),
+            ("{name: a, command: x, grace_secs: .nan}",
+             "config.yml: apps[0] (a): grace_secs: must be from 0 to 86400"),
         ],
     )
     def test_error(self, tmp_path: Path, entry: str, expected: str) -> None:
