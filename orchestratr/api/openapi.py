@@ -108,7 +108,9 @@ SCHEMAS: dict[str, Any] = {
         },
         ["error", "code"],
     ),
-    "Health": _obj({"status": {"const": "ok"}, "version": STRING}, ["status", "version"]),
+    "Health": _obj({"status": {"const": "ok"}, "version": STRING,
+                    "pid": {"type": "integer", "description": "the daemon's"},
+                    "started_at": TIME}, ["status", "version", "pid", "started_at"]),
     "App": _obj(APP_PROPERTIES, list(APP_PROPERTIES)),
     "HistoryEntry": _obj(
         {

@@ -8,6 +8,8 @@ orchestratr's split-state bug B4 cannot happen) and checked against the name rul
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -18,7 +20,14 @@ from orchestratr import __version__
 from orchestratr.api import sse
 from orchestratr.api.errors import ApiError, clip
 from orchestratr.api.sse import StreamSettings
-from orchestratr.api.wire import LaunchedBody, TriggerBody, ack_json, app_json, state_json
+from orchestratr.api.wire import (
+    LaunchedBody,
+    TriggerBody,
+    ack_json,
+    app_json,
+    iso,
+    state_json,
+)
 from orchestratr.convert import structure_body
 from orchestratr.errors import BadRequestError
 from orchestratr.hotkeys.service import HotkeyService
@@ -102,6 +111,7 @@ class Api:
         self._hotkeys = hotkeys
         self._openapi = openapi
         self._streams = streams
+        self._started = time.time()
         self._apps_cache: tuple[list[tuple[Any, ...]] | None, bytes] = (None, b"")
         self.routes: list[tuple[str, str, Handler]] = [
             ("GET", "/health", self.health),
@@ -156,7 +166,9 @@ class Api:
     # ------------------------------------------------------------- endpoints
 
     def health(self, _: Request) -> Response:
-        return ok({"status": "ok", "version": __version__})
+        """Liveness, and which daemon answers: a client sees a restart as a new pid."""
+        return ok({"status": "ok", "version": __version__, "pid": os.getpid(),
+                   "started_at": iso(self._started)})
 
     def openapi(self, _: Request) -> Response:
         return ok(self._openapi())

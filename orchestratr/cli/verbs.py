@@ -7,7 +7,6 @@ raised as the client's exceptions and turned into exit codes by ``main``.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,7 +29,7 @@ def status(ctx: Context) -> int:
     data = {
         "status": health.get("status"),
         "version": health.get("version"),
-        **_daemon_identity(client),
+        **_daemon_identity(client, health),
         "config_dir": str(client.config_dir),
         "hotkeys": client.hotkeys(),
         "apps": _counts(client.apps()),
@@ -39,17 +38,11 @@ def status(ctx: Context) -> int:
     return 0
 
 
-def _daemon_identity(client: Client) -> dict[str, Any]:
-    """pid, port and uptime. /health does not carry the pid or the start time, so they come
-    from the pid file, which the daemon writes once, when it takes its lock at start-up."""
-    port = client.address()[1]
-    pid = client.daemon_pid()
-    try:
-        started = os.stat(client.pid_file).st_mtime if pid is not None else None
-    except OSError:
-        started = None
+def _daemon_identity(client: Client, health: dict[str, Any]) -> dict[str, Any]:
+    """pid, port and uptime, as the daemon itself tells them."""
+    started = parse_time(health.get("started_at"))
     uptime = None if started is None else round(max(0.0, time.time() - started), 3)
-    return {"pid": pid, "port": port, "uptime_secs": uptime}
+    return {"pid": health.get("pid"), "port": client.address()[1], "uptime_secs": uptime}
 
 
 def _counts(apps: list[dict[str, Any]]) -> dict[str, Any]:

@@ -16,9 +16,12 @@ from tests.integration.api.conftest import CONFIG, HttpApi
 
 
 class TestInspect:
-    def test_health(self, api: HttpApi) -> None:
+    def test_health_names_the_daemon(self, serve: Any) -> None:
+        api, daemon = serve()
         reply = api.get("/health")
-        assert (reply.status, reply.body) == (200, {"status": "ok", "version": __version__})
+        assert (reply.status, reply.body["status"], reply.body["version"]) == (
+            200, "ok", __version__)
+        assert reply.body["pid"] == daemon.proc.pid and reply.body["started_at"].endswith("Z")
 
     def test_apps_lists_config_fields_source_and_live_state(self, api: HttpApi) -> None:
         apps = {a["name"]: a for a in api.get("/apps").body}
