@@ -112,7 +112,7 @@ class Api:
         self._openapi = openapi
         self._streams = streams
         self._started = time.time()
-        self._apps_cache: tuple[list[tuple[Any, ...]] | None, bytes] = (None, b"")
+        self._apps_cache: tuple[int | None, bytes] = (None, b"")
         self.routes: list[tuple[str, str, Handler]] = [
             ("GET", "/health", self.health),
             ("GET", "/openapi.json", self.openapi),
@@ -175,12 +175,11 @@ class Api:
 
     def apps(self, _: Request) -> Response:
         """The most polled endpoint: its encoded body is reused while no app has changed."""
-        snaps = self._sup.snapshots()
-        key = [(s.spec, s.state, s.pid, s.launched_at, s.ready_at, s.error, s.removed)
-               for s in snaps]
+        changes = self._sup.changes.value  # read before the snapshots (see Changes)
         cached = self._apps_cache  # replaced whole, never mutated: no lock needed
-        if cached[0] != key:
-            cached = self._apps_cache = (key, encode([app_json(s) for s in snaps]))
+        if cached[0] != changes:
+            body = encode([app_json(s) for s in self._sup.snapshots()])
+            cached = self._apps_cache = (changes, body)
         return ok(cached[1])
 
     def app(self, req: Request) -> Response:

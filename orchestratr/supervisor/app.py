@@ -6,6 +6,7 @@ the fields the trigger changes, so a snapshot never shows a half-applied transit
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -23,6 +24,28 @@ STARTS_KEPT = 16  # the crash-loop check looks at the last few starts only
 # What an app that never moved holds instead of its own deque (about 600 bytes each, a tenth
 # of an idle app's cost): ``apply`` replaces it at the first transition, nothing appends to it.
 _NO_HISTORY: deque[HistoryEntry] = deque(maxlen=0)
+
+
+class Changes:
+    """A number that moves whenever anything ``GET /apps`` shows changes, so its answer can
+    be reused until then without copying every app to compare.
+
+    It moves inside the change's own app lock, before the field is written; a reader that
+    reads it, then snapshots (which takes that lock), therefore never pairs a number with
+    older fields.
+    """
+
+    def __init__(self) -> None:
+        self._count = itertools.count(1)
+        self.value = 0
+
+    def bump(self) -> None:
+        self.value = next(self._count)
+
+
+def _shown(app: App, _: attrs.Attribute[Any], value: Any) -> Any:
+    app.changes.bump()
+    return value
 
 
 @attrs.frozen
@@ -72,20 +95,21 @@ class AppSnapshot:
 
 @attrs.define(eq=False)  # slots: AppMachine binds no methods to the instance
 class App:
-    spec: AppSpec
+    spec: AppSpec = attrs.field(on_setattr=_shown)
     clock: Callable[[], float]  # wall clock, for `at` and the *_at fields
-    state: AppState = AppState.stopped
+    state: AppState = attrs.field(default=AppState.stopped, on_setattr=_shown)
     # The tracked process; for a group we spawned, the group's id. That is the pid of the
     # group's first process, which may have exited (a launcher script) while the group lives
     # on: the id stays right for signalling the group, and no new process can take that
     # number while any member of the group is alive.
-    pid: int | None = None
+    pid: int | None = attrs.field(default=None, on_setattr=_shown)
     group: bool = False  # pid leads a process group we spawned (signal the group)
     started_at: float | None = None  # wall clock: when that process (group) was created
-    launched_at: float | None = None
-    ready_at: float | None = None
-    error: str | None = None
-    removed: bool = False  # dropped from the registry while running; forgotten once it exits
+    launched_at: float | None = attrs.field(default=None, on_setattr=_shown)
+    ready_at: float | None = attrs.field(default=None, on_setattr=_shown)
+    error: str | None = attrs.field(default=None, on_setattr=_shown)
+    # dropped from the registry while running; forgotten once it exits
+    removed: bool = attrs.field(default=False, on_setattr=_shown)
     spawning: bool = False  # a spawn is in flight: its process will belong to this app
     run: int = 0  # bumped on every spawn/adopt so callbacks from an older process are ignored
     started: float = 0.0  # monotonic time of the last spawn
@@ -100,6 +124,7 @@ class App:
     monotonic: Callable[[], float] = time.monotonic
     history: deque[HistoryEntry] = _NO_HISTORY
     lock: threading.RLock = attrs.field(factory=threading.RLock)
+    changes: Changes = attrs.field(factory=Changes)  # the supervisor's, shared by its apps
 
     @property
     def name(self) -> str:

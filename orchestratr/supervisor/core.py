@@ -27,7 +27,7 @@ from orchestratr.errors import (
     UnknownAppError,
 )
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
-from orchestratr.supervisor.app import App, AppSnapshot, HistoryEntry
+from orchestratr.supervisor.app import App, AppSnapshot, Changes, HistoryEntry
 from orchestratr.supervisor.bus import EventBus
 from orchestratr.supervisor.launcher import Launcher, ProcessExit
 from orchestratr.supervisor.leases import DEFAULT_LEASE_S, LeaseClock
@@ -83,6 +83,7 @@ class Supervisor:
         self._wall = wall
         self._lock = threading.RLock()  # the apps dict and the registry; taken before app locks
         self._apps: dict[str, App] = {}
+        self.changes = Changes()  # moves whenever anything an app list shows changes
         self._roster: tuple[App, ...] = ()  # _apps' values, replaced whole: read without locks
         self._registry = Registry()
         self._machine = build_machine([self._on_transition])
@@ -645,7 +646,8 @@ class Supervisor:
     def _upsert(self, spec: AppSpec) -> None:
         app = self._apps.get(spec.name)
         if app is None:
-            app = App(spec, self._wall)
+            self.changes.bump()
+            app = App(spec, self._wall, changes=self.changes)
             self._machine.add_model(app)
             self._apps[spec.name] = app
             self._roster = tuple(self._apps.values())
@@ -665,6 +667,7 @@ class Supervisor:
     def _forget(self, app: App) -> None:
         with self._lock:
             if app.removed and self._apps.get(app.name) is app:
+                self.changes.bump()
                 del self._apps[app.name]
                 self._roster = tuple(self._apps.values())
                 self._machine.remove_model(app)

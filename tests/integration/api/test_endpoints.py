@@ -11,7 +11,7 @@ from typing import Any
 
 from orchestratr import __version__
 from orchestratr.api.routes import Api
-from tests.conftest import alive, write_config
+from tests.conftest import alive, wait_for, write_config
 from tests.integration.api.conftest import CONFIG, HttpApi
 
 
@@ -49,6 +49,14 @@ class TestInspect:
         assert notes()["state"] == "launched"
         api.post("/apps/notes/ready")
         assert (notes()["state"], notes()["ready_at"] is not None) == ("ready", True)
+        outsider = subprocess.Popen(["sleep", "60"])
+        try:  # no transition: only the pid changes
+            api.post("/apps/notes/launched", {"pid": outsider.pid})
+            assert (notes()["state"], notes()["pid"]) == ("ready", outsider.pid)
+        finally:
+            outsider.kill()
+            outsider.wait()
+        wait_for(lambda: notes()["state"] == "stopped", what="the outsider's exit in /apps")
 
     def test_one_app_carries_its_history(self, api: HttpApi) -> None:
         api.post("/apps/notes/launch")
