@@ -211,6 +211,7 @@ class Daemon:
             hotkeys.start(enabled=self.options.hotkeys)
             gc.collect()  # drop start-up garbage (YAML trees, generated converter code)
             gc.freeze()  # and keep what stays from being rescanned for the daemon's lifetime
+            _return_free_memory()
             self.started.set()
             log.info("daemon_started", pid=os.getpid(), version=__version__,
                      config_dir=str(self.paths.config_dir), apps=len(registry.apps),
@@ -280,6 +281,15 @@ def _initial_registry(paths: Paths) -> tuple[Registry, ConfigError | None]:
         return load_registry(paths), None
     except ConfigError as exc:
         return load_without_config(paths), exc
+
+
+def _return_free_memory() -> None:
+    """Give the heap pages that start-up garbage left free back to the system (glibc keeps
+    them otherwise): about 0.5 MiB of an idle daemon's resident memory."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _log_problems(warnings: list[str], errors: list[str]) -> None:

@@ -14,6 +14,7 @@ import errno
 import io
 import selectors
 import socket
+import socketserver
 import threading
 import time
 from collections.abc import Callable
@@ -79,6 +80,12 @@ class _Server(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(limits.connections)
         self._turned_away = 0
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's ``socket.getfqdn``: a reverse DNS lookup of 127.0.0.1 at
+        start-up, which can stall on a broken resolver, for a name nothing here uses."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "localhost", self.server_address[1]
         self.streams: set[EventStream] = set()
         self.hangups = Hangups()
 
