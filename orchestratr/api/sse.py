@@ -9,6 +9,7 @@ that id, or a ``reset`` event when some are gone, telling it to read ``GET /apps
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import time
@@ -82,8 +83,8 @@ def poll(bus: EventBus, query: EventQuery) -> list[dict[str, Any]]:
     since = query.since or 0
     events, complete = bus.replay(since)
     body = [] if complete else [reset_json(since, events)]
-    body += [event_json(e) for e in events if query.accepts(e)][: query.limit]
-    return body
+    accepted = (e for e in events if query.accepts(e))
+    return body + [event_json(e) for e in itertools.islice(accepted, query.limit)]
 
 
 class EventStream:
