@@ -6,7 +6,6 @@ import pytest
 
 from orchestratr.hotkeys.engine import Engine, Kind, Outcome
 from orchestratr.hotkeys.keys import Key, Leader, desktop_owner, parse_leader
-from orchestratr.hotkeys.listener import to_key
 from orchestratr.hotkeys.service import chord_table
 from orchestratr.registry.model import AppSpec
 
@@ -164,24 +163,3 @@ def test_chord_table_folds_case() -> None:
     apps = [AppSpec(name="a", command="x", chord="E"), AppSpec(name="b", command="x"),
             AppSpec(name="c", command="x", chord="F5")]
     assert chord_table(apps) == {"e": "a", "f5": "c"}
-
-
-class FakePynputKey:
-    def __init__(self, name: str | None = None, char: str | None = None,
-                 vk: int | None = None) -> None:
-        if name is not None:
-            self.name = name
-        self.char, self.vk = char, vk
-
-
-@pytest.mark.parametrize(
-    ("pynput_key", "key"),
-    [(FakePynputKey(name="ctrl_l"), Key("ctrl")), (FakePynputKey(name="ctrl_r"), Key("ctrl")),
-     (FakePynputKey(name="cmd"), Key("super")), (FakePynputKey(name="esc"), Key("escape")),
-     (FakePynputKey(name="alt_gr"), Key("alt")), (FakePynputKey(name="page_up"), Key("pageup")),
-     (FakePynputKey(name="f5"), Key("f5")), (FakePynputKey(char="E"), Key("e")),
-     (FakePynputKey(char="\x05", vk=ord("e")), Key("e")),  # with Ctrl held
-     (FakePynputKey(name="caps_lock"), None), (FakePynputKey(char=None, vk=None), None)],
-)
-def test_pynput_keys_translate(pynput_key: FakePynputKey, key: Key | None) -> None:
-    assert to_key(pynput_key) == key
