@@ -74,12 +74,6 @@ class LeaderGrab:
         may still be finishing while ``on_failure`` runs)."""
         return self.failure is None and self._thread is not None and self._thread.is_alive()
 
-    @property
-    def client_id(self) -> int:
-        """The resource-id base of the grab's connection: what XKillClient (xkill) names."""
-        assert self._display is not None
-        return int(self._display.display.info.resource_id_base)
-
     def start(self) -> None:
         try:
             display = Display()
@@ -98,7 +92,7 @@ class LeaderGrab:
         self._thread.start()
 
     def stop(self) -> None:
-        """Ungrab everything and end the thread. Call once, from one thread at a time."""
+        """Ungrab everything and end the thread (again: a no-op). One caller at a time."""
         if self._thread is None:
             return
         try:
@@ -146,7 +140,7 @@ class LeaderGrab:
             self._loop(display)
         except Exception as exc:
             log.exception("hotkey_grab_failed", leader=str(self.leader))
-            self.failure = f"{type(exc).__name__}: {exc}"
+            self.failure = f"the key grab failed: {type(exc).__name__}: {exc}"
         finally:
             self.grabbed = False
             try:
@@ -164,7 +158,6 @@ class LeaderGrab:
             while self._backlog or display.pending_events():
                 event = self._backlog.popleft() if self._backlog else display.next_event()
                 window = self._on_event(display, event, window)
-                window = self._let_go_if_finished(display, window)
             window = self._let_go_if_finished(display, window)  # the time ran out
             wait = None if window is None else max(0.0, window.next_wake() - time.monotonic())
             ready, _, _ = select.select([display, self._wake_r], [], [], wait)
@@ -181,33 +174,43 @@ class LeaderGrab:
             if event.type == X.KeyPress and event.detail == self._keycode:
                 return self._grab(display, event)  # the passive grab fired: keyboard frozen
             self._ungrab(display)  # a key while we hold nothing: make sure nothing is held
-        elif event.type == X.KeyPress:
-            window.press(event.detail, event.detail not in self._quiet, time.monotonic())
-        elif event.detail not in window.down or not self._autorepeat(display, event):
-            window.release(event.detail, time.monotonic())
+        else:
+            if event.type == X.KeyPress:
+                window.press(event.detail, event.detail not in self._quiet, time.monotonic())
+            elif event.detail not in window.down or not self._autorepeat(display, event):
+                window.release(event.detail, time.monotonic())
+            window = self._let_go_if_finished(display, window)
+            if window is not None:
+                self._next_key(display)
         return window
 
     def _let_go_if_finished(self, display: Display,
                             window: GrabWindow | None) -> GrabWindow | None:
-        """Ungrab as soon as the window allows: a key typed right after the chord's release
-        then reaches the app instead of being taken as one more held key."""
         if window is None or not window.finished(time.monotonic()):
             return window
         self._ungrab(display)
         return None
 
     def _grab(self, display: Display, event: Any) -> GrabWindow | None:
+        """Turn the passive grab into an active, *synchronous* one: the server hands over one
+        key at a time and holds the rest until ``_next_key``. So the ungrab always comes before
+        any key typed after the chord, which then reaches the app however slow this thread is
+        (asynchronously, keys typed while the ungrab was on its way were lost)."""
         root = display.screen().root
-        status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeAsync, event.time)
+        status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeSync, event.time)
         if status == X.GrabInvalidTime:  # a late event carries a stale time
-            status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeAsync, X.CurrentTime)
-        display.allow_events(X.AsyncKeyboard, X.CurrentTime)
-        display.flush()
+            status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeSync, X.CurrentTime)
         self.grabbed = status == X.GrabSuccess
         if not self.grabbed:
             log.debug("hotkey_grab_refused", status=status)
+            self._ungrab(display)
             return None
+        self._next_key(display)
         return GrabWindow.open(event.detail, time.monotonic(), self.timeout_s)
+
+    def _next_key(self, display: Display) -> None:
+        display.allow_events(X.SyncKeyboard, X.CurrentTime)
+        display.flush()
 
     def _ungrab(self, display: Display) -> None:
         display.ungrab_keyboard(X.CurrentTime)
@@ -220,6 +223,7 @@ class LeaderGrab:
         event ahead. With XKB's detectable autorepeat no such release is ever sent."""
         if self.detectable_autorepeat:
             return False
+        self._next_key(display)  # the keyboard is frozen after the release: let one more in
         if not display.pending_events():
             select.select([display], [], [], AUTOREPEAT_LOOKAHEAD_S)
         if not display.pending_events():

@@ -242,9 +242,7 @@ class HotkeyService:
         with self._grab_lock:
             grab, engine = self._grab, self._engine
             wanted = self._running and not self._paused
-            if grab is not None and (not wanted or not grab.alive
-                                     or (grab.leader, grab.timeout_s)
-                                     != (engine.leader, engine.timeout_s)):
+            if grab is not None and not (wanted and grab.alive and _holds(grab, engine)):
                 grab.stop()
                 self._grab = None
                 if grab.failure is not None:
@@ -272,7 +270,7 @@ class HotkeyService:
         """The grab thread crashed (the keyboard is already free): say so, and restart it
         unless it keeps crashing."""
         self._grab_restarts += 1
-        self._grab_problem = f"the key grab failed: {grab.failure}"
+        self._grab_problem = grab.failure
         if self._grab_restarts > MAX_GRAB_RESTARTS:
             log.warning("hotkeys_not_suppressed", leader=str(grab.leader),
                         reason=f"{self._grab_problem} ({self._grab_restarts} times); "
@@ -282,8 +280,7 @@ class HotkeyService:
                         reason=self._grab_problem, attempt=self._grab_restarts)
 
     def _suppression_problem(self, grab: Any) -> str:
-        failure = grab.failure if grab is not None else None
-        problem = f"the key grab failed: {failure}" if failure else self._grab_problem
+        problem = (grab.failure if grab is not None else None) or self._grab_problem
         return f"{problem or 'no key grab'}; {NOT_SUPPRESSED}"
 
     def _warn_if_commonly_taken(self) -> None:
@@ -291,6 +288,11 @@ class HotkeyService:
         if owner := desktop_owner(leader):
             log.warning("hotkeys_leader_often_taken", leader=str(leader), usual_owner=owner,
                         hint="set leader_key in config.yml if it does not fire")
+
+
+def _holds(grab: Any, engine: Engine) -> bool:
+    """The grab keeps the keyboard for this engine's leader and window."""
+    return (grab.leader, grab.timeout_s) == (engine.leader, engine.timeout_s)
 
 
 def chord_table(apps: Iterable[AppSpec]) -> dict[str, str]:

@@ -39,8 +39,10 @@ def start_xvfb(*args: str) -> tuple[subprocess.Popen[bytes], str]:
     (it writes the number it took to a pipe once it accepts connections)."""
     read_fd, write_fd = os.pipe()
     server = subprocess.Popen(
+        # -noreset: by default the server resets when its last client leaves, and a test
+        # connecting during that reset is refused ("connection reset by peer")
         ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "640x480x24", "-nolisten", "tcp",
-         *args],
+         "-noreset", *args],
         pass_fds=(write_fd,), stderr=subprocess.DEVNULL,
     )
     os.close(write_fd)

@@ -101,6 +101,17 @@ def test_leader_then_chord_launches_and_neither_key_reaches_the_window(
     assert not hotkeyed.launched("files")
 
 
+def test_a_key_typed_right_after_the_chord_reaches_the_window(
+    hotkeyed: Hotkeyed, keyboard: Keyboard, window: Window
+) -> None:
+    keyboard.leader()
+    keyboard.tap("e")
+    keyboard.tap("x")  # no pause: the grab may still be deciding to let go
+    assert window.received("x")
+    assert "e" not in window.pressed
+    wait_for(lambda: hotkeyed.launched("editor"), what="editor to launch")
+
+
 def test_the_chord_again_spawns_no_duplicate(
     hotkeyed: Hotkeyed, keyboard: Keyboard, window: Window
 ) -> None:
