@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -81,6 +82,35 @@ def test_held_keys_never_repeat_into_the_app(
     finally:
         grab.stop()
     assert not grab.alive and keyboard.can_grab()
+
+
+def test_a_grab_loop_that_raises_mid_window_frees_the_keyboard(
+    x_display: str, keyboard: Keyboard, window: Window
+) -> None:
+    """The active grab is synchronous, so a loop dying without its ``finally`` would leave
+    the keyboard frozen for every app: a fault injected into our own loop proves it does not
+    (the connection stays up, unlike in the killed-connection test)."""
+    from Xlib import X
+
+    from orchestratr.hotkeys.grab import LeaderGrab
+
+    class FailingOnTheChord(LeaderGrab):
+        def _on_event(self, display: Any, event: Any, window: Any) -> Any:
+            if window is not None and event.type == X.KeyPress:
+                raise RuntimeError("a bug in the grab loop")
+            return super()._on_event(display, event, window)
+
+    failed: list[LeaderGrab] = []
+    grab = FailingOnTheChord(parse_leader("ctrl+space"), 0.5, on_failure=failed.append)
+    grab.start()
+    keyboard.leader()
+    keyboard.tap("e")  # the loop raises on it, with the keyboard grabbed and frozen
+    keyboard.tap("x")
+    assert window.received("x")
+    assert failed == [grab] and not grab.alive
+    assert grab.failure == "the key grab failed: RuntimeError: a bug in the grab loop"
+    grab.stop()
+    assert keyboard.can_grab()
 
 
 def test_a_killed_grab_is_reported_restarted_and_given_up_clearly(
