@@ -11,6 +11,7 @@ the grab and leave the keyboard stuck.
 from __future__ import annotations
 
 import collections
+import contextlib
 import select
 import socket
 import threading
@@ -136,21 +137,27 @@ class LeaderGrab:
     def _run(self) -> None:
         display = self._display
         assert display is not None
+        error: Exception | None = None
         try:
             self._loop(display)
-        except Exception as exc:
-            log.exception("hotkey_grab_failed", leader=str(self.leader))
+        except Exception as exc:  # noqa: BLE001 - reported below, once the keyboard is free
+            error = exc
             self.failure = f"the key grab failed: {type(exc).__name__}: {exc}"
         finally:
-            self.grabbed = False
-            try:
-                self._release_leader(display)
-                display.close()
-            except Exception:  # noqa: BLE001 - the connection may be gone with the server
-                pass
-            self._wake_r.close()
-        if self.failure is not None:
+            self._close(display)
+        if error is not None:
+            log.error("hotkey_grab_failed", leader=str(self.leader), exc_info=error)
             self._on_failure(self)
+
+    def _close(self, display: Display) -> None:
+        """Free the keyboard before anything slow, such as logging a traceback: while the
+        keyboard is frozen on a press, the server autorepeats that key behind the queued
+        release, and the key is left down (its next press then reaches no one)."""
+        self.grabbed = False
+        for step in (self._release_leader, Display.close):
+            with contextlib.suppress(Exception):  # the connection may be gone with the server
+                step(display)
+        self._wake_r.close()
 
     def _loop(self, display: Display) -> None:
         window: GrabWindow | None = None
