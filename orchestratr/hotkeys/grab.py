@@ -37,7 +37,7 @@ KEYSYM_NAMES = {"escape": "Escape", "enter": "Return", "tab": "Tab", "backspace"
                 "insert": "Insert", "delete": "Delete", "home": "Home", "end": "End",
                 "pageup": "Prior", "pagedown": "Next", "space": "space"}
 # Only without XKB: how long to wait for the press that would make a release autorepeat.
-# 2 ms lost repeats under CPU load; the cost is paid once, on the chord's real release.
+# 2 ms lost repeats under CPU load; paid on the real release of each key held in a window.
 AUTOREPEAT_LOOKAHEAD_S = 0.03
 STOP_JOIN_S = 2.0
 
