@@ -1,15 +1,21 @@
 """Can global hotkeys work here? Asked before pynput is imported, because that import raises
-without an X server and hangs-free failure matters more than a traceback."""
+without an X server, and bounded in time, because an X server that accepts connections but
+never answers (stopped, or wedged) would otherwise hang the daemon's start for good."""
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
+from collections.abc import Callable
 
 FALLBACK = "bind your desktop's own shortcut to `orchestratr trigger <chord>`"
+# A healthy local server answers in milliseconds; the budget covers importing pynput on a
+# cold, busy machine too, which also opens a connection.
+CHECK_TIMEOUT_S = 3.0
 
 
-def unavailable_reason() -> str | None:
+def unavailable_reason(timeout_s: float = CHECK_TIMEOUT_S) -> str | None:
     """Why hotkeys cannot run in this session, or None when they can (X11 with RECORD)."""
     if sys.platform != "linux":
         return f"hotkeys are implemented for X11 only, not {sys.platform}"
@@ -17,6 +23,25 @@ def unavailable_reason() -> str | None:
         if os.environ.get("WAYLAND_DISPLAY"):
             return "Wayland without XWayland: global key listening is not allowed"
         return "no display (DISPLAY is not set)"
+    return _within(timeout_s, _probe_x_server)
+
+
+def _within(timeout_s: float, probe: Callable[[], str | None]) -> str | None:
+    """Run ``probe`` on a daemon thread and give up after ``timeout_s``. A probe stuck on a
+    silent server keeps its thread and socket, but the caller (the daemon's main thread, which
+    must still answer SIGTERM) goes on with hotkeys off."""
+    answers: list[str | None] = []
+    thread = threading.Thread(target=lambda: answers.append(probe()), daemon=True,
+                              name="hotkeys-display-check")
+    thread.start()
+    thread.join(timeout_s)
+    if not answers:
+        return (f"X display {os.environ['DISPLAY']!r} did not answer within {timeout_s:g} s "
+                "(is the X server stopped or hung?)")
+    return answers[0]
+
+
+def _probe_x_server() -> str | None:
     try:
         from Xlib.display import Display
 

@@ -89,8 +89,10 @@ class Engine:
         self._held.clear()
 
     def _is_leader(self, key: Key) -> bool:
+        """Exactly the leader's modifiers: the X grab matches the exact combination, so with
+        one more modifier held (Ctrl+Shift+Space) the keys reach the app and must not launch."""
         held = {k.name for k in self._held if k.is_modifier}
-        return key == self.leader.key and self.leader.modifiers <= held
+        return key == self.leader.key and self.leader.modifiers == held
 
     def _end_window(self, key: Key) -> Outcome:
         self._deadline = None

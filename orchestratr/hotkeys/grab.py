@@ -3,25 +3,30 @@
 pynput only observes keys (XRecord); by the time its callback runs, the server has already
 delivered them. What works (measured in ../shared/notes/hotkeys-x11.md, 0 leaks in 90 runs): a
 *synchronous* passive grab of the leader on the root window, so the keyboard freezes at the
-leader press; then an active keyboard grab until the chord key's release or the window's end.
-One thread with its own X connection owns every grab and ungrab: split across threads, the
-ungrab can overtake the grab and leave the keyboard stuck.
+leader press; then an active keyboard grab for as long as ``GrabWindow`` says. One thread with
+its own X connection owns every grab and ungrab: split across threads, the ungrab can overtake
+the grab and leave the keyboard stuck.
 """
 
 from __future__ import annotations
 
 import collections
-import os
+import contextlib
 import select
+import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from Xlib import XK, X, error
 from Xlib.display import Display
+from Xlib.protocol import rq
 
+from orchestratr.hotkeys import keysyms
 from orchestratr.hotkeys.keys import Key, Leader
+from orchestratr.hotkeys.window import GrabWindow
 
 log = structlog.get_logger("orchestratr.hotkeys")
 
@@ -31,12 +36,14 @@ LOCK_MASKS = (0, X.LockMask, X.Mod2Mask, X.LockMask | X.Mod2Mask)  # CapsLock, N
 KEYSYM_NAMES = {"escape": "Escape", "enter": "Return", "tab": "Tab", "backspace": "BackSpace",
                 "insert": "Insert", "delete": "Delete", "home": "Home", "end": "End",
                 "pageup": "Prior", "pagedown": "Next", "space": "space"}
-AUTOREPEAT_LOOKAHEAD_S = 0.002
-IDLE_WAKE_S = 0.5
+# Only without XKB: how long to wait for the press that would make a release autorepeat.
+# 2 ms lost repeats under CPU load; paid on the real release of each key held in a window.
+AUTOREPEAT_LOOKAHEAD_S = 0.03
+STOP_JOIN_S = 2.0
 
 
 class GrabUnavailable(Exception):
-    """The leader combination cannot be grabbed (another client owns it)."""
+    """The leader combination cannot be grabbed (another client owns it, or no X)."""
 
 
 def keysym_of(key: Key) -> int:
@@ -46,112 +53,171 @@ def keysym_of(key: Key) -> int:
 
 
 class LeaderGrab:
-    """The grab thread. ``start`` raises GrabUnavailable when the leader is taken."""
+    """The grab thread. ``start`` raises GrabUnavailable when the leader cannot be grabbed;
+    ``on_failure`` hears (on the grab thread) that the thread died, keyboard already freed."""
 
-    def __init__(self, leader: Leader, timeout_s: float) -> None:
+    def __init__(self, leader: Leader, timeout_s: float,
+                 on_failure: Callable[[LeaderGrab], None] = lambda grab: None,
+                 detectable_autorepeat: bool = True) -> None:
         self.leader = leader
         self.timeout_s = timeout_s
         self.grabbed = False  # the keyboard is ours right now (read by tests and status)
+        self.failure: str | None = None  # why the thread died, if it did
+        self.detectable_autorepeat = detectable_autorepeat  # False: fall back to look-ahead
+        self._on_failure = on_failure
         self._display: Display | None = None
         self._thread: threading.Thread | None = None
         self._backlog: collections.deque[Any] = collections.deque()
 
+    @property
+    def alive(self) -> bool:
+        """Running and holding its passive grabs: False from the moment it fails (its thread
+        may still be finishing while ``on_failure`` runs)."""
+        return self.failure is None and self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
-        self._display = display = Display()
-        root = display.screen().root
-        self._keycode = display.keysym_to_keycode(keysym_of(self.leader.key))
-        if not self._keycode:
+        try:
+            display = Display()
+        except Exception as exc:  # noqa: BLE001 - python-xlib raises several unrelated types
+            raise GrabUnavailable(f"cannot open an X connection for the grab: {exc}") from exc
+        try:
+            self._grab_leader(display)
+            self.detectable_autorepeat = (self.detectable_autorepeat
+                                          and _set_detectable_autorepeat(display))
+        except BaseException:
             display.close()
-            raise GrabUnavailable(f"no key on this keyboard for {self.leader.key.name!r}")
-        self._modifier_keycodes = {kc for codes in display.get_modifier_mapping()
-                                   for kc in codes if kc}
-        mask = 0
-        for name in self.leader.modifiers:
-            mask |= MODIFIER_MASKS[name]
-        catch = error.CatchError(error.BadAccess)
-        for lock in LOCK_MASKS:
-            root.grab_key(self._keycode, mask | lock, False, X.GrabModeAsync, X.GrabModeSync,
-                          onerror=catch)
-        display.sync()
-        if catch.get_error():
-            display.close()
-            raise GrabUnavailable(f"{self.leader} is already grabbed by another X client")
-        self._mask = mask
-        self._stop_r, self._stop_w = os.pipe()  # stop() writes to wake the thread's select
+            raise
+        self._display = display
+        self._wake_r, self._wake_w = socket.socketpair()  # stop() wakes the thread's select
         self._thread = threading.Thread(target=self._run, name="hotkey-grab", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Ungrab everything and end the thread (the passive grabs go with the connection)."""
+        """Ungrab everything and end the thread (again: a no-op). One caller at a time."""
         if self._thread is None:
             return
-        os.write(self._stop_w, b"x")
-        self._thread.join(timeout=2)
-        self._thread = None
-        os.close(self._stop_r)
-        os.close(self._stop_w)
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # the thread is gone and closed its end
+        self._thread.join(timeout=STOP_JOIN_S)
+        if not self._thread.is_alive():  # a stuck thread keeps its sockets: no EBADF in it
+            self._wake_r.close()
+            self._wake_w.close()
+
+    # ------------------------------------------------------------ set-up
+
+    def _grab_leader(self, display: Display) -> None:
+        """Passive synchronous grabs of the leader under every CapsLock/NumLock state."""
+        self._keycode = display.keysym_to_keycode(keysym_of(self.leader.key))
+        if not self._keycode:
+            raise GrabUnavailable(f"no key on this keyboard for {self.leader.key.name!r}")
+        self._quiet = _quiet_keycodes(display)
+        self._mask = 0
+        for name in self.leader.modifiers:
+            self._mask |= MODIFIER_MASKS[name]
+        catch = error.CatchError(error.BadAccess)
+        for lock in LOCK_MASKS:
+            display.screen().root.grab_key(self._keycode, self._mask | lock, False,
+                                           X.GrabModeAsync, X.GrabModeSync, onerror=catch)
+        display.sync()
+        if catch.get_error():
+            raise GrabUnavailable(f"{self.leader} is already grabbed by another X client")
+
+    def _release_leader(self, display: Display) -> None:
+        """Drop the passive grabs and wait until the server has: closing the connection alone
+        frees them later, and a new grab of the same leader could meet BadAccess meanwhile."""
+        for lock in LOCK_MASKS:
+            display.screen().root.ungrab_key(self._keycode, self._mask | lock)
+        self._ungrab(display)
+        display.sync()
 
     # ------------------------------------------------------------ the thread
 
     def _run(self) -> None:
         display = self._display
         assert display is not None
+        error: Exception | None = None
         try:
             self._loop(display)
-        except Exception:
-            log.exception("hotkey_grab_failed", leader=str(self.leader))
+        except Exception as exc:  # noqa: BLE001 - reported below, once the keyboard is free
+            error = exc
+            self.failure = f"the key grab failed: {type(exc).__name__}: {exc}"
         finally:
-            try:
-                self._ungrab(display)
-                display.close()
-            except Exception:  # noqa: BLE001 - the connection may be gone with the server
-                pass
+            self._close(display)
+        if error is not None:
+            log.error("hotkey_grab_failed", leader=str(self.leader), exc_info=error)
+            self._on_failure(self)
+
+    def _close(self, display: Display) -> None:
+        """Free the keyboard before anything slow, such as logging a traceback: while the
+        keyboard is frozen on a press, the server autorepeats that key behind the queued
+        release, and the key is left down (its next press then reaches no one)."""
+        self.grabbed = False
+        for step in (self._release_leader, Display.close):
+            with contextlib.suppress(Exception):  # the connection may be gone with the server
+                step(display)
+        self._wake_r.close()
 
     def _loop(self, display: Display) -> None:
-        deadline = 0.0
-        chord: int | None = None
+        window: GrabWindow | None = None
         while True:
             while self._backlog or display.pending_events():
                 event = self._backlog.popleft() if self._backlog else display.next_event()
-                deadline, chord = self._on_event(display, event, deadline, chord)
-            wait = max(0.0, deadline - time.monotonic()) if self.grabbed else IDLE_WAKE_S
-            ready, _, _ = select.select([display, self._stop_r], [], [], wait)
-            if self._stop_r in ready:
+                window = self._on_event(display, event, window)
+            window = self._let_go_if_finished(display, window)  # the time ran out
+            wait = None if window is None else max(0.0, window.next_wake() - time.monotonic())
+            ready, _, _ = select.select([display, self._wake_r], [], [], wait)
+            if self._wake_r in ready:
                 return
-            if self.grabbed and time.monotonic() >= deadline:
-                self._ungrab(display)  # the window ran out with no chord
-                chord = None
 
-    def _on_event(self, display: Display, event: Any, deadline: float,
-                  chord: int | None) -> tuple[float, int | None]:
+    def _on_event(self, display: Display, event: Any,
+                  window: GrabWindow | None) -> GrabWindow | None:
         if event.type == X.MappingNotify:
             self._remap(display, event)
         elif event.type not in (X.KeyPress, X.KeyRelease):
             pass
-        elif not self.grabbed:
+        elif window is None:
             if event.type == X.KeyPress and event.detail == self._keycode:
-                return self._grab(display, event), None
+                return self._grab(display, event)  # the passive grab fired: keyboard frozen
             self._ungrab(display)  # a key while we hold nothing: make sure nothing is held
-        elif event.type == X.KeyPress and chord is None and \
-                event.detail not in self._modifier_keycodes:
-            return deadline, event.detail
-        elif event.type == X.KeyRelease and event.detail == chord and \
-                not self._autorepeat(display, event):
-            self._ungrab(display)  # on the release: ungrabbing on the press orphans it
-            return deadline, None
-        return deadline, chord
+        else:
+            if event.type == X.KeyPress:
+                window.press(event.detail, event.detail not in self._quiet, time.monotonic())
+            elif event.detail not in window.down or not self._autorepeat(display, event):
+                window.release(event.detail, time.monotonic())
+            window = self._let_go_if_finished(display, window)
+            if window is not None:
+                self._next_key(display)
+        return window
 
-    def _grab(self, display: Display, event: Any) -> float:
+    def _let_go_if_finished(self, display: Display,
+                            window: GrabWindow | None) -> GrabWindow | None:
+        if window is None or not window.finished(time.monotonic()):
+            return window
+        self._ungrab(display)
+        return None
+
+    def _grab(self, display: Display, event: Any) -> GrabWindow | None:
+        """Turn the passive grab into an active, *synchronous* one: the server hands over one
+        key at a time and holds the rest until ``_next_key``. So the ungrab always comes before
+        any key typed after the chord, which then reaches the app however slow this thread is
+        (asynchronously, keys typed while the ungrab was on its way were lost)."""
         root = display.screen().root
-        status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeAsync, event.time)
+        status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeSync, event.time)
         if status == X.GrabInvalidTime:  # a late event carries a stale time
-            status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeAsync, X.CurrentTime)
-        display.allow_events(X.AsyncKeyboard, X.CurrentTime)
-        display.flush()
+            status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeSync, X.CurrentTime)
         self.grabbed = status == X.GrabSuccess
         if not self.grabbed:
             log.debug("hotkey_grab_refused", status=status)
-        return time.monotonic() + self.timeout_s
+            self._ungrab(display)
+            return None
+        self._next_key(display)
+        return GrabWindow.open(event.detail, time.monotonic(), self.timeout_s)
+
+    def _next_key(self, display: Display) -> None:
+        display.allow_events(X.SyncKeyboard, X.CurrentTime)
+        display.flush()
 
     def _ungrab(self, display: Display) -> None:
         display.ungrab_keyboard(X.CurrentTime)
@@ -160,7 +226,11 @@ class LeaderGrab:
         self.grabbed = False
 
     def _autorepeat(self, display: Display, release: Any) -> bool:
-        """X repeats a held key as release+press with one timestamp: look one event ahead."""
+        """Without XKB, X repeats a held key as release+press with one timestamp: look one
+        event ahead. With XKB's detectable autorepeat no such release is ever sent."""
+        if self.detectable_autorepeat:
+            return False
+        self._next_key(display)  # the keyboard is frozen after the release: let one more in
         if not display.pending_events():
             select.select([display], [], [], AUTOREPEAT_LOOKAHEAD_S)
         if not display.pending_events():
@@ -175,6 +245,7 @@ class LeaderGrab:
     def _remap(self, display: Display, event: Any) -> None:
         """The keyboard mapping changed: the leader's keycode may have moved."""
         display.refresh_keyboard_mapping(event)
+        self._quiet = _quiet_keycodes(display)
         keycode = display.keysym_to_keycode(keysym_of(self.leader.key))
         if keycode and keycode != self._keycode:
             root = display.screen().root
@@ -183,3 +254,59 @@ class LeaderGrab:
                 root.grab_key(keycode, self._mask | lock, False, X.GrabModeAsync,
                               X.GrabModeSync)
             self._keycode = keycode
+
+
+def _quiet_keycodes(display: Display) -> frozenset[int]:
+    """Keycodes that never end a chord window: modifiers and locks, judged by keysym exactly
+    as the listener judges pynput's keys (any of a key's first four levels counts)."""
+    info = display.display.info
+    return frozenset(
+        keycode for keycode in range(info.min_keycode, info.max_keycode + 1)
+        if any(sym and not keysyms.ends_window(sym)
+               for sym in (display.keycode_to_keysym(keycode, i) for i in range(4)))
+    )
+
+
+# ------------------------------------------------------------ XKB detectable autorepeat
+# python-xlib has no XKB binding; these two requests are all this needs.
+
+XKB_USE_CORE_KBD = 0x0100
+XKB_PCF_DETECTABLE_AUTOREPEAT = 1
+
+
+class _XkbUseExtension(rq.ReplyRequest):
+    _request = rq.Struct(rq.Card8("opcode"), rq.Opcode(0), rq.RequestLength(),
+                         rq.Card16("wanted_major"), rq.Card16("wanted_minor"))
+    _reply = rq.Struct(rq.ReplyCode(), rq.Bool("supported"), rq.Card16("sequence_number"),
+                       rq.ReplyLength(), rq.Card16("server_major"), rq.Card16("server_minor"),
+                       rq.Pad(20))
+
+
+class _XkbPerClientFlags(rq.ReplyRequest):
+    _request = rq.Struct(rq.Card8("opcode"), rq.Opcode(21), rq.RequestLength(),
+                         rq.Card16("device_spec"), rq.Pad(2), rq.Card32("change"),
+                         rq.Card32("value"), rq.Card32("ctrls_to_change"),
+                         rq.Card32("auto_ctrls"), rq.Card32("auto_ctrls_values"))
+    _reply = rq.Struct(rq.ReplyCode(), rq.Card8("device_id"), rq.Card16("sequence_number"),
+                       rq.ReplyLength(), rq.Card32("supported"), rq.Card32("value"),
+                       rq.Card32("auto_ctrls"), rq.Card32("auto_ctrls_values"), rq.Pad(8))
+
+
+def _set_detectable_autorepeat(display: Display) -> bool:
+    """Ask the server not to send this connection the release half of autorepeat, so a
+    release is always real and needs no timing guess. False when XKB is missing."""
+    extension = display.query_extension("XKEYBOARD")
+    if extension is None or not extension.present:
+        return False
+    opcode = extension.major_opcode
+    try:
+        if not _XkbUseExtension(display=display.display, opcode=opcode, wanted_major=1,
+                                wanted_minor=0).supported:
+            return False
+        flags = _XkbPerClientFlags(
+            display=display.display, opcode=opcode, device_spec=XKB_USE_CORE_KBD,
+            change=XKB_PCF_DETECTABLE_AUTOREPEAT, value=XKB_PCF_DETECTABLE_AUTOREPEAT,
+            ctrls_to_change=0, auto_ctrls=0, auto_ctrls_values=0)
+    except error.XError:
+        return False
+    return bool(flags.value & XKB_PCF_DETECTABLE_AUTOREPEAT)

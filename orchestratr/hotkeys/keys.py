@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import attrs
 
-MODIFIERS = frozenset({"ctrl", "alt", "shift", "super"})
+LEADER_MODIFIERS = frozenset({"ctrl", "alt", "shift", "super"})
+# AltGr is held like a modifier but is its own (X puts it on Mod5, not Mod1): counting it as
+# alt armed the engine for ctrl+alt+o on Ctrl+AltGr+o, which the X grab rightly ignored.
+MODIFIERS = LEADER_MODIFIERS | {"altgr"}
 MODIFIER_ALIASES = {"control": "ctrl", "ctl": "ctrl", "meta": "alt", "option": "alt",
                     "win": "super", "cmd": "super", "command": "super"}
 # Named keys a leader may end in (chords use the registry's list of key names).
@@ -57,20 +60,21 @@ class Leader:
 
 
 def parse_leader(text: str) -> Leader:
-    """``"Ctrl+Alt+O"`` -> Leader. Raises ValueError saying what is wrong with ``text``."""
+    """``"Ctrl+Alt+O"`` -> Leader. Raises ValueError saying what is wrong with ``text``; the
+    message starts with the value, because the caller prefixes the field's name."""
     parts = [p.strip() for p in text.split("+")]
     if not text.strip() or any(not p for p in parts):
-        raise ValueError(f"leader_key {text!r} must look like ctrl+space or ctrl+alt+o")
+        raise ValueError(f"{text!r} must look like ctrl+space or ctrl+alt+o")
     *mods, last = [Key.of(p) for p in parts]
-    unknown = [m.name for m in mods if not m.is_modifier]
+    unknown = [m.name for m in mods if m.name not in LEADER_MODIFIERS]
     if unknown:
-        raise ValueError(f"leader_key {text!r}: {', '.join(unknown)} is not a modifier "
-                         f"({', '.join(sorted(MODIFIERS))})")
+        raise ValueError(f"{text!r}: {', '.join(unknown)} is not a modifier "
+                         f"({', '.join(sorted(LEADER_MODIFIERS))})")
     if last.is_modifier or not (len(last.name) == 1 or last.name in LEADER_KEYS):
-        raise ValueError(f"leader_key {text!r} must end in one character or a key name "
+        raise ValueError(f"{text!r} must end in one character or a key name "
                          "such as space, enter or f1")
     if not mods and len(last.name) == 1:
-        raise ValueError(f"leader_key {text!r} needs a modifier: a bare character would "
+        raise ValueError(f"{text!r} needs a modifier: a bare character would "
                          "be taken from every app")
     return Leader(frozenset(m.name for m in mods), last)
 

@@ -1,6 +1,6 @@
 """The pynput adapter: OS key events in, orchestratr Keys out. Nothing else lives here.
 
-pynput is imported only after ``display.available()`` said yes: without an X server its import
+pynput is imported only after ``display.unavailable_reason()`` said None: without an X server its import
 raises, and it switches python-xlib into threaded mode, which must precede other connections.
 """
 
@@ -9,28 +9,44 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from orchestratr.hotkeys import keysyms
 from orchestratr.hotkeys.keys import Key
 
-SPECIAL = {"cmd": "super", "esc": "escape", "page_up": "pageup", "page_down": "pagedown",
-           "alt_gr": "alt"}
-IGNORED = frozenset({"caps_lock", "num_lock", "scroll_lock"})  # locks end no chord window
+SPECIAL = {"esc": "escape", "page_up": "pageup", "page_down": "pagedown"}
+UNKNOWN = Key("unknown")  # pynput could not read the keycode; the grab still sees a key
 
 
 def to_key(pynput_key: Any) -> Key | None:
-    """A pynput Key or KeyCode as our Key; None for keys that mean nothing to us."""
+    """A pynput Key or KeyCode as our Key; None only for lock keys.
+
+    Modifiers and locks are told apart by keysym (pynput's ``vk`` on X11), as the grab does,
+    so both agree which keys end a chord window. A key with no name of ours (KP_Begin, a media
+    key) still ends it, as ``#<keysym>``: ignoring it here while the grab took it as the chord
+    let the next key leak and launch.
+    """
+    if pynput_key is None:
+        return UNKNOWN
+    keysym = _keysym(pynput_key)
+    if keysym is not None and not keysyms.ends_window(keysym):
+        modifier = keysyms.modifier_name(keysym)
+        return Key(modifier) if modifier else None
     name = getattr(pynput_key, "name", None)
-    if name is not None:  # a pynput Key member: ctrl_l, space, esc, f5, ...
-        if name in IGNORED:
-            return None
-        base = name.removesuffix("_l").removesuffix("_r")
-        return Key.of(SPECIAL.get(name, SPECIAL.get(base, base)))
+    if name is not None:  # a pynput Key member: space, esc, f5, ...
+        return Key.of(SPECIAL.get(name, name))
     char = getattr(pynput_key, "char", None)
     if char and char.isprintable():
         return Key.of(char)
-    vk = getattr(pynput_key, "vk", None)  # with Ctrl held, char is a control character
-    if vk is not None and 32 < vk < 127:
-        return Key.of(chr(vk))
-    return None
+    if keysym is None:
+        return UNKNOWN
+    if 32 < keysym < 127:  # with Ctrl held, char is a control character
+        return Key.of(chr(keysym))
+    return Key(f"#{keysym:x}")
+
+
+def _keysym(pynput_key: Any) -> int | None:
+    """The X keysym pynput reports: a KeyCode's ``vk``, or a Key member's ``value.vk``."""
+    vk = getattr(getattr(pynput_key, "value", pynput_key), "vk", None)
+    return vk if isinstance(vk, int) else None
 
 
 class KeyListener:

@@ -24,6 +24,9 @@ from orchestratr.registry.model import AppSpec
 
 log = structlog.get_logger("orchestratr.hotkeys")
 WAKE = ""  # queued to make the worker re-read the chord window's deadline
+REGRAB = "\0regrab"  # queued by a dying grab thread: the worker brings the grab back
+MAX_GRAB_RESTARTS = 3  # crashes survived before running without suppression (until resume)
+NOT_SUPPRESSED = "the leader and chord keys also reach the focused app"
 
 
 @attrs.frozen
@@ -33,7 +36,7 @@ class HotkeyStatus:
     backend: str
     leader: str
     suppressing: bool
-    reason: str | None
+    reason: str | None  # why hotkeys are off, or, when on, why keys are not suppressed
     keys_seen: int  # key presses observed: 0 with hotkeys on means the listener hears nothing
 
 
@@ -48,33 +51,40 @@ class HotkeyService:
         launch: Callable[[str], object],
         chords: Callable[[], dict[str, str]],
         publish: Callable[..., object],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._engine = Engine(parse_leader(leader_key), timeout_ms / 1000)
+        self._clock = clock
+        self._engine = Engine(parse_leader(leader_key), timeout_ms / 1000, clock)
         self._launch = launch
         self._chords = chords
         self._publish = publish
-        self._lock = threading.Lock()  # the engine is driven from the key thread and the worker
+        self._lock = threading.Lock()  # the engine: key thread, worker and API all drive it
+        self._grab_lock = threading.Lock()  # the grab's lifecycle: see _sync_grab
         self._work: queue.Queue[str | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._listener: Any = None
-        self._grab: Any = None
+        self._grab: Any = None  # a LeaderGrab, imported once the display check passed
+        self._running = False
         self._paused = False
         self._backend = "none"
         self._reason: str | None = None
+        self._grab_problem: str | None = None  # why the last grab could not start
+        self._grab_restarts = 0
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self, enabled: bool = True) -> HotkeyStatus:
         """Start listening if this session allows it; otherwise log one warning saying why
-        and what to do instead. Never raises for a missing display."""
+        and what to do instead. Never raises for a missing (or silent) display."""
         self._reason = "disabled by --no-hotkeys" if not enabled else display.unavailable_reason()
         if self._reason is None:
             from orchestratr.hotkeys.listener import KeyListener
 
-            self._listener = KeyListener(self._on_press, self._on_release)
+            self._listener = KeyListener(self.press, self.release)
             self._listener.start()
             self._backend = "xorg"
-            self._start_grab()
+            self._running = True
+            self._sync_grab()
             self._worker = threading.Thread(target=self._work_loop, name="hotkeys", daemon=True)
             self._worker.start()
         status = self.status()
@@ -89,7 +99,8 @@ class HotkeyService:
         return status
 
     def stop(self) -> None:
-        self._stop_grab()
+        self._running = False
+        self._sync_grab()
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
@@ -103,40 +114,46 @@ class HotkeyService:
         with self._lock:
             self._paused = True
             self._engine.reset()
-        self._stop_grab()
+        self._sync_grab()
         log.info("hotkeys_paused")
         return self.status()
 
     def resume(self) -> HotkeyStatus:
+        """Listen again and restore the grab (a grab given up after crashes is tried anew)."""
         with self._lock:
             self._paused = False
-        if self._listener is not None and self._grab is None:
-            self._start_grab()
+        with self._grab_lock:
+            self._grab_restarts = 0
+        self._sync_grab()
         log.info("hotkeys_resumed")
         return self.status()
 
     def configure(self, leader_key: str, timeout_ms: int) -> None:
         """A reload changed the leader or the window: re-grab, so the grab holds the keyboard
-        exactly as long as the engine listens."""
+        exactly as long as the engine listens. Never raises for X trouble."""
         leader = parse_leader(leader_key)
         with self._lock:
             old = self._engine
-            self._engine = Engine(leader, timeout_ms / 1000)
+            self._engine = Engine(leader, timeout_ms / 1000, self._clock)
             changed = (leader, self._engine.timeout_s) != (old.leader, old.timeout_s)
-        if changed and self._listener is not None and not self._paused:
-            self._stop_grab()
-            self._start_grab()
+        if changed:
+            self._sync_grab()
             log.info("hotkeys_reconfigured", leader=str(leader), timeout_ms=timeout_ms)
             self._warn_if_commonly_taken()
 
     def status(self) -> HotkeyStatus:
+        grab = self._grab
+        suppressing = grab is not None and grab.alive
+        reason = self._reason
+        if reason is None and self._running and not self._paused and not suppressing:
+            reason = self._suppression_problem(grab)
         return HotkeyStatus(
             enabled=self._listener is not None,
             paused=self._paused,
             backend=self._backend,
             leader=str(self._engine.leader),
-            suppressing=self._grab is not None,
-            reason=self._reason,
+            suppressing=suppressing,
+            reason=reason,
             keys_seen=self.keys_seen,
         )
 
@@ -157,12 +174,13 @@ class HotkeyService:
 
     # ------------------------------------------------------------ key thread
 
-    def _on_press(self, key: Key) -> None:
+    def press(self, key: Key) -> None:
+        """A key went down (the listener's callback; public so tests need no X server)."""
         with self._lock:
             if not self._paused:
                 self._act(self._engine.press(key))
 
-    def _on_release(self, key: Key) -> None:
+    def release(self, key: Key) -> None:
         with self._lock:
             self._engine.release(key)
 
@@ -194,7 +212,7 @@ class HotkeyService:
     def _work_loop(self) -> None:
         while True:
             deadline = self._engine.deadline
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait = None if deadline is None else max(0.0, deadline - self._clock())
             try:
                 app = self._work.get(timeout=wait)
             except queue.Empty:
@@ -203,37 +221,78 @@ class HotkeyService:
                 continue
             if app is None:
                 return
-            if app == WAKE:
-                continue
-            try:
-                self._launch(app)
-            except Exception as exc:  # noqa: BLE001 - a failed launch must not end the worker
-                log.warning("hotkey_launch_failed", app=app, error=str(exc))
+            if app == REGRAB:
+                self._sync_grab()
+            elif app != WAKE:
+                self._launch_quietly(app)
+
+    def _launch_quietly(self, app: str) -> None:
+        try:
+            self._launch(app)
+        except Exception as exc:  # noqa: BLE001 - a failed launch must not end the worker
+            log.warning("hotkey_launch_failed", app=app, error=str(exc))
 
     # ------------------------------------------------------------ grab
 
-    def _start_grab(self) -> None:
-        from orchestratr.hotkeys.grab import GrabUnavailable, LeaderGrab
+    def _sync_grab(self) -> None:
+        """Make the grab what is wanted now: one, holding the engine's leader and window, while
+        running and not paused; none otherwise. Start, stop and crash recovery all come through
+        here under one lock: unsynchronised, a pause racing a reload stopped one grab twice
+        (EBADF) and started two (our own passive grab then read as another client's)."""
+        with self._grab_lock:
+            grab, engine = self._grab, self._engine
+            wanted = self._running and not self._paused
+            if grab is not None and not (wanted and grab.alive and _holds(grab, engine)):
+                grab.stop()
+                self._grab = None
+                if grab.failure is not None:
+                    self._grab_died(grab)
+            if wanted and self._grab is None and self._grab_restarts <= MAX_GRAB_RESTARTS:
+                self._grab = self._start_grab(engine)
 
-        grab = LeaderGrab(self._engine.leader, self._engine.timeout_s)
+    def _start_grab(self, engine: Engine) -> Any:
+        """A running LeaderGrab, or None (with a warning) when keys cannot be suppressed."""
+        from orchestratr.hotkeys.grab import LeaderGrab
+
+        grab = LeaderGrab(engine.leader, engine.timeout_s,
+                          on_failure=lambda _: self._work.put(REGRAB))
         try:
             grab.start()
-        except GrabUnavailable as exc:
+        except Exception as exc:  # noqa: BLE001 - GrabUnavailable, or the X server went away
+            self._grab_problem = str(exc)
             log.warning("hotkeys_not_suppressed", leader=str(grab.leader), reason=str(exc),
-                        effect="the leader and chord keys also reach the focused app")
-            return
-        self._grab = grab
+                        effect=NOT_SUPPRESSED)
+            return None
+        self._grab_problem = None
+        return grab
 
-    def _stop_grab(self) -> None:
-        if self._grab is not None:
-            self._grab.stop()
-            self._grab = None
+    def _grab_died(self, grab: Any) -> None:
+        """The grab thread crashed (the keyboard is already free): say so, and restart it
+        unless it keeps crashing."""
+        self._grab_restarts += 1
+        self._grab_problem = grab.failure
+        if self._grab_restarts > MAX_GRAB_RESTARTS:
+            log.warning("hotkeys_not_suppressed", leader=str(grab.leader),
+                        reason=f"{self._grab_problem} ({self._grab_restarts} times); "
+                               "POST /hotkeys/resume tries again", effect=NOT_SUPPRESSED)
+        else:
+            log.warning("hotkey_grab_restarting", leader=str(grab.leader),
+                        reason=self._grab_problem, attempt=self._grab_restarts)
+
+    def _suppression_problem(self, grab: Any) -> str:
+        problem = (grab.failure if grab is not None else None) or self._grab_problem
+        return f"{problem or 'no key grab'}; {NOT_SUPPRESSED}"
 
     def _warn_if_commonly_taken(self) -> None:
         leader = self._engine.leader
         if owner := desktop_owner(leader):
             log.warning("hotkeys_leader_often_taken", leader=str(leader), usual_owner=owner,
                         hint="set leader_key in config.yml if it does not fire")
+
+
+def _holds(grab: Any, engine: Engine) -> bool:
+    """The grab keeps the keyboard for this engine's leader and window."""
+    return (grab.leader, grab.timeout_s) == (engine.leader, engine.timeout_s)
 
 
 def chord_table(apps: Iterable[AppSpec]) -> dict[str, str]:

@@ -15,6 +15,9 @@ import pytest
 
 from tests.conftest import wait_for
 
+# Autorepeat starts after 250 ms (Xvfb's default is 660), so held-key tests stay short.
+AUTOREPEAT = ("-ardelay", "250", "-arinterval", "30")
+AUTOREPEAT_DELAY_S = 0.25
 
 
 def _read_display_number(fd: int, timeout: float = 10.0) -> str:
@@ -31,12 +34,15 @@ def _read_display_number(fd: int, timeout: float = 10.0) -> str:
     return data.decode().strip()
 
 
-def start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
+def start_xvfb(*args: str) -> tuple[subprocess.Popen[bytes], str]:
     """An Xvfb of our own and its ``:N``: no fixed number to collide with, no sleep to guess
     (it writes the number it took to a pipe once it accepts connections)."""
     read_fd, write_fd = os.pipe()
     server = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+        # -noreset: by default the server resets when its last client leaves, and a test
+        # connecting during that reset is refused ("connection reset by peer")
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "640x480x24", "-nolisten", "tcp",
+         "-noreset", *args],
         pass_fds=(write_fd,), stderr=subprocess.DEVNULL,
     )
     os.close(write_fd)
@@ -53,7 +59,7 @@ def start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
 def xvfb() -> Iterator[str]:
     if shutil.which("Xvfb") is None:
         pytest.fail("Xvfb is missing: .ci/run installs it (apt-get install xvfb)")
-    server, name = start_xvfb()
+    server, name = start_xvfb(*AUTOREPEAT)
     yield name
     server.terminate()
     server.wait(timeout=5)
@@ -83,11 +89,18 @@ class Keyboard:
         time.sleep(hold)
         self.up(name)
 
-    def leader(self) -> None:
+    def combo(self, *names: str, hold: float = 0.03) -> None:
+        """Hold every key but the last, tap the last (held ``hold`` s), let go in reverse."""
+        *held, last = names
+        for name in held:
+            self.down(name)
+        self.tap(last, hold=hold)
+        for name in reversed(held):
+            self.up(name)
+
+    def leader(self, hold: float = 0.03) -> None:
         """Ctrl+Space, as a person types it."""
-        self.down("Control_L")
-        self.tap("space", hold=0.03)
-        self.up("Control_L")
+        self.combo("Control_L", "space", hold=hold)
 
     def can_grab(self) -> bool:
         """Nobody holds the keyboard: our own grab succeeds (and is let go at once)."""
@@ -112,6 +125,7 @@ def keysym_names() -> dict[int, str]:
     from Xlib import XK
 
     XK.load_keysym_group("latin1")
+    XK.load_keysym_group("miscellany")  # keypad, function and modifier keys
     return {value: name[3:] for name, value in vars(XK).items() if name.startswith("XK_")}
 
 

@@ -3,17 +3,21 @@ focused window that must not see the leader or the chord, and real app processes
 
 from __future__ import annotations
 
+import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from orchestratr.hotkeys import display
 from tests.conftest import DaemonProcess, alive, wait_for, write_config
 from tests.integration.api.conftest import HttpApi, port_of
-from tests.integration.hotkeys.conftest import Keyboard, Window
+from tests.integration.hotkeys.conftest import AUTOREPEAT_DELAY_S, Keyboard, Window, start_xvfb
 
 CONFIG = """\
-chord_timeout_ms: 500
+chord_timeout_ms: {timeout}
 apps:
   - name: editor
     chord: e
@@ -35,27 +39,50 @@ class Hotkeyed:
     def launched(self, name: str) -> bool:
         return self.state(name) != "stopped"
 
+    def launches(self, name: str) -> int:
+        return [h["to"] for h in self.api.app(name)["history"]].count("launching")
 
-@pytest.fixture
-def hotkeyed(
-    x_display: str, config_dir, start_daemon: Callable[..., DaemonProcess], keyboard: Keyboard,
-    window: Window,
-) -> Iterator[Hotkeyed]:
+    def status(self) -> dict[str, Any]:
+        return self.api.get("/hotkeys").body
+
+
+def start_hotkeyed(config_dir: Path, start_daemon: Callable[..., DaemonProcess],
+                   keyboard: Keyboard, timeout_ms: int = 500) -> Hotkeyed:
     """A daemon listening on the Xvfb, past pynput's start-up race (wait() returns before
     XRecord is enabled): tap Shift until the daemon reports a key."""
-    write_config(config_dir, CONFIG)
+    write_config(config_dir, CONFIG.format(timeout=timeout_ms))
     daemon = start_daemon()
-    api = HttpApi(port_of(config_dir))
-    status = api.get("/hotkeys").body
-    assert (status["enabled"], status["suppressing"], status["backend"]) == (True, True, "xorg")
+    hotkeyed = Hotkeyed(HttpApi(port_of(config_dir)), daemon)
 
     def heard() -> bool:
         keyboard.tap("Shift_L")
         time.sleep(0.005)
-        return api.get("/hotkeys").body["keys_seen"] > 0
+        return hotkeyed.status()["keys_seen"] > 0
 
     wait_for(heard, what="the daemon to hear a key")
-    yield Hotkeyed(api, daemon)
+    return hotkeyed
+
+
+@pytest.fixture
+def chord_timeout_ms() -> int:
+    return 500
+
+
+@pytest.fixture
+def hotkeyed(
+    x_display: str, config_dir: Path, start_daemon: Callable[..., DaemonProcess],
+    keyboard: Keyboard, window: Window, chord_timeout_ms: int,
+) -> Hotkeyed:
+    hotkeyed = start_hotkeyed(config_dir, start_daemon, keyboard, chord_timeout_ms)
+    status = hotkeyed.status()
+    assert (status["enabled"], status["suppressing"], status["backend"]) == (True, True, "xorg")
+    return hotkeyed
+
+
+def assert_keyboard_free(keyboard: Keyboard, window: Window) -> None:
+    """Nothing holds the keyboard: a key typed now reaches the focused window."""
+    keyboard.tap("x")
+    assert window.received("x")
 
 
 def test_leader_then_chord_launches_and_neither_key_reaches_the_window(
@@ -72,6 +99,17 @@ def test_leader_then_chord_launches_and_neither_key_reaches_the_window(
     assert window.received("x")  # the keyboard is free again
     assert "space" not in window.pressed and "e" not in window.pressed
     assert not hotkeyed.launched("files")
+
+
+def test_a_key_typed_right_after_the_chord_reaches_the_window(
+    hotkeyed: Hotkeyed, keyboard: Keyboard, window: Window
+) -> None:
+    keyboard.leader()
+    keyboard.tap("e")
+    keyboard.tap("x")  # no pause: the grab may still be deciding to let go
+    assert window.received("x")
+    assert "e" not in window.pressed
+    wait_for(lambda: hotkeyed.launched("editor"), what="editor to launch")
 
 
 def test_the_chord_again_spawns_no_duplicate(
@@ -128,9 +166,12 @@ def test_pause_stops_launches_and_releases_the_keys_resume_restores(
 
     resumed = hotkeyed.api.post("/hotkeys/resume").body
     assert (resumed["paused"], resumed["suppressing"]) == (False, True)
+    window.pressed.clear()
     keyboard.leader()
     keyboard.tap("f")
     wait_for(lambda: hotkeyed.launched("files"), what="files to launch after resume")
+    assert_keyboard_free(keyboard, window)
+    assert "space" not in window.pressed and "f" not in window.pressed  # grabbed again
 
 
 def test_trigger_without_a_chord_arms_the_leader(
@@ -149,3 +190,119 @@ def test_shutdown_leaves_the_keyboard_free(
     assert keyboard.can_grab()
     keyboard.tap("x")
     assert window.received("x")
+
+
+@pytest.mark.parametrize("chord_timeout_ms", [1500])
+def test_a_held_leader_is_not_taken_for_the_chord(
+    hotkeyed: Hotkeyed, keyboard: Keyboard, window: Window
+) -> None:
+    keyboard.leader(hold=AUTOREPEAT_DELAY_S + 0.3)  # Space autorepeats while held
+    keyboard.tap("e", hold=0.03)
+    wait_for(lambda: hotkeyed.launched("editor"), what="editor to launch")
+    assert_keyboard_free(keyboard, window)
+    assert "space" not in window.pressed and "e" not in window.pressed
+
+
+def test_a_leader_held_past_the_window_does_not_repeat_into_the_app(
+    hotkeyed: Hotkeyed, keyboard: Keyboard, window: Window
+) -> None:
+    keyboard.leader(hold=0.8)  # the window is 500 ms: it ends while Space still repeats
+    keyboard.tap("e")
+    assert window.received("e")  # the window ended: e is just a key again
+    assert "space" not in window.pressed
+    time.sleep(0.1)
+    assert not hotkeyed.launched("editor")
+
+
+def test_a_held_chord_launches_once_and_its_repeats_stay_out(
+    hotkeyed: Hotkeyed, keyboard: Keyboard, window: Window
+) -> None:
+    keyboard.leader()
+    keyboard.tap("e", hold=0.8)  # repeats, and is held past the 500 ms window
+    wait_for(lambda: hotkeyed.launched("editor"), what="editor to launch")
+    assert_keyboard_free(keyboard, window)
+    assert "e" not in window.pressed
+    assert hotkeyed.launches("editor") == 1
+
+
+def test_an_extra_modifier_makes_it_not_the_leader(
+    hotkeyed: Hotkeyed, keyboard: Keyboard, window: Window
+) -> None:
+    keyboard.combo("Control_L", "Shift_L", "space")
+    keyboard.tap("e")
+    assert window.received("e") and "space" in window.pressed  # the app got both, as typed
+    time.sleep(0.1)
+    assert not hotkeyed.launched("editor")
+
+
+def test_capslock_does_not_matter(
+    hotkeyed: Hotkeyed, keyboard: Keyboard, window: Window
+) -> None:
+    keyboard.tap("Caps_Lock")
+    try:
+        keyboard.leader()
+        keyboard.tap("e")
+        wait_for(lambda: hotkeyed.launched("editor"), what="editor to launch")
+        assert_keyboard_free(keyboard, window)
+    finally:
+        keyboard.tap("Caps_Lock")  # the Xvfb outlives this test
+    assert "space" not in window.pressed and "e" not in window.pressed
+
+
+def test_a_key_with_no_name_of_ours_ends_the_window_for_both_sides(
+    hotkeyed: Hotkeyed, keyboard: Keyboard, window: Window
+) -> None:
+    keyboard.leader()
+    keyboard.tap("KP_Begin", hold=0.03)  # an unbound chord, whatever its name
+    keyboard.tap("e")
+    assert window.received("e")  # neither side still listens
+    assert "KP_Begin" not in window.pressed and "space" not in window.pressed
+    time.sleep(0.1)
+    assert not hotkeyed.launched("editor")
+
+
+def test_a_leader_owned_by_another_client_is_reported_and_keys_are_not_suppressed(
+    x_display: str, config_dir: Path, start_daemon: Callable[..., DaemonProcess],
+    keyboard: Keyboard, window: Window,
+) -> None:
+    from Xlib import X
+
+    root = keyboard.display.screen().root
+    root.grab_key(keyboard.keycode("space"), X.ControlMask, False, X.GrabModeAsync,
+                  X.GrabModeAsync)
+    keyboard.display.sync()
+    try:
+        hotkeyed = start_hotkeyed(config_dir, start_daemon, keyboard)
+        warning = hotkeyed.daemon.wait_event("hotkeys_not_suppressed", leader="ctrl+space")
+        assert "ctrl+space is already grabbed by another X client" in str(warning["reason"])
+        status = hotkeyed.status()
+        assert (status["enabled"], status["suppressing"]) == (True, False)
+        assert "another X client" in status["reason"]
+        keyboard.leader()
+        keyboard.tap("e")
+        wait_for(lambda: hotkeyed.launched("editor"), what="editor to launch unsuppressed")
+        assert window.received("e")
+    finally:
+        root.ungrab_key(keyboard.keycode("space"), X.ControlMask)
+        keyboard.display.sync()
+
+
+def test_a_silent_x_server_cannot_hang_the_daemon(
+    config_dir: Path, start_daemon: Callable[..., DaemonProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, name = start_xvfb()
+    server.send_signal(signal.SIGSTOP)  # accepts connections, never answers
+    try:
+        monkeypatch.setenv("DISPLAY", name)
+        write_config(config_dir, CONFIG.format(timeout=500))
+        daemon = start_daemon(wait=False)
+        daemon.wait_event("daemon_started", timeout=display.CHECK_TIMEOUT_S + 10)
+        warnings = [e for e in daemon.events() if e["event"] == "hotkeys_unavailable"]
+        assert len(warnings) == 1 and "did not answer" in str(warnings[0]["reason"])
+        assert HttpApi(port_of(config_dir)).get("/hotkeys").body["enabled"] is False
+        assert daemon.stop() == 0
+    finally:
+        server.send_signal(signal.SIGCONT)
+        server.terminate()
+        server.wait(timeout=5)

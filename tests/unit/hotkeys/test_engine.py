@@ -6,24 +6,11 @@ import pytest
 
 from orchestratr.hotkeys.engine import Engine, Kind, Outcome
 from orchestratr.hotkeys.keys import Key, Leader, desktop_owner, parse_leader
-from orchestratr.hotkeys.listener import to_key
 from orchestratr.hotkeys.service import chord_table
 from orchestratr.registry.model import AppSpec
+from tests.unit.hotkeys.conftest import Clock
 
 CTRL, SPACE = Key("ctrl"), Key("space")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -132,6 +119,29 @@ def test_other_leaders(clock: Clock) -> None:
     assert tap(engine, "O") == Outcome(Kind.armed)
 
 
+@pytest.mark.parametrize("extra", ["shift", "alt", "super", "altgr"])
+def test_an_extra_modifier_is_not_the_leader(engine: Engine, extra: str) -> None:
+    """The X grab matches the exact combination: the engine must too, or the keys leak."""
+    engine.press(CTRL)
+    engine.press(Key(extra))
+    assert tap(engine, "space") is None
+    engine.release(Key(extra))
+    assert tap(engine, "space") == Outcome(Kind.armed)
+
+
+def test_altgr_is_not_alt(clock: Clock) -> None:
+    engine = Engine(parse_leader("ctrl+alt+o"), 2.0, clock)
+    engine.press(CTRL)
+    engine.press(Key("altgr"))
+    assert tap(engine, "o") is None
+
+
+def test_a_key_with_no_name_of_ours_ends_the_window(engine: Engine) -> None:
+    leader(engine)
+    assert tap(engine, "#ff9d") == Outcome(Kind.chord, Key("#ff9d"))  # unbound: the caller
+    assert not engine.listening
+
+
 @pytest.mark.parametrize(
     ("text", "leader"),
     [("ctrl+space", Leader(frozenset({"ctrl"}), Key("space"))),
@@ -151,7 +161,14 @@ def test_parse_leader(text: str, leader: Leader) -> None:
      ("e", "needs a modifier")],
 )
 def test_bad_leaders_say_why(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as raised:
+        parse_leader(text)
+    assert str(raised.value).startswith(repr(text))  # the caller adds the field's name
+
+
+@pytest.mark.parametrize("text", ["ctrl+altgr+o", "altgr+space"])
+def test_altgr_cannot_be_part_of_a_leader(text: str) -> None:
+    with pytest.raises(ValueError):
         parse_leader(text)
 
 
@@ -164,24 +181,3 @@ def test_chord_table_folds_case() -> None:
     apps = [AppSpec(name="a", command="x", chord="E"), AppSpec(name="b", command="x"),
             AppSpec(name="c", command="x", chord="F5")]
     assert chord_table(apps) == {"e": "a", "f5": "c"}
-
-
-class FakePynputKey:
-    def __init__(self, name: str | None = None, char: str | None = None,
-                 vk: int | None = None) -> None:
-        if name is not None:
-            self.name = name
-        self.char, self.vk = char, vk
-
-
-@pytest.mark.parametrize(
-    ("pynput_key", "key"),
-    [(FakePynputKey(name="ctrl_l"), Key("ctrl")), (FakePynputKey(name="ctrl_r"), Key("ctrl")),
-     (FakePynputKey(name="cmd"), Key("super")), (FakePynputKey(name="esc"), Key("escape")),
-     (FakePynputKey(name="alt_gr"), Key("alt")), (FakePynputKey(name="page_up"), Key("pageup")),
-     (FakePynputKey(name="f5"), Key("f5")), (FakePynputKey(char="E"), Key("e")),
-     (FakePynputKey(char="\x05", vk=ord("e")), Key("e")),  # with Ctrl held
-     (FakePynputKey(name="caps_lock"), None), (FakePynputKey(char=None, vk=None), None)],
-)
-def test_pynput_keys_translate(pynput_key: FakePynputKey, key: Key | None) -> None:
-    assert to_key(pynput_key) == key
