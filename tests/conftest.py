@@ -70,9 +70,15 @@ def wait_state(sup: Supervisor, name: str, *states: AppState, timeout: float = 5
 
 
 def kill_group(pid: int | None) -> None:
-    if pid:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+    """SIGKILL the process group ``pid`` if an app of ours is still in it: by the time a test
+    cleans up, the number may lead some other program's group."""
+    if not pid:
+        return
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(proc.pid) == pid and "ORCHESTRATR_APP" in proc.environ():
+                os.killpg(pid, signal.SIGKILL)
+                return
 
 
 def kill_apps_of(config_dir: Path) -> None:
