@@ -74,7 +74,7 @@ class Follower:
         base = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATR_")}
         self.proc = subprocess.Popen([*ORCHESTRATR, "events", "--follow", "--json", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**base, **(env or {})})
+                                     env={**base, **(env or {})}, preexec_fn=_ctrl_c_works)
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -105,6 +105,12 @@ class Follower:
             self.proc.wait()
         assert self.proc.stderr
         return self.proc.stderr.read()
+
+
+def _ctrl_c_works() -> None:
+    """A test harness may start us with SIGINT ignored (as a shell does for `cmd &`), and the
+    follower would inherit that; a person's terminal delivers it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def reached(app: str, state: str) -> Callable[[dict[str, Any]], bool]:
