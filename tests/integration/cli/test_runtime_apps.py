@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 
+from tests.conftest import alive
 from tests.integration.cli.conftest import ORCHESTRATR, Shared
 
 
@@ -51,8 +54,8 @@ def test_unregister_keep_running_leaves_the_process(shared_daemon: Shared) -> No
     pid = cli("launch", "kept", "--json").json["pid"]
     run = cli("unregister", "kept", "--keep-running")
     assert run.code == 0 and run.out == "unregistered kept (its process keeps running)\n"
-    subprocess.run(["kill", "-0", str(pid)], check=True)  # still alive
-    subprocess.run(["kill", "-9", f"-{pid}"], check=False)
+    assert alive(pid)
+    os.killpg(pid, signal.SIGKILL)
 
 
 def test_heartbeat_every_keeps_renewing(shared_daemon: Shared) -> None:
