@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -28,14 +27,6 @@ from tests.integration.hotkeys.conftest import Keyboard, start_xvfb  # noqa: E40
 
 CONFIG = "apps:\n  - name: editor\n    chord: e\n    command: sleep 60\n"
 POLL_S = 0.02
-
-
-def poll(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        time.sleep(POLL_S)
 
 
 def launched_at(client: Client) -> float | None:
@@ -52,11 +43,11 @@ def trial(client: Client, keyboard: Keyboard) -> float:
     time.sleep(0.02)
     start = time.time()
     keyboard.down("e")
-    poll(lambda: launched_at(client) not in (None, before))
+    wait(lambda: launched_at(client) not in (None, before), interval=POLL_S)
     keyboard.up("e")
     took = (launched_at(client) or 0) - start
     client.stop("editor")
-    poll(lambda: client.app("editor")["state"] == "stopped")
+    wait(lambda: client.app("editor")["state"] == "stopped", interval=POLL_S)
     return took * 1000
 
 

@@ -40,12 +40,12 @@ def report(label: str, values_ms: list[float], target: str) -> None:
           f"   (n={len(values_ms)}; target {target})")
 
 
-def wait(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+def wait(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.001) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError
-        time.sleep(0.001)
+        time.sleep(interval)
 
 
 def close(sup: Supervisor, tracker: ProcessTracker) -> None:

@@ -29,12 +29,7 @@ from orchestratr import __version__
 from orchestratr.api.openapi import document
 from orchestratr.api.routes import Api
 from orchestratr.api.server import ApiServer
-from orchestratr.errors import (
-    ConfigError,
-    DaemonRunningError,
-    InvalidTransitionError,
-    OrchestratrError,
-)
+from orchestratr.errors import ConfigError, DaemonRunningError, OrchestratrError
 from orchestratr.hotkeys.service import HotkeyService, chord_table
 from orchestratr.lockfile import DaemonLock
 from orchestratr.logs import configure_logging, set_level
@@ -143,8 +138,7 @@ class Daemon:
         with self._reload_lock:
             self._runtime.remove(name, self.supervisor.registry)
             if not keep_running:
-                with contextlib.suppress(InvalidTransitionError):
-                    self.supervisor.stop(name, Source.api)
+                self.supervisor.stop(name, Source.api)  # valid in every state
             snapshot = self.supervisor.snapshot(name, with_history=False)
             self._apply(self._runtime.merge(self._files), Source.api, announce=False)
         self.supervisor.bus.publish("unregistered", app=name, source=Source.api.value,

@@ -17,9 +17,9 @@ import psutil
 import pytest
 
 from orchestratr.daemon import Daemon, DaemonOptions
-from orchestratr.paths import CONFIG_DIR_ENV
+from orchestratr.paths import APP_ENV, CONFIG_DIR_ENV
 from orchestratr.processes.spawn import ProcessLauncher
-from orchestratr.processes.tracker import ProcessTracker
+from orchestratr.processes.tracker import ProcessTracker, group_members
 from orchestratr.registry.model import AppSpec, Registry
 from orchestratr.supervisor.core import Supervisor
 from orchestratr.supervisor.states import AppState
@@ -74,18 +74,16 @@ def kill_group(pid: int | None) -> None:
     cleans up, the number may lead some other program's group."""
     if not pid:
         return
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):
-            if os.getpgid(proc.pid) == pid and "ORCHESTRATR_APP" in proc.environ():
-                os.killpg(pid, signal.SIGKILL)
-                return
+    with contextlib.suppress(psutil.Error, OSError):
+        if any(APP_ENV in psutil.Process(m).environ() for m in group_members(pid)):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def kill_apps_of(config_dir: Path) -> None:
     """Kill every app a daemon on ``config_dir`` launched, running or left behind."""
     for proc in psutil.process_iter():
         with contextlib.suppress(psutil.Error):
-            if proc.environ().get("ORCHESTRATR_CONFIG_DIR") == str(config_dir):
+            if proc.environ().get(CONFIG_DIR_ENV) == str(config_dir):
                 kill_group(proc.pid)
                 proc.kill()
 

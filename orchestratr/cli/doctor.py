@@ -11,8 +11,6 @@ import os
 import re
 import shlex
 import shutil
-import tempfile
-import threading
 from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,7 +46,7 @@ class Check:
 
 def run(ctx: Context) -> int:
     paths = Paths.resolve(ctx.config_dir)
-    client = Client(config_dir=ctx.config_dir, timeout=API_TIMEOUT_S)
+    client = ctx.client(timeout=API_TIMEOUT_S)
     checks = list(diagnose(paths, client))
     counts = {s: sum(c.status == s for c in checks) for s in (PASS, WARN, FAIL)}
     summary = (f"{len(checks)} checks: {counts[PASS]} passed, {counts[WARN]} warnings, "
@@ -73,7 +71,7 @@ def diagnose(paths: Paths, client: Client) -> Iterator[Check]:
         yield _program_check(f"{app.name}: command", app.command, app)
         if app.ready_cmd:
             yield _program_check(f"{app.name}: ready_cmd", app.ready_cmd, app)
-    yield _hotkey_check(client, health is not None and not isinstance(health, Exception))
+    yield _hotkey_check(client, isinstance(health, dict))
     yield _log_dir_check(paths.log_dir)
 
 
@@ -136,7 +134,7 @@ def _port_file_check(client: Client, answering: bool) -> Check:
 def _config_checks(paths: Paths) -> Generator[Check, None, Registry]:
     """config.yml and every apps.d file; returns the registry the daemon would run, if any."""
     from orchestratr.errors import ConfigError
-    from orchestratr.registry.load import app_files, load_registry
+    from orchestratr.registry.load import app_files, load_registry, load_without_config
 
     if not paths.config_file.exists():
         yield Check("config.yml", WARN, f"{paths.config_file} does not exist; the daemon writes "
@@ -149,7 +147,7 @@ def _config_checks(paths: Paths) -> Generator[Check, None, Registry]:
                         for e in exc.errors)
         yield from (Check("config.yml", WARN, w.removeprefix("config.yml: "))
                     for w in exc.warnings)
-        registry = _drop_ins_alone(paths)
+        registry = load_without_config(paths)  # each apps.d file still deserves a verdict
     else:
         yield from (Check("config.yml", WARN, w.removeprefix("config.yml: "))
                     for w in registry.warnings if w.startswith("config.yml"))
@@ -158,19 +156,6 @@ def _config_checks(paths: Paths) -> Generator[Check, None, Registry]:
     for path in app_files(paths.apps_dir):
         yield _drop_in_check(f"apps.d/{path.name}", registry)
     return registry
-
-
-def _drop_ins_alone(paths: Paths) -> Registry:
-    """The apps.d files checked on their own, as if config.yml were empty: an invalid
-    config.yml stops the daemon's loader before it reads them, but each still deserves a
-    verdict."""
-    from orchestratr.registry.load import load_registry
-
-    with tempfile.TemporaryDirectory(prefix="orchestratr-doctor-") as tmp:
-        (Path(tmp) / "config.yml").write_text("apps: []\n", encoding="utf-8")
-        if paths.apps_dir.is_dir():
-            os.symlink(paths.apps_dir, Path(tmp) / "apps.d")
-        return load_registry(Paths(config_dir=Path(tmp), log_dir=paths.log_dir))
 
 
 def _drop_in_check(label: str, registry: Registry) -> Check:
@@ -263,13 +248,7 @@ def _fallback() -> str:
 def _display_reason() -> str | None:
     from orchestratr.hotkeys.display import unavailable_reason
 
-    answer: list[str | None] = []
-    worker = threading.Thread(target=lambda: answer.append(unavailable_reason()), daemon=True)
-    worker.start()
-    worker.join(DISPLAY_TIMEOUT_S)
-    if not answer:
-        return f"the X display {os.environ.get('DISPLAY')!r} did not answer in {DISPLAY_TIMEOUT_S} s"
-    return answer[0]
+    return unavailable_reason(DISPLAY_TIMEOUT_S)  # bounded: a stuck X server cannot hang us
 
 
 def _log_dir_check(log_dir: Path) -> Check:

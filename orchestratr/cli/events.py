@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from orchestratr.cli.render import STATE_COLOURS, parse_time
+from orchestratr.client import Event
 
 if TYPE_CHECKING:
     from orchestratr.cli.main import Context
@@ -27,12 +28,10 @@ def run(ctx: Context) -> int:
     args = ctx.args
     client = ctx.client()
     records = _followed(ctx, client) if args.follow else _buffered(ctx, client)
-    apps = [a.lower() for a in args.app]  # the daemon's spelling of names
-    for record in records:
-        kind = record.get("type")
-        if kind in NOTICES:
+    for record in records:  # filtered by the daemon already
+        if record.get("type") in NOTICES:
             _notice(ctx, record)
-        elif (not apps or record.get("app") in apps) and (not args.types or kind in args.types):
+        else:
             _print(ctx, record)
     return 0
 
@@ -42,7 +41,7 @@ def _buffered(ctx: Context, client: Client) -> Iterator[dict[str, Any]]:
     since = ctx.args.since
     while True:
         page = client.events(since=since, limit=PAGE, apps=ctx.args.app, types=ctx.args.types)
-        yield from (normalised(e) for e in page)
+        yield from (Event(e["id"], e["type"], e["data"]).record() for e in page)
         if len(page) < PAGE:
             return
         since = page[-1]["id"]
@@ -55,14 +54,6 @@ def _followed(ctx: Context, client: Client) -> Iterator[dict[str, Any]]:
                                   on_wait=lambda why: note(f"waiting for the daemon: {why}"))
     for event in events:
         yield event.record()
-
-
-def normalised(event: dict[str, Any]) -> dict[str, Any]:
-    """One flat record whatever the wire nests: ``{"id", "type", ...data}``."""
-    data = event.get("data")
-    if isinstance(data, dict):
-        return {**{k: v for k, v in event.items() if k != "data"}, **data}
-    return dict(event)
 
 
 def _notice(ctx: Context, record: dict[str, Any]) -> None:
@@ -105,8 +96,8 @@ def _pairs(fields: dict[str, Any]) -> str:
 
 
 def _clock(at: Any) -> str:
-    """Local wall-clock time of an event (``at`` is epoch seconds or RFC 3339)."""
-    seconds = at if isinstance(at, int | float) else parse_time(at if isinstance(at, str) else None)
+    """Local wall-clock time of an event (``at`` is RFC 3339)."""
+    seconds = parse_time(at if isinstance(at, str) else None)
     if seconds is None:
         return "--:--:--.---"
     return datetime.fromtimestamp(seconds).strftime("%H:%M:%S.%f")[:-3]

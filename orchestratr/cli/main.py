@@ -186,16 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestratr.client import NotRunningError, OrchestratrClientError
 
     out = Output(args.json)
+    ctx = Context(args, out)
     module, function, _ = VERBS[args.verb]
     verb = getattr(importlib.import_module(f"orchestratr.cli.{module}"), function)
     try:
-        return verb(Context(args, out))
+        return verb(ctx)
     except UsageError as exc:
         out.note(f"orchestratr {args.verb}: error: {exc}")
         return USAGE
     except NotRunningError as exc:
-        client = Context(args, out).client()
-        out.error(not_running_message(exc, client), "not_running")
+        out.error(not_running_message(exc, ctx.client()), "not_running")
         return NOT_RUNNING
     except OrchestratrClientError as exc:
         out.error(str(exc), exc.code or "error", exc.errors)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestratr.client import CONFIG_DIR_ENV
+
 if TYPE_CHECKING:
     from orchestratr.cli.main import Context
 
@@ -80,7 +82,7 @@ def _act(ctx: Context, step: Callable[[Target], Report]) -> int:
 def _chosen_config_dir(explicit: str | None) -> Path | None:
     """A config dir given on the command line or in the environment goes into the service's
     command: the login session that starts it will not have this shell's environment."""
-    chosen = explicit or os.environ.get("ORCHESTRATR_CONFIG_DIR")
+    chosen = explicit or os.environ.get(CONFIG_DIR_ENV)
     return Path(chosen).expanduser().absolute() if chosen else None
 
 

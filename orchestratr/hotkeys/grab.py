@@ -61,7 +61,7 @@ class LeaderGrab:
                  detectable_autorepeat: bool = True) -> None:
         self.leader = leader
         self.timeout_s = timeout_s
-        self.grabbed = False  # the keyboard is ours right now (read by tests and status)
+        self.grabbed = False  # the keyboard is ours right now (tests wait on it)
         self.failure: str | None = None  # why the thread died, if it did
         self.detectable_autorepeat = detectable_autorepeat  # False: fall back to look-ahead
         self._on_failure = on_failure
@@ -117,9 +117,7 @@ class LeaderGrab:
         for name in self.leader.modifiers:
             self._mask |= MODIFIER_MASKS[name]
         catch = error.CatchError(error.BadAccess)
-        for lock in LOCK_MASKS:
-            display.screen().root.grab_key(self._keycode, self._mask | lock, False,
-                                           X.GrabModeAsync, X.GrabModeSync, onerror=catch)
+        self._grab_keys(display, self._keycode, catch)
         display.sync()
         if catch.get_error():
             raise GrabUnavailable(f"{self.leader} is already grabbed by another X client")
@@ -127,10 +125,19 @@ class LeaderGrab:
     def _release_leader(self, display: Display) -> None:
         """Drop the passive grabs and wait until the server has: closing the connection alone
         frees them later, and a new grab of the same leader could meet BadAccess meanwhile."""
-        for lock in LOCK_MASKS:
-            display.screen().root.ungrab_key(self._keycode, self._mask | lock)
+        self._ungrab_keys(display, self._keycode)
         self._ungrab(display)
         display.sync()
+
+    def _grab_keys(self, display: Display, keycode: int, onerror: Any = None) -> None:
+        """The leader's passive synchronous grab under every CapsLock/NumLock state."""
+        for lock in LOCK_MASKS:
+            display.screen().root.grab_key(keycode, self._mask | lock, False, X.GrabModeAsync,
+                                           X.GrabModeSync, onerror=onerror)
+
+    def _ungrab_keys(self, display: Display, keycode: int) -> None:
+        for lock in LOCK_MASKS:
+            display.screen().root.ungrab_key(keycode, self._mask | lock)
 
     # ------------------------------------------------------------ the thread
 
@@ -248,11 +255,8 @@ class LeaderGrab:
         self._quiet = _quiet_keycodes(display)
         keycode = display.keysym_to_keycode(keysym_of(self.leader.key))
         if keycode and keycode != self._keycode:
-            root = display.screen().root
-            for lock in LOCK_MASKS:
-                root.ungrab_key(self._keycode, self._mask | lock)
-                root.grab_key(keycode, self._mask | lock, False, X.GrabModeAsync,
-                              X.GrabModeSync)
+            self._ungrab_keys(display, self._keycode)
+            self._grab_keys(display, keycode)
             self._keycode = keycode
 
 

@@ -164,17 +164,17 @@ class _Inotify:
     def _paths(self, data: bytes) -> list[Path]:
         """The paths the events in ``data`` are about."""
         paths, offset = [], 0
-        while offset + _HEADER.size <= len(data):
-            wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
-            name = data[offset + _HEADER.size:offset + _HEADER.size + length].rstrip(b"\0")
-            offset += _HEADER.size + length
-            with self._lock:
+        with self._lock:  # the watcher thread adds and drops directories meanwhile
+            while offset + _HEADER.size <= len(data):
+                wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
+                name = data[offset + _HEADER.size:offset + _HEADER.size + length].rstrip(b"\0")
+                offset += _HEADER.size + length
                 directory = self._dirs.get(wd)
-            if mask & IN_Q_OVERFLOW:
-                paths.extend(self._dirs.values())  # events were lost: assume everything changed
-            elif directory is not None:
-                gone = mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)
-                paths.append(directory if gone else directory / os.fsdecode(name))
+                if mask & IN_Q_OVERFLOW:
+                    paths.extend(self._dirs.values())  # events were lost: assume all changed
+                elif directory is not None:
+                    gone = mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)
+                    paths.append(directory if gone else directory / os.fsdecode(name))
         return paths
 
 

@@ -137,12 +137,6 @@ class EventBus:
             self._subscribers.remove(subscription)
         subscription._mark_closed()
 
-    def close_all(self) -> None:
-        """End every subscription (the daemon is stopping)."""
-        with self._lock:
-            for subscription in list(self._subscribers):
-                self.unsubscribe(subscription)
-
     def since(self, event_id: int = 0, limit: int | None = None) -> list[Event]:
         return self.replay(event_id, limit)[0]
 

@@ -145,9 +145,7 @@ class Supervisor:
         return self._app(name).snapshot(with_history)
 
     def snapshots(self) -> list[AppSnapshot]:
-        with self._lock:
-            apps = list(self._apps.values())
-        return [app.snapshot() for app in apps]
+        return [app.snapshot() for app in self._roster]
 
     def running(self) -> list[AppSnapshot]:
         """Apps with a live process, as a daemon that exits leaves them behind."""
@@ -399,10 +397,8 @@ class Supervisor:
 
     def _expire_leases(self, now: float) -> float | None:
         """The lease clock's callback: expire what is due, return the next deadline."""
-        with self._lock:
-            apps = list(self._apps.values())
         upcoming = []
-        for app in apps:
+        for app in self._roster:
             with app.lock:
                 if app.deadline is not None and app.deadline <= now:
                     self._expire(app)
@@ -606,10 +602,12 @@ class Supervisor:
         return app
 
     def _owns(self, app: App, pid: int) -> bool:
-        """Whether ``pid`` is the app's tracked process or a member of its group."""
-        if app.pid is None:
+        """Whether ``pid`` is the app's tracked process or a member of its group (each field
+        read once: callers may not hold the app's lock)."""
+        tracked, group = app.pid, app.group
+        if tracked is None:
             return False
-        return pid == app.pid or (app.group and self._launcher.same_group(pid, app.pid))
+        return pid == tracked or (group and self._launcher.same_group(pid, tracked))
 
     def _adopt(self, app: App, pid: int, group: bool, started_at: float | None = None) -> None:
         """Track a process we did not spawn (lock held).
@@ -637,20 +635,16 @@ class Supervisor:
                 f"app {app.name!r} already runs as {what} {app.pid}, which pid {pid} is not "
                 "part of; stop it first, or announce a pid of that group")
         for other in self._roster:  # no other app's lock under this one: a racy read is enough
-            other_pid, other_group = other.pid, other.group
-            if other is not app and other_pid is not None and (
-                pid == other_pid or (other_group and self._launcher.same_group(pid, other_pid))
-            ):
+            if other is not app and self._owns(other, pid):
                 raise ConflictError(f"pid {pid} is a process of app {other.name!r}")
 
     def _upsert(self, spec: AppSpec) -> None:
         app = self._apps.get(spec.name)
         if app is None:
-            self.changes.bump()
-            app = App(spec, self._wall, changes=self.changes)
+            app = App(spec, self._wall, changes=self.changes, monotonic=self._mono)
             self._machine.add_model(app)
             self._apps[spec.name] = app
-            self._roster = tuple(self._apps.values())
+            self._roster_changed()
             return
         with app.lock:
             app.spec, app.removed = spec, False
@@ -667,11 +661,16 @@ class Supervisor:
     def _forget(self, app: App) -> None:
         with self._lock:
             if app.removed and self._apps.get(app.name) is app:
-                self.changes.bump()
                 del self._apps[app.name]
-                self._roster = tuple(self._apps.values())
+                self._roster_changed()
                 self._machine.remove_model(app)
                 log.info("app_forgotten", app=app.name)
+
+    def _roster_changed(self) -> None:
+        """After ``_apps`` changed (lock held). The roster is replaced before the change count
+        moves, so a reader that read the count first never pairs it with an older roster."""
+        self._roster = tuple(self._apps.values())
+        self.changes.bump()
 
     def _try(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a command on a background path where nobody can take an exception: log it."""

@@ -18,7 +18,6 @@ import structlog
 log = structlog.get_logger("orchestratr.supervisor")
 
 DEFAULT_LEASE_S = 90.0  # a heartbeat from an app without a lease starts one this long (Koi's)
-DEFAULT_GRACE_S = 30.0
 
 
 class LeaseClock:

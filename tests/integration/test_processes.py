@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -28,6 +27,7 @@ from orchestratr.errors import (
     UnknownAppError,
 )
 from orchestratr.processes import survivors
+from orchestratr.processes.tracker import group_members
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
 from orchestratr.supervisor.core import SHUTDOWN_GRACE_S, SHUTDOWN_WAIT_S, Supervisor
 from orchestratr.supervisor.states import AppState, Source, Trigger
@@ -595,14 +595,9 @@ def test_stress_commands_and_real_exits(make_supervisor: MakeSup) -> None:
 
 
 def _live_members(pgid: int) -> list[psutil.Process]:
-    """The group's processes that still run: an orphaned zombie is dead, however lazily the
-    init process of this machine reaps it."""
-    members = []
-    for proc in psutil.process_iter(["status"]):
-        with contextlib.suppress(OSError):
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                members.append(proc)
-    return members
+    """The group's processes that still run (an orphaned zombie is dead, however lazily the
+    init process of this machine reaps it)."""
+    return [psutil.Process(pid) for pid in group_members(pgid)]
 
 
 def test_damaged_record_entries_are_dropped(tmp_path: Path) -> None:

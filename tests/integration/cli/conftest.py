@@ -38,14 +38,19 @@ class Run:
         return self.out.splitlines()
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = None,
-            timeout: float = 20) -> Run:
-    """``orchestratr ARGS`` with this interpreter; ``env`` is added to a clean copy of ours
-    (without ORCHESTRATR_* variables, so no test ever reaches a real daemon by accident)."""
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Our environment without ORCHESTRATR_* variables (no test ever reaches a real daemon by
+    accident) or NO_COLOR, plus ``extra``."""
     base = {k: v for k, v in os.environ.items()
             if not k.startswith("ORCHESTRATR_") and k != "NO_COLOR"}
+    return {**base, **(extra or {})}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = None,
+            timeout: float = 20) -> Run:
+    """``orchestratr ARGS`` with this interpreter, in ``clean_env(env)``."""
     done = subprocess.run([*ORCHESTRATR, *args], capture_output=True, text=True, input=input,
-                          env={**base, **(env or {})}, timeout=timeout, check=False)
+                          env=clean_env(env), timeout=timeout, check=False)
     return Run(done.returncode, done.stdout, done.stderr)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Self
 import pytest
 
 from tests.conftest import DaemonProcess, write_config
-from tests.integration.cli.conftest import ORCHESTRATR, Run, Shared, run_cli
+from tests.integration.cli.conftest import ORCHESTRATR, Run, Shared, clean_env, run_cli
 
 CONFIG = "apps:\n  - name: notes\n    chord: n\n    command: sleep 60\n" \
          "  - name: other\n    command: sleep 60\n"
@@ -69,12 +69,9 @@ class Follower:
     """``orchestratr events --follow --json`` in the background; its lines arrive on a queue."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        import os
-
-        base = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATR_")}
         self.proc = subprocess.Popen([*ORCHESTRATR, "events", "--follow", "--json", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**base, **(env or {})}, preexec_fn=_ctrl_c_works)
+                                     env=clean_env(env), preexec_fn=_ctrl_c_works)
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 

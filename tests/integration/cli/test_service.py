@@ -13,13 +13,12 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from orchestratr.cli.service import MARKER
-from tests.conftest import kill_apps_of, wait_for
+from tests.conftest import DaemonProcess, kill_apps_of, wait_for
 from tests.integration.cli.conftest import Run, run_cli
 
 
@@ -183,20 +182,16 @@ class TestSystemd:
         home = Home(tmp_path, systemd=True)
         home.config_dir.mkdir()
         (home.config_dir / "config.yml").write_text("apps: []\n")
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "orchestratr", "daemon",
-             "--config-dir", str(home.config_dir), "--port", "0", "--no-hotkeys"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        daemon = DaemonProcess(home.config_dir, "--no-hotkeys")
         try:
-            wait_for(lambda: (home.config_dir / "port").exists(), 10)
+            daemon.wait_event("daemon_started")
             run = home.cli("install")
             assert run.code == 0, run.err
             assert "ran systemctl --user enable orchestratr.service" in run.lines
             assert "already runs on this config dir" in run.out
             assert "--user enable --now orchestratr.service" not in home.systemctl_calls()
         finally:
-            daemon.terminate()
-            daemon.wait(timeout=10)
+            daemon.stop()
 
     def test_it_replaces_an_earlier_autostart_entry(self, tmp_path: Path) -> None:
         home = Home(tmp_path)

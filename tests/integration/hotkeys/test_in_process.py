@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,8 +32,8 @@ def service(x_display: str, keyboard: Keyboard, window: Window,
                             chords=lambda: {"e": "editor", "f": "files"},
                             publish=EventBus().publish)
     assert service.start().suppressing
-    while service.keys_seen == 0:
-        keyboard.tap("Shift_L")
+    wait_for(lambda: keyboard.tap("Shift_L") or service.keys_seen > 0,
+             what="the listener to hear a key")
     yield service
     listener = service._listener._listener  # noqa: SLF001 - pynput's own thread
     service.stop()
@@ -75,7 +74,8 @@ def test_held_keys_never_repeat_into_the_app(
         assert grab.detectable_autorepeat is detectable
         keyboard.leader(hold=AUTOREPEAT_DELAY_S + 0.15)  # the leader repeats inside the window
         keyboard.tap("e", hold=0.6)  # the chord repeats, held past the window's end
-        time.sleep(0.1)  # without XKB, a key typed within the look-ahead would be taken
+        # without XKB, a key typed within the look-ahead would be taken
+        wait_for(lambda: not grab.grabbed, what="the grab to let the keyboard go")
         keyboard.tap("x")
         assert window.received("x")
         assert "space" not in window.pressed and "e" not in window.pressed

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchestratr.client import Client, Event, NotRunningError
+from tests.conftest import wait_for
 
 HOLD = "<hold the connection open until released>"
 
@@ -108,16 +109,18 @@ def test_a_new_daemon_is_read_from_its_first_event(daemon_dir: tuple[Path, list]
     servers += [first := serve(old), second := serve(new)]
     point_at(config_dir, first, 100)
     waits: list[str] = []
-    events = Client(config_dir=config_dir).follow_events(since=40, on_wait=waits.append,
+
+    def waiting(why: str) -> None:
+        waits.append(why)
+        point_at(config_dir, second, 200)  # ... and once the client waits, a new one comes
+
+    events = Client(config_dir=config_dir).follow_events(since=40, on_wait=waiting,
                                                          retry_s=0.01)
     assert [next(events).id for _ in range(2)] == [41, 42]
     (config_dir / "port").unlink()  # the old daemon is gone ...
     (config_dir / "orchestratr.pid").unlink()
-    timer = threading.Timer(0.2, point_at, (config_dir, second, 200))  # ... a new one comes
-    timer.start()
     assert [next(events).id for _ in range(2)] == [1, 2]
     events.close()
-    timer.join()
     assert old.requests[0][1] == "40"
     assert new.requests[0][1] == "0"  # not 42: the new daemon's ids start again
     assert len(waits) == 1 and "no " in waits[0]
@@ -137,8 +140,7 @@ def test_close_from_another_thread_ends_a_blocked_read(daemon_dir: tuple[Path, l
     seen: list[Event] = []
     reader = threading.Thread(target=lambda: seen.extend(stream))
     reader.start()
-    while not seen:
-        reader.join(0.01)
+    wait_for(lambda: seen, what="the first event")
     stream.close()  # the server still holds the connection open
     reader.join(timeout=5)
     script.release.set()

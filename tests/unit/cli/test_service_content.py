@@ -104,6 +104,3 @@ def test_the_made_directories_survive_a_round_trip_through_every_format() -> Non
         assert service._made(text) == list(reversed(made))
 
 
-def test_run_key_value_is_what_cmd_would_parse() -> None:
-    # list2cmdline is the inverse of the MS C runtime's parsing, which CreateProcess uses.
-    assert run_key_value(["a b", 'c"d']) == subprocess.list2cmdline(["a b", 'c"d'])

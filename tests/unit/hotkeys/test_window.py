@@ -7,7 +7,7 @@ import pytest
 from orchestratr.hotkeys import keysyms
 from orchestratr.hotkeys.window import HELD_KEY_LIMIT_S, GrabWindow
 
-SPACE, E, X, CTRL = 65, 26, 53, 37
+SPACE, E, CTRL = 65, 26, 37
 T0, TIMEOUT = 100.0, 0.5
 
 
