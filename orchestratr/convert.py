@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import cattrs
 from cattrs.v import transform_error
 
-from orchestratr.errors import BadRequestError
+from orchestratr.errors import BadRequestError, clip
 from orchestratr.registry.model import RestartPolicy
 
 T = TypeVar("T")
@@ -24,14 +24,9 @@ MAX_SHOWN = 40  # characters of a quoted value or key in an error message
 MAX_UNKNOWN_SHOWN = 5  # unknown keys named in one message
 
 
-def _clip(text: str) -> str:
-    """``text``, cut to MAX_SHOWN characters."""
-    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}...({len(text)} chars)"
-
-
 def _shown(value: object) -> str:
     """``repr(value)``, clipped."""
-    return _clip(repr(value))
+    return clip(repr(value), MAX_SHOWN)
 
 
 def _type_name(value: object) -> str:
@@ -82,7 +77,7 @@ def _env(value: Any, _: type) -> dict[str, str]:
     result = {}
     for key, item in value.items():
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-            raise TypeError(f"{_clip(str(key))}: expected a string or number, "
+            raise TypeError(f"{clip(str(key), MAX_SHOWN)}: expected a string or number, "
                             f"got {_type_name(item)} {_shown(item)}")
         result[str(key)] = str(item)
     return result
@@ -130,7 +125,7 @@ def describe_errors(exc: BaseException) -> list[tuple[str, str]]:
     for line in transform_error(exc, path="$", format_exception=_describe):
         message, _, path = line.rpartition(" @ ")
         path = path.removeprefix("$").lstrip(".")
-        pairs.append((_clip(path), message))
+        pairs.append((clip(path, MAX_SHOWN), message))
     return pairs
 
 
@@ -139,7 +134,7 @@ def _describe(exc: BaseException, _: type | None) -> str:
         return "required field missing"
     if isinstance(exc, cattrs.ForbiddenExtraKeysError):
         extra = sorted(exc.extra_fields)
-        named = ", ".join(_clip(k) for k in extra[:MAX_UNKNOWN_SHOWN])
+        named = ", ".join(clip(k, MAX_SHOWN) for k in extra[:MAX_UNKNOWN_SHOWN])
         more = len(extra) - MAX_UNKNOWN_SHOWN
         return f"unknown field(s): {named}" + (f" and {more} more" if more > 0 else "")
     return str(exc)

@@ -7,6 +7,14 @@ nothing from the package so that any layer can raise these without import loops.
 from __future__ import annotations
 
 
+def clip(text: str, limit: int) -> str:
+    """``text``, cut to ``limit`` characters with a note of how much was left out: what a
+    client or a file sent is quoted back, never all of it."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 class OrchestratrError(Exception):
     """Base class: a failure with a message meant for the user."""
 

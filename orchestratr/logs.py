@@ -79,7 +79,7 @@ class _RotatingFile(_Batched, logging.handlers.RotatingFileHandler):
             if self._size + len(line) > self.maxBytes:
                 self.doRollover()
                 self._size = 0
-            if self.stream is None:
+            if self.stream is None:  # closed at shutdown, and a thread still logs
                 self.stream = self._open()
             self.stream.write(line)
             self._size += len(line)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestratr.errors import OrchestratrError
+from orchestratr.errors import OrchestratrError, clip
 
 STATUS: dict[str, int] = {
     "bad_request": 400,
@@ -31,13 +31,7 @@ STATUS: dict[str, int] = {
 
 
 MAX_MESSAGE = 1000  # characters of an error message, and of each entry of ``errors``
-
-
-def clip(text: str, limit: int = MAX_MESSAGE) -> str:
-    """``text``, cut to ``limit`` characters with a note of how much was left out."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+MAX_ECHO = 200  # characters of the client's own text in an error message, warning or log line
 
 
 class ApiError(OrchestratrError):
@@ -57,8 +51,8 @@ def status_of(exc: OrchestratrError) -> int:
 
 def error_body(exc: OrchestratrError) -> dict[str, Any]:
     """``{"error", "code"}``, plus the list of problems for an invalid config."""
-    body: dict[str, Any] = {"error": clip(str(exc)), "code": exc.code}
+    body: dict[str, Any] = {"error": clip(str(exc), MAX_MESSAGE), "code": exc.code}
     errors = getattr(exc, "errors", None)
     if isinstance(errors, list):
-        body["errors"] = [clip(str(e)) for e in errors]
+        body["errors"] = [clip(str(e), MAX_MESSAGE) for e in errors]
     return body

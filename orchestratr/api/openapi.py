@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestratr import __version__
 from orchestratr.api.errors import STATUS
-from orchestratr.api.sse import MAX_LIMIT
+from orchestratr.api.sse import MAX_IDLE_S, MAX_LIMIT
 from orchestratr.api.wire import MAX_PID
 from orchestratr.registry.model import RestartPolicy
 from orchestratr.registry.validate import MAX_LEASE_S
@@ -261,7 +261,7 @@ FILTERS = [
 ]
 STREAM_PARAMS = [
     *FILTERS,
-    _query("idle_for", {"type": "number", "minimum": 0, "maximum": 86400},
+    _query("idle_for", {"type": "number", "minimum": 0, "maximum": MAX_IDLE_S},
            "close after this many seconds without an event (0: never)"),
     {"name": "Last-Event-ID", "in": "header", "required": False, "schema": STRING,
      "description": "resume after this id (what EventSource sends when it reconnects)"},
@@ -288,9 +288,8 @@ def _app_path(**operations: dict[str, Any]) -> dict[str, Any]:
     return {"parameters": [NAME], **operations}
 
 
-def _command(summary: str, body: str = "Empty", conflict: bool = True) -> dict[str, Any]:
-    errors = (400, 404, 409) if conflict else (400, 404)
-    return {"post": _operation(summary, _ref("Ack"), *errors, body=body)}
+def _command(summary: str, body: str = "Empty") -> dict[str, Any]:
+    return {"post": _operation(summary, _ref("Ack"), 404, 409, body=body)}
 
 
 def _reload() -> dict[str, Any]:
@@ -326,15 +325,15 @@ def document() -> dict[str, Any]:
             },
             "/apps/{name}": _app_path(
                 get=_operation("One app with its recent transitions and its lease",
-                               _ref("AppDetail"), 400, 404),
+                               _ref("AppDetail"), 404),
                 delete=_operation(
                     "Unregister an app registered through the API (stopped first unless "
-                    "keep_running)", _ref("Unregistered"), 400, 404, 409, parameters=[
+                    "keep_running)", _ref("Unregistered"), 404, 409, parameters=[
                         _query("keep_running", {"type": "boolean"},
                                "leave it running (tracked until it exits)")]),
             ),
             "/apps/{name}/state": _app_path(get=_operation(
-                "Go-compatible state (unset fields omitted)", _ref("AppState"), 400, 404)),
+                "Go-compatible state (unset fields omitted)", _ref("AppState"), 404)),
             "/apps/{name}/launched": _app_path(**_command(
                 "The app says it started; a pid makes orchestratr track it", "LaunchedBody")),
             "/apps/{name}/ready": _app_path(**_command("The app says it is ready")),
@@ -351,14 +350,14 @@ def document() -> dict[str, Any]:
             "/apps/{name}/revive": _app_path(**_command("Cancel the grace period: ready again")),
             "/events": {"get": _operation(
                 "Buffered events, oldest first, for clients that poll",
-                {"type": "array", "items": _ref("Event")}, 400, parameters=POLL_PARAMS)},
+                {"type": "array", "items": _ref("Event")}, parameters=POLL_PARAMS)},
             "/events/stream": {"get": _operation(
-                "Live lifecycle events (Server-Sent Events)", SSE_SCHEMA, 400,
+                "Live lifecycle events (Server-Sent Events)", SSE_SCHEMA,
                 media="text/event-stream", parameters=STREAM_PARAMS)},
             "/reload": {"post": _reload()},
             "/trigger": {"post": _operation(
                 "Launch the app on a chord, or press the leader key",
-                {"anyOf": [_ref("Ack"), _ref("Ok")]}, 404, 409, 503, body="TriggerBody")},
+                {"anyOf": [_ref("Ack"), _ref("Ok")]}, 404, 409, body="TriggerBody")},
             "/hotkeys": {"get": _operation("Hotkey status", _ref("Hotkeys"))},
             "/hotkeys/pause": {"post": _operation(
                 "Release every key grab and ignore the leader", _ref("Hotkeys"), body="Empty")},

@@ -18,7 +18,7 @@ import attrs
 
 from orchestratr import __version__
 from orchestratr.api import sse
-from orchestratr.api.errors import ApiError, clip
+from orchestratr.api.errors import MAX_ECHO, ApiError
 from orchestratr.api.sse import StreamSettings
 from orchestratr.api.wire import (
     LaunchedBody,
@@ -29,7 +29,7 @@ from orchestratr.api.wire import (
     state_json,
 )
 from orchestratr.convert import structure_body
-from orchestratr.errors import BadRequestError
+from orchestratr.errors import BadRequestError, clip
 from orchestratr.hotkeys.service import HotkeyService
 from orchestratr.registry.model import Registry
 from orchestratr.registry.validate import NAME_PATTERN
@@ -298,7 +298,7 @@ def _body(req: Request, cls: type[Any]) -> Any:
 def _few(warnings: list[str]) -> list[str]:
     """At most MAX_WARNINGS warnings, each clipped: a body of 50,000 unknown fields, or one
     1 MB field name, must not come back whole."""
-    shown = [clip(w, 200) for w in warnings[:MAX_WARNINGS]]
+    shown = [clip(w, MAX_ECHO) for w in warnings[:MAX_WARNINGS]]
     if len(warnings) > MAX_WARNINGS:
         shown.append(f"... and {len(warnings) - MAX_WARNINGS} more")
     return shown

@@ -28,7 +28,7 @@ import structlog
 
 from orchestratr import __version__
 from orchestratr.api import guard
-from orchestratr.api.errors import STATUS, ApiError, clip, error_body, status_of
+from orchestratr.api.errors import MAX_ECHO, STATUS, ApiError, error_body, status_of
 from orchestratr.api.routes import Api, Request, Response, encode
 from orchestratr.api.sse import EventStream
 from orchestratr.api.transport import (
@@ -41,14 +41,13 @@ from orchestratr.api.transport import (
     turn_away,
 )
 from orchestratr.api.wire import decode_json
-from orchestratr.errors import OrchestratrError
+from orchestratr.errors import OrchestratrError, clip
 from orchestratr.paths import write_atomically
 
 log = structlog.get_logger("orchestratr.api")
 
 MAX_BODY = 1024 * 1024
 MAX_LINE = 65536  # bytes of a request line, as http.server allows
-MAX_ECHO = 200  # characters of the client's own text in an error message or a log line
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 STREAM_SNDBUF = 64 * 1024
 DISCARD_LIMIT_S = 2.0  # how long an oversized body is read and thrown away after a 413
@@ -79,6 +78,7 @@ class _Server(ThreadingHTTPServer):
         self.limits = limits
         self._slots = threading.BoundedSemaphore(limits.connections)
         self._turned_away = 0
+        self.hangups = Hangups()
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -86,8 +86,6 @@ class _Server(ThreadingHTTPServer):
         start-up, which can stall on a broken resolver, for a name nothing here uses."""
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = "localhost", self.server_address[1]
-        self.streams: set[EventStream] = set()
-        self.hangups = Hangups()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve in a new thread, or answer 503 at once when every slot is taken."""
@@ -119,8 +117,9 @@ class _Server(ThreadingHTTPServer):
 
 
 class Hangups:
-    """One thread that notices streaming clients hanging up, so their handler threads end at
-    once instead of at their next write (a keep-alive may be 15 s away)."""
+    """The open streams: one thread notices their clients hanging up, so their handler
+    threads end at once instead of at their next write (a keep-alive may be 15 s away), and
+    ``close`` ends every one of them when the server stops."""
 
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
@@ -151,6 +150,9 @@ class Hangups:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            open_streams = [key.data for key in self._selector.get_map().values() if key.data]
+        for end in open_streams:
+            end()
         self._wake()
         if self._thread is not None:
             self._thread.join(timeout=2)
@@ -407,7 +409,6 @@ class _Handler(BaseHTTPRequestHandler):
             # Little kernel buffering: a reader that stops reading overflows its own bounded
             # queue soon, instead of after megabytes sit in the socket.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
-            self.server.streams.add(stream)
             self.server.hangups.watch(self.connection, stream.close)
             for chunk in stream:
                 self.wfile.write(chunk)
@@ -415,7 +416,6 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client went away mid-write, or stalled for longer than the timeout
         finally:
             self.server.hangups.forget(self.connection)
-            self.server.streams.discard(stream)
             stream.close()
 
     def _log(self, status: int) -> None:
@@ -468,9 +468,7 @@ class ApiServer:
             return
         if self._port_file is not None and _read_port(self._port_file) == self.port:
             self._port_file.unlink(missing_ok=True)
-        for stream in list(self._server.streams):
-            stream.close()
-        self._server.hangups.close()
+        self._server.hangups.close()  # ends every open stream
         stopper = threading.Thread(target=self._server.shutdown)
         stopper.start()
         with contextlib.suppress(OSError):  # wake the idle select so shutdown is seen now

@@ -26,6 +26,7 @@ from orchestratr.supervisor.bus import EVENT_TYPES, Event, EventBus, Subscriptio
 KEEPALIVE_S = 15.0
 QUEUE_SIZE = 1000  # events a reader may fall behind by before it is cut off
 MAX_LIMIT = 10_000
+MAX_IDLE_S = 86400
 
 
 @attrs.frozen
@@ -72,7 +73,7 @@ def parse_query(
         apps=apps,
         types=types,
         since=None if since is None else _number(since, "since", int, 0, math.inf),
-        idle_for=_number(_one(query, "idle_for") or "0", "idle_for", float, 0, 86400),
+        idle_for=_number(_one(query, "idle_for") or "0", "idle_for", float, 0, MAX_IDLE_S),
         limit=_number(_one(query, "limit") or "1000", "limit", int, 1, MAX_LIMIT),
     )
 

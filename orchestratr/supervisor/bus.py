@@ -124,11 +124,12 @@ class EventBus:
         ``backlog`` holds the buffered events after that id (``accept``-ed), taken in the same
         instant, so backlog then queue miss nothing and repeat nothing."""
         subscription = Subscription(self, maxsize, accept)
+        events: list[Event] = []
         with self._lock:
             if since is not None:
                 events, subscription.complete = self._replay(since)
-                subscription.backlog = [e for e in events if accept is None or accept(e)]
             self._subscribers.append(subscription)
+        subscription.backlog = [e for e in events if accept is None or accept(e)]  # unlocked
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:

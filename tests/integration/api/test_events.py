@@ -170,7 +170,7 @@ class TestInProcess:
         """The stalled reader never slows publishing, nor a reader that keeps up."""
         stalled = SseClient(server.port, rcvbuf=4096)
         keeping_up = SseClient(server.port, "type=state")
-        time.sleep(0.2)  # both subscribed
+        # both are subscribed: a stream subscribes before it sends its response head
         started = time.monotonic()
         for n in range(20_000):
             server.bus.publish("hotkey", action="armed", n=n)
