@@ -30,7 +30,8 @@ from orchestratr.api.openapi import document
 from orchestratr.api.routes import Api
 from orchestratr.api.server import ApiServer
 from orchestratr.errors import ConfigError, DaemonRunningError, OrchestratrError
-from orchestratr.hotkeys.service import HotkeyService, chord_table
+from orchestratr.hotkeys.backend import default_backend
+from orchestratr.hotkeys.service import HotkeyService
 from orchestratr.lockfile import DaemonLock
 from orchestratr.logs import configure_logging, set_level
 from orchestratr.paths import CONFIG_DIR_ENV, Paths
@@ -181,8 +182,9 @@ class Daemon:
         self.hotkeys = hotkeys = HotkeyService(
             settings.leader_key, settings.chord_timeout_ms,
             launch=lambda name: supervisor.launch(name, Source.hotkey),
-            chords=lambda: chord_table(supervisor.registry.apps),
+            chords=lambda: supervisor.registry.chords,
             publish=supervisor.bus.publish,
+            backend=default_backend(),
         )
         self.api = ApiServer(Api(supervisor, self, hotkeys, openapi=document),
                              port, self.paths.port_file)

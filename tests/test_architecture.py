@@ -1,4 +1,5 @@
-"""Import boundaries: the supervisor core knows nothing of HTTP, keys or the OS's processes."""
+"""Import boundaries: the supervisor core knows nothing of HTTP, keys or the OS's processes;
+the adapters (api, hotkeys, processes) know nothing of each other; X11 stays in its room."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "orchestratr"
 
 # module prefix -> the only places allowed to import it
 ALLOWED = {
-    "pynput": ("hotkeys/listener.py", "hotkeys/display.py"),
-    "Xlib": ("hotkeys/grab.py", "hotkeys/display.py"),
+    "pynput": ("hotkeys/x11/",),
+    "Xlib": ("hotkeys/x11/",),
     "psutil": ("processes/",),
     "http.server": ("api/server.py",),
     "transitions": ("supervisor/",),
@@ -23,6 +24,8 @@ ALLOWED = {
 SUPERVISOR_MAY_NOT_IMPORT = ("orchestratr.api", "orchestratr.hotkeys", "orchestratr.processes",
                              "orchestratr.daemon", "orchestratr.registry.load",
                              "orchestratr.registry.watch", "subprocess")
+
+ADAPTERS = ("api", "hotkeys", "processes")  # thin layers over the core: none imports another
 
 
 def imports(path: Path) -> set[str]:
@@ -52,6 +55,21 @@ def test_supervisor_depends_only_inward() -> None:
     for path in (PACKAGE / "supervisor").rglob("*.py"):
         for name in imports(path):
             assert not name.startswith(SUPERVISOR_MAY_NOT_IMPORT), f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_adapters_do_not_import_each_other(adapter: str) -> None:
+    others = tuple(f"orchestratr.{other}" for other in ADAPTERS if other != adapter)
+    for path in (PACKAGE / adapter).rglob("*.py"):
+        for name in imports(path):
+            assert not name.startswith(others), f"{adapter}/{path.name} imports {name}"
+
+
+def test_the_registry_and_the_converter_import_no_hotkeys() -> None:
+    """Config validation owns the key grammar (registry/keys.py); hotkeys read it from there."""
+    for path in [*(PACKAGE / "registry").rglob("*.py"), PACKAGE / "convert.py"]:
+        for name in imports(path):
+            assert not name.startswith("orchestratr.hotkeys"), f"{path.name} imports {name}"
 
 
 def test_structlog_is_configured_in_one_place() -> None:
