@@ -68,3 +68,6 @@ class RegistryControl(Protocol):
     def register(self, fields: Any) -> tuple[AppSnapshot, list[str]]: ...
 
     def unregister(self, name: str, keep_running: bool = False) -> AppSnapshot: ...
+
+    def config_errors(self) -> list[str]:
+        """Why config.yml or a drop-in is rejected now (empty: all of it is in use)."""

@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
 from cattrs.v import transform_error
 
 from orchestratr.errors import BadRequestError, clip
-from orchestratr.registry.model import RestartPolicy
+from orchestratr.registry.model import RestartPolicy, WindowMatch
 
 T = TypeVar("T")
 MAX_SHOWN = 40  # characters of a quoted value or key in an error message
@@ -83,6 +84,33 @@ def _env(value: Any, _: type) -> dict[str, str]:
     return result
 
 
+WINDOW_KEYS = {f.metadata.get("key", f.name): f.name for f in attrs.fields(WindowMatch)}
+
+
+def _window(value: Any, _: type) -> WindowMatch:
+    """``window: {class: ..., title: ...}``; its keys (``class`` is no Python name) come from
+    the fields' ``metadata["key"]``. Unknown keys are errors: no older manifest has any."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a mapping with {' and/or '.join(WINDOW_KEYS)}, "
+                        f"got {_type_name(value)} {_shown(value)}")
+    unknown = sorted(str(k) for k in value if k not in WINDOW_KEYS)
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(clip(k, MAX_SHOWN) for k in unknown)}; "
+                         f"expected {' and/or '.join(WINDOW_KEYS)}")
+    fields = {}
+    for key, item in value.items():
+        if item is not None:
+            try:
+                fields[WINDOW_KEYS[key]] = _strict_str(item, str)
+            except TypeError as exc:
+                raise TypeError(f"{key}: {exc}") from None
+    return WindowMatch(**fields)
+
+
+def _window_json(match: WindowMatch) -> dict[str, Any]:
+    return {key: getattr(match, name) for key, name in WINDOW_KEYS.items()}
+
+
 def configure_converter(converter: cattrs.Converter) -> None:
     """Add orchestratr's hooks to ``converter``."""
     converter.register_structure_hook(int, _int)
@@ -92,6 +120,8 @@ def configure_converter(converter: cattrs.Converter) -> None:
     converter.register_structure_hook(RestartPolicy, _restart)
     converter.register_structure_hook_func(lambda t: t == Mapping[str, str], _env)
     converter.register_unstructure_hook_func(lambda t: t == Mapping[str, str], dict)
+    converter.register_structure_hook(WindowMatch, _window)
+    converter.register_unstructure_hook(WindowMatch, _window_json)
 
 
 def make_converter(strict: bool = False) -> cattrs.Converter:

@@ -29,6 +29,7 @@ from orchestratr import __version__
 from orchestratr.api.openapi import document
 from orchestratr.api.routes import Api
 from orchestratr.api.server import ApiServer
+from orchestratr.desktop.windows import X11Windows
 from orchestratr.errors import ConfigError, DaemonRunningError, OrchestratrError
 from orchestratr.hotkeys.backend import default_backend
 from orchestratr.hotkeys.service import HotkeyService
@@ -37,7 +38,7 @@ from orchestratr.logs import configure_logging, set_level
 from orchestratr.paths import CONFIG_DIR_ENV, Paths
 from orchestratr.processes import survivors
 from orchestratr.processes.spawn import ProcessLauncher
-from orchestratr.processes.tracker import ProcessTracker
+from orchestratr.processes.tracker import ProcessTracker, app_tree
 from orchestratr.registry.load import ensure_config, load_registry, load_without_config
 from orchestratr.registry.model import Registry
 from orchestratr.registry.runtime import RuntimeApps
@@ -70,6 +71,7 @@ class Daemon:
         self.started = threading.Event()  # set once every part is up
         self._runtime = RuntimeApps(self.paths.registered_file)
         self._files = Registry()  # the config files' last good registry, before registrations
+        self._rejected: list[str] = []  # why the config files are rejected now (the last load)
         self._record = survivors.Recorder(self.paths.running_file, list)  # replaced at start
 
     def run(self) -> int:
@@ -101,17 +103,25 @@ class Daemon:
             try:
                 self._files = load_registry(self.paths, previous=self._files)
             except ConfigError as exc:
+                self._rejected = list(exc.errors)
                 _log_problems(exc.warnings, exc.errors)
                 self.supervisor.bus.publish("reload_failed", source=source.value,
                                             errors=exc.errors)
                 log.error("reload_failed", source=source.value, errors=len(exc.errors))
                 raise
+            self._rejected = []
             registry = self._runtime.merge(self._files)
             _log_problems(list(registry.warnings), list(registry.skipped))
             self._apply(registry, source)
             log.info("reloaded", source=source.value, apps=len(registry.apps),
                      duration_ms=round((time.monotonic() - started) * 1000, 3))
             return registry
+
+    def config_errors(self) -> list[str]:
+        """What is rejected in the config files now: config.yml's errors (the last good
+        registry stays active) and the drop-ins left out for theirs."""
+        skipped = list(self.supervisor.registry.skipped) if self.supervisor else []
+        return self._rejected + skipped
 
     def register(self, fields: Any) -> tuple[AppSnapshot, list[str]]:
         """Add an app through the API; return it and the warnings about its fields.
@@ -163,6 +173,7 @@ class Daemon:
 
     def _run_locked(self) -> int:
         self._files, startup_errors = _initial_registry(self.paths)
+        self._rejected = list(startup_errors.errors) if startup_errors else []
         registry_problems = self._runtime.load()
         registry = self._runtime.merge(self._files)
         stop_logging = configure_logging(
@@ -175,7 +186,7 @@ class Daemon:
         )
         # ids from the wall clock in µs keep growing across restarts (see EventBus)
         bus = EventBus(first_id=time.time_ns() // 1000)
-        self.supervisor = supervisor = Supervisor(launcher, bus)
+        self.supervisor = supervisor = Supervisor(launcher, bus, windows=X11Windows(app_tree))
         self._record = record = survivors.Recorder(self.paths.running_file, supervisor.running)
         port = self.options.port if self.options.port is not None else registry.settings.api_port
         settings = registry.settings

@@ -19,7 +19,7 @@ from orchestratr.api.errors import STATUS
 from orchestratr.api.sse import MAX_IDLE_S, MAX_LIMIT
 from orchestratr.api.wire import MAX_PID
 from orchestratr.controls import HotkeyStatus
-from orchestratr.registry.model import RestartPolicy
+from orchestratr.registry.model import RestartPolicy, WindowMatch
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.bus import EVENT_TYPES
 from orchestratr.supervisor.states import AppState, Source, Trigger
@@ -108,7 +108,7 @@ def attrs_schema(cls: type, required: Sequence[str] | None = None) -> dict[str, 
         schema = type_schema(hints[field.name])
         if description := field.metadata.get("description"):
             schema["description"] = description
-        properties[field.name] = schema
+        properties[field.metadata.get("key", field.name)] = schema
     return _obj(properties, list(properties) if required is None else list(required))
 
 
@@ -135,6 +135,9 @@ SPEC_PROPERTIES: dict[str, Any] = {
                              "description": "heartbeat at least this often once running"}),
     "grace_secs": {"type": "number", "minimum": 0, "maximum": MAX_LEASE_S,
                    "description": "how long an unresponsive app may still revive"},
+    "window": _nullable(attrs_schema(WindowMatch, required=[]) | {
+        "additionalProperties": False,
+        "description": "raise a matching window instead of launching (single-instance apps)"}),
 }
 APP_PROPERTIES: dict[str, Any] = {
     **SPEC_PROPERTIES,
@@ -159,7 +162,12 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Health": _obj({"status": {"const": "ok"}, "version": STRING,
                     "pid": {"type": "integer", "description": "the daemon's"},
-                    "started_at": TIME}, ["status", "version", "pid", "started_at"]),
+                    "started_at": TIME,
+                    "config_errors": {"type": "integer", "minimum": 0,
+                                      "description": "problems for which config.yml or a "
+                                                     "drop-in is rejected now (POST /reload "
+                                                     "lists them)"}},
+                   ["status", "version", "pid", "started_at", "config_errors"]),
     "App": _obj(APP_PROPERTIES, list(APP_PROPERTIES)),
     "HistoryEntry": _obj(
         {
@@ -226,11 +234,21 @@ SCHEMAS: dict[str, Any] = {
             "app": STRING,
             "state": STATE,
             "pid": _nullable({"type": "integer"}),
-            "spawned": {"type": "boolean", "description": "false: it was already running"},
             "status": {"const": "ok"},
         },
         ["app", "state", "pid", "status"],
     ),
+    "Launch": {"allOf": [_ref("Ack"), _obj(
+        {
+            "spawned": {"type": "boolean", "description": "false: it was already running "
+                                                          "(or its window: was found)"},
+            "focused": {"type": "boolean",
+                        "description": "its window was activated (run-or-raise)"},
+            "reason": _nullable({"type": "string",
+                                 "description": "why no window was activated"}),
+        },
+        ["spawned", "focused", "reason"],
+    )]},
     "Reload": _obj(
         {
             "apps": {"type": "array", "items": _ref("App")},
@@ -374,7 +392,9 @@ def document() -> dict[str, Any]:
                 "The app says it started; a pid makes orchestratr track it", "LaunchedBody")),
             "/apps/{name}/ready": _app_path(**_command("The app says it is ready")),
             "/apps/{name}/stopped": _app_path(**_command("The app says it is shutting down")),
-            "/apps/{name}/launch": _app_path(**_command("Launch (nothing new if running)")),
+            "/apps/{name}/launch": _app_path(post=_operation(
+                "Launch, or bring its window forward if it runs", _ref("Launch"), 404, 409,
+                body="Empty")),
             "/apps/{name}/stop": _app_path(**_command("SIGTERM the app's process group")),
             "/apps/{name}/restart": _app_path(**_command("Stop, then launch again")),
             "/apps/{name}/heartbeat": _app_path(**{
@@ -393,7 +413,7 @@ def document() -> dict[str, Any]:
             "/reload": {"post": _reload()},
             "/trigger": {"post": _operation(
                 "Launch the app on a chord, or press the leader key",
-                {"anyOf": [_ref("Ack"), _ref("Ok")]}, 404, 409, body="TriggerBody")},
+                {"anyOf": [_ref("Launch"), _ref("Ok")]}, 404, 409, body="TriggerBody")},
             "/hotkeys": {"get": _operation("Hotkey status", _ref("Hotkeys"))},
             "/hotkeys/pause": {"post": _operation(
                 "Release every key grab and ignore the leader", _ref("Hotkeys"), body="Empty")},

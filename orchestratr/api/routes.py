@@ -26,6 +26,7 @@ from orchestratr.api.wire import (
     ack_json,
     app_json,
     iso,
+    launch_json,
     state_json,
 )
 from orchestratr.controls import HotkeyControl, RegistryControl
@@ -156,7 +157,8 @@ class Api:
     def health(self, _: Request) -> Response:
         """Liveness, and which daemon answers: a client sees a restart as a new pid."""
         return ok({"status": "ok", "version": __version__, "pid": os.getpid(),
-                   "started_at": iso(self._started)})
+                   "started_at": iso(self._started),
+                   "config_errors": len(self._registry.config_errors())})
 
     def openapi(self, _: Request) -> Response:
         return ok(self._openapi())
@@ -224,7 +226,7 @@ class Api:
     def launch(self, req: Request) -> Response:
         _body(req, _Empty)
         result = self._sup.launch(req.name, Source.api)
-        return ok(ack_json(result.app, spawned=result.spawned))
+        return ok(launch_json(result))
 
     def stop(self, req: Request) -> Response:
         _body(req, _Empty)
@@ -250,7 +252,7 @@ class Api:
             if len(chord) > MAX_CHORD_LENGTH:
                 raise BadRequestError(f"chord is longer than {MAX_CHORD_LENGTH} characters")
             result = self._sup.launch(self._sup.find_chord(chord), Source.api)
-            return ok(ack_json(result.app, spawned=result.spawned))
+            return ok(launch_json(result))
         try:
             self._service().press_leader()
         except RuntimeError as exc:

@@ -17,6 +17,7 @@ from orchestratr.errors import BadRequestError
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
 from orchestratr.supervisor.bus import Event
+from orchestratr.supervisor.core import LaunchResult
 from orchestratr.supervisor.states import AppState
 
 MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
@@ -153,6 +154,12 @@ def state_json(snap: AppSnapshot) -> dict[str, Any]:
 def ack_json(snap: AppSnapshot, **extra: Any) -> dict[str, Any]:
     """The answer to a notification or command: ``{"app", "state", "status": "ok"}``."""
     return {"app": snap.name, "state": snap.state.value, "pid": snap.pid, **extra, "status": "ok"}
+
+
+def launch_json(result: LaunchResult) -> dict[str, Any]:
+    """A launch's answer: the ack, whether it spawned, and what became of the app's window."""
+    return ack_json(result.app, spawned=result.spawned, focused=result.focus.focused,
+                    reason=result.focus.reason)
 
 
 def event_json(event: Event) -> dict[str, Any]:

@@ -25,6 +25,18 @@ class RestartPolicy(enum.Enum):
 
 
 @attrs.frozen
+class WindowMatch:
+    """Which existing window is the app's, for apps that hand off to a process orchestratr did
+    not start (Firefox, Electron, any single-instance app): case-insensitive regexes searched
+    in WM_CLASS (instance or class) and the title; both must match when both are given."""
+
+    class_: str | None = attrs.field(default=None, metadata={
+        "key": "class", "description": "a regex searched in WM_CLASS (instance or class)"})
+    title: str | None = attrs.field(default=None, metadata={
+        "description": "a regex searched in the window title"})
+
+
+@attrs.frozen
 class AppSpec:
     """One app as the user declared it. Field names and defaults match the Go orchestratr."""
 
@@ -44,6 +56,7 @@ class AppSpec:
     env: Mapping[str, str] = attrs.field(factory=dict)
     lease_secs: float | None = None  # the app must heartbeat this often once running
     grace_secs: float = 30.0  # how long an app whose lease ran out may still revive
+    window: WindowMatch | None = None  # raise a matching window instead of launching
     source: str = "config"  # config, apps.d/<file>, or api
 
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import attrs
 
+from orchestratr.errors import clip
 from orchestratr.registry.keys import DEAD_CHORDS, KEY_NAMES, RESERVED_CHORDS, parse_leader
-from orchestratr.registry.model import AppSpec, Settings
+from orchestratr.registry.model import AppSpec, Settings, WindowMatch
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 DEFAULT_READY_TIMEOUT_MS: int = attrs.fields(AppSpec).ready_timeout_ms.default
@@ -46,6 +47,29 @@ def check_app(spec: AppSpec) -> list[Problem]:
     if not 0 <= spec.grace_secs <= MAX_LEASE_S:
         problems.append(("grace_secs", f"must be from 0 to {MAX_LEASE_S:g}"))
     problems.extend(_unpassable(spec))
+    if spec.window is not None:
+        problems.extend(_window_problems(spec.window))
+    return problems
+
+
+def _window_problems(match: WindowMatch) -> list[Problem]:
+    """Both regexes compile (Python's ``re``, searched case-insensitively); one is given."""
+    problems: list[Problem] = []
+    keys = {field.metadata.get("key", field.name): field.name
+            for field in attrs.fields(WindowMatch)}
+    given = 0
+    for key, name in keys.items():
+        pattern = getattr(match, name)
+        if pattern is None:
+            continue
+        given += 1
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problems.append((f"window.{key}", f"{clip(repr(pattern), 60)} is not a valid "
+                                              f"regular expression: {exc}"))
+    if not given:
+        problems.append(("window", f"give {' and/or '.join(keys)} (regular expressions)"))
     return problems
 
 

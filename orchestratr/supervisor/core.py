@@ -29,6 +29,7 @@ from orchestratr.errors import (
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
 from orchestratr.supervisor.app import App, AppSnapshot, Changes, HistoryEntry
 from orchestratr.supervisor.bus import EventBus
+from orchestratr.supervisor.focus import SPAWNED, Focus, NoWindows, Windows
 from orchestratr.supervisor.launcher import Launcher, ProcessExit
 from orchestratr.supervisor.leases import DEFAULT_LEASE_S, LeaseClock
 from orchestratr.supervisor.states import (
@@ -54,12 +55,15 @@ MAX_BACKOFF_S = 30.0
 # in all for the exits, so the whole daemon still stops in under 2 s.
 SHUTDOWN_GRACE_S = 1.0
 SHUTDOWN_WAIT_S = 1.5
+# Who may be shown a window: a launch from autostart or a restart must not steal the focus.
+PEOPLE = frozenset({Source.hotkey, Source.api, Source.cli})
 
 
 @attrs.frozen
 class LaunchResult:
     app: AppSnapshot
     spawned: bool  # False: the app was already running (or launching) and nothing was spawned
+    focus: Focus = SPAWNED  # what became of its window
 
 
 @attrs.frozen
@@ -76,8 +80,10 @@ class Supervisor:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        windows: Windows | None = None,
     ) -> None:
         self._launcher = launcher
+        self._windows = windows or NoWindows()
         self.bus = bus or EventBus()
         self._mono = monotonic
         self._wall = wall
@@ -158,6 +164,10 @@ class Supervisor:
         app = self._app(name)
         if app.removed:
             raise UnknownAppError(f"app {name!r} was removed from the configuration")
+        if source in PEOPLE and app.spec.window is not None and app.state not in ALIVE:
+            focus = self._windows.bring_forward(app.spec, None)  # a window we did not start
+            if focus.focused:
+                return LaunchResult(app.snapshot(), spawned=False, focus=focus)
         with app.lock:
             self._cancel_restart(app)
             if source is not Source.restart:  # a person asking again resets the crash loop
@@ -165,9 +175,13 @@ class Supervisor:
                 app.starts = ()
             run = self._begin_launch(app, source)
             if run is None:
-                # Bringing its window forward would go here; no portable way on Linux yet.
-                log.debug("already_running", app=name, pid=app.pid, source=source.value)
-                return LaunchResult(app.snapshot(), spawned=False)
+                snapshot = app.snapshot()
+        if run is None:  # already running: bring its window forward (outside the lock: X)
+            focus = (self._windows.bring_forward(app.spec, snapshot.pid) if source in PEOPLE
+                     else Focus(False, f"not raised for a launch by {source.value}"))
+            log.debug("already_running", app=name, pid=snapshot.pid, source=source.value,
+                      focused=focus.focused, reason=focus.reason)
+            return LaunchResult(snapshot, spawned=False, focus=focus)
         return LaunchResult(self._spawn(app, run, app.spec, source), spawned=True)
 
     def stop(self, name: str, source: Source) -> AppSnapshot:

@@ -155,12 +155,19 @@ def parse_answer(answer: bytes) -> Reply:
     return Reply(int(status_line.split()[1]), headers, json.loads(body) if body else None)
 
 
+class NoConfig:
+    """A server with no config files: nothing is rejected (GET /health asks)."""
+
+    def config_errors(self) -> list[str]:
+        return []
+
+
 class StandIn(Api):
     """An Api over no supervisor with two routes a daemon lacks: one that fails, one that echoes
     its body. For what only an in-process server can show: a 500, and short limits."""
 
     def __init__(self) -> None:
-        super().__init__(None, None, None, dict)  # type: ignore[arg-type]
+        super().__init__(None, NoConfig(), None, dict)  # type: ignore[arg-type]
         self.routes += [("GET", "/explode", self.explode), ("POST", "/echo", self.echo)]
 
     def explode(self, _: Request) -> Response:

@@ -24,7 +24,7 @@ from orchestratr.supervisor.bus import EventBus
 from orchestratr.supervisor.core import Supervisor
 from orchestratr.supervisor.states import Source
 from tests.conftest import DaemonProcess, wait_for
-from tests.integration.api.conftest import HttpApi, SseClient, SseEvent, port_of
+from tests.integration.api.conftest import HttpApi, NoConfig, SseClient, SseEvent, port_of
 
 
 @pytest.fixture
@@ -211,7 +211,7 @@ class Served:
 def server(make_supervisor: Callable[..., Supervisor]) -> Iterator[Served]:
     supervisor = make_supervisor(AppSpec("a", "sleep 60"))
     supervisor.bus = EventBus(capacity=5)
-    api = Api(supervisor, None, None, document,  # type: ignore[arg-type]
+    api = Api(supervisor, NoConfig(), None, document,  # type: ignore[arg-type]
               streams=StreamSettings(keepalive_s=0.2, queue_size=5))
     server = ApiServer(api, 0)
     server.start()

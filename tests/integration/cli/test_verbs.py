@@ -138,8 +138,11 @@ class TestCommands:
         again = cli("launch", "sleeper", "--json")
         assert again.code == 0
         assert again.json == {"app": "sleeper", "state": "ready", "pid": pid, "spawned": False,
+                              "focused": False, "reason": "no display (DISPLAY is not set)",
                               "status": "ok"}
-        assert cli("launch", "sleeper").out == f"sleeper is already running (pid {pid}, ready)\n"
+        assert cli("launch", "sleeper").out == (f"sleeper is already running (pid {pid}, "
+                                                "ready); no window raised: no display "
+                                                "(DISPLAY is not set)\n")
         restarted = cli("restart", "sleeper", "--wait")
         assert restarted.code == 0, restarted.err
         new_pid = cli("list", "--json").json[1]["pid"]
