@@ -30,7 +30,8 @@ def _described(text: str) -> dict[str, str]:
 
 @attrs.frozen
 class HotkeyStatus:
-    enabled: bool = attrs.field(metadata=_described("listening for the leader key"))
+    enabled: bool = attrs.field(
+        metadata=_described("listening for the leader key: a key typed now is handled"))
     paused: bool = attrs.field(metadata=_described("keys ignored until POST /hotkeys/resume"))
     backend: BackendName = attrs.field(metadata=_described("the key backend in use"))
     leader: str = attrs.field(metadata=_described("the leader key, e.g. ctrl+space"))

@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "orchestratr"
 # module prefix -> the only places allowed to import it
 ALLOWED = {
     "pynput": ("hotkeys/x11/",),
-    "Xlib": ("hotkeys/x11/",),
+    "Xlib": ("hotkeys/x11/", "desktop/"),
+    "jeepney": ("desktop/",),
     "psutil": ("processes/",),
     "http.server": ("api/server.py",),
     "transitions": ("supervisor/",),
@@ -22,6 +23,7 @@ ALLOWED = {
     "watchdog": ("registry/watch.py",),
 }
 SUPERVISOR_MAY_NOT_IMPORT = ("orchestratr.api", "orchestratr.hotkeys", "orchestratr.processes",
+                             "orchestratr.desktop",
                              "orchestratr.daemon", "orchestratr.registry.load",
                              "orchestratr.registry.watch", "subprocess")
 

@@ -107,6 +107,30 @@ def test_leader_then_chord_launches_and_neither_key_reaches_the_window(
     assert not hotkeyed.launched("files")
 
 
+def test_a_held_leader_is_not_said_to_be_often_taken(hotkeyed: Hotkeyed) -> None:
+    """The warning is for a leader that does not fire: logged at every start, it cried wolf
+    (issue 13). The start-up lines are all written before daemon_started."""
+    assert [e["event"] for e in hotkeyed.daemon.events()].count("hotkeys_started") == 1
+    assert not [e for e in hotkeyed.daemon.events()
+                if e["event"] == "hotkeys_leader_often_taken"]
+
+
+def test_the_api_leader_press_keeps_the_chord_from_the_focused_app(
+    hotkeyed: Hotkeyed, keyboard: Keyboard, window: Window
+) -> None:
+    """``orchestratr trigger`` with no chord grabs the keyboard as the real leader does: the
+    chord launches and never reaches the window (it leaked before, issue 13)."""
+    for _ in range(3):
+        window.pressed.clear()
+        assert hotkeyed.api.post("/trigger", {}).body == {"status": "ok"}
+        keyboard.tap("e")
+        wait_for(lambda: hotkeyed.launched("editor"), what="editor to launch")
+        assert_keyboard_free(keyboard, window)
+        assert "e" not in window.pressed
+        hotkeyed.api.post("/apps/editor/stop", {})
+        wait_for(lambda: hotkeyed.state("editor") == "stopped", what="editor to stop")
+
+
 def test_a_key_typed_right_after_the_chord_reaches_the_window(
     hotkeyed: Hotkeyed, keyboard: Keyboard, window: Window
 ) -> None:
@@ -281,6 +305,8 @@ def test_a_leader_owned_by_another_client_is_reported_and_keys_are_not_suppresse
         status = hotkeyed.status()
         assert (status["enabled"], status["suppressing"]) == (True, False)
         assert "another X client" in status["reason"]
+        often = hotkeyed.daemon.wait_event("hotkeys_leader_often_taken")  # now it may matter
+        assert often["leader"] == "ctrl+space"
         keyboard.leader()
         keyboard.tap("e")
         wait_for(lambda: hotkeyed.launched("editor"), what="editor to launch unsuppressed")
