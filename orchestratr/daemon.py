@@ -29,6 +29,7 @@ from orchestratr import __version__
 from orchestratr.api.openapi import document
 from orchestratr.api.routes import Api
 from orchestratr.api.server import ApiServer
+from orchestratr.desktop.notifications import Notifier
 from orchestratr.desktop.windows import X11Windows
 from orchestratr.errors import ConfigError, DaemonRunningError, OrchestratrError
 from orchestratr.hotkeys.backend import default_backend
@@ -113,6 +114,9 @@ class Daemon:
             registry = self._runtime.merge(self._files)
             _log_problems(list(registry.warnings), list(registry.skipped))
             self._apply(registry, source)
+            if registry.skipped:
+                self.supervisor.bus.publish("config_skipped", source=source.value,
+                                            errors=list(registry.skipped))
             log.info("reloaded", source=source.value, apps=len(registry.apps),
                      duration_ms=round((time.monotonic() - started) * 1000, 3))
             return registry
@@ -199,6 +203,7 @@ class Daemon:
         )
         self.api = ApiServer(Api(supervisor, self, hotkeys, openapi=document),
                              port, self.paths.port_file)
+        notifier = Notifier(bus, enabled=lambda: supervisor.registry.settings.notifications)
         watcher = ConfigWatcher(self.paths, self._reload_quietly)
         restore = _catch_signals(self.request_stop)
         try:
@@ -209,6 +214,13 @@ class Daemon:
                                "and registered.json only; fix config.yml and it reloads "
                                "by itself")
             _log_problems(list(registry.warnings), list(registry.skipped) + registry_problems)
+            notifier.start()  # before anything can fail
+            if startup_errors:
+                bus.publish("reload_failed", source=Source.daemon.value,
+                            errors=startup_errors.errors)
+            if registry.skipped:
+                bus.publish("config_skipped", source=Source.daemon.value,
+                            errors=list(registry.skipped))
             supervisor.apply_registry(registry, Source.daemon, autostart=False)
             self.api.start()  # before any app starts, so apps find the port file
             record.start(bus)
@@ -233,6 +245,7 @@ class Daemon:
             restore()
             hotkeys.stop()
             watcher.stop()
+            notifier.stop()
             self.api.stop()
             supervisor.shutdown(stop_apps=supervisor.registry.settings.stop_apps_on_exit)
             left = record.stop()

@@ -105,7 +105,7 @@ class _Desktop:
                 return Focus(False, "no window of its processes yet")
             return Focus(False, "no window matches its window: class/title")
         self.activate(window)
-        if self.wait_active(window.id):
+        if self.wait_active(window):
             return Focus(True)
         return Focus(False, f"the window manager did not activate window {window.id:#x}")
 
@@ -187,19 +187,23 @@ class _Desktop:
         found = self._next(lambda ev: ev.type == X.PropertyNotify and ev.atom == atom, CONFIRM_S)
         return int(found.time) if found is not None else X.CurrentTime
 
-    def wait_active(self, wid: int) -> bool:
-        """Whether the WM made ``wid`` the active window within CONFIRM_S."""
+    def wait_active(self, window: Any) -> bool:
+        """Whether the WM made ``window`` the active, visible window within CONFIRM_S."""
         from Xlib import X
 
-        atom = self.atom("_NET_ACTIVE_WINDOW")
+        watched = {self.atom("_NET_ACTIVE_WINDOW"), self.atom("_NET_WM_STATE")}
+        window.change_attributes(event_mask=X.PropertyChangeMask)  # its _NET_WM_STATE
 
-        def active(ev: Any) -> bool:
-            return (ev.type == X.PropertyNotify and ev.atom == atom
-                    and _first(self.cardinals(self.root, "_NET_ACTIVE_WINDOW")) == wid)
+        def shown() -> bool:
+            hidden = self.atom("_NET_WM_STATE_HIDDEN") in self.cardinals(window, "_NET_WM_STATE")
+            return _first(self.cardinals(self.root, "_NET_ACTIVE_WINDOW")) == window.id \
+                and not hidden
 
-        if _first(self.cardinals(self.root, "_NET_ACTIVE_WINDOW")) == wid:
+        if shown():
             return True
-        return self._next(active, CONFIRM_S) is not None
+        found = self._next(lambda ev: ev.type == X.PropertyNotify and ev.atom in watched
+                           and shown(), CONFIRM_S)
+        return found is not None
 
     def _next(self, wanted: Callable[[Any], bool], timeout_s: float) -> Any:
         deadline = time.monotonic() + timeout_s

@@ -89,6 +89,8 @@ class HotkeyService:
                 log.warning("hotkeys_limited", reason=note)
         else:
             log.warning("hotkeys_unavailable", reason=self._reason, fallback=FALLBACK)
+            if enabled:
+                self._publish("hotkey", action="unavailable", reason=self._reason)
         return status
 
     def stop(self) -> None:

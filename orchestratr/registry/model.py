@@ -69,6 +69,7 @@ class Settings:
     api_port: int = 9876
     log_level: str = "info"
     stop_apps_on_exit: bool = False
+    notifications: bool = True  # failures as desktop notifications
 
 
 @attrs.frozen
