@@ -29,6 +29,7 @@ from orchestratr import __version__
 from orchestratr.api.openapi import document
 from orchestratr.api.routes import Api
 from orchestratr.api.server import ApiServer
+from orchestratr.desktop.chords import ChordWindow
 from orchestratr.desktop.notifications import Notifier
 from orchestratr.desktop.windows import X11Windows
 from orchestratr.errors import ConfigError, DaemonRunningError, OrchestratrError
@@ -204,6 +205,8 @@ class Daemon:
         self.api = ApiServer(Api(supervisor, self, hotkeys, openapi=document),
                              port, self.paths.port_file)
         notifier = Notifier(bus, enabled=lambda: supervisor.registry.settings.notifications)
+        chord_window = ChordWindow(bus, rows=lambda: sorted(
+            (s.spec.chord or "", s.name, s.state.value) for s in supervisor.snapshots()))
         watcher = ConfigWatcher(self.paths, self._reload_quietly)
         restore = _catch_signals(self.request_stop)
         try:
@@ -215,6 +218,7 @@ class Daemon:
                                "by itself")
             _log_problems(list(registry.warnings), list(registry.skipped) + registry_problems)
             notifier.start()  # before anything can fail
+            chord_window.start()
             if startup_errors:
                 bus.publish("reload_failed", source=Source.daemon.value,
                             errors=startup_errors.errors)
@@ -246,6 +250,7 @@ class Daemon:
             hotkeys.stop()
             watcher.stop()
             notifier.stop()
+            chord_window.stop()
             self.api.stop()
             supervisor.shutdown(stop_apps=supervisor.registry.settings.stop_apps_on_exit)
             left = record.stop()

@@ -179,3 +179,18 @@ def test_no_window_manager_is_said(
     answer = launch(api, "plain")
     assert answer["focused"] is False
     assert "no EWMH window manager" in answer["reason"]
+
+
+def test_question_mark_shows_the_chord_table_until_a_key(
+    api: HttpApi, desktop: Desktop, desktop_keyboard: Keyboard
+) -> None:
+    wait_for(lambda: api.get("/hotkeys").body["enabled"], what="hotkeys to be enabled")
+    desktop_keyboard.leader()
+    desktop_keyboard.combo("Shift_L", "question")
+    table = desktop.titled("orchestratr chords")
+    assert desktop.window(table).get_wm_class() == ("orchestratr", "orchestratr")
+    desktop_keyboard.tap("x")
+    wait_for(lambda: table not in desktop.clients(), what="a key to close the table")
+    desktop_keyboard.leader()  # the table took no chord from the engine: p still launches
+    desktop_keyboard.tap("p")
+    wait_for(lambda: api.get("/apps/plain").body["state"] != "stopped", what="p to launch")
