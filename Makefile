@@ -18,11 +18,12 @@ run: $(STAMP) ## run the daemon in the foreground (ARGS="--config-dir DIR" to pa
 test: $(STAMP) ## run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) ## print the supervisor, HTTP API, event stream and hotkey figures
+bench: $(STAMP) ## print the supervisor, HTTP API, event stream, hotkey and run-or-raise figures
 	$(BIN)/python bench/supervisor.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/hotkeys.py
+	$(BIN)/python bench/raise.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -141,10 +141,8 @@ class _Desktop:
             names = window.get_wm_class() or ()
             if not any(re.search(match.class_, n, re.IGNORECASE) for n in names):
                 return False
-        if match.title is not None:
-            if not re.search(match.title, self.title(window), re.IGNORECASE):
-                return False
-        return True
+        return match.title is None or bool(re.search(match.title, self.title(window),
+                                                     re.IGNORECASE))
 
     def title(self, window: Any) -> str:
         prop = window.get_full_property(self.atom("_NET_WM_NAME"), self.atom("UTF8_STRING"))
