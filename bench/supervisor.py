@@ -25,7 +25,7 @@ from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
 from orchestratr.supervisor.core import Supervisor
-from orchestratr.supervisor.states import AppState, Source, Trigger
+from orchestratr.supervisor.states import AppState, Cause, Trigger
 
 S = AppState
 
@@ -67,10 +67,10 @@ def bench_launch(trials: int, work: Path) -> list[float]:
     samples = []
     for _ in range(trials):
         started = time.perf_counter()
-        pid = sup.launch("a", Source.cli).app.pid
+        pid = sup.launch("a", Cause.cli).app.pid
         samples.append((time.perf_counter() - started) * 1000)
         assert pid
-        sup.stop("a", Source.cli)
+        sup.stop("a", Cause.cli)
         wait(lambda: sup.snapshot("a").state is S.stopped)
     close(sup, tracker)
     return samples
@@ -81,7 +81,7 @@ def bench_exit_noticed(trials: int, work: Path) -> list[float]:
     sup, tracker = in_process([AppSpec("a", "sleep 600")], work)
     samples = []
     for _ in range(trials):
-        pid = sup.launch("a", Source.cli).app.pid
+        pid = sup.launch("a", Cause.cli).app.pid
         assert pid
         time.sleep(0.005)  # let the shell start its child, as a real app would be running
         killed_at = time.time()
@@ -104,7 +104,7 @@ def bench_crash_restart(trials: int, work: Path) -> list[float]:
     sup, tracker = in_process(apps, work)
     samples = []
     for spec in apps:
-        pid = sup.launch(spec.name, Source.cli).app.pid
+        pid = sup.launch(spec.name, Cause.cli).app.pid
         assert pid
         time.sleep(0.005)
         killed_at = time.time()

@@ -97,7 +97,7 @@ def configure_converter(converter: cattrs.Converter) -> None:
 def make_converter(strict: bool = False) -> cattrs.Converter:
     """Manifests tolerate unknown keys (newer tools write them) and YAML's unquoted numbers
     where strings are meant (``chord: 1``); JSON API bodies get neither."""
-    converter = cattrs.Converter(forbid_extra_keys=strict)
+    converter = cattrs.Converter(forbid_extra_keys=strict, use_alias=True)
     configure_converter(converter)
     if strict:
         converter.register_structure_hook(str, _strict_str)

@@ -44,7 +44,7 @@ from orchestratr.registry.watch import ConfigWatcher
 from orchestratr.supervisor.app import AppSnapshot
 from orchestratr.supervisor.bus import EventBus
 from orchestratr.supervisor.core import Supervisor
-from orchestratr.supervisor.states import Source
+from orchestratr.supervisor.states import Cause
 
 log = structlog.get_logger("orchestratr.daemon")
 
@@ -88,7 +88,7 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def reload(self, source: Source = Source.reload) -> Registry:
+    def reload(self, source: Cause = Cause.reload) -> Registry:
         """Load the config again and apply it; on error keep the current registry.
 
         Raises:
@@ -121,10 +121,10 @@ class Daemon:
         assert self.supervisor is not None
         with self._reload_lock:
             spec, warnings = self._runtime.add(fields, self.supervisor.registry)
-            self._apply(self._runtime.merge(self._files), Source.api, announce=False)
-        self.supervisor.bus.publish("registered", app=spec.name, source=Source.api.value)
+            self._apply(self._runtime.merge(self._files), Cause.api, announce=False)
+        self.supervisor.bus.publish("registered", app=spec.name, source=Cause.api.value)
         log.info("app_registered", app=spec.name, chord=spec.chord, warnings=warnings)
-        self.supervisor.autostart(Source.api, [spec.name])
+        self.supervisor.autostart(Cause.api, [spec.name])
         return self.supervisor.snapshot(spec.name, with_history=False), warnings
 
     def unregister(self, name: str, keep_running: bool = False) -> AppSnapshot:
@@ -138,15 +138,15 @@ class Daemon:
         with self._reload_lock:
             self._runtime.remove(name, self.supervisor.registry)
             if not keep_running:
-                self.supervisor.stop(name, Source.api)  # valid in every state
+                self.supervisor.stop(name, Cause.api)  # valid in every state
             snapshot = self.supervisor.snapshot(name, with_history=False)
-            self._apply(self._runtime.merge(self._files), Source.api, announce=False)
-        self.supervisor.bus.publish("unregistered", app=name, source=Source.api.value,
+            self._apply(self._runtime.merge(self._files), Cause.api, announce=False)
+        self.supervisor.bus.publish("unregistered", app=name, source=Cause.api.value,
                                     kept_running=keep_running)
         log.info("app_unregistered", app=name, kept_running=keep_running)
         return snapshot
 
-    def _apply(self, registry: Registry, source: Source, announce: bool = True) -> None:
+    def _apply(self, registry: Registry, source: Cause, announce: bool = True) -> None:
         """Swap in ``registry``; adopt the survivors whose app it brings back before any
         ``autostart`` app it adds is launched (a registration launches its own)."""
         assert self.supervisor is not None
@@ -180,7 +180,7 @@ class Daemon:
         settings = registry.settings
         self.hotkeys = hotkeys = HotkeyService(
             settings.leader_key, settings.chord_timeout_ms,
-            launch=lambda name: supervisor.launch(name, Source.hotkey),
+            launch=lambda name: supervisor.launch(name, Cause.hotkey),
             chords=lambda: chord_table(supervisor.registry.apps),
             publish=supervisor.bus.publish,
         )
@@ -196,11 +196,11 @@ class Daemon:
                                "and registered.json only; fix config.yml and it reloads "
                                "by itself")
             _log_problems(list(registry.warnings), list(registry.skipped) + registry_problems)
-            supervisor.apply_registry(registry, Source.daemon, autostart=False)
+            supervisor.apply_registry(registry, Cause.daemon, autostart=False)
             self.api.start()  # before any app starts, so apps find the port file
             record.start(bus)
             self._resume_survivors()
-            supervisor.autostart(Source.daemon)
+            supervisor.autostart(Cause.daemon)
             watcher.start()
             hotkeys.start(enabled=self.options.hotkeys)
             gc.collect()  # drop start-up garbage (YAML trees, generated converter code)
@@ -254,7 +254,7 @@ class Daemon:
     def _resume(self, survivor: survivors.Survivor) -> None:
         assert self.supervisor is not None
         try:
-            self.supervisor.resume(survivor.name, survivor.pid, survivor.group,
+            self.supervisor.adopt(survivor.name, survivor.pid, survivor.group,
                                    survivor.ready, survivor.create_time)
         except OrchestratrError as exc:
             log.warning("resume_failed", app=survivor.name, pid=survivor.pid, error=str(exc))
@@ -262,7 +262,7 @@ class Daemon:
     def _reload_quietly(self) -> None:
         """The watcher's callback: errors are already logged, and the old registry stays."""
         try:
-            self.reload(Source.reload)
+            self.reload(Cause.reload)
         except ConfigError:
             pass
 

@@ -15,7 +15,7 @@ from orchestratr.api.wire import MAX_PID
 from orchestratr.registry.model import RestartPolicy
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.bus import EVENT_TYPES
-from orchestratr.supervisor.states import AppState, Source, Trigger
+from orchestratr.supervisor.states import AppState, Cause, Trigger
 
 JSON = "application/json"
 ERROR_TEXT = {
@@ -117,7 +117,7 @@ SCHEMAS: dict[str, Any] = {
             "from": STATE,
             "to": STATE,
             "trigger": {"type": "string", "enum": [t.value for t in Trigger]},
-            "source": {"type": "string", "enum": [s.value for s in Source]},
+            "source": {"type": "string", "enum": [s.value for s in Cause]},
             "at": TIME,
             "detail": {"type": "object"},
         },

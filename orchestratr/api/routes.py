@@ -35,7 +35,7 @@ from orchestratr.registry.model import Registry
 from orchestratr.registry.validate import NAME_PATTERN
 from orchestratr.supervisor.app import AppSnapshot
 from orchestratr.supervisor.core import Supervisor
-from orchestratr.supervisor.states import Source
+from orchestratr.supervisor.states import Cause
 
 MAX_CHORD_LENGTH = 32
 MAX_WARNINGS = 20  # listed in a registration's answer; each quotes a field the client sent
@@ -72,7 +72,7 @@ class Response:
 class RegistryControl(Protocol):
     """What changes the registry (the daemon): files reloaded, apps registered at runtime."""
 
-    def reload(self, source: Source) -> Registry: ...
+    def reload(self, source: Cause) -> Registry: ...
 
     def register(self, fields: Any) -> tuple[AppSnapshot, list[str]]: ...
 
@@ -201,22 +201,22 @@ class Api:
 
     def launched(self, req: Request) -> Response:
         body = _body(req, LaunchedBody)
-        return ok(ack_json(self._sup.notify_launched(req.name, Source.api, pid=body.pid,
-                                                     lease_secs=body.lease_secs)))
+        return ok(ack_json(self._sup.notify_launched(req.name, Cause.api, pid=body.pid,
+                                                     lease_s=body.lease_secs)))
 
     def heartbeat(self, req: Request) -> Response:
         _body(req, _Empty)
-        renewal = self._sup.heartbeat(req.name, Source.api)
-        return ok({"renewed": renewal.app.name, "expires_in_secs": renewal.expires_in_secs,
+        renewal = self._sup.heartbeat(req.name, Cause.api)
+        return ok({"renewed": renewal.app.name, "expires_in_secs": renewal.expires_in_s,
                    "state": renewal.app.state.value})
 
     def drain(self, req: Request) -> Response:
         _body(req, _Empty)
-        return ok(ack_json(self._sup.drain(req.name, Source.api)))
+        return ok(ack_json(self._sup.drain(req.name, Cause.api)))
 
     def revive(self, req: Request) -> Response:
         _body(req, _Empty)
-        return ok(ack_json(self._sup.revive(req.name, Source.api)))
+        return ok(ack_json(self._sup.revive(req.name, Cause.api)))
 
     def events(self, req: Request) -> Response:
         return ok(sse.poll(self._sup.bus, sse.parse_query(req.query)))
@@ -227,28 +227,28 @@ class Api:
 
     def ready(self, req: Request) -> Response:
         _body(req, _Empty)
-        return ok(ack_json(self._sup.notify_ready(req.name, Source.api)))
+        return ok(ack_json(self._sup.notify_ready(req.name, Cause.api)))
 
     def stopped(self, req: Request) -> Response:
         _body(req, _Empty)
-        return ok(ack_json(self._sup.notify_stopped(req.name, Source.api)))
+        return ok(ack_json(self._sup.notify_stopped(req.name, Cause.api)))
 
     def launch(self, req: Request) -> Response:
         _body(req, _Empty)
-        result = self._sup.launch(req.name, Source.api)
+        result = self._sup.launch(req.name, Cause.api)
         return ok(ack_json(result.app, spawned=result.spawned))
 
     def stop(self, req: Request) -> Response:
         _body(req, _Empty)
-        return ok(ack_json(self._sup.stop(req.name, Source.api)))
+        return ok(ack_json(self._sup.stop(req.name, Cause.api)))
 
     def restart(self, req: Request) -> Response:
         _body(req, _Empty)
-        return ok(ack_json(self._sup.restart(req.name, Source.api)))
+        return ok(ack_json(self._sup.restart(req.name, Cause.api)))
 
     def reload(self, req: Request) -> Response:
         _body(req, _Empty)
-        registry = self._registry.reload(Source.api)
+        registry = self._registry.reload(Cause.api)
         return ok({
             "apps": [app_json(s) for s in self._sup.snapshots()],
             "warnings": list(registry.warnings),
@@ -261,7 +261,7 @@ class Api:
         if chord:
             if len(chord) > MAX_CHORD_LENGTH:
                 raise BadRequestError(f"chord is longer than {MAX_CHORD_LENGTH} characters")
-            result = self._sup.launch(self._sup.find_chord(chord), Source.api)
+            result = self._sup.launch(self._sup.find_chord(chord), Cause.api)
             return ok(ack_json(result.app, spawned=result.spawned))
         try:
             self._service().press_leader()

@@ -16,7 +16,7 @@ from orchestratr.convert import converter
 from orchestratr.errors import BadRequestError
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
-from orchestratr.supervisor.bus import Event
+from orchestratr.supervisor.bus import BusEvent
 from orchestratr.supervisor.states import AppState
 
 MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
@@ -121,13 +121,13 @@ def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:
 
 def lease_json(snap: AppSnapshot) -> dict[str, Any] | None:
     """The lease the app holds now: when it (or, if unresponsive, its grace) runs out."""
-    if snap.expires_in is None:
+    if snap.expires_in_s is None:
         return None
     return {
-        "lease_secs": snap.lease_secs,
+        "lease_secs": snap.lease_s,
         "grace_secs": snap.spec.grace_secs,
         "in_grace": snap.state is AppState.unresponsive,
-        "expires_in_secs": round(snap.expires_in, 3),
+        "expires_in_secs": round(snap.expires_in_s, 3),
     }
 
 
@@ -155,7 +155,7 @@ def ack_json(snap: AppSnapshot, **extra: Any) -> dict[str, Any]:
     return {"app": snap.name, "state": snap.state.value, "pid": snap.pid, **extra, "status": "ok"}
 
 
-def event_json(event: Event) -> dict[str, Any]:
+def event_json(event: BusEvent) -> dict[str, Any]:
     """A bus event as ``GET /events`` lists it; ``data`` is what an SSE ``data:`` line holds."""
     data = dict(event.data)
     at = data.get("at")
@@ -163,7 +163,7 @@ def event_json(event: Event) -> dict[str, Any]:
     return {"id": event.id, "type": event.type, "data": data}
 
 
-def reset_json(since: int, available: list[Event]) -> dict[str, Any]:
+def reset_json(since: int, available: list[BusEvent]) -> dict[str, Any]:
     """Told to a reader resuming after an id whose successors are no longer all buffered."""
     return {"id": None, "type": "reset", "data": {
         "since": since,

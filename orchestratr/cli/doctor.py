@@ -151,7 +151,7 @@ def _config_checks(paths: Paths) -> Generator[Check, None, Registry]:
     else:
         yield from (Check("config.yml", WARN, w.removeprefix("config.yml: "))
                     for w in registry.warnings if w.startswith("config.yml"))
-        valid = sum(a.source == "config" for a in registry.apps)
+        valid = sum(a.declared_in == "config" for a in registry.apps)
         yield Check("config.yml", PASS, f"valid: {valid} apps")
     for path in app_files(paths.apps_dir):
         yield _drop_in_check(f"apps.d/{path.name}", registry)
@@ -162,7 +162,7 @@ def _drop_in_check(label: str, registry: Registry) -> Check:
     mine = [s for s in registry.skipped if label in s]
     if mine:
         return Check(label, FAIL, "; ".join(_without(s, label) for s in mine))
-    app = next((a for a in registry.apps if a.source == label), None)
+    app = next((a for a in registry.apps if a.declared_in == label), None)
     warnings = [_without(w, label) for w in registry.warnings if w.startswith(label)]
     if warnings:
         return Check(label, WARN, "; ".join(warnings))

@@ -250,7 +250,7 @@ def _load_drop_ins(
 
 
 def _from_file(registry: Registry, label: str) -> AppSpec | None:
-    return next((app for app in registry.apps if app.source == label), None)
+    return next((app for app in registry.apps if app.declared_in == label), None)
 
 
 def _merge(

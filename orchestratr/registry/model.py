@@ -41,7 +41,9 @@ class AppSpec:
     env: Mapping[str, str] = attrs.field(factory=dict)
     lease_secs: float | None = None  # the app must heartbeat this often once running
     grace_secs: float = 30.0  # how long an app whose lease ran out may still revive
-    source: str = "config"  # config, apps.d/<file>, or api
+    # Where the app is declared: config, apps.d/<file>, or api. Its key in files and on the
+    # wire is "source" (as the Go orchestratr named it).
+    declared_in: str = attrs.field(default="config", alias="source")
 
 
 @attrs.frozen
@@ -77,5 +79,5 @@ class Registry:
         return next((a for a in self.apps if a.chord and a.chord.casefold() == key), None)
 
 
-APP_FIELDS = frozenset(f.name for f in attrs.fields(AppSpec)) - {"source"}
+APP_FIELDS = frozenset(f.alias for f in attrs.fields(AppSpec)) - {"source"}  # a manifest's keys
 SETTINGS_FIELDS = frozenset(f.name for f in attrs.fields(Settings)) | {"apps"}

@@ -22,7 +22,7 @@ from orchestratr.api.sse import StreamSettings
 from orchestratr.registry.model import AppSpec
 from orchestratr.supervisor.bus import EventBus
 from orchestratr.supervisor.core import Supervisor
-from orchestratr.supervisor.states import Source
+from orchestratr.supervisor.states import Cause
 from tests.conftest import DaemonProcess, wait_for
 from tests.integration.api.conftest import HttpApi, SseClient, SseEvent, port_of
 
@@ -175,7 +175,7 @@ class TestInProcess:
         for n in range(20_000):
             server.bus.publish("hotkey", action="armed", n=n)
         assert time.monotonic() - started < 2
-        server.supervisor.notify_ready("a", Source.api)
+        server.supervisor.notify_ready("a", Cause.api)
         assert keeping_up.events(1)[0].data["to"] == "ready"
         received = []
         while (event := stalled.next()) is not None:
