@@ -56,6 +56,17 @@ def alive(pid: int) -> bool:
         return False
 
 
+def ignores_sigterm(pid: int | None) -> bool:
+    """Whether ``pid`` has set SIGTERM to be ignored (``trap '' TERM`` has run): a stop sent
+    before that would end the app instead of leaving it ``stopping``."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, TypeError):
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
+
+
 def wait_state(sup: Supervisor, name: str, *states: AppState, timeout: float = 5.0) -> None:
     """Block on the event bus until ``name`` is in one of ``states``."""
     subscription = sup.bus.subscribe()

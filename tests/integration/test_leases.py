@@ -15,7 +15,7 @@ from orchestratr.registry.model import AppSpec, RestartPolicy
 from orchestratr.supervisor.core import Supervisor
 from orchestratr.supervisor.leases import DEFAULT_LEASE_S
 from orchestratr.supervisor.states import AppState, Cause, Trigger
-from tests.conftest import alive, wait_state
+from tests.conftest import alive, ignores_sigterm, wait_for, wait_state
 
 S = AppState
 MakeSup = Callable[..., Supervisor]
@@ -120,7 +120,8 @@ class TestHeartbeat:
 
     def test_a_heartbeat_while_stopping_is_refused(self, make_supervisor: MakeSup) -> None:
         sup = make_supervisor(AppSpec("a", "trap '' TERM; sleep 30", stop_timeout_ms=2000))
-        sup.launch("a", Cause.cli)
+        pid = sup.launch("a", Cause.cli).app.pid
+        wait_for(lambda: ignores_sigterm(pid), what="the trap")
         sup.stop("a", Cause.cli)
         with pytest.raises(InvalidTransitionError, match="is stopping; cannot heartbeat"):
             sup.heartbeat("a", Cause.api)
