@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from orchestratr.logs import configure_logging
+from orchestratr.paths import Paths
 from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
@@ -56,7 +57,7 @@ def close(sup: Supervisor, tracker: ProcessTracker) -> None:
 def in_process(apps: list[AppSpec], work: Path) -> tuple[Supervisor, ProcessTracker]:
     tracker = ProcessTracker()
     tracker.start()
-    sup = Supervisor(ProcessLauncher(work, tracker))
+    sup = Supervisor(ProcessLauncher(Paths(work, work).app_log, tracker))
     sup.apply_registry(Registry(apps=tuple(apps)))
     return sup, tracker
 

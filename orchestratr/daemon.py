@@ -170,7 +170,7 @@ class Daemon:
         tracker = ProcessTracker()
         tracker.start()
         launcher = ProcessLauncher(
-            self.paths.log_dir, tracker, extra_env={CONFIG_DIR_ENV: str(self.paths.config_dir)}
+            self.paths.app_log, tracker, extra_env={CONFIG_DIR_ENV: str(self.paths.config_dir)}
         )
         # ids from the wall clock in µs keep growing across restarts (see EventBus)
         bus = EventBus(first_id=time.time_ns() // 1000)

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from orchestratr.daemon import Daemon, DaemonOptions
-from orchestratr.paths import APP_ENV, CONFIG_DIR_ENV
+from orchestratr.paths import APP_ENV, CONFIG_DIR_ENV, Paths
 from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker, group_members
 from orchestratr.registry.model import AppSpec, Registry
@@ -108,7 +108,7 @@ def make_supervisor(tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
     def make(*apps: AppSpec) -> Supervisor:
         tracker = ProcessTracker()
         tracker.start()
-        launcher = ProcessLauncher(tmp_path / "logs", tracker, shell="/bin/sh",
+        launcher = ProcessLauncher(Paths(tmp_path, tmp_path / "logs").app_log, tracker, shell="/bin/sh",
                                    extra_env={CONFIG_DIR_ENV: str(tmp_path)})
         sup = Supervisor(launcher)
         sup.apply_registry(Registry(apps=apps))

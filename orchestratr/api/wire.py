@@ -17,7 +17,7 @@ from orchestratr.errors import BadRequestError
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
 from orchestratr.supervisor.bus import BusEvent
-from orchestratr.supervisor.states import AppState
+from orchestratr.supervisor.states import ANNOUNCED, AppState
 
 MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
 MAX_DEPTH = 32  # arrays and objects inside each other in a request body
@@ -137,10 +137,9 @@ def history_json(entry: HistoryEntry) -> dict[str, Any]:
 
 def state_json(snap: AppSnapshot) -> dict[str, Any]:
     """GET /apps/{name}/state, shaped as the Go orchestratr's (unset fields are omitted)."""
-    running = snap.state in (AppState.launched, AppState.ready, AppState.stopping)
     body: dict[str, Any] = {
         "name": snap.name,
-        "launched": running,
+        "launched": snap.state in ANNOUNCED,
         "ready": snap.state is AppState.ready,
         "launched_at": iso(snap.launched_at),
         "ready_at": iso(snap.ready_at),
