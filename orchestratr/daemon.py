@@ -57,6 +57,18 @@ class DaemonOptions:
     log_file: Path | None = None
 
 
+@attrs.frozen
+class _Parts:
+    """What ``_build`` made that only starting and stopping need."""
+
+    registry: Registry
+    startup_errors: ConfigError | None
+    registry_problems: list[str]
+    stop_logging: Callable[[], None]
+    tracker: ProcessTracker
+    watcher: ConfigWatcher
+
+
 class Daemon:
     def __init__(self, options: DaemonOptions) -> None:
         self.options = options
@@ -161,6 +173,23 @@ class Daemon:
                                    registry.settings.chord_timeout_ms)
 
     def _run_locked(self) -> int:
+        parts = self._build()
+        restore = _catch_signals(self.request_stop)
+        try:
+            self._start(parts)
+            self._stop.wait()
+            log.info("daemon_stopping")
+        except OSError as exc:
+            log.error("daemon_start_failed", error=str(exc))
+            return 1
+        finally:
+            restore()
+            self._shutdown(parts)
+        return 0
+
+    def _build(self) -> _Parts:
+        """Every part, built but not started; logging is configured first, so the rest can
+        log from the start."""
         self._files, startup_errors = _initial_registry(self.paths)
         registry_problems = self._runtime.load()
         registry = self._runtime.merge(self._files)
@@ -168,14 +197,13 @@ class Daemon:
             registry.settings.log_level, self.options.log_file or self.paths.daemon_log
         )
         tracker = ProcessTracker()
-        tracker.start()
         launcher = ProcessLauncher(
             self.paths.app_log, tracker, extra_env={CONFIG_DIR_ENV: str(self.paths.config_dir)}
         )
         # ids from the wall clock in µs keep growing across restarts (see EventBus)
         bus = EventBus(first_id=time.time_ns() // 1000)
         self.supervisor = supervisor = Supervisor(launcher, bus)
-        self._record = record = survivors.Recorder(self.paths.running_file, supervisor.running)
+        self._record = survivors.Recorder(self.paths.running_file, supervisor.running)
         port = self.options.port if self.options.port is not None else registry.settings.api_port
         settings = registry.settings
         self.hotkeys = hotkeys = HotkeyService(
@@ -187,46 +215,52 @@ class Daemon:
         self.api = ApiServer(Api(supervisor, self, hotkeys, openapi=document),
                              port, self.paths.port_file)
         watcher = ConfigWatcher(self.paths, self._reload_quietly)
-        restore = _catch_signals(self.request_stop)
-        try:
-            if startup_errors:
-                _log_problems(startup_errors.warnings, startup_errors.errors)
-                log.error("config_invalid_at_startup", errors=len(startup_errors.errors),
-                          hint="starting with the default settings and the apps of apps.d/ "
-                               "and registered.json only; fix config.yml and it reloads "
-                               "by itself")
-            _log_problems(list(registry.warnings), list(registry.skipped) + registry_problems)
-            supervisor.apply_registry(registry, Cause.daemon, autostart=False)
-            self.api.start()  # before any app starts, so apps find the port file
-            record.start(bus)
-            self._resume_survivors()
-            supervisor.autostart(Cause.daemon)
-            watcher.start()
-            hotkeys.start(enabled=self.options.hotkeys)
-            gc.collect()  # drop start-up garbage (YAML trees, generated converter code)
-            gc.freeze()  # and keep what stays from being rescanned for the daemon's lifetime
-            _return_free_memory()
-            self.started.set()
-            log.info("daemon_started", pid=os.getpid(), version=__version__,
-                     config_dir=str(self.paths.config_dir), apps=len(registry.apps),
-                     port=self.api.port, platform=platform.platform(),
-                     python=platform.python_version())
-            self._stop.wait()
-            log.info("daemon_stopping")
-        except OSError as exc:
-            log.error("daemon_start_failed", error=str(exc))
-            return 1
-        finally:
-            restore()
-            hotkeys.stop()
-            watcher.stop()
-            self.api.stop()
-            supervisor.shutdown(stop_apps=supervisor.registry.settings.stop_apps_on_exit)
-            left = record.stop()
-            tracker.stop()
-            log.info("daemon_stopped", apps_left_running=left)
-            stop_logging()
-        return 0
+        return _Parts(registry, startup_errors, registry_problems, stop_logging, tracker,
+                      watcher)
+
+    def _start(self, parts: _Parts) -> None:
+        """Start in dependency order: exits are watched before anything is adopted or
+        launched, and the port file exists before any app starts (apps find the API by it)."""
+        assert self.supervisor is not None and self.api is not None
+        assert self.hotkeys is not None
+        registry = parts.registry
+        parts.tracker.start()
+        if parts.startup_errors:
+            _log_problems(parts.startup_errors.warnings, parts.startup_errors.errors)
+            log.error("config_invalid_at_startup", errors=len(parts.startup_errors.errors),
+                      hint="starting with the default settings and the apps of apps.d/ "
+                           "and registered.json only; fix config.yml and it reloads "
+                           "by itself")
+        _log_problems(list(registry.warnings), list(registry.skipped) + parts.registry_problems)
+        self.supervisor.apply_registry(registry, Cause.daemon, autostart=False)
+        self.api.start()
+        self._record.start(self.supervisor.bus)
+        self._resume_survivors()
+        self.supervisor.autostart(Cause.daemon)
+        parts.watcher.start()
+        self.hotkeys.start(enabled=self.options.hotkeys)
+        gc.collect()  # drop start-up garbage (YAML trees, generated converter code)
+        gc.freeze()  # and keep what stays from being rescanned for the daemon's lifetime
+        _return_free_memory()
+        self.started.set()
+        log.info("daemon_started", pid=os.getpid(), version=__version__,
+                 config_dir=str(self.paths.config_dir), apps=len(registry.apps),
+                 port=self.api.port, platform=platform.platform(),
+                 python=platform.python_version())
+
+    def _shutdown(self, parts: _Parts) -> None:
+        """Stop in reverse order; the tracker last but one, so that the exits of the apps
+        stopped on the way out are still seen."""
+        assert self.supervisor is not None and self.api is not None
+        assert self.hotkeys is not None
+        self.hotkeys.stop()
+        parts.watcher.stop()
+        self.api.stop()
+        self.supervisor.shutdown(stop_apps=self.supervisor.registry.settings.stop_apps_on_exit)
+        left = self._record.stop()
+        parts.tracker.stop()
+        log.info("daemon_stopped", apps_left_running=left)
+        parts.stop_logging()
 
     def _resume_survivors(self) -> None:
         """Adopt the apps a previous daemon left running, so none is launched twice.
