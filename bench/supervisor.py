@@ -110,8 +110,8 @@ def bench_crash_restart(trials: int, work: Path) -> list[float]:
         time.sleep(0.005)
         killed_at = time.time()
         os.killpg(pid, signal.SIGKILL)
-        wait(lambda: sup.snapshot(spec.name).pid not in (None, pid)
-             and sup.snapshot(spec.name).state is S.ready)
+        wait(lambda name=spec.name, old=pid: sup.snapshot(name).pid not in (None, old)
+             and sup.snapshot(name).state is S.ready)
         spawned = [h for h in sup.snapshot(spec.name).history if h.trigger is Trigger.spawned][-1]
         samples.append((spawned.at - killed_at) * 1000)
     close(sup, tracker)
@@ -157,7 +157,7 @@ def bench_cold_start(trials: int, work: Path) -> list[float]:
         daemon = start_daemon(config_dir)
         ready: list[dict[str, object]] = []
 
-        def all_ready() -> bool:
+        def all_ready(config_dir: Path = config_dir) -> bool:
             nonlocal ready
             ready = [e for e in log_events(config_dir)
                      if e.get("event") == "app_transition" and e.get("dst") == "ready"]

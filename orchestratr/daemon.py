@@ -221,7 +221,8 @@ class Daemon:
     def _start(self, parts: _Parts) -> None:
         """Start in dependency order: exits are watched before anything is adopted or
         launched, and the port file exists before any app starts (apps find the API by it)."""
-        assert self.supervisor is not None and self.api is not None
+        assert self.supervisor is not None
+        assert self.api is not None
         assert self.hotkeys is not None
         registry = parts.registry
         parts.tracker.start()
@@ -251,7 +252,8 @@ class Daemon:
     def _shutdown(self, parts: _Parts) -> None:
         """Stop in reverse order; the tracker last but one, so that the exits of the apps
         stopped on the way out are still seen."""
-        assert self.supervisor is not None and self.api is not None
+        assert self.supervisor is not None
+        assert self.api is not None
         assert self.hotkeys is not None
         self.hotkeys.stop()
         parts.watcher.stop()
@@ -339,4 +341,9 @@ def _catch_signals(handler: Callable[[], None]) -> Callable[[], None]:
         return lambda: None
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # a hung daemon shows its stacks
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    return lambda: [signal.signal(sig, old) for sig, old in previous.items()] and None
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

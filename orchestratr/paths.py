@@ -54,7 +54,8 @@ class Paths:
 
     @property
     def lock_file(self) -> Path:
-        """Holds the daemon's pid; named as the Go orchestratr named it so its tools still read it."""
+        """Holds the daemon's pid; named as the Go orchestratr named it, so that its tools
+        still read it."""
         return self.config_dir / "orchestratr.pid"
 
     @property

@@ -42,13 +42,22 @@ MAX_WARNINGS = 20  # listed in a registration's answer; each quotes a field the 
 FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
+_NO_HEADERS: dict[str, str] = {}
+
+
+class HeaderLookup(Protocol):
+    """What a handler reads of the request's headers (case-insensitive on the server)."""
+
+    def get(self, name: str, failobj: None = None, /) -> str | None: ...
+
+
 @attrs.frozen
 class Request:
     method: str
     params: Mapping[str, str]
     body: Any  # parsed JSON, or None when there was no body
     query: Mapping[str, list[str]] = attrs.field(factory=dict)
-    headers: Mapping[str, str] = attrs.field(factory=dict)
+    headers: HeaderLookup = attrs.field(factory=lambda: _NO_HEADERS)
 
     @property
     def name(self) -> str:
@@ -266,7 +275,8 @@ class Api:
         try:
             self._service().press_leader()
         except RuntimeError as exc:
-            raise ApiError("unavailable", f"hotkeys unavailable ({exc}); POST a chord instead")
+            raise ApiError("unavailable",
+                           f"hotkeys unavailable ({exc}); POST a chord instead") from None
         return ok({"status": "ok"})
 
     def hotkeys(self, _: Request) -> Response:

@@ -82,11 +82,11 @@ class LaunchedBody:
     the app will keep with heartbeats."""
 
     pid: int | None = attrs.field(
-        default=None, validator=attrs.validators.optional([
-            attrs.validators.ge(1), attrs.validators.le(MAX_PID)]))
+        default=None, validator=attrs.validators.optional(attrs.validators.and_(
+            attrs.validators.ge(1), attrs.validators.le(MAX_PID))))
     lease_secs: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional([
-            attrs.validators.gt(0), attrs.validators.le(MAX_LEASE_S)]))
+        default=None, validator=attrs.validators.optional(attrs.validators.and_(
+            attrs.validators.gt(0.0), attrs.validators.le(MAX_LEASE_S))))
 
 
 @attrs.frozen
@@ -104,7 +104,7 @@ def iso(timestamp: float | None) -> str | None:
 
 def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:
     """An app as GET /apps lists it: its config fields, source, and live state."""
-    body = converter.unstructure(snap.spec)
+    body: dict[str, Any] = converter.unstructure(snap.spec)
     body.update(
         state=snap.state.value,
         pid=snap.pid,

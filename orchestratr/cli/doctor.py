@@ -98,13 +98,15 @@ def _daemon_checks(client: Client, health: dict[str, Any] | Exception | None) ->
         else:
             yield Check("daemon", PASS, f"{text}, API answers")
     elif isinstance(health, Exception):
-        yield Check("daemon", FAIL, f"the port file's port answers, but not as orchestratr: {health}")
+        yield Check("daemon", FAIL,
+                    f"the port file's port answers, but not as orchestratr: {health}")
     elif client.daemon_alive():
         yield Check("daemon", FAIL, f"pid {pid} holds {client.pid_file}, but its API does not "
                                     "answer; see its log, or restart it")
     else:
         start = f"orchestratr daemon --config-dir {client.config_dir}"
-        yield Check("daemon", WARN, f"not running; start it with `{start}` or `orchestratr install`")
+        yield Check("daemon", WARN,
+                    f"not running; start it with `{start}` or `orchestratr install`")
     yield _port_file_check(client, isinstance(health, dict))
 
 

@@ -79,5 +79,6 @@ class Registry:
         return next((a for a in self.apps if a.chord and a.chord.casefold() == key), None)
 
 
-APP_FIELDS = frozenset(f.alias for f in attrs.fields(AppSpec)) - {"source"}  # a manifest's keys
+# A manifest's keys ("source" is where the loader found it, not something a manifest says).
+APP_FIELDS = frozenset(f.alias or f.name for f in attrs.fields(AppSpec)) - {"source"}
 SETTINGS_FIELDS = frozenset(f.name for f in attrs.fields(Settings)) | {"apps"}

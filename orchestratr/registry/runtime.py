@@ -90,8 +90,8 @@ class RuntimeApps:
         """
         active = current.get(name)
         if active is not None and active.declared_in != SOURCE:
-            raise ConflictError(f"app {name!r} comes from {active.declared_in}; remove it from that "
-                                "file instead")
+            raise ConflictError(f"app {name!r} comes from {active.declared_in}; remove it from "
+                                "that file instead")
         spec = next((s for s in self._specs if s.name == name), None)
         if spec is None:
             raise UnknownAppError(f"app {name!r} not found")

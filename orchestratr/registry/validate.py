@@ -10,8 +10,6 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import attrs
-
 from orchestratr.hotkeys.keys import parse_leader
 from orchestratr.registry.model import AppSpec, Settings
 
@@ -25,7 +23,7 @@ RESERVED_CHORDS = frozenset({"?", "space", " "})
 # Chords the Go orchestratr accepted that can never fire: still loaded, with a warning.
 DEAD_CHORDS = {"escape": "Escape cancels the leader, so this chord can never fire "
                          "(POST /trigger still launches the app)"}
-DEFAULT_READY_TIMEOUT_MS: int = attrs.fields(AppSpec).ready_timeout_ms.default
+DEFAULT_READY_TIMEOUT_MS = AppSpec("", "").ready_timeout_ms
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_LEASE_S = 86400.0  # a day; beyond that a lease says nothing
 
@@ -103,7 +101,8 @@ def check_settings(settings: Settings) -> list[Problem]:
     if settings.chord_timeout_ms <= 0:
         problems.append(("chord_timeout_ms", "must be positive"))
     if settings.log_level.lower() not in LOG_LEVELS:
-        problems.append(("log_level", f"{settings.log_level!r} must be one of {', '.join(LOG_LEVELS)}"))
+        choices = ", ".join(LOG_LEVELS)
+        problems.append(("log_level", f"{settings.log_level!r} must be one of {choices}"))
     return problems
 
 

@@ -59,7 +59,7 @@ def build_machine(on_transition: OnTransition) -> AppMachine:
             model=event.model,
             src=AppState[source],
             dst=None if dest is None else AppState[dest],
-            trigger=Trigger(event.event.name),  # type: ignore[union-attr]
+            trigger=Trigger(event.event.name),
             kwargs=event.kwargs,
         ))
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import attrs
 import psutil
 import pytest
-from structlog.testing import capture_logs
 
 from orchestratr.errors import (
     ConflictError,

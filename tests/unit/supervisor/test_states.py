@@ -7,6 +7,7 @@ import random
 import time
 
 import pytest
+
 from orchestratr.registry.model import AppSpec
 from orchestratr.supervisor.app import App
 from orchestratr.supervisor.machine import Transition, build_machine
