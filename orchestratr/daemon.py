@@ -30,7 +30,8 @@ from orchestratr.api.openapi import document
 from orchestratr.api.routes import Api
 from orchestratr.api.server import ApiServer
 from orchestratr.errors import ConfigError, DaemonRunningError, OrchestratrError
-from orchestratr.hotkeys.service import HotkeyService, chord_table
+from orchestratr.hotkeys.backend import default_backend
+from orchestratr.hotkeys.service import HotkeyService
 from orchestratr.lockfile import DaemonLock
 from orchestratr.logs import configure_logging, set_level
 from orchestratr.paths import CONFIG_DIR_ENV, Paths
@@ -100,7 +101,7 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def reload(self, source: Cause = Cause.reload) -> Registry:
+    def reload(self, cause: Cause = Cause.reload) -> Registry:
         """Load the config again and apply it; on error keep the current registry.
 
         Raises:
@@ -113,14 +114,14 @@ class Daemon:
                 self._files = load_registry(self.paths, previous=self._files)
             except ConfigError as exc:
                 _log_problems(exc.warnings, exc.errors)
-                self.supervisor.bus.publish("reload_failed", source=source.value,
+                self.supervisor.bus.publish("reload_failed", source=cause.value,
                                             errors=exc.errors)
-                log.error("reload_failed", source=source.value, errors=len(exc.errors))
+                log.error("reload_failed", source=cause.value, errors=len(exc.errors))
                 raise
             registry = self._runtime.merge(self._files)
             _log_problems(list(registry.warnings), list(registry.skipped))
-            self._apply(registry, source)
-            log.info("reloaded", source=source.value, apps=len(registry.apps),
+            self._apply(registry, cause)
+            log.info("reloaded", source=cause.value, apps=len(registry.apps),
                      duration_ms=round((time.monotonic() - started) * 1000, 3))
             return registry
 
@@ -158,16 +159,16 @@ class Daemon:
         log.info("app_unregistered", app=name, kept_running=keep_running)
         return snapshot
 
-    def _apply(self, registry: Registry, source: Cause, announce: bool = True) -> None:
+    def _apply(self, registry: Registry, cause: Cause, announce: bool = True) -> None:
         """Swap in ``registry``; adopt the survivors whose app it brings back before any
         ``autostart`` app it adds is launched (a registration launches its own)."""
         assert self.supervisor is not None
         set_level(registry.settings.log_level)
-        added = self.supervisor.apply_registry(registry, source, autostart=False,
+        added = self.supervisor.apply_registry(registry, cause, autostart=False,
                                                announce=announce)
-        self._resume_survivors()
+        self._adopt_survivors()
         if announce:
-            self.supervisor.autostart(source, added)
+            self.supervisor.autostart(cause, added)
         if self.hotkeys is not None:
             self.hotkeys.configure(registry.settings.leader_key,
                                    registry.settings.chord_timeout_ms)
@@ -209,8 +210,9 @@ class Daemon:
         self.hotkeys = hotkeys = HotkeyService(
             settings.leader_key, settings.chord_timeout_ms,
             launch=lambda name: supervisor.launch(name, Cause.hotkey),
-            chords=lambda: chord_table(supervisor.registry.apps),
+            chords=lambda: supervisor.registry.chords,
             publish=supervisor.bus.publish,
+            backend=default_backend(),
         )
         self.api = ApiServer(Api(supervisor, self, hotkeys, openapi=document),
                              port, self.paths.port_file)
@@ -236,7 +238,7 @@ class Daemon:
         self.supervisor.apply_registry(registry, Cause.daemon, autostart=False)
         self.api.start()
         self._record.start(self.supervisor.bus)
-        self._resume_survivors()
+        self._adopt_survivors()
         self.supervisor.autostart(Cause.daemon)
         parts.watcher.start()
         self.hotkeys.start(enabled=self.options.hotkeys)
@@ -264,7 +266,7 @@ class Daemon:
         log.info("daemon_stopped", apps_left_running=left)
         parts.stop_logging()
 
-    def _resume_survivors(self) -> None:
+    def _adopt_survivors(self) -> None:
         """Adopt the apps a previous daemon left running, so none is launched twice.
 
         A survivor whose app is not in the registry (config.yml broken at start-up, or the app
@@ -280,14 +282,14 @@ class Daemon:
             elif self.supervisor.registry.get(survivor.name) is None:
                 waiting.append(survivor)
             else:
-                self._resume(survivor)
+                self._adopt_survivor(survivor)
         if waiting:
             log.warning("survivors_waiting", apps=[s.name for s in waiting],
                         hint="still running, but not in the configuration: adopted once "
                              "they are back in it")
         self._record.set_pending(waiting)
 
-    def _resume(self, survivor: survivors.Survivor) -> None:
+    def _adopt_survivor(self, survivor: survivors.Survivor) -> None:
         assert self.supervisor is not None
         try:
             self.supervisor.adopt(survivor.name, survivor.pid, survivor.group,

@@ -6,12 +6,19 @@ what the server does without a test failing.
 
 from __future__ import annotations
 
+import enum
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import attrs
 
 from orchestratr import __version__
 from orchestratr.api.errors import STATUS
 from orchestratr.api.sse import MAX_IDLE_S, MAX_LIMIT
 from orchestratr.api.wire import MAX_PID
+from orchestratr.controls import HotkeyStatus
 from orchestratr.registry.model import RestartPolicy
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.bus import EVENT_TYPES
@@ -61,6 +68,48 @@ def _obj(properties: dict[str, Any], required: list[str] | None = None,
     if closed:
         schema["additionalProperties"] = False
     return schema
+
+
+PRIMITIVES: dict[type, dict[str, Any]] = {
+    bool: {"type": "boolean"}, int: {"type": "integer"}, float: {"type": "number"},
+    str: {"type": "string"},
+}
+
+
+def type_schema(hint: Any) -> dict[str, Any]:
+    """The JSON schema of a Python type as cattrs sends it: enums by value, ``X | None``
+    nullable, sequences as arrays, mappings as objects, attrs classes as objects."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        present = [a for a in args if a is not type(None)]
+        inner = type_schema(present[0]) if len(present) == 1 else {
+            "anyOf": [type_schema(a) for a in present]}
+        return _nullable(inner) if len(present) < len(args) else inner
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    if isinstance(origin, type) and issubclass(origin, Mapping):
+        return {"type": "object", "additionalProperties": type_schema(args[-1])}
+    if isinstance(origin, type) and issubclass(origin, Sequence):
+        return {"type": "array", "items": type_schema(args[0])}
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return {"type": "string", "enum": [member.value for member in hint]}
+    if attrs.has(hint):
+        return attrs_schema(hint)
+    return dict(PRIMITIVES[hint])
+
+
+def attrs_schema(cls: type, required: Sequence[str] | None = None) -> dict[str, Any]:
+    """An object schema from an attrs class: one property per field, typed from its
+    annotation, described by ``metadata={"description": ...}``; every field required unless
+    ``required`` names them. The class is the one spelling of the document's fields."""
+    hints = typing.get_type_hints(cls)
+    properties = {}
+    for field in attrs.fields(cls):
+        schema = type_schema(hints[field.name])
+        if description := field.metadata.get("description"):
+            schema["description"] = description
+        properties[field.name] = schema
+    return _obj(properties, list(properties) if required is None else list(required))
 
 
 TIME = {"type": "string", "format": "date-time"}
@@ -191,20 +240,7 @@ SCHEMAS: dict[str, Any] = {
         },
         ["apps", "warnings", "skipped", "status"],
     ),
-    "Hotkeys": _obj(
-        {
-            "enabled": {"type": "boolean", "description": "listening for the leader key"},
-            "paused": {"type": "boolean"},
-            "backend": {"type": "string", "enum": ["xorg", "none"]},
-            "leader": STRING,
-            "suppressing": {"type": "boolean",
-                            "description": "leader and chord are kept from the focused app"},
-            "reason": _nullable({"type": "string",
-                                 "description": "why hotkeys are off, or keys not suppressed"}),
-            "keys_seen": {"type": "integer", "description": "key presses heard so far"},
-        },
-        ["enabled", "paused", "backend", "leader", "suppressing", "reason", "keys_seen"],
-    ),
+    "Hotkeys": attrs_schema(HotkeyStatus),
     "Ok": _obj({"status": {"const": "ok"}}, ["status"], closed=True),
     "Empty": _obj({}, closed=True),
     "LaunchedBody": _obj({

@@ -28,12 +28,10 @@ from orchestratr.api.wire import (
     iso,
     state_json,
 )
+from orchestratr.controls import HotkeyControl, RegistryControl
 from orchestratr.convert import structure_body
 from orchestratr.errors import BadRequestError, clip
-from orchestratr.hotkeys.service import HotkeyService
-from orchestratr.registry.model import Registry
 from orchestratr.registry.validate import NAME_PATTERN
-from orchestratr.supervisor.app import AppSnapshot
 from orchestratr.supervisor.core import Supervisor
 from orchestratr.supervisor.states import Cause
 
@@ -78,16 +76,6 @@ class Response:
     body: Any  # JSON-able, bytes already encoded by ``encode``, or an EventStream
 
 
-class RegistryControl(Protocol):
-    """What changes the registry (the daemon): files reloaded, apps registered at runtime."""
-
-    def reload(self, source: Cause) -> Registry: ...
-
-    def register(self, fields: Any) -> tuple[AppSnapshot, list[str]]: ...
-
-    def unregister(self, name: str, keep_running: bool = False) -> AppSnapshot: ...
-
-
 Handler = Callable[[Request], Response]
 
 
@@ -103,7 +91,7 @@ def encode(body: Any) -> bytes:
 class Api:
     """The API's endpoints over one supervisor.
 
-    ``registry`` reloads the config and registers apps; ``hotkeys`` is the hotkey service (None
+    ``registry`` reloads the config and registers apps; ``hotkeys`` controls the hotkeys (None
     in tests that need none); ``streams`` tunes the event stream (tests shorten it).
     """
 
@@ -111,7 +99,7 @@ class Api:
         self,
         supervisor: Supervisor,
         registry: RegistryControl,
-        hotkeys: HotkeyService | None,
+        hotkeys: HotkeyControl | None,
         openapi: Callable[[], dict[str, Any]],
         streams: StreamSettings = StreamSettings(),
     ) -> None:
@@ -290,7 +278,7 @@ class Api:
         _body(req, _Empty)
         return ok(attrs.asdict(self._service().resume()))
 
-    def _service(self) -> HotkeyService:
+    def _service(self) -> HotkeyControl:
         if self._hotkeys is None:
             raise ApiError("unavailable", "this server runs without a hotkey service")
         return self._hotkeys

@@ -235,22 +235,20 @@ def _hotkey_check(client: Client, daemon_up: bool) -> Check:
             return Check(name, PASS, f"{status.get('backend')}, leader {status.get('leader')}, "
                                      f"{grab}{paused}")
         return Check(name, WARN, f"off in the daemon: {status.get('reason')}; {_fallback()}")
-    reason = _display_reason()
+    from orchestratr.hotkeys.backend import default_backend
+
+    backend = default_backend()
+    reason = backend.unavailable_reason(DISPLAY_TIMEOUT_S)  # bounded: a hung X server
     if reason is None:
-        return Check(name, PASS, "X11 with the RECORD extension: hotkeys can run here")
+        return Check(name, PASS, f"{backend.needs}: hotkeys can run here")
     return Check(name, WARN, f"unavailable here: {reason}; {_fallback()}")
 
 
 def _fallback() -> str:
-    from orchestratr.hotkeys.display import FALLBACK
+    from orchestratr.hotkeys.backend import FALLBACK
 
     return FALLBACK
 
-
-def _display_reason() -> str | None:
-    from orchestratr.hotkeys.display import unavailable_reason
-
-    return unavailable_reason(DISPLAY_TIMEOUT_S)  # bounded: a stuck X server cannot hang us
 
 
 def _log_dir_check(log_dir: Path) -> Check:

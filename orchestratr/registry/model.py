@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from functools import cached_property
 
 import attrs
+
+from orchestratr.registry.keys import chord_key, chord_table
 
 
 class RestartPolicy(enum.Enum):
@@ -74,9 +77,14 @@ class Registry:
     def get(self, name: str) -> AppSpec | None:
         return next((a for a in self.apps if a.name == name), None)
 
+    @cached_property
+    def chords(self) -> dict[str, str]:
+        """Chord key -> app name (``chord_key`` spells the keys), built once per registry."""
+        return chord_table(self.apps)
+
     def by_chord(self, chord: str) -> AppSpec | None:
-        key = chord.casefold()
-        return next((a for a in self.apps if a.chord and a.chord.casefold() == key), None)
+        name = self.chords.get(chord_key(chord))
+        return None if name is None else self.get(name)
 
 
 # A manifest's keys ("source" is where the loader found it, not something a manifest says).

@@ -24,9 +24,10 @@ from Xlib import XK, X, error
 from Xlib.display import Display
 from Xlib.protocol import rq
 
-from orchestratr.hotkeys import keysyms
-from orchestratr.hotkeys.keys import Key, Leader
-from orchestratr.hotkeys.window import GrabWindow
+from orchestratr.hotkeys.backend import GrabUnavailable
+from orchestratr.hotkeys.x11 import keysyms
+from orchestratr.hotkeys.x11.window import GrabWindow
+from orchestratr.registry.keys import Key, Leader
 
 log = structlog.get_logger("orchestratr.hotkeys")
 
@@ -40,10 +41,6 @@ KEYSYM_NAMES = {"escape": "Escape", "enter": "Return", "tab": "Tab", "backspace"
 # 2 ms lost repeats under CPU load; paid on the real release of each key held in a window.
 AUTOREPEAT_LOOKAHEAD_S = 0.03
 STOP_JOIN_S = 2.0
-
-
-class GrabUnavailable(Exception):
-    """The leader combination cannot be grabbed (another client owns it, or no X)."""
 
 
 def keysym_of(key: Key) -> int:
