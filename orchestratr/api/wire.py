@@ -21,6 +21,7 @@ from orchestratr.supervisor.states import ANNOUNCED, AppState
 
 MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
 MAX_DEPTH = 32  # arrays and objects inside each other in a request body
+TIMESTAMP = {"format": "date-time"}  # RFC 3339 in UTC, as ``iso`` writes them
 
 
 def decode_json(raw: bytes) -> Any:
@@ -102,17 +103,30 @@ def iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
+@attrs.frozen
+class AppStatus:
+    """The live half of an app as the API shows it; the other half is its ``AppSpec``."""
+
+    state: AppState
+    pid: int | None
+    launched_at: str | None = attrs.field(metadata=TIMESTAMP)
+    ready_at: str | None = attrs.field(metadata=TIMESTAMP)
+    error: str | None
+    removed: bool = attrs.field(metadata={"description": "dropped from the config, still "
+                                                         "running"})
+
+
 def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:
     """An app as GET /apps lists it: its config fields, source, and live state."""
     body: dict[str, Any] = converter.unstructure(snap.spec)
-    body.update(
-        state=snap.state.value,
+    body.update(converter.unstructure(AppStatus(
+        state=snap.state,
         pid=snap.pid,
         launched_at=iso(snap.launched_at),
         ready_at=iso(snap.ready_at),
         error=snap.error,
         removed=snap.removed,
-    )
+    )))
     if with_history:
         body["history"] = [history_json(entry) for entry in snap.history]
         body["lease"] = lease_json(snap)

@@ -24,6 +24,11 @@ class RestartPolicy(enum.Enum):
     always = "always"
 
 
+def _doc(text: str) -> dict[str, str]:
+    """A field's description, for the API's document (the model's only word about it)."""
+    return {"description": text}
+
+
 @attrs.frozen
 class AppSpec:
     """One app as the user declared it. Field names and defaults match the Go orchestratr."""
@@ -42,11 +47,13 @@ class AppSpec:
     stop_timeout_ms: int = 5000
     cwd: str | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
-    lease_secs: float | None = None  # the app must heartbeat this often once running
-    grace_secs: float = 30.0  # how long an app whose lease ran out may still revive
-    # Where the app is declared: config, apps.d/<file>, or api. Its key in files and on the
-    # wire is "source" (as the Go orchestratr named it).
-    declared_in: str = attrs.field(default="config", alias="source")
+    lease_secs: float | None = attrs.field(
+        default=None, metadata=_doc("heartbeat at least this often once running"))
+    grace_secs: float = attrs.field(
+        default=30.0, metadata=_doc("how long an unresponsive app may still revive"))
+    # Its key in files and on the wire is "source", as the Go orchestratr named it.
+    declared_in: str = attrs.field(default="config", alias="source",
+                                   metadata=_doc("config, apps.d/<file>, or api"))
 
 
 @attrs.frozen
