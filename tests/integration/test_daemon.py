@@ -137,12 +137,20 @@ class TestStartAndStop:
 
     def test_sigusr1_prints_every_threads_stack_and_keeps_running(self, start_daemon) -> None:
         daemon = start_daemon()
+        stderr = daemon.proc.stderr
+        assert stderr is not None
+        os.set_blocking(stderr.fileno(), False)
+        printed: list[str] = []
         daemon.proc.send_signal(signal.SIGUSR1)
-        time.sleep(0.3)
+
+        def stacks_printed() -> bool:
+            printed.append(stderr.read() or "")
+            return "in serve_forever" in "".join(printed)
+
+        wait_for(stacks_printed, what="the stacks on stderr")
         assert daemon.proc.poll() is None
         assert daemon.stop() == 0
-        stacks = daemon.proc.stderr.read()
-        assert 'Thread 0x' in stacks and "in serve_forever" in stacks
+        assert "Thread 0x" in "".join(printed)
 
     def test_invalid_config_at_start_recovers_when_fixed(
         self, config_dir: Path, start_daemon

@@ -56,7 +56,7 @@ class TestExpiry:
         while time.monotonic() < deadline:
             renewal = sup.heartbeat("a", Cause.api)
             assert renewal.expires_in_s == pytest.approx(0.2)
-            time.sleep(0.05)
+            time.sleep(0.05)  # the app's heartbeat period, not a wait for anything
         assert sup.snapshot("a").state is S.ready
         wait_state(sup, "a", S.unresponsive)  # once they stop, it expires
 
@@ -139,7 +139,7 @@ class TestAdmin:
         assert sup.drain("a", Cause.api).state is S.unresponsive  # idempotent
         assert sup.revive("a", Cause.api).state is S.ready
         assert last(sup) == (Trigger.revive, Cause.api, S.ready)
-        time.sleep(0.4)
+        time.sleep(0.4)  # a window longer than the grace period: nothing may expire in it
         assert sup.snapshot("a").state is S.ready  # the grace period was cancelled
 
     def test_a_drained_app_not_revived_fails_saying_so(self, make_supervisor: MakeSup) -> None:

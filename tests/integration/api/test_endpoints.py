@@ -118,7 +118,7 @@ class TestNotifications:
         pid = api.post("/apps/notes/launch").body["pid"]
         api.wait_state("notes", "ready")
         assert api.post("/apps/notes/stopped").body["state"] == "stopping"
-        time.sleep(0.3)
+        time.sleep(0.3)  # a window in which orchestratr must kill nothing
         assert alive(pid) and api.app("notes")["state"] == "stopping"
         os.killpg(pid, signal.SIGTERM)
         assert api.wait_state("notes", "stopped")["error"] is None

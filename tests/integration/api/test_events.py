@@ -108,8 +108,11 @@ class TestStream:
         were (a reader that hangs up is noticed at once, not at the next keep-alive)."""
         api, daemon = serve()
         pid = daemon.proc.pid
-        SseClient(api.port).close()  # the hang-up watcher thread starts with the first reader
-        time.sleep(0.3)
+        first = SseClient(api.port, "since=0")  # the hang-up watcher starts with the first
+        assert first.events(1)[0].type == "reloaded"  # reader: it streams, so it runs now
+        streaming = _threads(pid)
+        first.close()
+        wait_for(lambda: _threads(pid) == streaming - 1, what="the first reader's thread to end")
         threads, fds = _threads(pid), _fds(pid)
         for _ in range(200):
             client = SseClient(api.port, "since=0")
