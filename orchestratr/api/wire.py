@@ -14,6 +14,7 @@ import attrs
 
 from orchestratr.convert import converter
 from orchestratr.errors import BadRequestError
+from orchestratr.registry.model import described
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
 from orchestratr.supervisor.bus import BusEvent
@@ -112,8 +113,7 @@ class AppStatus:
     launched_at: str | None = attrs.field(metadata=TIMESTAMP)
     ready_at: str | None = attrs.field(metadata=TIMESTAMP)
     error: str | None
-    removed: bool = attrs.field(metadata={"description": "dropped from the config, still "
-                                                         "running"})
+    removed: bool = attrs.field(metadata=described("dropped from the config, still running"))
 
 
 def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:

@@ -24,8 +24,9 @@ class RestartPolicy(enum.Enum):
     always = "always"
 
 
-def _doc(text: str) -> dict[str, str]:
-    """A field's description, for the API's document (the model's only word about it)."""
+def described(text: str) -> dict[str, str]:
+    """A field's ``metadata``: its description in the API's document (the one word a model
+    says about how it is shown)."""
     return {"description": text}
 
 
@@ -48,12 +49,12 @@ class AppSpec:
     cwd: str | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
     lease_secs: float | None = attrs.field(
-        default=None, metadata=_doc("heartbeat at least this often once running"))
+        default=None, metadata=described("heartbeat at least this often once running"))
     grace_secs: float = attrs.field(
-        default=30.0, metadata=_doc("how long an unresponsive app may still revive"))
+        default=30.0, metadata=described("how long an unresponsive app may still revive"))
     # Its key in files and on the wire is "source", as the Go orchestratr named it.
     declared_in: str = attrs.field(default="config", alias="source",
-                                   metadata=_doc("config, apps.d/<file>, or api"))
+                                   metadata=described("config, apps.d/<file>, or api"))
 
 
 @attrs.frozen
