@@ -36,9 +36,10 @@ from orchestratr.supervisor.leases import DEFAULT_LEASE_S, Leases
 from orchestratr.supervisor.machine import Transition, build_machine
 from orchestratr.supervisor.roster import Roster
 from orchestratr.supervisor.states import (
-    ALIVE,
+    FACTS,
     IDLE,
     LIVE,
+    MOVING,
     AppState,
     Cause,
     Trigger,
@@ -187,7 +188,7 @@ class Supervisor:
         app = self._app(name)
         with app.lock:  # never take the roster's lock under it: apply_registry nests them
             self._stop(app, cause)
-            if app.state in (AppState.stopping, AppState.launching):
+            if app.state in MOVING:
                 app.want_relaunch()
                 return app.snapshot()
         return self.launch(name, cause).app
@@ -450,7 +451,7 @@ class Supervisor:
                 return
             app.new_run()
             app.cancel_probe()
-            if app.state not in (AppState.stopping, *ALIVE):  # stopped before its spawn ended
+            if app.state in IDLE:  # stopped before its spawn ended
                 app.lose_process()
                 return
             uptime_s = self._mono() - app.started
@@ -572,7 +573,7 @@ def _log_level(entry: HistoryEntry) -> int:
     """Failures are warnings (a crash loop an error), so ``log_level: warning`` shows them."""
     if entry.trigger is Trigger.crash_loop:
         return logging.ERROR
-    if entry.dst in (AppState.failed, AppState.unresponsive):
+    if FACTS[entry.dst].trouble:
         return logging.WARNING
     return logging.INFO
 
