@@ -12,9 +12,9 @@ from typing import Any, Protocol
 
 import attrs
 
-from orchestratr.registry.model import Registry
+from orchestratr.registry.model import Registry, described
 from orchestratr.supervisor.app import AppSnapshot
-from orchestratr.supervisor.states import Source
+from orchestratr.supervisor.states import Cause
 
 
 class BackendName(enum.StrEnum):
@@ -24,23 +24,19 @@ class BackendName(enum.StrEnum):
     none = "none"
 
 
-def _described(text: str) -> dict[str, str]:
-    return {"description": text}
-
-
 @attrs.frozen
 class HotkeyStatus:
     enabled: bool = attrs.field(
-        metadata=_described("listening for the leader key: a key typed now is handled"))
-    paused: bool = attrs.field(metadata=_described("keys ignored until POST /hotkeys/resume"))
-    backend: BackendName = attrs.field(metadata=_described("the key backend in use"))
-    leader: str = attrs.field(metadata=_described("the leader key, e.g. ctrl+space"))
+        metadata=described("listening for the leader key: a key typed now is handled"))
+    paused: bool = attrs.field(metadata=described("keys ignored until POST /hotkeys/resume"))
+    backend: BackendName = attrs.field(metadata=described("the key backend in use"))
+    leader: str = attrs.field(metadata=described("the leader key, e.g. ctrl+space"))
     suppressing: bool = attrs.field(
-        metadata=_described("leader and chord are kept from the focused app"))
+        metadata=described("leader and chord are kept from the focused app"))
     reason: str | None = attrs.field(
-        metadata=_described("why hotkeys are off, or, when on, why keys are not suppressed"))
+        metadata=described("why hotkeys are off, or, when on, why keys are not suppressed"))
     keys_seen: int = attrs.field(
-        metadata=_described("key presses heard so far: 0 with hotkeys on means the listener "
+        metadata=described("key presses heard so far: 0 with hotkeys on means the listener "
                             "hears nothing"))
 
 
@@ -64,7 +60,7 @@ class HotkeyControl(Protocol):
 class RegistryControl(Protocol):
     """What changes the registry (the daemon): files reloaded, apps registered at runtime."""
 
-    def reload(self, source: Source) -> Registry: ...
+    def reload(self, cause: Cause) -> Registry: ...
 
     def register(self, fields: Any) -> tuple[AppSnapshot, list[str]]: ...
 

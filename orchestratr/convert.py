@@ -10,6 +10,7 @@ not come back in a 1 MB error (the Go orchestratr's bug B2).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -18,7 +19,6 @@ import cattrs
 from cattrs.v import transform_error
 
 from orchestratr.errors import BadRequestError, clip
-from orchestratr.registry.model import RestartPolicy, WindowMatch
 
 T = TypeVar("T")
 MAX_SHOWN = 40  # characters of a quoted value or key in an error message
@@ -64,12 +64,17 @@ def _str(value: Any, cls: type) -> str:
     return _strict_str(value, cls)
 
 
-def _restart(value: Any, _: type) -> RestartPolicy:
+def _enum(value: Any, cls: type[enum.Enum]) -> enum.Enum:
+    """A member by its value (``restart: on-failure``), naming every choice when it is none."""
     try:
-        return RestartPolicy(value)
+        return cls(value)
     except ValueError:
-        choices = ", ".join(p.value for p in RestartPolicy)
+        choices = ", ".join(str(member.value) for member in cls)
         raise ValueError(f"expected one of {choices}, got {_shown(value)}") from None
+
+
+def _is_enum(cls: Any) -> bool:
+    return isinstance(cls, type) and issubclass(cls, enum.Enum)
 
 
 def _env(value: Any, _: type) -> dict[str, str]:
@@ -84,31 +89,44 @@ def _env(value: Any, _: type) -> dict[str, str]:
     return result
 
 
-WINDOW_KEYS = {f.metadata.get("key", f.name): f.name for f in attrs.fields(WindowMatch)}
+def _keys(cls: type) -> dict[str, str]:
+    """Key -> field name, for a class with a field whose key is no Python name (``class``):
+    such a field says its key in ``metadata["key"]``."""
+    return {f.metadata.get("key", f.name): f.name for f in attrs.fields(cls)}
 
 
-def _window(value: Any, _: type) -> WindowMatch:
-    """``window: {class: ..., title: ...}``; its keys (``class`` is no Python name) come from
-    the fields' ``metadata["key"]``. Unknown keys are errors: no older manifest has any."""
-    if not isinstance(value, Mapping):
-        raise TypeError(f"expected a mapping with {' and/or '.join(WINDOW_KEYS)}, "
-                        f"got {_type_name(value)} {_shown(value)}")
-    unknown = sorted(str(k) for k in value if k not in WINDOW_KEYS)
-    if unknown:
-        raise ValueError(f"unknown field(s): {', '.join(clip(k, MAX_SHOWN) for k in unknown)}; "
-                         f"expected {' and/or '.join(WINDOW_KEYS)}")
-    fields = {}
-    for key, item in value.items():
-        if item is not None:
-            try:
-                fields[WINDOW_KEYS[key]] = _strict_str(item, str)
-            except TypeError as exc:
-                raise TypeError(f"{key}: {exc}") from None
-    return WindowMatch(**fields)
+def _keyed(cls: type) -> bool:
+    return attrs.has(cls) and any("key" in f.metadata for f in attrs.fields(cls))
 
 
-def _window_json(match: WindowMatch) -> dict[str, Any]:
-    return {key: getattr(match, name) for key, name in WINDOW_KEYS.items()}
+def _structure_keyed(cls: type) -> Any:
+    """A mapping of string fields (``window: {class: ..., title: ...}``); unknown keys are
+    errors (no older manifest has any)."""
+    keys = _keys(cls)
+
+    def structure(value: Any, _: type) -> Any:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected a mapping with {' and/or '.join(keys)}, "
+                            f"got {_type_name(value)} {_shown(value)}")
+        unknown = sorted(str(k) for k in value if k not in keys)
+        if unknown:
+            raise ValueError(f"unknown field(s): {', '.join(clip(k, MAX_SHOWN) for k in unknown)}"
+                             f"; expected {' and/or '.join(keys)}")
+        fields = {}
+        for key, item in value.items():
+            if item is not None:
+                try:
+                    fields[keys[key]] = _strict_str(item, str)
+                except TypeError as exc:
+                    raise TypeError(f"{key}: {exc}") from None
+        return cls(**fields)
+
+    return structure
+
+
+def _unstructure_keyed(cls: type) -> Any:
+    keys = _keys(cls)
+    return lambda value: {key: getattr(value, name) for key, name in keys.items()}
 
 
 def configure_converter(converter: cattrs.Converter) -> None:
@@ -117,17 +135,17 @@ def configure_converter(converter: cattrs.Converter) -> None:
     converter.register_structure_hook(float, _float)
     converter.register_structure_hook(bool, _bool)
     converter.register_structure_hook(str, _str)
-    converter.register_structure_hook(RestartPolicy, _restart)
+    converter.register_structure_hook_func(_is_enum, _enum)
     converter.register_structure_hook_func(lambda t: t == Mapping[str, str], _env)
     converter.register_unstructure_hook_func(lambda t: t == Mapping[str, str], dict)
-    converter.register_structure_hook(WindowMatch, _window)
-    converter.register_unstructure_hook(WindowMatch, _window_json)
+    converter.register_structure_hook_factory(_keyed, _structure_keyed)
+    converter.register_unstructure_hook_factory(_keyed, _unstructure_keyed)
 
 
 def make_converter(strict: bool = False) -> cattrs.Converter:
     """Manifests tolerate unknown keys (newer tools write them) and YAML's unquoted numbers
     where strings are meant (``chord: 1``); JSON API bodies get neither."""
-    converter = cattrs.Converter(forbid_extra_keys=strict)
+    converter = cattrs.Converter(forbid_extra_keys=strict, use_alias=True)
     configure_converter(converter)
     if strict:
         converter.register_structure_hook(str, _strict_str)

@@ -26,7 +26,7 @@ LOOPBACK_ORIGINS = ("http://127.0.0.1", "http://localhost", "http://[::1]")
 class Headers(Protocol):
     """What the guard reads of a request's headers (``email.message.Message`` has it)."""
 
-    def get_all(self, name: str, failobj: list[str] = ...) -> list[str]: ...
+    def get_all(self, name: str, failobj: list[str]) -> list[str]: ...
 
 
 def admit(

@@ -194,6 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     disable_nagle_algorithm = True  # answers are small; never wait for the peer's ACK
     server: _Server
+    _headers_buffer: list[bytes]  # http.server's own, written to directly for one-write sends
     _unread = 0  # bytes of this request's body still on the socket; -1 when unknown
     _path: str | None = None  # the routed path, once the target has been checked
     _started = 0.0
@@ -340,7 +341,8 @@ class _Handler(BaseHTTPRequestHandler):
             raw = self.rfile.read(length)
         except TimeoutError:
             self._unread = -1  # the rest may still come: the connection cannot be reused
-            raise ApiError("request_timeout", f"the body did not arrive within {limit_s:g} s")
+            raise ApiError("request_timeout",
+                           f"the body did not arrive within {limit_s:g} s") from None
         except ConnectionError:  # the client went away mid-body: no bug of ours to log
             self._unread = -1
             raise ApiError("bad_request", "the connection broke during the body") from None

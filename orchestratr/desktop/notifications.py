@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import structlog
 
-from orchestratr.supervisor.bus import Event, EventBus, Subscription
+from orchestratr.supervisor.bus import BusEvent, EventBus, Subscription
 
 log = structlog.get_logger("orchestratr.desktop")
 
@@ -36,7 +36,7 @@ class Notice:
     urgency: int = 1  # 0 low, 1 normal, 2 critical (the spec's hint)
 
 
-def notice_for(event: Event) -> Notice | None:
+def notice_for(event: BusEvent) -> Notice | None:
     """What the user should be told about ``event``, if anything."""
     data = event.data
     if event.type == "state" and data.get("to") == "failed":

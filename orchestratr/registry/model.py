@@ -24,6 +24,12 @@ class RestartPolicy(enum.Enum):
     always = "always"
 
 
+def described(text: str) -> dict[str, str]:
+    """A field's ``metadata``: its description in the API's document (the one word a model
+    says about how it is shown)."""
+    return {"description": text}
+
+
 @attrs.frozen
 class WindowMatch:
     """Which existing window is the app's, for apps that hand off to a process orchestratr did
@@ -54,10 +60,15 @@ class AppSpec:
     stop_timeout_ms: int = 5000
     cwd: str | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
-    lease_secs: float | None = None  # the app must heartbeat this often once running
-    grace_secs: float = 30.0  # how long an app whose lease ran out may still revive
-    window: WindowMatch | None = None  # raise a matching window instead of launching
-    source: str = "config"  # config, apps.d/<file>, or api
+    lease_secs: float | None = attrs.field(
+        default=None, metadata=described("heartbeat at least this often once running"))
+    grace_secs: float = attrs.field(
+        default=30.0, metadata=described("how long an unresponsive app may still revive"))
+    window: WindowMatch | None = attrs.field(default=None, metadata=described(
+        "raise a matching window instead of launching (single-instance apps)"))
+    # Its key in files and on the wire is "source", as the Go orchestratr named it.
+    declared_in: str = attrs.field(default="config", alias="source",
+                                   metadata=described("config, apps.d/<file>, or api"))
 
 
 @attrs.frozen
@@ -99,5 +110,6 @@ class Registry:
         return None if name is None else self.get(name)
 
 
-APP_FIELDS = frozenset(f.name for f in attrs.fields(AppSpec)) - {"source"}
+# A manifest's keys ("source" is where the loader found it, not something a manifest says).
+APP_FIELDS = frozenset(f.alias or f.name for f in attrs.fields(AppSpec)) - {"source"}
 SETTINGS_FIELDS = frozenset(f.name for f in attrs.fields(Settings)) | {"apps"}

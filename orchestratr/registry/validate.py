@@ -17,7 +17,7 @@ from orchestratr.registry.keys import DEAD_CHORDS, KEY_NAMES, RESERVED_CHORDS, p
 from orchestratr.registry.model import AppSpec, Settings, WindowMatch
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-DEFAULT_READY_TIMEOUT_MS: int = attrs.fields(AppSpec).ready_timeout_ms.default
+DEFAULT_READY_TIMEOUT_MS = AppSpec("", "").ready_timeout_ms
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_LEASE_S = 86400.0  # a day; beyond that a lease says nothing
 
@@ -118,7 +118,8 @@ def check_settings(settings: Settings) -> list[Problem]:
     if settings.chord_timeout_ms <= 0:
         problems.append(("chord_timeout_ms", "must be positive"))
     if settings.log_level.lower() not in LOG_LEVELS:
-        problems.append(("log_level", f"{settings.log_level!r} must be one of {', '.join(LOG_LEVELS)}"))
+        choices = ", ".join(LOG_LEVELS)
+        problems.append(("log_level", f"{settings.log_level!r} must be one of {choices}"))
     return problems
 
 

@@ -79,7 +79,7 @@ class LeaderGrab:
     def start(self) -> None:
         try:
             display = Display()
-        except Exception as exc:  # noqa: BLE001 - python-xlib raises several unrelated types
+        except Exception as exc:  # python-xlib raises several unrelated types
             raise GrabUnavailable(f"cannot open an X connection for the grab: {exc}") from exc
         try:
             self._grab_leader(display)
@@ -187,8 +187,9 @@ class LeaderGrab:
                 window = self._on_event(display, event, window)
             window = self._let_go_if_finished(display, window)  # the time ran out
             wait = None if window is None else max(0.0, window.next_wake() - time.monotonic())
-            ready, _, _ = select.select([display, self._wake_r], [], [], wait)
-            if self._wake_r in ready:
+            wake = self._wake_r.fileno()
+            ready, _, _ = select.select([display.fileno(), wake], [], [], wait)
+            if wake in ready:
                 commands = self._wake_r.recv(64)
                 if not commands or STOP in commands:
                     return

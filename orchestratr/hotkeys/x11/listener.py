@@ -1,7 +1,8 @@
 """The pynput adapter: OS key events in, orchestratr Keys out. Nothing else lives here.
 
-pynput is imported only after ``display.unavailable_reason()`` said None: without an X server its import
-raises, and it switches python-xlib into threaded mode, which must precede other connections.
+pynput is imported only after ``display.unavailable_reason()`` said None: without an X server
+its import raises, and it switches python-xlib into threaded mode, which must precede other
+connections.
 """
 
 from __future__ import annotations

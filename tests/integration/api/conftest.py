@@ -238,7 +238,7 @@ def serve(
         daemon = start_daemon("--no-hotkeys", *args)
         return HttpApi(port_of(config_dir)), daemon
 
-    yield start
+    return start
 
 
 @pytest.fixture

@@ -152,7 +152,8 @@ def test_the_chord_again_spawns_no_duplicate(
     for presses in (1, 2):
         keyboard.leader()
         keyboard.tap("e")
-        wait_for(lambda: chords() == presses, what=f"chord {presses} to be recognised")
+        wait_for(lambda count=presses: chords() == count,
+                 what=f"chord {presses} to be recognised")
         wait_for(lambda: hotkeyed.api.app("editor")["pid"], what="editor to run")
     hotkeyed.after_earlier_chords(keyboard)  # the second launch is a no-op, nothing to await
     assert hotkeyed.launches("editor") == 1
