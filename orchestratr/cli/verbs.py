@@ -129,7 +129,7 @@ def launch(ctx: Context) -> int:
     answer = client.launch(ctx.args.name)
     if answer.get("spawned") and not ctx.args.no_wait:
         answer = _settled(client, answer, ctx.args.timeout)
-        if answer["state"] == "failed":
+        if answer["state"] == AppState.failed.value:
             ctx.out.error(f"{answer['app']} failed to launch: {answer.get('error')}",
                           "launch_failed")
             return 1
@@ -144,8 +144,9 @@ def _settled(client: Client, answer: dict[str, Any], timeout_s: float) -> dict[s
         app = client.app(answer["app"])
         started = parse_time(app.get("launched_at"))
         up = time.time() - started if started is not None else 0.0
-        if (app["state"] in ("failed", "stopped") or time.monotonic() >= deadline
-                or (app["state"] in ("launched", "ready") and up >= SETTLE_S)):
+        state = AppState(app["state"])
+        if (state in IDLE or time.monotonic() >= deadline
+                or (state in RUNNING and up >= SETTLE_S)):
             return {**answer, "state": app["state"], "pid": app["pid"], "error": app["error"]}
         time.sleep(POLL_S)
 
