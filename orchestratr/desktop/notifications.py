@@ -18,6 +18,7 @@ import attrs
 import structlog
 
 from orchestratr.supervisor.bus import BusEvent, EventBus, Subscription
+from orchestratr.supervisor.states import AppState
 
 log = structlog.get_logger("orchestratr.desktop")
 
@@ -39,7 +40,7 @@ class Notice:
 def notice_for(event: BusEvent) -> Notice | None:
     """What the user should be told about ``event``, if anything."""
     data = event.data
-    if event.type == "state" and data.get("to") == "failed":
+    if event.type == "state" and data.get("to") == AppState.failed.value:
         app, detail = data["app"], data.get("detail") or {}
         error = detail.get("error") or "failed"
         if data.get("trigger") == "crash_loop":
