@@ -42,7 +42,7 @@ def notice_for(event: BusEvent) -> Notice | None:
     data = event.data
     if event.type == "state" and data.get("to") == AppState.failed.value:
         app, detail = data["app"], data.get("detail") or {}
-        error = detail.get("error") or "failed"
+        error = detail.get("error") or "no error recorded"
         if data.get("trigger") == "crash_loop":
             return Notice(f"app:{app}", f"{app} keeps crashing", str(error), urgency=2)
         return Notice(f"app:{app}", f"{app} failed", str(error), urgency=2)
