@@ -24,8 +24,8 @@ from typing import Any
 from supervisor import pct, report, wait
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from orchestratr.client import Client  # noqa: E402
-from tests.integration.hotkeys.conftest import Keyboard, start_xvfb  # noqa: E402
+from orchestratr.client import Client
+from tests.integration.hotkeys.conftest import Keyboard, start_xvfb
 
 CONFIG = ("stop_apps_on_exit: true\n"
           "apps:\n  - name: term\n    chord: t\n    command: exec xterm -T term\n")

@@ -89,7 +89,7 @@ def _env(value: Any, _: type) -> dict[str, str]:
     return result
 
 
-def _keys(cls: type) -> dict[str, str]:
+def field_keys(cls: type) -> dict[str, str]:
     """Key -> field name, for a class with a field whose key is no Python name (``class``):
     such a field says its key in ``metadata["key"]``."""
     return {f.metadata.get("key", f.name): f.name for f in attrs.fields(cls)}
@@ -102,7 +102,7 @@ def _keyed(cls: type) -> bool:
 def _structure_keyed(cls: type) -> Any:
     """A mapping of string fields (``window: {class: ..., title: ...}``); unknown keys are
     errors (no older manifest has any)."""
-    keys = _keys(cls)
+    keys = field_keys(cls)
 
     def structure(value: Any, _: type) -> Any:
         if not isinstance(value, Mapping):
@@ -125,7 +125,7 @@ def _structure_keyed(cls: type) -> Any:
 
 
 def _unstructure_keyed(cls: type) -> Any:
-    keys = _keys(cls)
+    keys = field_keys(cls)
     return lambda value: {key: getattr(value, name) for key, name in keys.items()}
 
 

@@ -29,6 +29,7 @@ ALLOWED = {
     "yaml": ("registry/load.py",),
     "cattrs": ("convert.py", "registry/load.py", "api/errors.py"),
     "watchdog": ("registry/watch.py",),
+    "jeepney": ("desktop/notifications.py",),
 }
 ADAPTERS = ("orchestratr.api", "orchestratr.hotkeys", "orchestratr.processes",
             "orchestratr.desktop")

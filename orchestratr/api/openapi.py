@@ -100,7 +100,7 @@ def type_schema(hint: Any) -> dict[str, Any]:
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return {"type": "string", "enum": [member.value for member in hint]}
     if attrs.has(hint):
-        return attrs_schema(hint)
+        return attrs_schema(hint, required=[])  # a part of a manifest: each key optional
     return dict(PRIMITIVES[hint])
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orchestratr.cli.render import STATE_COLOURS, duration, parse_time
-from orchestratr.supervisor.states import IDLE, RUNNING, UP, AppState
+from orchestratr.supervisor.states import IDLE, QUICK_EXIT_S, RUNNING, UP, AppState
 
 if TYPE_CHECKING:
     from orchestratr.cli.main import Context
@@ -115,10 +115,6 @@ def _app_row(app: dict[str, Any], now: float) -> list[str]:
 
 # ------------------------------------------------------------------ commands
 
-# The daemon takes a non-zero exit within this long of a spawn as a failed launch
-# (supervisor/core.py QUICK_EXIT_S; a test keeps the two equal): `launch` waits this long
-# before it calls a launch good.
-SETTLE_S = 1.0
 POLL_S = 0.05
 
 
@@ -137,16 +133,15 @@ def launch(ctx: Context) -> int:
 
 
 def _settled(client: Client, answer: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """The launch answer, updated with the app's state once it has failed, run SETTLE_S, or
+    """The launch answer, updated with the app's state once it has failed, run QUICK_EXIT_S, or
     ``timeout_s`` is over."""
     deadline = time.monotonic() + timeout_s
     while True:
         app = client.app(answer["app"])
         started = parse_time(app.get("launched_at"))
         up = time.time() - started if started is not None else 0.0
-        state = AppState(app["state"])
-        if (state in IDLE or time.monotonic() >= deadline
-                or (state in RUNNING and up >= SETTLE_S)):
+        if (_in(app, IDLE) or time.monotonic() >= deadline
+                or (_in(app, RUNNING) and up >= QUICK_EXIT_S)):
             return {**answer, "state": app["state"], "pid": app["pid"], "error": app["error"]}
         time.sleep(POLL_S)
 

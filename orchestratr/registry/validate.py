@@ -10,8 +10,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import attrs
-
+from orchestratr.convert import field_keys
 from orchestratr.errors import clip
 from orchestratr.registry.keys import DEAD_CHORDS, KEY_NAMES, RESERVED_CHORDS, parse_leader
 from orchestratr.registry.model import AppSpec, Settings, WindowMatch
@@ -55,8 +54,7 @@ def check_app(spec: AppSpec) -> list[Problem]:
 def _window_problems(match: WindowMatch) -> list[Problem]:
     """Both regexes compile (Python's ``re``, searched case-insensitively); one is given."""
     problems: list[Problem] = []
-    keys = {field.metadata.get("key", field.name): field.name
-            for field in attrs.fields(WindowMatch)}
+    keys = field_keys(WindowMatch)
     given = 0
     for key, name in keys.items():
         pattern = getattr(match, name)

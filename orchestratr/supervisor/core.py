@@ -41,6 +41,7 @@ from orchestratr.supervisor.states import (
     IDLE,
     LIVE,
     MOVING,
+    QUICK_EXIT_S,
     AppState,
     Cause,
     Trigger,
@@ -50,7 +51,6 @@ from orchestratr.supervisor.states import (
 
 log = structlog.get_logger("orchestratr.supervisor")
 
-QUICK_EXIT_S = 1.0  # a non-zero exit this soon after spawning is a launch failure
 # Shutdown with stop_apps_on_exit: SIGKILL at min(stop_timeout_ms, this), and wait this long
 # in all for the exits, so the whole daemon still stops in under 2 s.
 SHUTDOWN_GRACE_S = 1.0

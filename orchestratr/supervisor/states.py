@@ -69,6 +69,12 @@ MOVING = (S.launching, S.stopping)  # a process is on its way in or out: a resta
 ANNOUNCED = (*RUNNING, S.stopping)  # the Go orchestratr's ``launched: true``
 
 
+# A non-zero exit this soon after the spawn is a failed launch ("command not found"), not the
+# crash of an app that ran: its error says so, and ``orchestratr launch`` waits this long
+# before it calls a launch good.
+QUICK_EXIT_S = 1.0
+
+
 class Stamp(enum.Enum):
     """What entering a state does to one of the app's timestamps."""
 

@@ -99,7 +99,7 @@ def _recording_listener() -> type[Any]:
     from pynput import keyboard
     from Xlib.ext import record
 
-    class RecordingListener(keyboard.Listener):  # type: ignore[misc]
+    class RecordingListener(keyboard.Listener):
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.recording = threading.Event()
@@ -107,6 +107,6 @@ def _recording_listener() -> type[Any]:
         def _handler(self, events: Any) -> None:
             if events.category == record.StartOfData:
                 self.recording.set()
-            super()._handler(events)
+            super()._handler(events)  # type: ignore[misc]  # the X11 listener's, not stubbed
 
     return RecordingListener
