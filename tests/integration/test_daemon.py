@@ -142,7 +142,7 @@ class TestStartAndStop:
         assert daemon.proc.poll() is None
         assert daemon.stop() == 0
         stacks = daemon.proc.stderr.read()
-        assert 'Thread 0x' in stacks and "in serve_forever" in stacks
+        assert "Thread 0x" in stacks and "in run" in stacks and "dispatch.py" in stacks
 
     def test_invalid_config_at_start_recovers_when_fixed(
         self, config_dir: Path, start_daemon
