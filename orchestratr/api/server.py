@@ -152,6 +152,7 @@ class _Server(HTTPServer):
             shed = None
             if len(self._streams) >= self.limits.streams:
                 shed = min(self._streams, key=lambda h: self._streams[h].delivered_at)
+                del self._streams[shed]  # ending: it no longer counts
             self._streams[handler] = stream
         if shed is not None:
             log.info("sse_reader_shed", peer=shed.client_address[0],
@@ -195,6 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
     _started = 0.0
     _linger = False  # refused before the request was read to its end: see transport.linger
     _continue = False  # the client waits for "100 Continue" before it sends the body
+    _head_sent = False  # of an event stream's response
     streaming = False  # the connection now carries an event stream, on a thread of its own
 
     def __init__(self, request: socket.socket, client_address: Any, server: _Server) -> None:
@@ -480,10 +482,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.flush_headers()
 
     def end_stream(self) -> None:
-        """End this connection's stream from any thread, even one stalled mid-write."""
+        """End this connection's stream from any thread, even one stalled mid-write; one not
+        yet begun still sends its head, so its reader sees a 200 that ends (and reconnects),
+        not a connection closed without an answer."""
         self._stream_body.close()
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
+        if self._head_sent:
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
 
     def run_stream(self, stream: EventStream) -> None:
         """Send an event stream until it ends, the client leaves or the server stops, then
@@ -501,6 +506,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Cache-Control", "no-store")
             self.send_header("Connection", "close")
             self.end_headers()
+            self._head_sent = True
             if self.command == "HEAD":
                 return
             # Little kernel buffering: a reader that stops reading overflows its own bounded

@@ -115,7 +115,6 @@ class EventStream:
             yield self._reset(sub.backlog)
         for event in sub.backlog:
             yield _encoded(event)
-        self.delivered_at = time.monotonic()
         yield from self._live(sub)
 
     def _reset(self, backlog: list[Event]) -> bytes:
