@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test lint system bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP) ## run the daemon in the foreground (ARGS="--config-dir DIR" to pass flags)
 	$(BIN)/orchestratr daemon $(ARGS)
 
-test: $(STAMP) ## run the whole test suite
+test: system lint ## system packages, lint, type-check, then the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff (rules in pyproject.toml), then mypy (strict on supervisor/, registry/, api/)
+	$(BIN)/ruff check orchestratr tests bench
+	$(BIN)/mypy
+
+system: ## install the system packages the tests drive (or name the command that does)
+	tools/system-packages
 
 bench: $(STAMP) ## print the supervisor, HTTP API, event stream and hotkey figures
 	$(BIN)/python bench/supervisor.py

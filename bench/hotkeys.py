@@ -22,8 +22,8 @@ from pathlib import Path
 from supervisor import pct, report, wait
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from orchestratr.client import Client  # noqa: E402
-from tests.integration.hotkeys.conftest import Keyboard, start_xvfb  # noqa: E402
+from orchestratr.client import Client
+from tests.integration.hotkeys.conftest import Keyboard, start_xvfb
 
 CONFIG = "apps:\n  - name: editor\n    chord: e\n    command: sleep 60\n"
 POLL_S = 0.02

@@ -21,11 +21,12 @@ from pathlib import Path
 import psutil
 
 from orchestratr.logs import configure_logging
+from orchestratr.paths import Paths
 from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
 from orchestratr.supervisor.core import Supervisor
-from orchestratr.supervisor.states import AppState, Source, Trigger
+from orchestratr.supervisor.states import AppState, Cause, Trigger
 
 S = AppState
 
@@ -56,7 +57,7 @@ def close(sup: Supervisor, tracker: ProcessTracker) -> None:
 def in_process(apps: list[AppSpec], work: Path) -> tuple[Supervisor, ProcessTracker]:
     tracker = ProcessTracker()
     tracker.start()
-    sup = Supervisor(ProcessLauncher(work, tracker))
+    sup = Supervisor(ProcessLauncher(Paths(work, work).app_log, tracker))
     sup.apply_registry(Registry(apps=tuple(apps)))
     return sup, tracker
 
@@ -67,10 +68,10 @@ def bench_launch(trials: int, work: Path) -> list[float]:
     samples = []
     for _ in range(trials):
         started = time.perf_counter()
-        pid = sup.launch("a", Source.cli).app.pid
+        pid = sup.launch("a", Cause.cli).app.pid
         samples.append((time.perf_counter() - started) * 1000)
         assert pid
-        sup.stop("a", Source.cli)
+        sup.stop("a", Cause.cli)
         wait(lambda: sup.snapshot("a").state is S.stopped)
     close(sup, tracker)
     return samples
@@ -81,7 +82,7 @@ def bench_exit_noticed(trials: int, work: Path) -> list[float]:
     sup, tracker = in_process([AppSpec("a", "sleep 600")], work)
     samples = []
     for _ in range(trials):
-        pid = sup.launch("a", Source.cli).app.pid
+        pid = sup.launch("a", Cause.cli).app.pid
         assert pid
         time.sleep(0.005)  # let the shell start its child, as a real app would be running
         killed_at = time.time()
@@ -104,13 +105,13 @@ def bench_crash_restart(trials: int, work: Path) -> list[float]:
     sup, tracker = in_process(apps, work)
     samples = []
     for spec in apps:
-        pid = sup.launch(spec.name, Source.cli).app.pid
+        pid = sup.launch(spec.name, Cause.cli).app.pid
         assert pid
         time.sleep(0.005)
         killed_at = time.time()
         os.killpg(pid, signal.SIGKILL)
-        wait(lambda: sup.snapshot(spec.name).pid not in (None, pid)
-             and sup.snapshot(spec.name).state is S.ready)
+        wait(lambda name=spec.name, old=pid: sup.snapshot(name).pid not in (None, old)
+             and sup.snapshot(name).state is S.ready)
         spawned = [h for h in sup.snapshot(spec.name).history if h.trigger is Trigger.spawned][-1]
         samples.append((spawned.at - killed_at) * 1000)
     close(sup, tracker)
@@ -156,7 +157,7 @@ def bench_cold_start(trials: int, work: Path) -> list[float]:
         daemon = start_daemon(config_dir)
         ready: list[dict[str, object]] = []
 
-        def all_ready() -> bool:
+        def all_ready(config_dir: Path = config_dir) -> bool:
             nonlocal ready
             ready = [e for e in log_events(config_dir)
                      if e.get("event") == "app_transition" and e.get("dst") == "ready"]

@@ -41,6 +41,7 @@ __all__ = [
     "notify_stopped",
     "platform_config_dir",
     "stop",
+    "xdg_config_home",
 ]
 
 CONFIG_DIR_ENV = "ORCHESTRATR_CONFIG_DIR"
@@ -88,8 +89,13 @@ def platform_config_dir() -> Path:
         return Path(base) / "orchestratr" / "orchestratr"
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Application Support" / "orchestratr"
+    return xdg_config_home() / "orchestratr"
+
+
+def xdg_config_home() -> Path:
+    """Where per-user configuration lives on Linux and other XDG desktops."""
     base = os.environ.get("XDG_CONFIG_HOME", "").strip() or str(Path.home() / ".config")
-    return Path(base).expanduser() / "orchestratr"
+    return Path(base).expanduser()
 
 
 class Client:

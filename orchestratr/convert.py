@@ -10,6 +10,7 @@ not come back in a 1 MB error (the Go orchestratr's bug B2).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -17,7 +18,6 @@ import cattrs
 from cattrs.v import transform_error
 
 from orchestratr.errors import BadRequestError, clip
-from orchestratr.registry.model import RestartPolicy
 
 T = TypeVar("T")
 MAX_SHOWN = 40  # characters of a quoted value or key in an error message
@@ -63,12 +63,17 @@ def _str(value: Any, cls: type) -> str:
     return _strict_str(value, cls)
 
 
-def _restart(value: Any, _: type) -> RestartPolicy:
+def _enum(value: Any, cls: type[enum.Enum]) -> enum.Enum:
+    """A member by its value (``restart: on-failure``), naming every choice when it is none."""
     try:
-        return RestartPolicy(value)
+        return cls(value)
     except ValueError:
-        choices = ", ".join(p.value for p in RestartPolicy)
+        choices = ", ".join(str(member.value) for member in cls)
         raise ValueError(f"expected one of {choices}, got {_shown(value)}") from None
+
+
+def _is_enum(cls: Any) -> bool:
+    return isinstance(cls, type) and issubclass(cls, enum.Enum)
 
 
 def _env(value: Any, _: type) -> dict[str, str]:
@@ -89,7 +94,7 @@ def configure_converter(converter: cattrs.Converter) -> None:
     converter.register_structure_hook(float, _float)
     converter.register_structure_hook(bool, _bool)
     converter.register_structure_hook(str, _str)
-    converter.register_structure_hook(RestartPolicy, _restart)
+    converter.register_structure_hook_func(_is_enum, _enum)
     converter.register_structure_hook_func(lambda t: t == Mapping[str, str], _env)
     converter.register_unstructure_hook_func(lambda t: t == Mapping[str, str], dict)
 
@@ -97,7 +102,7 @@ def configure_converter(converter: cattrs.Converter) -> None:
 def make_converter(strict: bool = False) -> cattrs.Converter:
     """Manifests tolerate unknown keys (newer tools write them) and YAML's unquoted numbers
     where strings are meant (``chord: 1``); JSON API bodies get neither."""
-    converter = cattrs.Converter(forbid_extra_keys=strict)
+    converter = cattrs.Converter(forbid_extra_keys=strict, use_alias=True)
     configure_converter(converter)
     if strict:
         converter.register_structure_hook(str, _strict_str)

@@ -30,7 +30,8 @@ from orchestratr.api.openapi import document
 from orchestratr.api.routes import Api
 from orchestratr.api.server import ApiServer
 from orchestratr.errors import ConfigError, DaemonRunningError, OrchestratrError
-from orchestratr.hotkeys.service import HotkeyService, chord_table
+from orchestratr.hotkeys.backend import default_backend
+from orchestratr.hotkeys.service import HotkeyService
 from orchestratr.lockfile import DaemonLock
 from orchestratr.logs import configure_logging, set_level
 from orchestratr.paths import CONFIG_DIR_ENV, Paths
@@ -44,7 +45,7 @@ from orchestratr.registry.watch import ConfigWatcher
 from orchestratr.supervisor.app import AppSnapshot
 from orchestratr.supervisor.bus import EventBus
 from orchestratr.supervisor.core import Supervisor
-from orchestratr.supervisor.states import Source
+from orchestratr.supervisor.states import Cause
 
 log = structlog.get_logger("orchestratr.daemon")
 
@@ -55,6 +56,18 @@ class DaemonOptions:
     port: int | None = None  # overrides api_port (used by the HTTP API)
     hotkeys: bool = True  # False: --no-hotkeys
     log_file: Path | None = None
+
+
+@attrs.frozen
+class _Parts:
+    """What ``_build`` made that only starting and stopping need."""
+
+    registry: Registry
+    startup_errors: ConfigError | None
+    registry_problems: list[str]
+    stop_logging: Callable[[], None]
+    tracker: ProcessTracker
+    watcher: ConfigWatcher
 
 
 class Daemon:
@@ -88,7 +101,7 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def reload(self, source: Source = Source.reload) -> Registry:
+    def reload(self, cause: Cause = Cause.reload) -> Registry:
         """Load the config again and apply it; on error keep the current registry.
 
         Raises:
@@ -101,14 +114,14 @@ class Daemon:
                 self._files = load_registry(self.paths, previous=self._files)
             except ConfigError as exc:
                 _log_problems(exc.warnings, exc.errors)
-                self.supervisor.bus.publish("reload_failed", source=source.value,
+                self.supervisor.bus.publish("reload_failed", source=cause.value,
                                             errors=exc.errors)
-                log.error("reload_failed", source=source.value, errors=len(exc.errors))
+                log.error("reload_failed", source=cause.value, errors=len(exc.errors))
                 raise
             registry = self._runtime.merge(self._files)
             _log_problems(list(registry.warnings), list(registry.skipped))
-            self._apply(registry, source)
-            log.info("reloaded", source=source.value, apps=len(registry.apps),
+            self._apply(registry, cause)
+            log.info("reloaded", source=cause.value, apps=len(registry.apps),
                      duration_ms=round((time.monotonic() - started) * 1000, 3))
             return registry
 
@@ -121,10 +134,10 @@ class Daemon:
         assert self.supervisor is not None
         with self._reload_lock:
             spec, warnings = self._runtime.add(fields, self.supervisor.registry)
-            self._apply(self._runtime.merge(self._files), Source.api, announce=False)
-        self.supervisor.bus.publish("registered", app=spec.name, source=Source.api.value)
+            self._apply(self._runtime.merge(self._files), Cause.api, announce=False)
+        self.supervisor.bus.publish("registered", app=spec.name, source=Cause.api.value)
         log.info("app_registered", app=spec.name, chord=spec.chord, warnings=warnings)
-        self.supervisor.autostart(Source.api, [spec.name])
+        self.supervisor.autostart(Cause.api, [spec.name])
         return self.supervisor.snapshot(spec.name, with_history=False), warnings
 
     def unregister(self, name: str, keep_running: bool = False) -> AppSnapshot:
@@ -138,79 +151,33 @@ class Daemon:
         with self._reload_lock:
             self._runtime.remove(name, self.supervisor.registry)
             if not keep_running:
-                self.supervisor.stop(name, Source.api)  # valid in every state
+                self.supervisor.stop(name, Cause.api)  # valid in every state
             snapshot = self.supervisor.snapshot(name, with_history=False)
-            self._apply(self._runtime.merge(self._files), Source.api, announce=False)
-        self.supervisor.bus.publish("unregistered", app=name, source=Source.api.value,
+            self._apply(self._runtime.merge(self._files), Cause.api, announce=False)
+        self.supervisor.bus.publish("unregistered", app=name, source=Cause.api.value,
                                     kept_running=keep_running)
         log.info("app_unregistered", app=name, kept_running=keep_running)
         return snapshot
 
-    def _apply(self, registry: Registry, source: Source, announce: bool = True) -> None:
+    def _apply(self, registry: Registry, cause: Cause, announce: bool = True) -> None:
         """Swap in ``registry``; adopt the survivors whose app it brings back before any
         ``autostart`` app it adds is launched (a registration launches its own)."""
         assert self.supervisor is not None
         set_level(registry.settings.log_level)
-        added = self.supervisor.apply_registry(registry, source, autostart=False,
+        added = self.supervisor.apply_registry(registry, cause, autostart=False,
                                                announce=announce)
-        self._resume_survivors()
+        self._adopt_survivors()
         if announce:
-            self.supervisor.autostart(source, added)
+            self.supervisor.autostart(cause, added)
         if self.hotkeys is not None:
             self.hotkeys.configure(registry.settings.leader_key,
                                    registry.settings.chord_timeout_ms)
 
     def _run_locked(self) -> int:
-        self._files, startup_errors = _initial_registry(self.paths)
-        registry_problems = self._runtime.load()
-        registry = self._runtime.merge(self._files)
-        stop_logging = configure_logging(
-            registry.settings.log_level, self.options.log_file or self.paths.daemon_log
-        )
-        tracker = ProcessTracker()
-        tracker.start()
-        launcher = ProcessLauncher(
-            self.paths.log_dir, tracker, extra_env={CONFIG_DIR_ENV: str(self.paths.config_dir)}
-        )
-        # ids from the wall clock in µs keep growing across restarts (see EventBus)
-        bus = EventBus(first_id=time.time_ns() // 1000)
-        self.supervisor = supervisor = Supervisor(launcher, bus)
-        self._record = record = survivors.Recorder(self.paths.running_file, supervisor.running)
-        port = self.options.port if self.options.port is not None else registry.settings.api_port
-        settings = registry.settings
-        self.hotkeys = hotkeys = HotkeyService(
-            settings.leader_key, settings.chord_timeout_ms,
-            launch=lambda name: supervisor.launch(name, Source.hotkey),
-            chords=lambda: chord_table(supervisor.registry.apps),
-            publish=supervisor.bus.publish,
-        )
-        self.api = ApiServer(Api(supervisor, self, hotkeys, openapi=document),
-                             port, self.paths.port_file)
-        watcher = ConfigWatcher(self.paths, self._reload_quietly)
+        parts = self._build()
         restore = _catch_signals(self.request_stop)
         try:
-            if startup_errors:
-                _log_problems(startup_errors.warnings, startup_errors.errors)
-                log.error("config_invalid_at_startup", errors=len(startup_errors.errors),
-                          hint="starting with the default settings and the apps of apps.d/ "
-                               "and registered.json only; fix config.yml and it reloads "
-                               "by itself")
-            _log_problems(list(registry.warnings), list(registry.skipped) + registry_problems)
-            supervisor.apply_registry(registry, Source.daemon, autostart=False)
-            self.api.start()  # before any app starts, so apps find the port file
-            record.start(bus)
-            self._resume_survivors()
-            supervisor.autostart(Source.daemon)
-            watcher.start()
-            hotkeys.start(enabled=self.options.hotkeys)
-            gc.collect()  # drop start-up garbage (YAML trees, generated converter code)
-            gc.freeze()  # and keep what stays from being rescanned for the daemon's lifetime
-            _return_free_memory()
-            self.started.set()
-            log.info("daemon_started", pid=os.getpid(), version=__version__,
-                     config_dir=str(self.paths.config_dir), apps=len(registry.apps),
-                     port=self.api.port, platform=platform.platform(),
-                     python=platform.python_version())
+            self._start(parts)
             self._stop.wait()
             log.info("daemon_stopping")
         except OSError as exc:
@@ -218,17 +185,88 @@ class Daemon:
             return 1
         finally:
             restore()
-            hotkeys.stop()
-            watcher.stop()
-            self.api.stop()
-            supervisor.shutdown(stop_apps=supervisor.registry.settings.stop_apps_on_exit)
-            left = record.stop()
-            tracker.stop()
-            log.info("daemon_stopped", apps_left_running=left)
-            stop_logging()
+            self._shutdown(parts)
         return 0
 
-    def _resume_survivors(self) -> None:
+    def _build(self) -> _Parts:
+        """Every part, built but not started; logging is configured first, so the rest can
+        log from the start."""
+        self._files, startup_errors = _initial_registry(self.paths)
+        registry_problems = self._runtime.load()
+        registry = self._runtime.merge(self._files)
+        stop_logging = configure_logging(
+            registry.settings.log_level, self.options.log_file or self.paths.daemon_log
+        )
+        tracker = ProcessTracker()
+        launcher = ProcessLauncher(
+            self.paths.app_log, tracker, extra_env={CONFIG_DIR_ENV: str(self.paths.config_dir)}
+        )
+        # ids from the wall clock in µs keep growing across restarts (see EventBus)
+        bus = EventBus(first_id=time.time_ns() // 1000)
+        self.supervisor = supervisor = Supervisor(launcher, bus)
+        self._record = survivors.Recorder(self.paths.running_file, supervisor.running)
+        port = self.options.port if self.options.port is not None else registry.settings.api_port
+        settings = registry.settings
+        self.hotkeys = hotkeys = HotkeyService(
+            settings.leader_key, settings.chord_timeout_ms,
+            launch=lambda name: supervisor.launch(name, Cause.hotkey),
+            chords=lambda: supervisor.registry.chords,
+            publish=supervisor.bus.publish,
+            backend=default_backend(),
+        )
+        self.api = ApiServer(Api(supervisor, self, hotkeys, openapi=document),
+                             port, self.paths.port_file)
+        watcher = ConfigWatcher(self.paths, self._reload_quietly)
+        return _Parts(registry, startup_errors, registry_problems, stop_logging, tracker,
+                      watcher)
+
+    def _start(self, parts: _Parts) -> None:
+        """Start in dependency order: exits are watched before anything is adopted or
+        launched, and the port file exists before any app starts (apps find the API by it)."""
+        assert self.supervisor is not None
+        assert self.api is not None
+        assert self.hotkeys is not None
+        registry = parts.registry
+        parts.tracker.start()
+        if parts.startup_errors:
+            _log_problems(parts.startup_errors.warnings, parts.startup_errors.errors)
+            log.error("config_invalid_at_startup", errors=len(parts.startup_errors.errors),
+                      hint="starting with the default settings and the apps of apps.d/ "
+                           "and registered.json only; fix config.yml and it reloads "
+                           "by itself")
+        _log_problems(list(registry.warnings), list(registry.skipped) + parts.registry_problems)
+        self.supervisor.apply_registry(registry, Cause.daemon, autostart=False)
+        self.api.start()
+        self._record.start(self.supervisor.bus)
+        self._adopt_survivors()
+        self.supervisor.autostart(Cause.daemon)
+        parts.watcher.start()
+        self.hotkeys.start(enabled=self.options.hotkeys)
+        gc.collect()  # drop start-up garbage (YAML trees, generated converter code)
+        gc.freeze()  # and keep what stays from being rescanned for the daemon's lifetime
+        _return_free_memory()
+        self.started.set()
+        log.info("daemon_started", pid=os.getpid(), version=__version__,
+                 config_dir=str(self.paths.config_dir), apps=len(registry.apps),
+                 port=self.api.port, platform=platform.platform(),
+                 python=platform.python_version())
+
+    def _shutdown(self, parts: _Parts) -> None:
+        """Stop in reverse order; the tracker last but one, so that the exits of the apps
+        stopped on the way out are still seen."""
+        assert self.supervisor is not None
+        assert self.api is not None
+        assert self.hotkeys is not None
+        self.hotkeys.stop()
+        parts.watcher.stop()
+        self.api.stop()
+        self.supervisor.shutdown(stop_apps=self.supervisor.registry.settings.stop_apps_on_exit)
+        left = self._record.stop()
+        parts.tracker.stop()
+        log.info("daemon_stopped", apps_left_running=left)
+        parts.stop_logging()
+
+    def _adopt_survivors(self) -> None:
         """Adopt the apps a previous daemon left running, so none is launched twice.
 
         A survivor whose app is not in the registry (config.yml broken at start-up, or the app
@@ -244,17 +282,17 @@ class Daemon:
             elif self.supervisor.registry.get(survivor.name) is None:
                 waiting.append(survivor)
             else:
-                self._resume(survivor)
+                self._adopt_survivor(survivor)
         if waiting:
             log.warning("survivors_waiting", apps=[s.name for s in waiting],
                         hint="still running, but not in the configuration: adopted once "
                              "they are back in it")
         self._record.set_pending(waiting)
 
-    def _resume(self, survivor: survivors.Survivor) -> None:
+    def _adopt_survivor(self, survivor: survivors.Survivor) -> None:
         assert self.supervisor is not None
         try:
-            self.supervisor.resume(survivor.name, survivor.pid, survivor.group,
+            self.supervisor.adopt(survivor.name, survivor.pid, survivor.group,
                                    survivor.ready, survivor.create_time)
         except OrchestratrError as exc:
             log.warning("resume_failed", app=survivor.name, pid=survivor.pid, error=str(exc))
@@ -262,7 +300,7 @@ class Daemon:
     def _reload_quietly(self) -> None:
         """The watcher's callback: errors are already logged, and the old registry stays."""
         try:
-            self.reload(Source.reload)
+            self.reload(Cause.reload)
         except ConfigError:
             pass
 
@@ -305,4 +343,9 @@ def _catch_signals(handler: Callable[[], None]) -> Callable[[], None]:
         return lambda: None
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # a hung daemon shows its stacks
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    return lambda: [signal.signal(sig, old) for sig, old in previous.items()] and None
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

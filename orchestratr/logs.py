@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -59,7 +59,7 @@ class _Batched:
                 self.stream.flush()
 
 
-class _Console(_Batched, logging.StreamHandler):  # type: ignore[type-arg]
+class _Console(_Batched, logging.StreamHandler):
     pass
 
 
@@ -83,7 +83,7 @@ class _RotatingFile(_Batched, logging.handlers.RotatingFileHandler):
                 self.stream = self._open()
             self.stream.write(line)
             self._size += len(line)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the logging module's contract: handleError reports it
             self.handleError(record)
 
 
@@ -129,7 +129,7 @@ class _Writer:
 
 
 def configure_logging(
-    level: str = "info", log_file: Path | None = None, stream: object = None
+    level: str = "info", log_file: Path | None = None, stream: TextIO | None = None
 ) -> Callable[[], None]:
     """Route every log through structlog's processors; return a function that flushes and stops."""
     stream = stream or sys.stderr
@@ -139,7 +139,7 @@ def configure_logging(
         file_handler = _RotatingFile(log_file)
         file_handler.setFormatter(_formatter(structlog.processors.JSONRenderer()))
         handlers.append(file_handler)
-    console = _Console(stream)  # type: ignore[arg-type]
+    console = _Console(stream)
     colors = bool(getattr(stream, "isatty", lambda: False)())
     console.setFormatter(_formatter(structlog.dev.ConsoleRenderer(colors=colors)))
     handlers.append(console)
@@ -181,7 +181,7 @@ def _skip_unused_record_fields() -> None:
     """Stop the stdlib from finding each call's source line, thread and process names: no
     renderer here shows them, and they were a third of a log call's cost (one per request).
     These are the switches the logging HOWTO's "Optimization" section names."""
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

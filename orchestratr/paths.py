@@ -1,9 +1,10 @@
 """Where orchestratr keeps its files.
 
 Precedence for the config dir: ``--config-dir`` > ``$ORCHESTRATR_CONFIG_DIR`` > the platform's
-user config dir. Logs go to the platform's user log dir, except when the config dir was chosen
-explicitly: then they go to ``<config-dir>/logs`` so tests and second instances never write into
-the real home.
+user config dir, found by ``client`` (apps and the CLI find the daemon by the same rules, and
+``client`` must stay one standard-library file). Logs go to the platform's user log dir, except
+when the config dir was chosen explicitly: then they go to ``<config-dir>/logs`` so tests and
+second instances never write into the real home.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import attrs
 
+from orchestratr.client import CONFIG_DIR_ENV, platform_config_dir
+
 APP_NAME = "orchestratr"
-CONFIG_DIR_ENV = "ORCHESTRATR_CONFIG_DIR"
 # Set in every app's environment (with CONFIG_DIR_ENV): a daemon restarted after a crash
 # recognises the processes it may adopt by these two, which children inherit.
 APP_ENV = "ORCHESTRATR_APP"
@@ -36,10 +38,7 @@ class Paths:
             return cls(config_dir=root, log_dir=root / "logs")
         import platformdirs  # only here: with an explicit config dir it is never loaded
 
-        return cls(
-            config_dir=platformdirs.user_config_path(APP_NAME),
-            log_dir=platformdirs.user_log_path(APP_NAME),
-        )
+        return cls(config_dir=platform_config_dir(), log_dir=platformdirs.user_log_path(APP_NAME))
 
     @property
     def config_file(self) -> Path:
@@ -55,7 +54,8 @@ class Paths:
 
     @property
     def lock_file(self) -> Path:
-        """Holds the daemon's pid; named as the Go orchestratr named it so its tools still read it."""
+        """Holds the daemon's pid; named as the Go orchestratr named it, so that its tools
+        still read it."""
         return self.config_dir / "orchestratr.pid"
 
     @property

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from orchestratr.daemon import Daemon, DaemonOptions
-from orchestratr.paths import APP_ENV, CONFIG_DIR_ENV
+from orchestratr.paths import APP_ENV, CONFIG_DIR_ENV, Paths
 from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker, group_members
 from orchestratr.registry.model import AppSpec, Registry
@@ -54,6 +54,17 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def ignores_sigterm(pid: int | None) -> bool:
+    """Whether ``pid`` has set SIGTERM to be ignored (``trap '' TERM`` has run): a stop sent
+    before that would end the app instead of leaving it ``stopping``."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, TypeError):
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
 
 
 def wait_state(sup: Supervisor, name: str, *states: AppState, timeout: float = 5.0) -> None:
@@ -97,7 +108,7 @@ def make_supervisor(tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
     def make(*apps: AppSpec) -> Supervisor:
         tracker = ProcessTracker()
         tracker.start()
-        launcher = ProcessLauncher(tmp_path / "logs", tracker, shell="/bin/sh",
+        launcher = ProcessLauncher(Paths(tmp_path, tmp_path / "logs").app_log, tracker, shell="/bin/sh",
                                    extra_env={CONFIG_DIR_ENV: str(tmp_path)})
         sup = Supervisor(launcher)
         sup.apply_registry(Registry(apps=apps))

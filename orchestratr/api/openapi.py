@@ -6,33 +6,45 @@ what the server does without a test failing.
 
 from __future__ import annotations
 
+import enum
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import attrs
 
 from orchestratr import __version__
 from orchestratr.api.errors import STATUS
-from orchestratr.api.sse import MAX_IDLE_S, MAX_LIMIT
-from orchestratr.api.wire import MAX_PID
-from orchestratr.registry.model import RestartPolicy
+from orchestratr.api.server import MAX_BODY, MAX_LINE
+from orchestratr.api.sse import KEEPALIVE_S, MAX_IDLE_S, MAX_LIMIT
+from orchestratr.api.transport import Limits
+from orchestratr.api.wire import MAX_DEPTH, MAX_PID, AppStatus
+from orchestratr.controls import HotkeyStatus
+from orchestratr.registry.model import APP_FIELDS, AppSpec
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.bus import EVENT_TYPES
-from orchestratr.supervisor.states import AppState, Source, Trigger
+from orchestratr.supervisor.leases import DEFAULT_LEASE_S
+from orchestratr.supervisor.states import AppState, Cause, Trigger
 
 JSON = "application/json"
+LIMITS = Limits()
 ERROR_TEXT = {
-    400: "Malformed request: bad JSON (nested over 32 deep, or a string with a NUL or half a "
-         "surrogate pair), wrong types, unknown fields, an invalid app name; two Host headers, "
-         "or none on HTTP/1.1",
+    400: f"Malformed request: bad JSON (nested over {MAX_DEPTH} deep, or a string with a NUL or "
+         "half a surrogate pair), wrong types, unknown fields, an invalid app name; two Host "
+         "headers, or none on HTTP/1.1",
     403: "Not from loopback, a foreign Host header or absolute target (DNS rebinding), or a "
          "foreign Origin, or two",
     404: "No such app, chord or endpoint",
     405: "Wrong method; the Allow header names the right one",
-    408: "The body did not arrive within 5 s (the connection is closed)",
+    408: f"The body did not arrive within {LIMITS.body_s:g} s (the connection is closed)",
     409: "The notification or command does not fit the app's current state, or a name or "
          "chord is taken, or the app belongs to a config file",
-    413: "Request body over 1 MiB",
+    413: f"Request body over {MAX_BODY // 1024 // 1024} MiB",
     415: "A request body that is not application/json",
     500: "Internal error (details in the daemon log), or a command that could not be spawned",
-    503: "Too many open connections (over 256; retry shortly), or, for the hotkey endpoints, "
+    503: f"Too many open connections (over {LIMITS.connections}; retry shortly), or, for the "
+         "hotkey endpoints, "
          "hotkeys are not running (no X display, --no-hotkeys, or paused)",
 }
 RELOAD_400 = ("invalid_config: the config did not validate; `errors` lists every problem and "
@@ -40,7 +52,8 @@ RELOAD_400 = ("invalid_config: the config did not validate; `errors` lists every
 ALLOW = {"Allow": {"description": "the methods this path accepts", "required": True,
                    "schema": {"type": "string", "example": "GET, HEAD"}}}
 TRANSPORT = ("Before any endpoint, the transport may answer 400 (a garbled request line), 408 "
-             "(request line and headers not in within 5 s), 414 (request line over 64 KiB), 431 "
+             f"(request line and headers not in within {LIMITS.header_s:g} s), 414 (request line "
+             f"over {MAX_LINE // 1024} KiB), 431 "
              "(headers too large), 503 (too many connections) or 505 (not HTTP/1.x), in the "
              "same error format, and close the connection.")
 
@@ -63,40 +76,79 @@ def _obj(properties: dict[str, Any], required: list[str] | None = None,
     return schema
 
 
+PRIMITIVES: dict[type, dict[str, Any]] = {
+    bool: {"type": "boolean"}, int: {"type": "integer"}, float: {"type": "number"},
+    str: {"type": "string"},
+}
+
+
+def type_schema(hint: Any) -> dict[str, Any]:
+    """The JSON schema of a Python type as cattrs sends it: enums by value, ``X | None``
+    nullable, sequences as arrays, mappings as objects, attrs classes as objects."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        present = [a for a in args if a is not type(None)]
+        inner = type_schema(present[0]) if len(present) == 1 else {
+            "anyOf": [type_schema(a) for a in present]}
+        return _nullable(inner) if len(present) < len(args) else inner
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    if isinstance(origin, type) and issubclass(origin, Mapping):
+        return {"type": "object", "additionalProperties": type_schema(args[-1])}
+    if isinstance(origin, type) and issubclass(origin, Sequence):
+        return {"type": "array", "items": type_schema(args[0])}
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return {"type": "string", "enum": [member.value for member in hint]}
+    if attrs.has(hint):
+        return attrs_schema(hint)
+    return dict(PRIMITIVES[hint])
+
+
+def attrs_schema(cls: type, required: Sequence[str] | None = None) -> dict[str, Any]:
+    """An object schema from an attrs class: one property per field, named as the wire names
+    it (its alias), typed from its annotation, described by ``metadata={"description": ...}``
+    and formatted by ``metadata={"format": ...}``; every field required unless ``required``
+    names them. The class is the one spelling of the document's fields."""
+    hints = typing.get_type_hints(cls)
+    properties = {}
+    for field in attrs.fields(cls):
+        schema = type_schema(hints[field.name])
+        if fmt := field.metadata.get("format"):
+            _value_schema(schema)["format"] = fmt
+        if description := field.metadata.get("description"):
+            schema["description"] = description
+        properties[field.alias or field.name] = schema
+    return _obj(properties, list(properties) if required is None else list(required))
+
+
+def _value_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The part of a (maybe nullable) schema that describes a present value."""
+    return schema["anyOf"][0] if "anyOf" in schema else schema
+
+
 TIME = {"type": "string", "format": "date-time"}
 STRING = {"type": "string"}
 STATE = {"type": "string", "enum": [s.value for s in AppState]}
 
-SPEC_PROPERTIES: dict[str, Any] = {
-    "name": STRING,
-    "command": STRING,
-    "chord": _nullable(STRING),
-    "environment": STRING,
-    "description": STRING,
-    "ready_cmd": _nullable(STRING),
-    "ready_timeout_ms": {"type": "integer"},
-    "detached": {"type": "boolean"},
-    "restart": {"type": "string", "enum": [p.value for p in RestartPolicy]},
-    "restart_delay_ms": {"type": "integer"},
-    "autostart": {"type": "boolean"},
-    "stop_timeout_ms": {"type": "integer"},
-    "cwd": _nullable(STRING),
-    "env": {"type": "object", "additionalProperties": STRING},
-    "lease_secs": _nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_LEASE_S,
-                             "description": "heartbeat at least this often once running"}),
-    "grace_secs": {"type": "number", "minimum": 0, "maximum": MAX_LEASE_S,
-                   "description": "how long an unresponsive app may still revive"},
+# What validation (registry/validate.py) allows of a manifest's numbers, beyond their types.
+SPEC_LIMITS: dict[str, dict[str, Any]] = {
+    "lease_secs": {"exclusiveMinimum": 0, "maximum": MAX_LEASE_S},
+    "grace_secs": {"minimum": 0, "maximum": MAX_LEASE_S},
 }
-APP_PROPERTIES: dict[str, Any] = {
-    **SPEC_PROPERTIES,
-    "source": {"type": "string", "description": "config, apps.d/<file>, or api"},
-    "state": STATE,
-    "pid": _nullable({"type": "integer"}),
-    "launched_at": _nullable(TIME),
-    "ready_at": _nullable(TIME),
-    "error": _nullable(STRING),
-    "removed": {"type": "boolean", "description": "dropped from the config, still running"},
-}
+
+
+def _app_properties() -> dict[str, Any]:
+    """An app's fields as the API shows them: its ``AppSpec`` (``source`` included), then
+    its live ``AppStatus``."""
+    properties = attrs_schema(AppSpec)["properties"]
+    for name, limits in SPEC_LIMITS.items():
+        _value_schema(properties[name]).update(limits)
+    return {**properties, **attrs_schema(AppStatus)["properties"]}
+
+
+APP_PROPERTIES = _app_properties()
+# What a registration may say: a manifest's fields (where it is declared is the API's to say)
+SPEC_PROPERTIES = {k: v for k, v in APP_PROPERTIES.items() if k in APP_FIELDS}
 
 SCHEMAS: dict[str, Any] = {
     "Error": _obj(
@@ -117,7 +169,7 @@ SCHEMAS: dict[str, Any] = {
             "from": STATE,
             "to": STATE,
             "trigger": {"type": "string", "enum": [t.value for t in Trigger]},
-            "source": {"type": "string", "enum": [s.value for s in Source]},
+            "source": {"type": "string", "enum": [s.value for s in Cause]},
             "at": TIME,
             "detail": {"type": "object"},
         },
@@ -191,20 +243,7 @@ SCHEMAS: dict[str, Any] = {
         },
         ["apps", "warnings", "skipped", "status"],
     ),
-    "Hotkeys": _obj(
-        {
-            "enabled": {"type": "boolean", "description": "listening for the leader key"},
-            "paused": {"type": "boolean"},
-            "backend": {"type": "string", "enum": ["xorg", "none"]},
-            "leader": STRING,
-            "suppressing": {"type": "boolean",
-                            "description": "leader and chord are kept from the focused app"},
-            "reason": _nullable({"type": "string",
-                                 "description": "why hotkeys are off, or keys not suppressed"}),
-            "keys_seen": {"type": "integer", "description": "key presses heard so far"},
-        },
-        ["enabled", "paused", "backend", "leader", "suppressing", "reason", "keys_seen"],
-    ),
+    "Hotkeys": attrs_schema(HotkeyStatus),
     "Ok": _obj({"status": {"const": "ok"}}, ["status"], closed=True),
     "Empty": _obj({}, closed=True),
     "LaunchedBody": _obj({
@@ -276,8 +315,8 @@ SSE_SCHEMA = _obj(
     },
     ["event", "data"],
 ) | {"description": "Server-Sent Events, one per lifecycle event; a `: keep-alive` comment "
-                    "every 15 s; `reset` first when resuming past the buffer, `overflow` last "
-                    "before a reader that fell behind is cut off"}
+                    f"every {KEEPALIVE_S:g} s; `reset` first when resuming past the buffer, "
+                    "`overflow` last before a reader that fell behind is cut off"}
 
 
 NAME = {"name": "name", "in": "path", "required": True, "example": "notes",
@@ -342,8 +381,9 @@ def document() -> dict[str, Any]:
             "/apps/{name}/stop": _app_path(**_command("SIGTERM the app's process group")),
             "/apps/{name}/restart": _app_path(**_command("Stop, then launch again")),
             "/apps/{name}/heartbeat": _app_path(**{
-                method: _operation("Renew the app's lease (starting one of 90 s if it has "
-                                   "none); revives an unresponsive app", _ref("Renewed"),
+                method: _operation(f"Renew the app's lease (starting one of "
+                                   f"{DEFAULT_LEASE_S:g} s if it has none); revives an "
+                                   "unresponsive app", _ref("Renewed"),
                                    404, 409, body="Empty")
                 for method in ("post", "put")}),
             "/apps/{name}/drain": _app_path(**_command("Start the grace period now")),

@@ -28,14 +28,12 @@ from orchestratr.api.wire import (
     iso,
     state_json,
 )
+from orchestratr.controls import HotkeyControl, RegistryControl
 from orchestratr.convert import structure_body
 from orchestratr.errors import BadRequestError, clip
-from orchestratr.hotkeys.service import HotkeyService
-from orchestratr.registry.model import Registry
 from orchestratr.registry.validate import NAME_PATTERN
-from orchestratr.supervisor.app import AppSnapshot
 from orchestratr.supervisor.core import Supervisor
-from orchestratr.supervisor.states import Source
+from orchestratr.supervisor.states import Cause
 
 MAX_CHORD_LENGTH = 32
 MAX_WARNINGS = 20  # listed in a registration's answer; each quotes a field the client sent
@@ -45,13 +43,22 @@ KNOWN_METHODS = frozenset(
 FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
+_NO_HEADERS: dict[str, str] = {}
+
+
+class HeaderLookup(Protocol):
+    """What a handler reads of the request's headers (case-insensitive on the server)."""
+
+    def get(self, name: str, failobj: None = None, /) -> str | None: ...
+
+
 @attrs.frozen
 class Request:
     method: str
     params: Mapping[str, str]
     body: Any  # parsed JSON, or None when there was no body
     query: Mapping[str, list[str]] = attrs.field(factory=dict)
-    headers: Mapping[str, str] = attrs.field(factory=dict)
+    headers: HeaderLookup = attrs.field(factory=lambda: _NO_HEADERS)
 
     @property
     def name(self) -> str:
@@ -72,16 +79,6 @@ class Response:
     body: Any  # JSON-able, bytes already encoded by ``encode``, or an EventStream
 
 
-class RegistryControl(Protocol):
-    """What changes the registry (the daemon): files reloaded, apps registered at runtime."""
-
-    def reload(self, source: Source) -> Registry: ...
-
-    def register(self, fields: Any) -> tuple[AppSnapshot, list[str]]: ...
-
-    def unregister(self, name: str, keep_running: bool = False) -> AppSnapshot: ...
-
-
 Handler = Callable[[Request], Response]
 
 
@@ -97,7 +94,7 @@ def encode(body: Any) -> bytes:
 class Api:
     """The API's endpoints over one supervisor.
 
-    ``registry`` reloads the config and registers apps; ``hotkeys`` is the hotkey service (None
+    ``registry`` reloads the config and registers apps; ``hotkeys`` controls the hotkeys (None
     in tests that need none); ``streams`` tunes the event stream (tests shorten it).
     """
 
@@ -105,7 +102,7 @@ class Api:
         self,
         supervisor: Supervisor,
         registry: RegistryControl,
-        hotkeys: HotkeyService | None,
+        hotkeys: HotkeyControl | None,
         openapi: Callable[[], dict[str, Any]],
         streams: StreamSettings = StreamSettings(),
     ) -> None:
@@ -207,22 +204,22 @@ class Api:
 
     def launched(self, req: Request) -> Response:
         body = _body(req, LaunchedBody)
-        return ok(ack_json(self._sup.notify_launched(req.name, Source.api, pid=body.pid,
-                                                     lease_secs=body.lease_secs)))
+        return ok(ack_json(self._sup.notify_launched(req.name, Cause.api, pid=body.pid,
+                                                     lease_s=body.lease_secs)))
 
     def heartbeat(self, req: Request) -> Response:
         _body(req, _Empty)
-        renewal = self._sup.heartbeat(req.name, Source.api)
-        return ok({"renewed": renewal.app.name, "expires_in_secs": renewal.expires_in_secs,
+        renewal = self._sup.heartbeat(req.name, Cause.api)
+        return ok({"renewed": renewal.app.name, "expires_in_secs": renewal.expires_in_s,
                    "state": renewal.app.state.value})
 
     def drain(self, req: Request) -> Response:
         _body(req, _Empty)
-        return ok(ack_json(self._sup.drain(req.name, Source.api)))
+        return ok(ack_json(self._sup.drain(req.name, Cause.api)))
 
     def revive(self, req: Request) -> Response:
         _body(req, _Empty)
-        return ok(ack_json(self._sup.revive(req.name, Source.api)))
+        return ok(ack_json(self._sup.revive(req.name, Cause.api)))
 
     def events(self, req: Request) -> Response:
         return ok(sse.poll(self._sup.bus, sse.parse_query(req.query)))
@@ -233,28 +230,28 @@ class Api:
 
     def ready(self, req: Request) -> Response:
         _body(req, _Empty)
-        return ok(ack_json(self._sup.notify_ready(req.name, Source.api)))
+        return ok(ack_json(self._sup.notify_ready(req.name, Cause.api)))
 
     def stopped(self, req: Request) -> Response:
         _body(req, _Empty)
-        return ok(ack_json(self._sup.notify_stopped(req.name, Source.api)))
+        return ok(ack_json(self._sup.notify_stopped(req.name, Cause.api)))
 
     def launch(self, req: Request) -> Response:
         _body(req, _Empty)
-        result = self._sup.launch(req.name, Source.api)
+        result = self._sup.launch(req.name, Cause.api)
         return ok(ack_json(result.app, spawned=result.spawned))
 
     def stop(self, req: Request) -> Response:
         _body(req, _Empty)
-        return ok(ack_json(self._sup.stop(req.name, Source.api)))
+        return ok(ack_json(self._sup.stop(req.name, Cause.api)))
 
     def restart(self, req: Request) -> Response:
         _body(req, _Empty)
-        return ok(ack_json(self._sup.restart(req.name, Source.api)))
+        return ok(ack_json(self._sup.restart(req.name, Cause.api)))
 
     def reload(self, req: Request) -> Response:
         _body(req, _Empty)
-        registry = self._registry.reload(Source.api)
+        registry = self._registry.reload(Cause.api)
         return ok({
             "apps": [app_json(s) for s in self._sup.snapshots()],
             "warnings": list(registry.warnings),
@@ -267,12 +264,13 @@ class Api:
         if chord:
             if len(chord) > MAX_CHORD_LENGTH:
                 raise BadRequestError(f"chord is longer than {MAX_CHORD_LENGTH} characters")
-            result = self._sup.launch(self._sup.find_chord(chord), Source.api)
+            result = self._sup.launch(self._sup.find_chord(chord), Cause.api)
             return ok(ack_json(result.app, spawned=result.spawned))
         try:
             self._service().press_leader()
         except RuntimeError as exc:
-            raise ApiError("unavailable", f"hotkeys unavailable ({exc}); POST a chord instead")
+            raise ApiError("unavailable",
+                           f"hotkeys unavailable ({exc}); POST a chord instead") from None
         return ok({"status": "ok"})
 
     def hotkeys(self, _: Request) -> Response:
@@ -286,7 +284,7 @@ class Api:
         _body(req, _Empty)
         return ok(attrs.asdict(self._service().resume()))
 
-    def _service(self) -> HotkeyService:
+    def _service(self) -> HotkeyControl:
         if self._hotkeys is None:
             raise ApiError("unavailable", "this server runs without a hotkey service")
         return self._hotkeys

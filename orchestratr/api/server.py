@@ -191,6 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     disable_nagle_algorithm = True  # answers are small; never wait for the peer's ACK
     server: _Server
+    _headers_buffer: list[bytes]  # http.server's own, written to directly for one-write sends
     _unread = 0  # bytes of this request's body still on the socket; -1 when unknown
     _path: str | None = None  # the routed path, once the target has been checked
     _started = 0.0

@@ -21,7 +21,7 @@ import attrs
 from orchestratr.api.wire import event_json, reset_json
 from orchestratr.errors import BadRequestError
 from orchestratr.registry.validate import NAME_PATTERN
-from orchestratr.supervisor.bus import EVENT_TYPES, Event, EventBus, Subscription
+from orchestratr.supervisor.bus import EVENT_TYPES, BusEvent, EventBus, Subscription
 
 KEEPALIVE_S = 15.0
 QUEUE_SIZE = 1000  # events a reader may fall behind by before it is cut off
@@ -45,7 +45,7 @@ class EventQuery:
     idle_for: float = 0.0  # 0: never close for want of events
     limit: int = 1000
 
-    def accepts(self, event: Event) -> bool:
+    def accepts(self, event: BusEvent) -> bool:
         return (not self.types or event.type in self.types) and (
             not self.apps or event.data.get("app") in self.apps)
 
@@ -148,7 +148,7 @@ class EventStream:
 
 
 @functools.lru_cache(maxsize=64)
-def _encoded(event: Event) -> bytes:
+def _encoded(event: BusEvent) -> bytes:
     """An event's frame, encoded once however many readers it goes to."""
     return _frame(event.type, event_json(event)["data"], event.id)
 

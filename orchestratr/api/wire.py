@@ -14,13 +14,15 @@ import attrs
 
 from orchestratr.convert import converter
 from orchestratr.errors import BadRequestError
+from orchestratr.registry.model import described
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
-from orchestratr.supervisor.bus import Event
-from orchestratr.supervisor.states import AppState
+from orchestratr.supervisor.bus import BusEvent
+from orchestratr.supervisor.states import ANNOUNCED, AppState
 
 MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
 MAX_DEPTH = 32  # arrays and objects inside each other in a request body
+TIMESTAMP = {"format": "date-time"}  # RFC 3339 in UTC, as ``iso`` writes them
 
 
 def decode_json(raw: bytes) -> Any:
@@ -82,11 +84,11 @@ class LaunchedBody:
     the app will keep with heartbeats."""
 
     pid: int | None = attrs.field(
-        default=None, validator=attrs.validators.optional([
-            attrs.validators.ge(1), attrs.validators.le(MAX_PID)]))
+        default=None, validator=attrs.validators.optional(attrs.validators.and_(
+            attrs.validators.ge(1), attrs.validators.le(MAX_PID))))
     lease_secs: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional([
-            attrs.validators.gt(0), attrs.validators.le(MAX_LEASE_S)]))
+        default=None, validator=attrs.validators.optional(attrs.validators.and_(
+            attrs.validators.gt(0.0), attrs.validators.le(MAX_LEASE_S))))
 
 
 @attrs.frozen
@@ -102,17 +104,29 @@ def iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
+@attrs.frozen
+class AppStatus:
+    """The live half of an app as the API shows it; the other half is its ``AppSpec``."""
+
+    state: AppState
+    pid: int | None
+    launched_at: str | None = attrs.field(metadata=TIMESTAMP)
+    ready_at: str | None = attrs.field(metadata=TIMESTAMP)
+    error: str | None
+    removed: bool = attrs.field(metadata=described("dropped from the config, still running"))
+
+
 def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:
     """An app as GET /apps lists it: its config fields, source, and live state."""
-    body = converter.unstructure(snap.spec)
-    body.update(
-        state=snap.state.value,
+    body: dict[str, Any] = converter.unstructure(snap.spec)
+    body.update(converter.unstructure(AppStatus(
+        state=snap.state,
         pid=snap.pid,
         launched_at=iso(snap.launched_at),
         ready_at=iso(snap.ready_at),
         error=snap.error,
         removed=snap.removed,
-    )
+    )))
     if with_history:
         body["history"] = [history_json(entry) for entry in snap.history]
         body["lease"] = lease_json(snap)
@@ -121,13 +135,13 @@ def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:
 
 def lease_json(snap: AppSnapshot) -> dict[str, Any] | None:
     """The lease the app holds now: when it (or, if unresponsive, its grace) runs out."""
-    if snap.expires_in is None:
+    if snap.expires_in_s is None:
         return None
     return {
-        "lease_secs": snap.lease_secs,
+        "lease_secs": snap.lease_s,
         "grace_secs": snap.spec.grace_secs,
         "in_grace": snap.state is AppState.unresponsive,
-        "expires_in_secs": round(snap.expires_in, 3),
+        "expires_in_secs": round(snap.expires_in_s, 3),
     }
 
 
@@ -137,10 +151,9 @@ def history_json(entry: HistoryEntry) -> dict[str, Any]:
 
 def state_json(snap: AppSnapshot) -> dict[str, Any]:
     """GET /apps/{name}/state, shaped as the Go orchestratr's (unset fields are omitted)."""
-    running = snap.state in (AppState.launched, AppState.ready, AppState.stopping)
     body: dict[str, Any] = {
         "name": snap.name,
-        "launched": running,
+        "launched": snap.state in ANNOUNCED,
         "ready": snap.state is AppState.ready,
         "launched_at": iso(snap.launched_at),
         "ready_at": iso(snap.ready_at),
@@ -155,7 +168,7 @@ def ack_json(snap: AppSnapshot, **extra: Any) -> dict[str, Any]:
     return {"app": snap.name, "state": snap.state.value, "pid": snap.pid, **extra, "status": "ok"}
 
 
-def event_json(event: Event) -> dict[str, Any]:
+def event_json(event: BusEvent) -> dict[str, Any]:
     """A bus event as ``GET /events`` lists it; ``data`` is what an SSE ``data:`` line holds."""
     data = dict(event.data)
     at = data.get("at")
@@ -163,7 +176,7 @@ def event_json(event: Event) -> dict[str, Any]:
     return {"id": event.id, "type": event.type, "data": data}
 
 
-def reset_json(since: int, available: list[Event]) -> dict[str, Any]:
+def reset_json(since: int, available: list[BusEvent]) -> dict[str, Any]:
     """Told to a reader resuming after an id whose successors are no longer all buffered."""
     return {"id": None, "type": "reset", "data": {
         "since": since,

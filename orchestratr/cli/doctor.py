@@ -98,13 +98,15 @@ def _daemon_checks(client: Client, health: dict[str, Any] | Exception | None) ->
         else:
             yield Check("daemon", PASS, f"{text}, API answers")
     elif isinstance(health, Exception):
-        yield Check("daemon", FAIL, f"the port file's port answers, but not as orchestratr: {health}")
+        yield Check("daemon", FAIL,
+                    f"the port file's port answers, but not as orchestratr: {health}")
     elif client.daemon_alive():
         yield Check("daemon", FAIL, f"pid {pid} holds {client.pid_file}, but its API does not "
                                     "answer; see its log, or restart it")
     else:
         start = f"orchestratr daemon --config-dir {client.config_dir}"
-        yield Check("daemon", WARN, f"not running; start it with `{start}` or `orchestratr install`")
+        yield Check("daemon", WARN,
+                    f"not running; start it with `{start}` or `orchestratr install`")
     yield _port_file_check(client, isinstance(health, dict))
 
 
@@ -151,7 +153,7 @@ def _config_checks(paths: Paths) -> Generator[Check, None, Registry]:
     else:
         yield from (Check("config.yml", WARN, w.removeprefix("config.yml: "))
                     for w in registry.warnings if w.startswith("config.yml"))
-        valid = sum(a.source == "config" for a in registry.apps)
+        valid = sum(a.declared_in == "config" for a in registry.apps)
         yield Check("config.yml", PASS, f"valid: {valid} apps")
     for path in app_files(paths.apps_dir):
         yield _drop_in_check(f"apps.d/{path.name}", registry)
@@ -162,7 +164,7 @@ def _drop_in_check(label: str, registry: Registry) -> Check:
     mine = [s for s in registry.skipped if label in s]
     if mine:
         return Check(label, FAIL, "; ".join(_without(s, label) for s in mine))
-    app = next((a for a in registry.apps if a.source == label), None)
+    app = next((a for a in registry.apps if a.declared_in == label), None)
     warnings = [_without(w, label) for w in registry.warnings if w.startswith(label)]
     if warnings:
         return Check(label, WARN, "; ".join(warnings))
@@ -233,22 +235,20 @@ def _hotkey_check(client: Client, daemon_up: bool) -> Check:
             return Check(name, PASS, f"{status.get('backend')}, leader {status.get('leader')}, "
                                      f"{grab}{paused}")
         return Check(name, WARN, f"off in the daemon: {status.get('reason')}; {_fallback()}")
-    reason = _display_reason()
+    from orchestratr.hotkeys.backend import default_backend
+
+    backend = default_backend()
+    reason = backend.unavailable_reason(DISPLAY_TIMEOUT_S)  # bounded: a hung X server
     if reason is None:
-        return Check(name, PASS, "X11 with the RECORD extension: hotkeys can run here")
+        return Check(name, PASS, f"{backend.needs}: hotkeys can run here")
     return Check(name, WARN, f"unavailable here: {reason}; {_fallback()}")
 
 
 def _fallback() -> str:
-    from orchestratr.hotkeys.display import FALLBACK
+    from orchestratr.hotkeys.backend import FALLBACK
 
     return FALLBACK
 
-
-def _display_reason() -> str | None:
-    from orchestratr.hotkeys.display import unavailable_reason
-
-    return unavailable_reason(DISPLAY_TIMEOUT_S)  # bounded: a stuck X server cannot hang us
 
 
 def _log_dir_check(log_dir: Path) -> Check:

@@ -144,7 +144,9 @@ def _register_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ready-cmd", metavar="CMD", help="exits 0 once the app is ready")
     p.add_argument("--cwd", metavar="DIR")
     p.add_argument("--env", action="append", default=[], metavar="K=V", help="repeatable")
-    p.add_argument("--restart", choices=["never", "on-failure", "always"])
+    from orchestratr.registry.model import RestartPolicy
+
+    p.add_argument("--restart", choices=[policy.value for policy in RestartPolicy])
     p.add_argument("--autostart", action="store_true", default=None)
     p.add_argument("--detached", action="store_true", default=None)
     p.add_argument("--lease", type=int, metavar="SECS",

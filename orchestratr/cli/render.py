@@ -13,15 +13,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
+from orchestratr.supervisor.states import AppState
+
 CODES = {"green": "32", "yellow": "33", "red": "31", "dim": "2", "bold": "1"}
 STATE_COLOURS = {
-    "ready": "green",
-    "launched": "yellow",
-    "launching": "yellow",
-    "stopping": "yellow",
-    "unresponsive": "yellow",
-    "failed": "red",
-    "stopped": "dim",
+    AppState.ready.value: "green",
+    AppState.launched.value: "yellow",
+    AppState.launching.value: "yellow",
+    AppState.stopping.value: "yellow",
+    AppState.unresponsive.value: "yellow",
+    AppState.failed.value: "red",
+    AppState.stopped.value: "dim",
 }
 VERDICT_COLOURS = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}
 

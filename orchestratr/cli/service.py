@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestratr.client import CONFIG_DIR_ENV
+from orchestratr.client import CONFIG_DIR_ENV, xdg_config_home
 
 if TYPE_CHECKING:
     from orchestratr.cli.main import Context
@@ -204,10 +204,6 @@ def run_command(command: Sequence[str], report: Report) -> None:
 
 # ------------------------------------------------------------------ Linux
 
-def config_home() -> Path:
-    return Path(os.environ.get("XDG_CONFIG_HOME", "").strip() or Path.home() / ".config")
-
-
 def user_manager_running() -> bool:
     """Is a systemd user manager running for this session? Its private socket says so."""
     runtime = os.environ.get("XDG_RUNTIME_DIR", "").strip() or f"/run/user/{os.getuid()}"
@@ -281,8 +277,8 @@ class LinuxAutostart(Target):
     def __init__(self, command: list[str], running: bool = False) -> None:
         self.command = command
         self.running = running
-        self.unit = config_home() / "systemd" / "user" / UNIT
-        self.desktop = config_home() / "autostart" / f"{NAME}.desktop"
+        self.unit = xdg_config_home() / "systemd" / "user" / UNIT
+        self.desktop = xdg_config_home() / "autostart" / f"{NAME}.desktop"
         self.systemd = user_manager_running()
         self.method = "systemd" if self.systemd else "xdg-autostart"
 

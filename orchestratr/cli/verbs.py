@@ -13,12 +13,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orchestratr.cli.render import STATE_COLOURS, duration, parse_time
+from orchestratr.supervisor.states import IDLE, RUNNING, UP, AppState
 
 if TYPE_CHECKING:
     from orchestratr.cli.main import Context
     from orchestratr.client import Client
 
-RUNNING = ("launched", "ready", "unresponsive", "stopping")  # a process runs
+
+
+def _in(app: dict[str, Any], states: tuple[AppState, ...]) -> bool:
+    """Whether the app (as the API shows it) is in one of ``states``; a state this CLI does
+    not know (a newer daemon's) is in none."""
+    return app["state"] in {state.value for state in states}
 
 
 # ------------------------------------------------------------------ status and list
@@ -92,7 +98,7 @@ def list_apps(ctx: Context) -> int:
 
 def _app_row(app: dict[str, Any], now: float) -> list[str]:
     launched = parse_time(app.get("launched_at"))
-    up = duration(now - launched) if launched and app["state"] in RUNNING else "-"
+    up = duration(now - launched) if launched and _in(app, UP) else "-"
     source = app.get("source") or "-"
     if app.get("removed"):
         source += " (removed)"
@@ -111,7 +117,7 @@ def stop(ctx: Context) -> int:
     client = ctx.client()
     answer = client.stop(ctx.args.name)
     if ctx.args.wait:
-        answer = _wait(client, answer, lambda app: app["state"] in ("stopped", "failed"))
+        answer = _wait(client, answer, lambda app: _in(app, IDLE))
     return _ack(ctx, answer)
 
 
@@ -122,9 +128,9 @@ def restart(ctx: Context) -> int:
     answer = client.restart(ctx.args.name)
     old = answer.get("pid")
     if ctx.args.wait:
-        answer = _wait(client, answer, lambda app: app["state"] == "failed" or (
-            app["state"] in ("launched", "ready") and app["pid"] != old))
-    if answer["state"] == "stopping":
+        answer = _wait(client, answer, lambda app: _in(app, (AppState.failed,)) or (
+            _in(app, RUNNING) and app["pid"] != old))
+    if _in(answer, (AppState.stopping,)):
         ctx.out.result(answer, f"restarting {answer['app']}: stopping pid {old}, "
                                "then launching it again")
         return 0
@@ -163,7 +169,7 @@ def _ack(ctx: Context, answer: dict[str, Any], verb: str | None = None) -> int:
     """``launched notes (pid 4242)``, ``notes is already running (pid 4242, ready)``, ..."""
     name, state, pid = answer["app"], answer["state"], answer.get("pid")
     with_pid = f" (pid {pid})" if pid else ""
-    if answer.get("spawned") is False and state in RUNNING:
+    if answer.get("spawned") is False and _in(answer, UP):
         text = f"{name} is already running (pid {pid}, {state})"
     elif verb is not None:
         text = f"{verb} {name}{with_pid}"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import attrs
 
-from orchestratr.hotkeys.keys import Key, Leader
+from orchestratr.registry.keys import Key, Leader
 
 HELP = Key("?")
 CANCEL_KEYS = frozenset({Key("escape"), Key("space")})

@@ -1,4 +1,5 @@
-"""The hotkey service: engine + pynput listener + X11 grab + a worker, as the daemon sees them.
+"""The hotkey service: engine + a backend's listener and grab + a worker, as the daemon sees
+them. It knows no OS: the backend (``hotkeys/backend.py``) does.
 
 The key thread only feeds the engine and queues work; the worker launches (through the same
 supervisor call as the API, with source ``hotkey``) and fires the chord window's timeout, so a
@@ -11,16 +12,15 @@ import platform
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import attrs
 import structlog
 
-from orchestratr.hotkeys import display
+from orchestratr.controls import BackendName, HotkeyStatus
+from orchestratr.hotkeys.backend import FALLBACK, Backend, Grab
 from orchestratr.hotkeys.engine import Engine, Kind, Outcome
-from orchestratr.hotkeys.keys import Key, desktop_owner, parse_leader
-from orchestratr.registry.model import AppSpec
+from orchestratr.registry.keys import Key, desktop_owner, parse_leader
 
 log = structlog.get_logger("orchestratr.hotkeys")
 WAKE = ""  # queued to make the worker re-read the chord window's deadline
@@ -29,28 +29,19 @@ MAX_GRAB_RESTARTS = 3  # crashes survived before running without suppression (un
 NOT_SUPPRESSED = "the leader and chord keys also reach the focused app"
 
 
-@attrs.frozen
-class HotkeyStatus:
-    enabled: bool
-    paused: bool
-    backend: str
-    leader: str
-    suppressing: bool
-    reason: str | None  # why hotkeys are off, or, when on, why keys are not suppressed
-    keys_seen: int  # key presses observed: 0 with hotkeys on means the listener hears nothing
-
-
 class HotkeyService:
     """``launch(name)`` starts an app; ``chords()`` is the current chord table
-    (chord -> app name); ``publish(type, **data)`` puts an event on the bus."""
+    (``registry.keys.chord_key`` -> app name); ``publish(type, **data)`` puts an event on the
+    bus; ``backend`` hears and grabs the keys."""
 
     def __init__(
         self,
         leader_key: str,
         timeout_ms: int,
         launch: Callable[[str], object],
-        chords: Callable[[], dict[str, str]],
+        chords: Callable[[], Mapping[str, str]],
         publish: Callable[..., object],
+        backend: Backend,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
@@ -62,11 +53,11 @@ class HotkeyService:
         self._grab_lock = threading.Lock()  # the grab's lifecycle: see _sync_grab
         self._work: queue.Queue[str | None] = queue.Queue()
         self._worker: threading.Thread | None = None
-        self._listener: Any = None
-        self._grab: Any = None  # a LeaderGrab, imported once the display check passed
+        self._backend = backend
+        self._listening = False
+        self._grab: Grab | None = None
         self._running = False
         self._paused = False
-        self._backend = "none"
         self._reason: str | None = None
         self._grab_problem: str | None = None  # why the last grab could not start
         self._grab_restarts = 0
@@ -76,13 +67,11 @@ class HotkeyService:
     def start(self, enabled: bool = True) -> HotkeyStatus:
         """Start listening if this session allows it; otherwise log one warning saying why
         and what to do instead. Never raises for a missing (or silent) display."""
-        self._reason = "disabled by --no-hotkeys" if not enabled else display.unavailable_reason()
+        self._reason = ("disabled by --no-hotkeys" if not enabled
+                        else self._backend.unavailable_reason())
         if self._reason is None:
-            from orchestratr.hotkeys.listener import KeyListener
-
-            self._listener = KeyListener(self.press, self.release)
-            self._listener.start()
-            self._backend = "xorg"
+            self._backend.start(self.press, self.release)
+            self._listening = True
             self._running = True
             self._sync_grab()
             self._worker = threading.Thread(target=self._work_loop, name="hotkeys", daemon=True)
@@ -92,18 +81,18 @@ class HotkeyService:
             log.info("hotkeys_started", platform=platform.platform(), backend=status.backend,
                      leader=status.leader, suppressing=status.suppressing)
             self._warn_if_commonly_taken()
-            if note := display.wayland_note():
+            if note := self._backend.status().limitation:
                 log.warning("hotkeys_limited", reason=note)
         else:
-            log.warning("hotkeys_unavailable", reason=self._reason, fallback=display.FALLBACK)
+            log.warning("hotkeys_unavailable", reason=self._reason, fallback=FALLBACK)
         return status
 
     def stop(self) -> None:
         self._running = False
         self._sync_grab()
-        if self._listener is not None:
-            self._listener.stop()
-            self._listener = None
+        if self._listening:
+            self._backend.stop()
+            self._listening = False
         if self._worker is not None:
             self._work.put(None)
             self._worker.join(timeout=2)
@@ -148,9 +137,9 @@ class HotkeyService:
         if reason is None and self._running and not self._paused and not suppressing:
             reason = self._suppression_problem(grab)
         return HotkeyStatus(
-            enabled=self._listener is not None,
+            enabled=self._listening,
             paused=self._paused,
-            backend=self._backend,
+            backend=self._backend.name if self._listening else BackendName.none,
             leader=str(self._engine.leader),
             suppressing=suppressing,
             reason=reason,
@@ -163,14 +152,14 @@ class HotkeyService:
         Raises:
             RuntimeError: hotkeys are not running, or are paused.
         """
-        if self._listener is None or self._paused:
+        if not self._listening or self._paused:
             raise RuntimeError(self._reason or "hotkeys are paused")
         with self._lock:
             self._act(self._engine.arm())
 
     @property
     def keys_seen(self) -> int:
-        return self._listener.keys_seen if self._listener is not None else 0
+        return self._backend.status().keys_seen
 
     # ------------------------------------------------------------ key thread
 
@@ -250,23 +239,20 @@ class HotkeyService:
             if wanted and self._grab is None and self._grab_restarts <= MAX_GRAB_RESTARTS:
                 self._grab = self._start_grab(engine)
 
-    def _start_grab(self, engine: Engine) -> Any:
-        """A running LeaderGrab, or None (with a warning) when keys cannot be suppressed."""
-        from orchestratr.hotkeys.grab import LeaderGrab
-
-        grab = LeaderGrab(engine.leader, engine.timeout_s,
-                          on_failure=lambda _: self._work.put(REGRAB))
+    def _start_grab(self, engine: Engine) -> Grab | None:
+        """A running grab, or None (with a warning) when keys cannot be suppressed."""
         try:
-            grab.start()
-        except Exception as exc:  # noqa: BLE001 - GrabUnavailable, or the X server went away
+            grab = self._backend.grab(engine.leader, engine.timeout_s,
+                                      on_failure=lambda _: self._work.put(REGRAB))
+        except Exception as exc:  # noqa: BLE001 - GrabUnavailable, or the server went away
             self._grab_problem = str(exc)
-            log.warning("hotkeys_not_suppressed", leader=str(grab.leader), reason=str(exc),
+            log.warning("hotkeys_not_suppressed", leader=str(engine.leader), reason=str(exc),
                         effect=NOT_SUPPRESSED)
             return None
         self._grab_problem = None
         return grab
 
-    def _grab_died(self, grab: Any) -> None:
+    def _grab_died(self, grab: Grab) -> None:
         """The grab thread crashed (the keyboard is already free): say so, and restart it
         unless it keeps crashing."""
         self._grab_restarts += 1
@@ -279,7 +265,7 @@ class HotkeyService:
             log.warning("hotkey_grab_restarting", leader=str(grab.leader),
                         reason=self._grab_problem, attempt=self._grab_restarts)
 
-    def _suppression_problem(self, grab: Any) -> str:
+    def _suppression_problem(self, grab: Grab | None) -> str:
         problem = (grab.failure if grab is not None else None) or self._grab_problem
         return f"{problem or 'no key grab'}; {NOT_SUPPRESSED}"
 
@@ -290,11 +276,7 @@ class HotkeyService:
                         hint="set leader_key in config.yml if it does not fire")
 
 
-def _holds(grab: Any, engine: Engine) -> bool:
+def _holds(grab: Grab, engine: Engine) -> bool:
     """The grab keeps the keyboard for this engine's leader and window."""
     return (grab.leader, grab.timeout_s) == (engine.leader, engine.timeout_s)
 
-
-def chord_table(apps: Iterable[AppSpec]) -> dict[str, str]:
-    """Chord key name -> app name, keyed as the engine names keys (``E`` and ``e`` are one)."""
-    return {Key.of(app.chord).name: app.name for app in apps if app.chord}

@@ -33,13 +33,13 @@ def user_shell() -> str:
 class ProcessLauncher:
     def __init__(
         self,
-        log_dir: Path,
+        app_log: Callable[[str], Path],
         tracker: ProcessTracker,
         *,
         shell: str | None = None,
         extra_env: Mapping[str, str] | None = None,
     ) -> None:
-        self._log_dir = log_dir / "apps"
+        self._app_log = app_log  # Paths.app_log: where an app's output goes
         self._tracker = tracker
         self._shell = shell or user_shell()
         self._extra_env = dict(extra_env or {})
@@ -48,7 +48,7 @@ class ProcessLauncher:
 
     def spawn(self, spec: AppSpec) -> int:
         cwd = self._cwd(spec)
-        output = self._log_dir / f"{spec.name}.log"
+        output = self._app_log(spec.name)
         try:
             log_fd = _open_log(output, spec)
         except OSError as exc:

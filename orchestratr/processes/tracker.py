@@ -224,7 +224,7 @@ class ProcessTracker:
             if watch.members:
                 return
             while watch.group and (members := group_members(watch.pid)):
-                if any([self._open(watch, member) for member in members]):
+                if any([self._open(watch, member) for member in members]):  # noqa: C419 - open all
                     return
             if watch.leader_exited_at is not None:
                 watch.lingered = time.monotonic() - watch.leader_exited_at > LINGER_S

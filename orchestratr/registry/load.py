@@ -7,8 +7,9 @@ Rules (see the README's "Configuration" section):
   default settings and the apps.d files alone.
 * Each apps.d file is one app. A broken file is skipped (reported in ``Registry.skipped``) and
   never blocks the others; a file that loaded before keeps its last good app until it is
-  fixed or deleted (bad input loses nothing: the app stays launchable). A drop-in that clashes with config.yml on name or chord loses, with a
-  warning naming both. Drop-ins that clash with each other are all rejected.
+  fixed or deleted (bad input loses nothing: the app stays launchable). A drop-in that
+  clashes with config.yml on name or chord loses, with a warning naming both. Drop-ins that
+  clash with each other are all rejected.
 * Unknown fields are warnings that name the closest known field.
 """
 
@@ -250,7 +251,7 @@ def _load_drop_ins(
 
 
 def _from_file(registry: Registry, label: str) -> AppSpec | None:
-    return next((app for app in registry.apps if app.source == label), None)
+    return next((app for app in registry.apps if app.declared_in == label), None)
 
 
 def _merge(

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from functools import cached_property
 
 import attrs
+
+from orchestratr.registry.keys import chord_key, chord_table
 
 
 class RestartPolicy(enum.Enum):
@@ -19,6 +22,12 @@ class RestartPolicy(enum.Enum):
     never = "never"
     on_failure = "on-failure"
     always = "always"
+
+
+def described(text: str) -> dict[str, str]:
+    """A field's ``metadata``: its description in the API's document (the one word a model
+    says about how it is shown)."""
+    return {"description": text}
 
 
 @attrs.frozen
@@ -39,9 +48,13 @@ class AppSpec:
     stop_timeout_ms: int = 5000
     cwd: str | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
-    lease_secs: float | None = None  # the app must heartbeat this often once running
-    grace_secs: float = 30.0  # how long an app whose lease ran out may still revive
-    source: str = "config"  # config, apps.d/<file>, or api
+    lease_secs: float | None = attrs.field(
+        default=None, metadata=described("heartbeat at least this often once running"))
+    grace_secs: float = attrs.field(
+        default=30.0, metadata=described("how long an unresponsive app may still revive"))
+    # Its key in files and on the wire is "source", as the Go orchestratr named it.
+    declared_in: str = attrs.field(default="config", alias="source",
+                                   metadata=described("config, apps.d/<file>, or api"))
 
 
 @attrs.frozen
@@ -72,10 +85,16 @@ class Registry:
     def get(self, name: str) -> AppSpec | None:
         return next((a for a in self.apps if a.name == name), None)
 
+    @cached_property
+    def chords(self) -> dict[str, str]:
+        """Chord key -> app name (``chord_key`` spells the keys), built once per registry."""
+        return chord_table(self.apps)
+
     def by_chord(self, chord: str) -> AppSpec | None:
-        key = chord.casefold()
-        return next((a for a in self.apps if a.chord and a.chord.casefold() == key), None)
+        name = self.chords.get(chord_key(chord))
+        return None if name is None else self.get(name)
 
 
-APP_FIELDS = frozenset(f.name for f in attrs.fields(AppSpec)) - {"source"}
+# A manifest's keys ("source" is where the loader found it, not something a manifest says).
+APP_FIELDS = frozenset(f.alias or f.name for f in attrs.fields(AppSpec)) - {"source"}
 SETTINGS_FIELDS = frozenset(f.name for f in attrs.fields(Settings)) | {"apps"}

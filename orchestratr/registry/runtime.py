@@ -76,7 +76,7 @@ class RuntimeApps:
             if clash is not None:
                 what, value = clash
                 raise ConflictError(f"{what} {value!r} is taken by app {other.name!r} "
-                                    f"({other.source})")
+                                    f"({other.declared_in})")
         self._specs.append(spec)
         self._save()
         return spec, warnings
@@ -89,9 +89,9 @@ class RuntimeApps:
             ConflictError: the app belongs to a config file, not to the API.
         """
         active = current.get(name)
-        if active is not None and active.source != SOURCE:
-            raise ConflictError(f"app {name!r} comes from {active.source}; remove it from that "
-                                "file instead")
+        if active is not None and active.declared_in != SOURCE:
+            raise ConflictError(f"app {name!r} comes from {active.declared_in}; remove it from "
+                                "that file instead")
         spec = next((s for s in self._specs if s.name == name), None)
         if spec is None:
             raise UnknownAppError(f"app {name!r} not found")

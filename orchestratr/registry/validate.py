@@ -10,22 +10,11 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import attrs
-
-from orchestratr.hotkeys.keys import parse_leader
+from orchestratr.registry.keys import DEAD_CHORDS, KEY_NAMES, RESERVED_CHORDS, parse_leader
 from orchestratr.registry.model import AppSpec, Settings
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-KEY_NAMES = frozenset(
-    [f"f{i}" for i in range(1, 13)]
-    + "tab enter backspace delete insert home end pageup pagedown up down left right".split()
-)
-# `?` shows the chord table, space cancels the leader.
-RESERVED_CHORDS = frozenset({"?", "space", " "})
-# Chords the Go orchestratr accepted that can never fire: still loaded, with a warning.
-DEAD_CHORDS = {"escape": "Escape cancels the leader, so this chord can never fire "
-                         "(POST /trigger still launches the app)"}
-DEFAULT_READY_TIMEOUT_MS: int = attrs.fields(AppSpec).ready_timeout_ms.default
+DEFAULT_READY_TIMEOUT_MS = AppSpec("", "").ready_timeout_ms
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_LEASE_S = 86400.0  # a day; beyond that a lease says nothing
 
@@ -103,7 +92,8 @@ def check_settings(settings: Settings) -> list[Problem]:
     if settings.chord_timeout_ms <= 0:
         problems.append(("chord_timeout_ms", "must be positive"))
     if settings.log_level.lower() not in LOG_LEVELS:
-        problems.append(("log_level", f"{settings.log_level!r} must be one of {', '.join(LOG_LEVELS)}"))
+        choices = ", ".join(LOG_LEVELS)
+        problems.append(("log_level", f"{settings.log_level!r} must be one of {choices}"))
     return problems
 
 

@@ -163,7 +163,8 @@ class _Inotify:
 
     def _paths(self, data: bytes) -> list[Path]:
         """The paths the events in ``data`` are about."""
-        paths, offset = [], 0
+        paths: list[Path] = []
+        offset = 0
         with self._lock:  # the watcher thread adds and drops directories meanwhile
             while offset + _HEADER.size <= len(data):
                 wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)

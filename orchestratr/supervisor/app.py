@@ -1,7 +1,10 @@
 """One supervised app: its spec, its live state, its bounded history, and snapshots of them.
 
-``App`` is the model a ``transitions`` machine drives. Its lock covers a trigger together with
-the fields the trigger changes, so a snapshot never shows a half-applied transition.
+``App`` is the model the state machine drives, and the only writer of its own fields: a
+transition changes them as ``states.FACTS`` says (``apply``), and every other change is a named
+method here, so a reader finds what a field means in one place. Its lock covers a trigger
+together with the fields the trigger changes, so a snapshot never shows a half-applied
+transition.
 """
 
 from __future__ import annotations
@@ -14,16 +17,21 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
-from transitions import EventData
 
 from orchestratr.registry.model import AppSpec
-from orchestratr.supervisor.states import AppState, Source, Trigger
+from orchestratr.supervisor.restarts import Cancel, Record
+from orchestratr.supervisor.states import (
+    FACTS,
+    LIVE,
+    AppState,
+    Cause,
+    Error,
+    Process,
+    Stamp,
+    Trigger,
+)
 
 HISTORY_SIZE = 100
-STARTS_KEPT = 16  # the crash-loop check looks at the last few starts only
-# What an app that never moved holds instead of its own deque (about 600 bytes each, a tenth
-# of an idle app's cost): ``apply`` replaces it at the first transition, nothing appends to it.
-_NO_HISTORY: deque[HistoryEntry] = deque(maxlen=0)
 
 
 class Changes:
@@ -55,7 +63,7 @@ class HistoryEntry:
     src: AppState
     dst: AppState
     trigger: Trigger
-    source: Source
+    cause: Cause
     at: float
     detail: Mapping[str, Any]
 
@@ -65,10 +73,15 @@ class HistoryEntry:
             "from": self.src.value,
             "to": self.dst.value,
             "trigger": self.trigger.value,
-            "source": self.source.value,
+            "source": self.cause.value,
             "at": self.at,
             "detail": dict(self.detail),
         }
+
+
+# What an app that never moved holds instead of its own deque (about 600 bytes each, a tenth
+# of an idle app's cost): ``apply`` replaces it at the first transition, nothing appends to it.
+_NO_HISTORY: deque[HistoryEntry] = deque(maxlen=0)
 
 
 @attrs.frozen
@@ -85,8 +98,8 @@ class AppSnapshot:
     error: str | None
     removed: bool
     history: tuple[HistoryEntry, ...] = ()
-    lease_secs: float | None = None  # the lease the app holds now, if any
-    expires_in: float | None = None  # seconds until the lease (or, if unresponsive, grace) ends
+    lease_s: float | None = None  # the lease the app holds now, if any
+    expires_in_s: float | None = None  # until the lease (or, if unresponsive, grace) ends
 
     @property
     def name(self) -> str:
@@ -112,14 +125,13 @@ class App:
     removed: bool = attrs.field(default=False, on_setattr=_shown)
     spawning: bool = False  # a spawn is in flight: its process will belong to this app
     run: int = 0  # bumped on every spawn/adopt so callbacks from an older process are ignored
-    started: float = 0.0  # monotonic time of the last spawn
-    starts: tuple[float, ...] = ()  # monotonic times of the last STARTS_KEPT spawns
-    crashes: int = 0  # consecutive unexpected exits, for the restart backoff
+    started: float = 0.0  # monotonic time of the last spawn or adoption
+    restarts: Record = Record()  # recent starts and crashes, for the restart policy
     relaunch: bool = False  # a restart is waiting for the stop to finish
     last_entry: HistoryEntry | None = None  # what the last trigger recorded (None: internal)
-    cancel_probe: Callable[[], None] | None = None
-    restart_timer: threading.Timer | None = None
-    lease_secs: float | None = None  # the lease held in this run (None: no heartbeats expected)
+    cancel_probe_fn: Cancel | None = None
+    cancel_restart_fn: Cancel | None = None
+    lease_s: float | None = None  # the lease held in this run (None: no heartbeats expected)
     deadline: float | None = None  # monotonic: the lease's end, or the grace period's
     monotonic: Callable[[], float] = time.monotonic
     history: deque[HistoryEntry] = _NO_HISTORY
@@ -130,46 +142,138 @@ class App:
     def name(self) -> str:
         return self.spec.name
 
-    def apply(self, event: EventData) -> HistoryEntry | None:
-        """Update the live fields for a transition that just happened and record it.
+    # ------------------------------------------------------------ transitions
 
-        Returns None for internal transitions (a notification that was already true).
-        """
-        dest = event.transition.dest
-        if dest is None:
-            return None
+    def apply(
+        self, src: AppState, trigger: Trigger, kwargs: Mapping[str, Any]
+    ) -> HistoryEntry:
+        """Update the live fields for a transition into the current state (``states.FACTS``)
+        and record it in the history."""
         now = self.clock()
-        kwargs = event.kwargs
-        if self.state in (AppState.launched, AppState.ready):
-            self.error = None
-        if self.state is AppState.launched:
+        facts = FACTS[self.state]
+        if facts.process is Process.take:
             self.pid = kwargs.get("pid", self.pid)
-            self.launched_at, self.ready_at = now, None
-        elif self.state is AppState.ready:
-            self.pid = kwargs.get("pid", self.pid)
-            self.launched_at = self.launched_at or now
-            if event.transition.source != AppState.unresponsive.name or self.ready_at is None:
-                self.ready_at = now  # a revived app has been ready since it first said so
-        elif self.state in (AppState.stopped, AppState.failed):
+        elif facts.process is Process.drop:
             self.pid = self.started_at = None
             self.group = False
-            self.launched_at = self.ready_at = None
-            self.error = kwargs.get("error") if self.state is AppState.failed else None
+        if facts.error is not Error.keep:
+            self.error = kwargs.get("error") if facts.error is Error.set else None
+        self.launched_at = _stamp(facts.launched_at, self.launched_at, now)
+        self.ready_at = _stamp(facts.ready_at, self.ready_at, now)
         entry = HistoryEntry(
-            src=AppState[event.transition.source],
+            src=src,
             dst=self.state,
-            trigger=Trigger(event.event.name),
-            source=kwargs["source"],
+            trigger=trigger,
+            cause=kwargs["cause"],
             at=now,
-            detail={k: v for k, v in kwargs.items() if k != "source" and v is not None},
+            detail={k: v for k, v in kwargs.items() if k != "cause" and v is not None},
         )
         if self.history is _NO_HISTORY:
             self.history = deque(maxlen=HISTORY_SIZE)
         self.history.append(entry)
+        self.last_entry = entry
         return entry
 
-    def note_start(self, at: float) -> None:
-        self.starts = (*self.starts[1 - STARTS_KEPT:], at)
+    def moved(self) -> None:
+        """Before a trigger: forget what the previous one recorded."""
+        self.last_entry = None
+
+    # ------------------------------------------------------------ the registry
+
+    def respec(self, spec: AppSpec) -> None:
+        """A reload changed (or brought back) the app's spec: used from its next launch."""
+        self.spec, self.removed = spec, False
+
+    def retire(self) -> None:
+        """The app left the registry: forgotten once it has no process."""
+        self.removed = True
+        self.cancel_restart()
+
+    # ------------------------------------------------------------ processes
+
+    def new_run(self) -> int:
+        """Callbacks for the process the app had until now concern it no more."""
+        self.run += 1
+        return self.run
+
+    def begin_spawn(self) -> int:
+        """A spawn is on its way (``launching``); returns its run token."""
+        self.spawning = True
+        return self.new_run()
+
+    def spawn_ended(self, started: float | None) -> None:
+        """The spawn returned; ``started`` (monotonic) when it made a process."""
+        self.spawning = False
+        if started is not None:
+            self.started = started
+            self.restarts = self.restarts.started(started)
+
+    def own_group(self, born: float) -> None:
+        """The group just spawned is the app's (its pid comes with ``spawned``)."""
+        self.group, self.started_at = True, born
+
+    def take_group(self, pid: int, born: float) -> int:
+        """A spawn that ended after other triggers overtook ``launching``: its group becomes
+        the app's; returns the new run token."""
+        self.pid, self.group, self.started_at = pid, True, born
+        return self.new_run()
+
+    def adopt(self, pid: int, group: bool, born: float, started: float) -> None:
+        """Track a process the app did not get from our spawn (announced, or a survivor)."""
+        self.new_run()
+        self.group, self.started, self.started_at = group, started, born
+        if self.state in LIVE:
+            self.pid = pid
+
+    def lose_process(self) -> None:
+        """Its process ended while no state tracked it (stopped before its spawn ended)."""
+        self.pid, self.group = None, False
+
+    def forget_restarts(self) -> None:
+        """A person launched it: the crash count and the crash-loop window start afresh."""
+        self.restarts = Record()
+
+    def count_restart(self, record: Record) -> None:
+        self.restarts = record
+
+    def want_relaunch(self, wanted: bool = True) -> None:
+        """Launch again once the current process is gone (a restart, a lease's grace)."""
+        self.relaunch = wanted
+
+    def take_relaunch(self) -> bool:
+        wanted, self.relaunch = self.relaunch, False
+        return wanted
+
+    # ------------------------------------------------------------ pending work
+
+    def on_probe(self, cancel: Cancel | None) -> None:
+        self.cancel_probe_fn = cancel
+
+    def cancel_probe(self) -> None:
+        if self.cancel_probe_fn is not None:
+            self.cancel_probe_fn()
+            self.cancel_probe_fn = None
+
+    def on_restart(self, cancel: Cancel | None) -> None:
+        self.cancel_restart_fn = cancel
+
+    def cancel_restart(self) -> None:
+        if self.cancel_restart_fn is not None:
+            self.cancel_restart_fn()
+            self.cancel_restart_fn = None
+
+    # ------------------------------------------------------------ leases
+
+    def hold_lease(self, lease_s: float | None) -> None:
+        self.lease_s = lease_s
+
+    def set_deadline(self, deadline: float | None) -> None:
+        self.deadline = deadline
+
+    def end_lease(self) -> None:
+        self.lease_s = self.deadline = None
+
+    # ------------------------------------------------------------ reads
 
     def snapshot(self, with_history: bool = False) -> AppSnapshot:
         with self.lock:
@@ -184,7 +288,17 @@ class App:
                 error=self.error,
                 removed=self.removed,
                 history=tuple(self.history) if with_history else (),
-                lease_secs=self.lease_secs,
-                expires_in=None if self.deadline is None
+                lease_s=self.lease_s,
+                expires_in_s=None if self.deadline is None
                 else max(0.0, self.deadline - self.monotonic()),
             )
+
+
+def _stamp(rule: Stamp, current: float | None, now: float) -> float | None:
+    if rule is Stamp.now:
+        return now
+    if rule is Stamp.first:
+        return current if current is not None else now
+    if rule is Stamp.clear:
+        return None
+    return current

@@ -19,14 +19,14 @@ import attrs
 
 
 @attrs.frozen(eq=False)  # one event is one publication: hashed by identity, cacheable
-class Event:
+class BusEvent:
     id: int
     type: str
     at: float  # wall-clock seconds
     data: Mapping[str, Any]
 
 
-Filter = Callable[[Event], bool]
+Filter = Callable[[BusEvent], bool]
 
 # Every type published, for readers that filter by type.
 EVENT_TYPES = frozenset({
@@ -47,7 +47,7 @@ class Subscription:
 
     def __init__(self, bus: EventBus, maxsize: int, accept: Filter | None) -> None:
         self._bus = bus
-        self.backlog: list[Event] = []  # buffered events after ``since``, older than the queue's
+        self.backlog: list[BusEvent] = []  # buffered events after ``since``, older than the queue's
         self.complete = True  # False: some events after ``since`` are no longer buffered
         self._queue: queue.Queue[object] = queue.Queue()  # bounded by offer(), not by Queue
         self._maxsize = maxsize
@@ -55,7 +55,7 @@ class Subscription:
         self.overflowed = False
         self.closed = False
 
-    def offer(self, event: Event) -> None:
+    def offer(self, event: BusEvent) -> None:
         """Called by the bus under its lock; must not block."""
         if self.closed or (self._accept is not None and not self._accept(event)):
             return
@@ -65,7 +65,7 @@ class Subscription:
         else:
             self._queue.put_nowait(event)
 
-    def get(self, timeout: float | None = None) -> Event | None:
+    def get(self, timeout: float | None = None) -> BusEvent | None:
         """The next event, or None on timeout or once closed."""
         try:
             item = self._queue.get(timeout=timeout)
@@ -74,10 +74,10 @@ class Subscription:
         if item is _CLOSED:
             self._queue.put_nowait(_CLOSED)  # so later get() calls return at once too
             return None
-        assert isinstance(item, Event)
+        assert isinstance(item, BusEvent)
         return item
 
-    def __iter__(self) -> Iterator[Event]:
+    def __iter__(self) -> Iterator[BusEvent]:
         while (event := self.get()) is not None:
             yield event
 
@@ -105,13 +105,13 @@ class EventBus:
         self._lock = threading.Lock()
         self._first_id = first_id
         self._ids = itertools.count(first_id)
-        self._buffer: deque[Event] = deque(maxlen=capacity)
+        self._buffer: deque[BusEvent] = deque(maxlen=capacity)
         self._subscribers: list[Subscription] = []
         self._clock = clock
 
-    def publish(self, type: str, **data: Any) -> Event:
+    def publish(self, type: str, **data: Any) -> BusEvent:
         with self._lock:
-            event = Event(next(self._ids), type, self._clock(), data)
+            event = BusEvent(next(self._ids), type, self._clock(), data)
             self._buffer.append(event)
             for subscriber in list(self._subscribers):
                 subscriber.offer(event)
@@ -124,7 +124,7 @@ class EventBus:
         ``backlog`` holds the buffered events after that id (``accept``-ed), taken in the same
         instant, so backlog then queue miss nothing and repeat nothing."""
         subscription = Subscription(self, maxsize, accept)
-        events: list[Event] = []
+        events: list[BusEvent] = []
         with self._lock:
             if since is not None:
                 events, subscription.complete = self._replay(since)
@@ -138,10 +138,10 @@ class EventBus:
             self._subscribers.remove(subscription)
         subscription._mark_closed()
 
-    def since(self, event_id: int = 0, limit: int | None = None) -> list[Event]:
+    def since(self, event_id: int = 0, limit: int | None = None) -> list[BusEvent]:
         return self.replay(event_id, limit)[0]
 
-    def replay(self, since: int, limit: int | None = None) -> tuple[list[Event], bool]:
+    def replay(self, since: int, limit: int | None = None) -> tuple[list[BusEvent], bool]:
         """The buffered events after ``since`` (at most ``limit``), and whether they are all
         that happened after it: False when some were dropped from the buffer, or ``since``
         is not an id of this bus (another daemon's, or one not yet given out)."""
@@ -149,7 +149,7 @@ class EventBus:
             events, complete = self._replay(since)
         return (events[:limit] if limit is not None else events), complete
 
-    def _replay(self, since: int) -> tuple[list[Event], bool]:
+    def _replay(self, since: int) -> tuple[list[BusEvent], bool]:
         next_id = self._buffer[-1].id + 1 if self._buffer else self._first_id
         oldest = self._buffer[0].id if self._buffer else next_id
         from_start = since == 0 and oldest == self._first_id

@@ -1,18 +1,20 @@
 """THE state table: every app state, every trigger, and which trigger moves which state where.
 
-Adding a state or trigger is one edit here. Rows for the same trigger are tried in order and the
-first whose ``when`` holds wins; ``dest=None`` is an internal transition, used where a repeated
+Adding a state is an edit here (its rows, its group memberships, its ``FACTS``), plus the
+command and endpoint that drive it. Rows for the same trigger are tried in order and the first
+whose ``when`` holds wins; ``dest=None`` is an internal transition, used where a repeated
 notification is already true ("ready while ready"): it is accepted and changes nothing.
+
+Standard library only: the CLI and any client read state names and groups from here without
+loading the state machine library (``supervisor.machine`` builds the machine from this table).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
-
-import attrs
-from transitions import EventData, Machine
 
 
 class AppState(enum.Enum):
@@ -42,8 +44,8 @@ class Trigger(enum.Enum):
     grace_expired = "grace_expired"
 
 
-class Source(enum.Enum):
-    """Who caused a transition."""
+class Cause(enum.Enum):
+    """Who caused a transition (its ``source`` in the history, the log and the event stream)."""
 
     hotkey = "hotkey"
     api = "api"
@@ -56,8 +58,67 @@ class Source(enum.Enum):
     daemon = "daemon"
 
 
-class Event(Protocol):
-    """What a row's ``when`` reads of a transition: transitions' EventData, or a ``Probe``."""
+S = AppState
+# The groups every other module names states by; none of them spells a group by hand.
+IDLE = (S.stopped, S.failed)  # no process is known
+RUNNING = (S.launched, S.ready)  # a process runs and answers
+LIVE = (*RUNNING, S.unresponsive)  # a process runs
+ALIVE = (S.launching, *LIVE)  # a process runs or is being spawned
+UP = (*LIVE, S.stopping)  # a process runs, maybe on its way out: what has an uptime
+MOVING = (S.launching, S.stopping)  # a process is on its way in or out: a restart waits
+ANNOUNCED = (*RUNNING, S.stopping)  # the Go orchestratr's ``launched: true``
+
+
+class Stamp(enum.Enum):
+    """What entering a state does to one of the app's timestamps."""
+
+    keep = "keep"
+    now = "now"  # set to the transition's time
+    first = "first"  # set to the transition's time unless already set (a revival keeps it)
+    clear = "clear"
+
+
+class Error(enum.Enum):
+    """What entering a state does to the app's error."""
+
+    keep = "keep"
+    clear = "clear"
+    set = "set"  # the trigger's ``error``
+
+
+class Process(enum.Enum):
+    """What entering a state does to the app's tracked process."""
+
+    keep = "keep"
+    take = "take"  # the trigger's ``pid``, when it names one
+    drop = "drop"  # none is known any more
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What being in a state means for the app's live fields; ``App.apply`` reads them."""
+
+    process: Process = Process.keep
+    error: Error = Error.keep
+    launched_at: Stamp = Stamp.keep
+    ready_at: Stamp = Stamp.keep
+    trouble: bool = False  # entering it is logged as a warning (log_level: warning shows it)
+
+
+FACTS: Mapping[AppState, Facts] = {
+    S.stopped: Facts(Process.drop, Error.clear, Stamp.clear, Stamp.clear),
+    S.launching: Facts(),
+    S.launched: Facts(Process.take, Error.clear, Stamp.now, Stamp.clear),
+    S.ready: Facts(Process.take, Error.clear, Stamp.first, Stamp.first),
+    S.stopping: Facts(),
+    S.failed: Facts(Process.drop, Error.set, Stamp.clear, Stamp.clear, trouble=True),
+    S.unresponsive: Facts(trouble=True),
+}
+
+
+class Attempt(Protocol):
+    """What a row's ``when`` reads of a trigger being tried: the app and the trigger's
+    arguments (transitions' EventData has both, and so does a ``Probe``)."""
 
     @property
     def model(self) -> Any: ...
@@ -66,50 +127,43 @@ class Event(Protocol):
     def kwargs(self) -> Mapping[str, Any]: ...
 
 
-def _detached(event: Event) -> bool:
-    return bool(event.kwargs.get("detached"))
+def _detached(attempt: Attempt) -> bool:
+    return bool(attempt.kwargs.get("detached"))
 
 
-def _has_process(event: Event) -> bool:
+def _has_process(attempt: Attempt) -> bool:
     """A process is known, or one is being spawned (it will exist and must be stopped)."""
-    model = event.model
+    model = attempt.model
     return getattr(model, "pid", None) is not None or bool(getattr(model, "spawning", False))
 
 
-def _restarts(event: Event) -> bool:
+def _restarts(attempt: Attempt) -> bool:
     """A known process and a restart policy: the app is stopped and launched again."""
-    return _has_process(event) and event.kwargs.get("restart", False)
+    return _has_process(attempt) and bool(attempt.kwargs.get("restart", False))
 
 
-def _clean_exit(event: Event) -> bool:
+def _clean_exit(attempt: Attempt) -> bool:
     """Status 0, or unknown (a process we did not spawn, whose status we cannot read)."""
-    return event.kwargs.get("code") in (0, None)
+    return attempt.kwargs.get("code") in (0, None)
 
 
-S = AppState
-RUNNING = (S.launched, S.ready)  # a process runs and answers
-LIVE = (*RUNNING, S.unresponsive)  # a process runs
-ALIVE = (S.launching, *LIVE)  # a process runs or is being spawned
-
-
-@attrs.frozen
+@dataclass(frozen=True)
 class Row:
     trigger: Trigger
     source: Sequence[AppState]
     dest: AppState | None
-    when: Callable[[Event], bool] | None = None
+    when: Callable[[Attempt], bool] | None = None
 
 
 TABLE: tuple[Row, ...] = (
-    Row(Trigger.launch, (S.stopped, S.failed), S.launching),
+    Row(Trigger.launch, IDLE, S.launching),
     Row(Trigger.launch, ALIVE, None),  # already running: the supervisor reports the pid
     Row(Trigger.spawned, (S.launching,), S.stopped, when=_detached),
     Row(Trigger.spawned, (S.launching,), S.launched),
     Row(Trigger.spawn_failed, (S.launching,), S.failed),
-    Row(Trigger.notify_launched, (S.stopped, S.failed, S.launching), S.launched),
+    Row(Trigger.notify_launched, (*IDLE, S.launching), S.launched),
     Row(Trigger.notify_launched, LIVE, None),
-    Row(Trigger.notify_ready, (S.stopped, S.failed, S.launching, S.launched, S.unresponsive),
-        S.ready),
+    Row(Trigger.notify_ready, (*IDLE, S.launching, S.launched, S.unresponsive), S.ready),
     Row(Trigger.notify_ready, (S.ready,), None),
     Row(Trigger.notify_stopped, ALIVE, S.stopping, when=_has_process),
     Row(Trigger.notify_stopped, (*ALIVE, S.failed), S.stopped),
@@ -121,9 +175,9 @@ TABLE: tuple[Row, ...] = (
     Row(Trigger.stop, LIVE, S.stopping, when=_has_process),
     Row(Trigger.stop, (*LIVE, S.failed), S.stopped),
     Row(Trigger.stop, (S.stopped, S.stopping), None),
-    Row(Trigger.crash_loop, (S.stopped, S.failed), S.failed),
+    Row(Trigger.crash_loop, IDLE, S.failed),
     # Heartbeat leases. A heartbeat is alive-and-well: like ``ready`` it may come first.
-    Row(Trigger.heartbeat, (S.stopped, S.failed, S.launching, S.unresponsive), S.ready),
+    Row(Trigger.heartbeat, (*IDLE, S.launching, S.unresponsive), S.ready),
     Row(Trigger.heartbeat, RUNNING, None),
     Row(Trigger.lease_expired, RUNNING, S.unresponsive),
     Row(Trigger.drain, RUNNING, S.unresponsive),
@@ -135,7 +189,7 @@ TABLE: tuple[Row, ...] = (
 )
 
 # Why a refused trigger was refused, where "cannot X while Y" alone would not say enough.
-REFUSALS: dict[tuple[AppState, Trigger], str] = {
+REFUSALS: Mapping[tuple[AppState, Trigger], str] = {
     (S.stopping, Trigger.launch): "it is stopping; launch it again once it has stopped",
     (S.stopped, Trigger.exited): "no process is tracked",
     (S.failed, Trigger.exited): "no process is tracked",
@@ -144,9 +198,9 @@ REFUSALS: dict[tuple[AppState, Trigger], str] = {
 }
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class Probe:
-    """A transition not yet fired, for asking the table whether it would be allowed."""
+    """A trigger not yet fired, for asking the table whether it would be allowed."""
 
     model: Any
     kwargs: Mapping[str, Any]
@@ -159,39 +213,6 @@ def allowed(state: AppState, trigger: Trigger, model: Any, **kwargs: Any) -> boo
                and (row.when is None or row.when(probe)) for row in TABLE)
 
 
-class AppMachine(Machine):
-    """A transitions machine that binds no methods to its models.
-
-    transitions binds a trigger and a ``may_`` check per trigger, and an ``is_`` check per
-    state, to every model: 37 functions, about 11 KiB per app, 1.1 MiB of a daemon with 100
-    apps. Apps are driven by trigger name through ``fire`` instead, and ``allowed`` answers
-    "may it?" from the table.
-    """
-
-    def _checked_assignment(self, model: Any, name: str, func: Callable[..., Any]) -> None:
-        """transitions' one hook for binding a function to a model: bind nothing."""
-
-    def fire(self, model: Any, trigger: Trigger, **kwargs: Any) -> bool:
-        """Run ``trigger`` on ``model``. False, or MachineError, when no row allows it."""
-        return bool(self.events[trigger.value].trigger(model, **kwargs))
-
-
-def build_machine(after: Sequence[Callable[[EventData], None]]) -> AppMachine:
-    """One machine for all apps (``add_model`` per app); ``after`` runs on every transition."""
-    return AppMachine(
-        model=None,
-        states=AppState,
-        initial=AppState.stopped,
-        transitions=[
-            {
-                "trigger": row.trigger.value,
-                "source": list(row.source),
-                "dest": row.dest,
-                "conditions": [row.when] if row.when else [],
-            }
-            for row in TABLE
-        ],
-        send_event=True,
-        auto_transitions=False,
-        after_state_change=list(after),
-    )
+def refusal(state: AppState, trigger: Trigger) -> str:
+    """Why ``trigger`` is refused in ``state``, where the table alone would not say ("")."""
+    return REFUSALS.get((state, trigger), "")

@@ -17,7 +17,7 @@ from orchestratr.client import Client, OrchestratrClientError
 from orchestratr.errors import ConfigError
 from orchestratr.processes.tracker import group_members
 from orchestratr.registry import watch
-from orchestratr.supervisor.states import AppState, Source
+from orchestratr.supervisor.states import AppState, Cause
 from tests.conftest import (
     DaemonProcess,
     alive,
@@ -137,12 +137,20 @@ class TestStartAndStop:
 
     def test_sigusr1_prints_every_threads_stack_and_keeps_running(self, start_daemon) -> None:
         daemon = start_daemon()
+        stderr = daemon.proc.stderr
+        assert stderr is not None
+        os.set_blocking(stderr.fileno(), False)
+        printed: list[str] = []
         daemon.proc.send_signal(signal.SIGUSR1)
-        time.sleep(0.3)
+
+        def stacks_printed() -> bool:
+            printed.append(stderr.read() or "")
+            return "dispatch.py" in "".join(printed)
+
+        wait_for(stacks_printed, what="the stacks on stderr")
         assert daemon.proc.poll() is None
         assert daemon.stop() == 0
-        stacks = daemon.proc.stderr.read()
-        assert "Thread 0x" in stacks and "in run" in stacks and "dispatch.py" in stacks
+        assert "Thread 0x" in "".join(printed)
 
     def test_invalid_config_at_start_recovers_when_fixed(
         self, config_dir: Path, start_daemon
@@ -281,7 +289,7 @@ class TestHotReload:
             assert [s.name for s in sup.snapshots()] == ["a"]
             (config_dir / "apps.d" / "b.yml").write_text("name: b\nchord: b\ncommand: 'true'\n")
             assert subscription.get(timeout=1.0) is not None
-            assert sup.registry.get("b").source == "apps.d/b.yml"  # type: ignore[union-attr]
+            assert sup.registry.get("b").declared_in == "apps.d/b.yml"  # type: ignore[union-attr]
             (config_dir / "apps.d" / "b.yml").unlink()
             assert subscription.get(timeout=1.0) is not None
             assert [s.name for s in sup.snapshots()] == ["a"]
@@ -302,7 +310,7 @@ class TestHotReload:
             assert len(event.data["errors"]) == 3  # name, chord, missing command
             before = sup.registry
             with pytest.raises(ConfigError):
-                running.daemon.reload(Source.api)
+                running.daemon.reload(Cause.api)
             assert sup.registry is before
             assert sup.snapshot("a").state is S.ready and sup.snapshot("a").pid == pid
 
@@ -329,8 +337,8 @@ class TestHotReload:
             wait_for(lambda: any("stays active" in p for p in sup.registry.skipped), timeout=2)
             (problem,) = sup.registry.skipped
             assert problem.startswith("apps.d/a.yml: invalid YAML")
-            assert sup.registry.get("a").source == "apps.d/a.yml"  # type: ignore[union-attr]
-            again = sup.launch("a", Source.api)
+            assert sup.registry.get("a").declared_in == "apps.d/a.yml"  # type: ignore[union-attr]
+            again = sup.launch("a", Cause.api)
             assert (again.spawned, again.app.pid) == (False, pid)
             drop_in.unlink()
             wait_for(lambda: sup.registry.get("a") is None, timeout=2)

@@ -14,8 +14,8 @@ from orchestratr.errors import InvalidTransitionError
 from orchestratr.registry.model import AppSpec, RestartPolicy
 from orchestratr.supervisor.core import Supervisor
 from orchestratr.supervisor.leases import DEFAULT_LEASE_S
-from orchestratr.supervisor.states import AppState, Source, Trigger
-from tests.conftest import alive, wait_state
+from orchestratr.supervisor.states import AppState, Cause, Trigger
+from tests.conftest import alive, ignores_sigterm, wait_for, wait_state
 
 S = AppState
 MakeSup = Callable[..., Supervisor]
@@ -25,9 +25,9 @@ def app(name: str = "a", **fields: object) -> AppSpec:
     return AppSpec(name, "sleep 30", **fields)  # type: ignore[arg-type]
 
 
-def last(sup: Supervisor, name: str = "a") -> tuple[Trigger, Source, S]:
+def last(sup: Supervisor, name: str = "a") -> tuple[Trigger, Cause, S]:
     entry = sup.snapshot(name).history[-1]
-    return entry.trigger, entry.source, entry.dst
+    return entry.trigger, entry.cause, entry.dst
 
 
 class TestExpiry:
@@ -37,26 +37,26 @@ class TestExpiry:
         """Without a restart policy the process is left alone once grace runs out."""
         sup = make_supervisor(app(lease_secs=0.2, grace_secs=0.2))
         launched = time.monotonic()
-        pid = sup.launch("a", Source.cli).app.pid
+        pid = sup.launch("a", Cause.cli).app.pid
         assert pid
         wait_state(sup, "a", S.unresponsive)
         assert 0.18 <= time.monotonic() - launched < 1.0
-        assert last(sup) == (Trigger.lease_expired, Source.lease, S.unresponsive)
+        assert last(sup) == (Trigger.lease_expired, Cause.lease, S.unresponsive)
         assert [e.type for e in sup.bus.since(0)].count("lease_expired") == 1
         wait_state(sup, "a", S.failed)
         snap = sup.snapshot("a")
         assert snap.error == "heartbeat lease expired"
-        assert last(sup) == (Trigger.grace_expired, Source.lease, S.failed)
+        assert last(sup) == (Trigger.grace_expired, Cause.lease, S.failed)
         assert alive(pid)  # left alone, as the issue asks
 
     def test_heartbeats_keep_the_lease(self, make_supervisor: MakeSup) -> None:
         sup = make_supervisor(app(lease_secs=0.2, grace_secs=0.1))
-        sup.launch("a", Source.cli)
+        sup.launch("a", Cause.cli)
         deadline = time.monotonic() + 0.8
         while time.monotonic() < deadline:
-            renewal = sup.heartbeat("a", Source.api)
-            assert renewal.expires_in_secs == pytest.approx(0.2)
-            time.sleep(0.05)
+            renewal = sup.heartbeat("a", Cause.api)
+            assert renewal.expires_in_s == pytest.approx(0.2)
+            time.sleep(0.05)  # the app's heartbeat period, not a wait for anything
         assert sup.snapshot("a").state is S.ready
         wait_state(sup, "a", S.unresponsive)  # once they stop, it expires
 
@@ -64,13 +64,13 @@ class TestExpiry:
         self, make_supervisor: MakeSup
     ) -> None:
         sup = make_supervisor(app(lease_secs=0.2, grace_secs=5))
-        sup.launch("a", Source.cli)
+        sup.launch("a", Cause.cli)
         ready_at = sup.snapshot("a").ready_at
         wait_state(sup, "a", S.unresponsive)
-        sup.heartbeat("a", Source.api)
+        sup.heartbeat("a", Cause.api)
         snap = sup.snapshot("a")
         assert (snap.state, snap.ready_at) == (S.ready, ready_at)  # ready since it first said so
-        assert last(sup) == (Trigger.heartbeat, Source.api, S.ready)
+        assert last(sup) == (Trigger.heartbeat, Cause.api, S.ready)
         wait_state(sup, "a", S.unresponsive)  # the lease runs again
 
     def test_with_a_restart_policy_grace_expiry_restarts_the_app(
@@ -78,21 +78,21 @@ class TestExpiry:
     ) -> None:
         sup = make_supervisor(app(lease_secs=0.2, grace_secs=0.1,
                                   restart=RestartPolicy.on_failure, restart_delay_ms=0))
-        first = sup.launch("a", Source.cli).app.pid
+        first = sup.launch("a", Cause.cli).app.pid
         wait_state(sup, "a", S.stopping)
-        assert last(sup)[:2] == (Trigger.grace_expired, Source.lease)
+        assert last(sup)[:2] == (Trigger.grace_expired, Cause.lease)
         wait_state(sup, "a", S.ready)
         second = sup.snapshot("a").pid
         assert second not in (None, first) and not alive(first)  # type: ignore[arg-type]
 
     def test_a_stop_ends_the_lease(self, make_supervisor: MakeSup) -> None:
         sup = make_supervisor(app(lease_secs=0.2))
-        sup.launch("a", Source.cli)
-        sup.stop("a", Source.cli)
+        sup.launch("a", Cause.cli)
+        sup.stop("a", Cause.cli)
         wait_state(sup, "a", S.stopped)
         snap = sup.snapshot("a")
         assert snap.state is S.stopped
-        assert (snap.lease_secs, snap.expires_in) == (None, None)  # no deadline left to expire
+        assert (snap.lease_s, snap.expires_in_s) == (None, None)  # no deadline left to expire
 
 
 class TestHeartbeat:
@@ -100,30 +100,31 @@ class TestHeartbeat:
         self, make_supervisor: MakeSup
     ) -> None:
         sup = make_supervisor(app())
-        sup.launch("a", Source.cli)
-        assert sup.snapshot("a").lease_secs is None
-        renewal = sup.heartbeat("a", Source.api)
-        assert renewal.expires_in_secs == DEFAULT_LEASE_S
+        sup.launch("a", Cause.cli)
+        assert sup.snapshot("a").lease_s is None
+        renewal = sup.heartbeat("a", Cause.api)
+        assert renewal.expires_in_s == DEFAULT_LEASE_S
         snap = sup.snapshot("a")
-        assert snap.lease_secs == DEFAULT_LEASE_S and 89 < snap.expires_in <= 90  # type: ignore[operator]
+        assert snap.lease_s == DEFAULT_LEASE_S and 89 < snap.expires_in_s <= 90  # type: ignore[operator]
 
     def test_launched_with_a_lease(self, make_supervisor: MakeSup) -> None:
         """An app that announces itself can ask for a lease of its own."""
         sup = make_supervisor(app())
-        sup.notify_launched("a", Source.api, lease_secs=0.2)
-        assert sup.snapshot("a").lease_secs == 0.2
+        sup.notify_launched("a", Cause.api, lease_s=0.2)
+        assert sup.snapshot("a").lease_s == 0.2
         wait_state(sup, "a", S.unresponsive)
 
     def test_a_heartbeat_from_a_stopped_app_means_ready(self, make_supervisor: MakeSup) -> None:
         sup = make_supervisor(app())
-        assert sup.heartbeat("a", Source.api).app.state is S.ready
+        assert sup.heartbeat("a", Cause.api).app.state is S.ready
 
     def test_a_heartbeat_while_stopping_is_refused(self, make_supervisor: MakeSup) -> None:
         sup = make_supervisor(AppSpec("a", "trap '' TERM; sleep 30", stop_timeout_ms=2000))
-        sup.launch("a", Source.cli)
-        sup.stop("a", Source.cli)
+        pid = sup.launch("a", Cause.cli).app.pid
+        wait_for(lambda: ignores_sigterm(pid), what="the trap")
+        sup.stop("a", Cause.cli)
         with pytest.raises(InvalidTransitionError, match="is stopping; cannot heartbeat"):
-            sup.heartbeat("a", Source.api)
+            sup.heartbeat("a", Cause.api)
 
 
 class TestAdmin:
@@ -131,20 +132,20 @@ class TestAdmin:
         self, make_supervisor: MakeSup
     ) -> None:
         sup = make_supervisor(app(grace_secs=0.3))
-        sup.launch("a", Source.cli)
-        snap = sup.drain("a", Source.api)
-        assert snap.state is S.unresponsive and snap.expires_in <= 0.3  # type: ignore[operator]
-        assert last(sup) == (Trigger.drain, Source.api, S.unresponsive)
-        assert sup.drain("a", Source.api).state is S.unresponsive  # idempotent
-        assert sup.revive("a", Source.api).state is S.ready
-        assert last(sup) == (Trigger.revive, Source.api, S.ready)
-        time.sleep(0.4)
+        sup.launch("a", Cause.cli)
+        snap = sup.drain("a", Cause.api)
+        assert snap.state is S.unresponsive and snap.expires_in_s <= 0.3  # type: ignore[operator]
+        assert last(sup) == (Trigger.drain, Cause.api, S.unresponsive)
+        assert sup.drain("a", Cause.api).state is S.unresponsive  # idempotent
+        assert sup.revive("a", Cause.api).state is S.ready
+        assert last(sup) == (Trigger.revive, Cause.api, S.ready)
+        time.sleep(0.4)  # a window longer than the grace period: nothing may expire in it
         assert sup.snapshot("a").state is S.ready  # the grace period was cancelled
 
     def test_a_drained_app_not_revived_fails_saying_so(self, make_supervisor: MakeSup) -> None:
         sup = make_supervisor(app(grace_secs=0.1))
-        sup.launch("a", Source.cli)
-        sup.drain("a", Source.api)
+        sup.launch("a", Cause.cli)
+        sup.drain("a", Cause.api)
         wait_state(sup, "a", S.failed)
         assert "drained" in sup.snapshot("a").error  # type: ignore[operator]
 
@@ -154,7 +155,7 @@ class TestAdmin:
     ) -> None:
         sup = make_supervisor(app())
         with pytest.raises(InvalidTransitionError, match=f"is stopped; cannot {command}"):
-            getattr(sup, command)("a", Source.api)
+            getattr(sup, command)("a", Cause.api)
 
 
 def test_many_leases_expire_each_at_its_own_deadline(make_supervisor: MakeSup) -> None:
@@ -164,7 +165,7 @@ def test_many_leases_expire_each_at_its_own_deadline(make_supervisor: MakeSup) -
                             for i, s in enumerate(lengths)))
     started = time.monotonic()
     for i in range(len(lengths)):
-        sup.notify_ready(f"a{i}", Source.api)
+        sup.notify_ready(f"a{i}", Cause.api)
     for i, secs in enumerate(lengths):
         wait_state(sup, f"a{i}", S.unresponsive)
         assert secs - 0.02 <= time.monotonic() - started < secs + 0.3

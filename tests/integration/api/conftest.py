@@ -231,7 +231,7 @@ def serve(
         daemon = start_daemon("--no-hotkeys", *args)
         return HttpApi(port_of(config_dir)), daemon
 
-    yield start
+    return start
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 
 from orchestratr import __version__
 from orchestratr.api.routes import Api
-from tests.conftest import alive, wait_for, write_config
+from tests.conftest import alive, ignores_sigterm, wait_for, write_config
 from tests.integration.api.conftest import CONFIG, HttpApi
 
 
@@ -118,7 +118,7 @@ class TestNotifications:
         pid = api.post("/apps/notes/launch").body["pid"]
         api.wait_state("notes", "ready")
         assert api.post("/apps/notes/stopped").body["state"] == "stopping"
-        time.sleep(0.3)
+        time.sleep(0.3)  # a window in which orchestratr must kill nothing
         assert alive(pid) and api.app("notes")["state"] == "stopping"
         os.killpg(pid, signal.SIGTERM)
         assert api.wait_state("notes", "stopped")["error"] is None
@@ -126,8 +126,8 @@ class TestNotifications:
     def test_a_notification_that_does_not_fit_is_409_naming_the_state(
         self, api: HttpApi
     ) -> None:
-        api.post("/apps/stubborn/launch")
-        api.wait_state("stubborn", "ready")
+        pid = api.post("/apps/stubborn/launch").body["pid"]
+        wait_for(lambda: ignores_sigterm(pid), what="the trap")
         assert api.post("/apps/stubborn/stop").body["state"] == "stopping"
         reply = api.post("/apps/stubborn/ready")
         assert (reply.status, reply.body["code"]) == (409, "invalid_transition")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,8 @@ class TestErrorCodes:
             sock.sendall(b"POST /trigger HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                          b"Content-Type: application/json\r\n"
                          b"Content-Length: %d\r\n\r\n" % size)
-            time.sleep(0.3)  # the server has answered by now
+            readable, _, _ = select.select([sock], [], [], 5)
+            assert readable, "the 413 comes before the body"
             sock.sendall(b" " * size)
             answer = sock.makefile("rb").read()
         assert answer.startswith(b"HTTP/1.1 413 ")

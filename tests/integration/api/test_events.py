@@ -22,7 +22,7 @@ from orchestratr.api.sse import StreamSettings
 from orchestratr.registry.model import AppSpec
 from orchestratr.supervisor.bus import EventBus
 from orchestratr.supervisor.core import Supervisor
-from orchestratr.supervisor.states import Source
+from orchestratr.supervisor.states import Cause
 from tests.conftest import DaemonProcess, wait_for
 from tests.integration.api.conftest import HttpApi, SseClient, SseEvent, port_of
 
@@ -108,8 +108,11 @@ class TestStream:
         were (a reader that hangs up is noticed at once, not at the next keep-alive)."""
         api, daemon = serve()
         pid = daemon.proc.pid
-        SseClient(api.port).close()  # the hang-up watcher thread starts with the first reader
-        time.sleep(0.3)
+        first = SseClient(api.port, "since=0")  # the hang-up watcher starts with the first
+        assert first.events(1)[0].type == "reloaded"  # reader: it streams, so it runs now
+        streaming = _threads(pid)
+        first.close()
+        wait_for(lambda: _threads(pid) == streaming - 1, what="the first reader's thread to end")
         threads, fds = _threads(pid), _fds(pid)
         for _ in range(200):
             client = SseClient(api.port, "since=0")
@@ -185,7 +188,7 @@ class TestInProcess:
         for n in range(20_000):
             server.bus.publish("hotkey", action="armed", n=n)
         assert time.monotonic() - started < 2
-        server.supervisor.notify_ready("a", Source.api)
+        server.supervisor.notify_ready("a", Cause.api)
         assert keeping_up.events(1)[0].data["to"] == "ready"
         received = []
         while (event := stalled.next()) is not None:

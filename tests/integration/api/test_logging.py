@@ -36,7 +36,7 @@ def test_a_line_reaches_the_file_soon_after_a_lull(tmp_path: Path) -> None:
     held back until the next one comes."""
     log_file = tmp_path / "daemon.log"
     with daemon_logging(log_file):
-        time.sleep(0.1)  # the writer is asleep, waiting for a record
+        time.sleep(0.1)  # a lull, the condition under test: the writer goes back to sleep
         structlog.get_logger("orchestratr.api").info("http_request", n=1)
         started = time.monotonic()
         wait_for(lambda: logged(log_file, "http_request"), timeout=2, what="the line")

@@ -241,9 +241,9 @@ class TestGarbledRequests:
 
         monkeypatch.setattr(_Handler, "parse_request", explode)
         with daemon_logging(tmp_path / "daemon.log"):
+            conn = http.client.HTTPConnection("127.0.0.1", api_server.port, timeout=5)
+            conn.request("GET", "/health")
             with pytest.raises(http.client.RemoteDisconnected):
-                conn = http.client.HTTPConnection("127.0.0.1", api_server.port, timeout=5)
-                conn.request("GET", "/health")
                 conn.getresponse()
             wait_for(lambda: logged(tmp_path / "daemon.log", "http_connection_error"),
                      what="the error in the log")

@@ -18,8 +18,8 @@ import pytest
 from tests.conftest import DaemonProcess, write_config
 from tests.integration.cli.conftest import ORCHESTRATR, Run, Shared, clean_env, run_cli
 
-CONFIG = "apps:\n  - name: notes\n    chord: n\n    command: sleep 60\n" \
-         "  - name: other\n    command: sleep 60\n"
+CONFIG = ("apps:\n  - name: notes\n    chord: n\n    command: sleep 60\n"
+          "  - name: other\n    command: sleep 60\n")
 
 
 def consecutive(records: list[dict[str, Any]]) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from orchestratr.hotkeys import display
+from orchestratr.hotkeys import backend
 from tests.conftest import DaemonProcess, alive, wait_for, write_config
 from tests.integration.api.conftest import HttpApi, port_of
 from tests.integration.hotkeys.conftest import AUTOREPEAT_DELAY_S, Keyboard, Window, start_xvfb
@@ -128,7 +128,8 @@ def test_the_chord_again_spawns_no_duplicate(
     for presses in (1, 2):
         keyboard.leader()
         keyboard.tap("e")
-        wait_for(lambda: chords() == presses, what=f"chord {presses} to be recognised")
+        wait_for(lambda count=presses: chords() == count,
+                 what=f"chord {presses} to be recognised")
         wait_for(lambda: hotkeyed.api.app("editor")["pid"], what="editor to run")
     hotkeyed.after_earlier_chords(keyboard)  # the second launch is a no-op, nothing to await
     assert hotkeyed.launches("editor") == 1
@@ -300,7 +301,7 @@ def test_a_silent_x_server_cannot_hang_the_daemon(
         monkeypatch.setenv("DISPLAY", name)
         write_config(config_dir, CONFIG.format(timeout=500))
         daemon = start_daemon(wait=False)
-        daemon.wait_event("daemon_started", timeout=display.CHECK_TIMEOUT_S + 10)
+        daemon.wait_event("daemon_started", timeout=backend.CHECK_TIMEOUT_S + 10)
         warnings = [e for e in daemon.events() if e["event"] == "hotkeys_unavailable"]
         assert len(warnings) == 1 and "did not answer" in str(warnings[0]["reason"])
         assert HttpApi(port_of(config_dir)).get("/hotkeys").body["enabled"] is False

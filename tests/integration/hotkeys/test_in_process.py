@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from orchestratr.hotkeys.keys import parse_leader
 from orchestratr.hotkeys.service import MAX_GRAB_RESTARTS, HotkeyService
+from orchestratr.hotkeys.x11.backend import X11Backend
+from orchestratr.registry.keys import parse_leader
 from orchestratr.supervisor.bus import EventBus
 from tests.conftest import run_concurrently, wait_for
 from tests.integration.hotkeys.conftest import AUTOREPEAT_DELAY_S, Keyboard, Window
@@ -30,12 +31,12 @@ def service(x_display: str, keyboard: Keyboard, window: Window,
     """A started service whose listener has heard its first key (pynput's start-up race)."""
     service = HotkeyService("ctrl+space", 500, launch=launched.append,
                             chords=lambda: {"e": "editor", "f": "files"},
-                            publish=EventBus().publish)
+                            publish=EventBus().publish, backend=X11Backend())
     assert service.start().suppressing
     wait_for(lambda: keyboard.tap("Shift_L") or service.keys_seen > 0,
              what="the listener to hear a key")
     yield service
-    listener = service._listener._listener  # noqa: SLF001 - pynput's own thread
+    listener = service._backend._listener._listener  # noqa: SLF001 - pynput's own thread
     service.stop()
     keyboard.tap("Shift_L")  # pynput's stop returns only after one more key (its bug)
     listener.join(timeout=2)
@@ -66,7 +67,7 @@ def cut_grab_connection(service: HotkeyService) -> None:
 def test_held_keys_never_repeat_into_the_app(
     x_display: str, keyboard: Keyboard, window: Window, detectable: bool
 ) -> None:
-    from orchestratr.hotkeys.grab import LeaderGrab
+    from orchestratr.hotkeys.x11.grab import LeaderGrab
 
     grab = LeaderGrab(parse_leader("ctrl+space"), 0.5, detectable_autorepeat=detectable)
     grab.start()
@@ -92,7 +93,7 @@ def test_a_grab_loop_that_raises_mid_window_frees_the_keyboard(
     (the connection stays up, unlike in the killed-connection test)."""
     from Xlib import X
 
-    from orchestratr.hotkeys.grab import LeaderGrab
+    from orchestratr.hotkeys.x11.grab import LeaderGrab
 
     class FailingOnTheChord(LeaderGrab):
         def _on_event(self, display: Any, event: Any, window: Any) -> Any:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from orchestratr.hotkeys.keys import Key
+from orchestratr.registry.keys import Key
 
 
 def pynput_keys() -> Any:
@@ -31,6 +31,6 @@ def pynput_keys() -> Any:
      (lambda k: k.Key.scroll_lock, None)],
 )
 def test_pynput_keys_translate(x_display: str, make: Any, key: Key | None) -> None:
-    from orchestratr.hotkeys.listener import to_key
+    from orchestratr.hotkeys.x11.listener import to_key
 
     assert to_key(make(pynput_keys())) == key

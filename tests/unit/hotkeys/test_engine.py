@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestratr.hotkeys.engine import Engine, Kind, Outcome
-from orchestratr.hotkeys.keys import Key, Leader, desktop_owner, parse_leader
-from orchestratr.hotkeys.service import chord_table
-from orchestratr.registry.model import AppSpec
+from orchestratr.registry.keys import Key, parse_leader
 from tests.unit.hotkeys.conftest import Clock
 
 CTRL, SPACE = Key("ctrl"), Key("space")
@@ -140,44 +138,3 @@ def test_a_key_with_no_name_of_ours_ends_the_window(engine: Engine) -> None:
     leader(engine)
     assert tap(engine, "#ff9d") == Outcome(Kind.chord, Key("#ff9d"))  # unbound: the caller
     assert not engine.listening
-
-
-@pytest.mark.parametrize(
-    ("text", "leader"),
-    [("ctrl+space", Leader(frozenset({"ctrl"}), Key("space"))),
-     ("Control + Alt + O", Leader(frozenset({"ctrl", "alt"}), Key("o"))),
-     ("super+space", Leader(frozenset({"super"}), Key("space"))),
-     ("cmd+F5", Leader(frozenset({"super"}), Key("f5"))),
-     ("f12", Leader(frozenset(), Key("f12")))],
-)
-def test_parse_leader(text: str, leader: Leader) -> None:
-    assert parse_leader(text) == leader
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [("", "must look like"), ("ctrl+", "must look like"), ("hyper+space", "not a modifier"),
-     ("ctrl+shift", "must end in"), ("ctrl+spacebar", "must end in"),
-     ("e", "needs a modifier")],
-)
-def test_bad_leaders_say_why(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message) as raised:
-        parse_leader(text)
-    assert str(raised.value).startswith(repr(text))  # the caller adds the field's name
-
-
-@pytest.mark.parametrize("text", ["ctrl+altgr+o", "altgr+space"])
-def test_altgr_cannot_be_part_of_a_leader(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_leader(text)
-
-
-def test_commonly_taken_leaders_are_known() -> None:
-    assert "input-method" in (desktop_owner(parse_leader("ctrl+space")) or "")
-    assert desktop_owner(parse_leader("ctrl+alt+o")) is None
-
-
-def test_chord_table_folds_case() -> None:
-    apps = [AppSpec(name="a", command="x", chord="E"), AppSpec(name="b", command="x"),
-            AppSpec(name="c", command="x", chord="F5")]
-    assert chord_table(apps) == {"e": "a", "f5": "c"}

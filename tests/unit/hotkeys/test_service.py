@@ -10,9 +10,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from orchestratr.errors import ConfigError
-from orchestratr.hotkeys.keys import Key
+from orchestratr.hotkeys.backend import default_backend
 from orchestratr.hotkeys.service import HotkeyService
 from orchestratr.paths import Paths
+from orchestratr.registry.keys import Key
 from orchestratr.registry.load import load_registry
 from orchestratr.supervisor.bus import EventBus, Subscription
 from tests.unit.hotkeys.conftest import Clock
@@ -37,7 +38,8 @@ def service(bus: EventBus, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Hot
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     service = HotkeyService("ctrl+space", 2000, launch=lambda app: None,
-                            chords=lambda: dict(CHORDS), publish=bus.publish, clock=clock)
+                            chords=lambda: dict(CHORDS), publish=bus.publish,
+                            backend=default_backend(), clock=clock)
     service.start()
     return service
 
@@ -120,7 +122,7 @@ def test_without_a_display_it_is_off_with_one_warning(
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     service = HotkeyService("ctrl+space", 2000, launch=lambda app: None, chords=dict,
-                            publish=bus.publish)
+                            publish=bus.publish, backend=default_backend())
     with capture_logs() as logs:
         status = service.start()
     assert (status.enabled, status.suppressing, status.backend) == (False, False, "none")
@@ -132,7 +134,8 @@ def test_without_a_display_it_is_off_with_one_warning(
 
 def test_an_unparsable_leader_is_named_once(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"^'ctrl\+spcae' must end in"):
-        HotkeyService("ctrl+spcae", 2000, launch=print, chords=dict, publish=print)
+        HotkeyService("ctrl+spcae", 2000, launch=print, chords=dict, publish=print,
+                      backend=default_backend())
     paths = Paths.resolve(tmp_path / "cfg")
     paths.config_dir.mkdir(parents=True)
     paths.config_file.write_text("leader_key: ctrl+spcae\n")

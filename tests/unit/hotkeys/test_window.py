@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestratr.hotkeys import keysyms
-from orchestratr.hotkeys.window import HELD_KEY_LIMIT_S, GrabWindow
+from orchestratr.hotkeys.x11 import keysyms
+from orchestratr.hotkeys.x11.window import HELD_KEY_LIMIT_S, GrabWindow
 
 SPACE, E, CTRL = 65, 26, 37
 T0, TIMEOUT = 100.0, 0.5

@@ -99,9 +99,9 @@ class TestGoCompatibility:
         assert [a.name for a in registry.apps] == ["espansr", "notes", "term"]
         espansr = registry.get("espansr")
         assert espansr is not None
-        assert (espansr.ready_timeout_ms, espansr.restart, espansr.source) == (
+        assert (espansr.ready_timeout_ms, espansr.restart, espansr.declared_in) == (
             3000, RestartPolicy.never, "config")
-        assert registry.get("term").source == "apps.d/term.yaml"  # type: ignore[union-attr]
+        assert registry.get("term").declared_in == "apps.d/term.yaml"  # type: ignore[union-attr]
         assert registry.by_chord("f5").name == "notes"  # type: ignore[union-attr]
 
     def test_our_fields(self, tmp_path: Path) -> None:

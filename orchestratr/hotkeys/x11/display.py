@@ -5,20 +5,14 @@ never answers (stopped, or wedged) would otherwise hang the daemon's start for g
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Callable
 
-FALLBACK = "bind your desktop's own shortcut to `orchestratr trigger <chord>`"
-# A healthy local server answers in milliseconds; the budget covers importing pynput on a
-# cold, busy machine too, which also opens a connection.
-CHECK_TIMEOUT_S = 3.0
+from orchestratr.hotkeys.backend import CHECK_TIMEOUT_S
 
 
 def unavailable_reason(timeout_s: float = CHECK_TIMEOUT_S) -> str | None:
     """Why hotkeys cannot run in this session, or None when they can (X11 with RECORD)."""
-    if sys.platform != "linux":
-        return f"hotkeys are implemented for X11 only, not {sys.platform}"
     if not os.environ.get("DISPLAY"):
         if os.environ.get("WAYLAND_DISPLAY"):
             return "Wayland without XWayland: global key listening is not allowed"

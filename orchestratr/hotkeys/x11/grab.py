@@ -24,9 +24,10 @@ from Xlib import XK, X, error
 from Xlib.display import Display
 from Xlib.protocol import rq
 
-from orchestratr.hotkeys import keysyms
-from orchestratr.hotkeys.keys import Key, Leader
-from orchestratr.hotkeys.window import GrabWindow
+from orchestratr.hotkeys.backend import GrabUnavailable
+from orchestratr.hotkeys.x11 import keysyms
+from orchestratr.hotkeys.x11.window import GrabWindow
+from orchestratr.registry.keys import Key, Leader
 
 log = structlog.get_logger("orchestratr.hotkeys")
 
@@ -40,10 +41,6 @@ KEYSYM_NAMES = {"escape": "Escape", "enter": "Return", "tab": "Tab", "backspace"
 # 2 ms lost repeats under CPU load; paid on the real release of each key held in a window.
 AUTOREPEAT_LOOKAHEAD_S = 0.03
 STOP_JOIN_S = 2.0
-
-
-class GrabUnavailable(Exception):
-    """The leader combination cannot be grabbed (another client owns it, or no X)."""
 
 
 def keysym_of(key: Key) -> int:
@@ -78,7 +75,7 @@ class LeaderGrab:
     def start(self) -> None:
         try:
             display = Display()
-        except Exception as exc:  # noqa: BLE001 - python-xlib raises several unrelated types
+        except Exception as exc:  # python-xlib raises several unrelated types
             raise GrabUnavailable(f"cannot open an X connection for the grab: {exc}") from exc
         try:
             self._grab_leader(display)
@@ -174,8 +171,9 @@ class LeaderGrab:
                 window = self._on_event(display, event, window)
             window = self._let_go_if_finished(display, window)  # the time ran out
             wait = None if window is None else max(0.0, window.next_wake() - time.monotonic())
-            ready, _, _ = select.select([display, self._wake_r], [], [], wait)
-            if self._wake_r in ready:
+            wake = self._wake_r.fileno()
+            ready, _, _ = select.select([display.fileno(), wake], [], [], wait)
+            if wake in ready:
                 return
 
     def _on_event(self, display: Display, event: Any,

@@ -1,4 +1,6 @@
-"""orchestratr's own key type and the leader-key grammar, free of any OS library.
+"""orchestratr's own key type and the key grammar of the config (leader, chords), free of any
+OS library: config validation needs it without hotkeys, and the hotkey engine reads keys as
+it names them.
 
 Keys are named as the config names them: a single character (case-folded, so CapsLock and
 Shift never matter to a chord), or a lowercase name such as ``space``, ``escape``, ``f5`` or
@@ -6,6 +8,9 @@ Shift never matter to a chord), or a lowercase name such as ``space``, ``escape`
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
 
 import attrs
 
@@ -20,6 +25,16 @@ LEADER_KEYS = frozenset(
     "space enter tab escape backspace insert delete home end pageup pagedown".split()
     + [f"f{i}" for i in range(1, 13)]
 )
+# Named keys a chord may be (besides one character).
+KEY_NAMES = frozenset(
+    [f"f{i}" for i in range(1, 13)]
+    + "tab enter backspace delete insert home end pageup pagedown up down left right".split()
+)
+# `?` shows the chord table, space cancels the leader.
+RESERVED_CHORDS = frozenset({"?", "space", " "})
+# Chords the Go orchestratr accepted that can never fire: still loaded, with a warning.
+DEAD_CHORDS = {"escape": "Escape cancels the leader, so this chord can never fire "
+                         "(POST /trigger still launches the app)"}
 # Leaders the desktop usually owns: the warning names who.
 COMMONLY_TAKEN = {
     "ctrl+space": "input-method switching (ibus, fcitx)",
@@ -82,3 +97,21 @@ def parse_leader(text: str) -> Leader:
 def desktop_owner(leader: Leader) -> str | None:
     """Who commonly owns this combination on a desktop, if anyone."""
     return COMMONLY_TAKEN.get(str(leader))
+
+
+class Chorded(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def chord(self) -> str | None: ...
+
+
+def chord_key(chord: str) -> str:
+    """The one spelling a chord is looked up by, as the engine names keys (``E`` is ``e``)."""
+    return Key.of(chord).name
+
+
+def chord_table(apps: Iterable[Chorded]) -> dict[str, str]:
+    """Chord key -> app name: built once per registry, read by the hotkeys and POST /trigger."""
+    return {chord_key(app.chord): app.name for app in apps if app.chord}

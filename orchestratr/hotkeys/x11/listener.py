@@ -1,7 +1,8 @@
 """The pynput adapter: OS key events in, orchestratr Keys out. Nothing else lives here.
 
-pynput is imported only after ``display.unavailable_reason()`` said None: without an X server its import
-raises, and it switches python-xlib into threaded mode, which must precede other connections.
+pynput is imported only after ``display.unavailable_reason()`` said None: without an X server
+its import raises, and it switches python-xlib into threaded mode, which must precede other
+connections.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from orchestratr.hotkeys import keysyms
-from orchestratr.hotkeys.keys import Key
+from orchestratr.hotkeys.x11 import keysyms
+from orchestratr.registry.keys import Key
 
 SPECIAL = {"esc": "escape", "page_up": "pageup", "page_down": "pagedown"}
 UNKNOWN = Key("unknown")  # pynput could not read the keycode; the grab still sees a key
