@@ -24,6 +24,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import structlog
@@ -245,7 +246,7 @@ class Dispatcher:
                 log.error("http_accept_failed", error=str(exc))
                 return
             sock.setblocking(True)
-            conn = _quietly(lambda s=sock, p=peer: self._accept(s, p))
+            conn = _quietly(partial(self._accept, sock, peer))
             if conn is not None:
                 self.park(conn, sock)
 
@@ -268,7 +269,7 @@ class Dispatcher:
                 self._selector.unregister(sock)
                 expired.append(conn)
         for conn in expired:
-            _quietly(lambda c=conn: self._close(c))
+            _quietly(partial(self._close, conn))
 
     def _shutdown(self) -> None:
         with self._lock:
@@ -277,7 +278,7 @@ class Dispatcher:
             self._idle.clear()
             hangups = list(self._hangups.values())
         for conn in idle:
-            _quietly(lambda c=conn: self._close(c))
+            _quietly(partial(self._close, conn))
         for on_hangup in hangups:
             _quietly(on_hangup)
         if self.pool is not None:

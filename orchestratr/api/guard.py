@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Iterator
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -32,7 +33,7 @@ class Headers(Protocol):
 
     def get_all(self, name: str, failobj: list[str]) -> list[str]: ...
 
-    def keys(self) -> list[str]: ...
+    def __iter__(self) -> Iterator[str]: ...
 
 
 def admit(
@@ -73,7 +74,7 @@ def from_browser(headers: Headers) -> bool:
     """Whether a browser sent the request: browsers send ``Origin`` on every cross-origin
     request and POST, and ``Sec-Fetch-*`` on every request; curl and scripts send neither."""
     return bool(headers.get_all("Origin", [])) or any(
-        name.lower().startswith("sec-fetch-") for name in headers.keys())
+        name.lower().startswith("sec-fetch-") for name in headers)
 
 
 def _split_target(target: str) -> tuple[str, str, str | None]:

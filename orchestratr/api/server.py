@@ -27,10 +27,10 @@ import structlog
 
 from orchestratr import __version__
 from orchestratr.api import guard
+from orchestratr.api.dispatch import Dispatcher, Workers
 from orchestratr.api.errors import MAX_ECHO, STATUS, ApiError, error_body, status_of
 from orchestratr.api.routes import Api, Request, Response, encode
 from orchestratr.api.sse import EventStream
-from orchestratr.api.dispatch import Dispatcher, Workers
 from orchestratr.api.transport import (
     ChunkedError,
     DeadlineReader,
@@ -210,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.rfile.close()  # the plain socket file: replaced by one that keeps deadlines
         self._reader = DeadlineReader(self.connection)
-        self.rfile = io.BufferedReader(self._reader)
+        self.rfile = self._buffer = io.BufferedReader(self._reader)
 
     def finish(self) -> None:
         super().finish()
@@ -232,7 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
         selector cannot see it."""
         self._reader.expect(0)  # a read from the socket now raises instead of waiting
         try:
-            return bool(self.rfile.peek(1))
+            return bool(self._buffer.peek(1))
         except (TimeoutError, OSError):
             return False
 

@@ -117,7 +117,7 @@ class EventStream:
             yield _encoded(event)
         yield from self._live(sub)
 
-    def _reset(self, backlog: list[Event]) -> bytes:
+    def _reset(self, backlog: list[BusEvent]) -> bytes:
         """The reset that starts a resumption past the buffer (or from another daemon's id),
         with an ``id:`` to resume from: just before the events that follow it. Without one,
         an EventSource kept its stale id and every reconnection was another bare reset."""

@@ -11,8 +11,7 @@ import threading
 import time
 from typing import Any
 
-from tests.conftest import wait_for
-from tests.conftest import DaemonProcess
+from tests.conftest import DaemonProcess, wait_for
 from tests.integration.api.conftest import HttpApi, SseClient
 
 WAVE = 256
@@ -34,7 +33,7 @@ def open_readers(port: int, count: int) -> list[tuple[socket.socket, int]]:
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         sock.sendall(b"GET /events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         socks.append(sock)
-    heads: dict[socket.socket, bytes] = {sock: b"" for sock in socks}
+    heads: dict[socket.socket, bytes] = dict.fromkeys(socks, b"")
     selector = selectors.DefaultSelector()
     for sock in socks:
         selector.register(sock, selectors.EVENT_READ)
