@@ -323,9 +323,6 @@ def _match(template: list[str], segments: list[str]) -> dict[str, str] | None:
 
 
 def _checked(params: dict[str, str]) -> dict[str, str]:
-    if "name" in params:
-        name = params["name"].lower()
-        if not NAME_PATTERN.match(name):
-            raise BadRequestError("invalid app name")
-        params["name"] = name
+    if "name" in params and not NAME_PATTERN.fullmatch(params["name"]):
+        raise BadRequestError("invalid app name")  # a valid one is looked up case-insensitively
     return params

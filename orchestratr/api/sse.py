@@ -20,6 +20,7 @@ import attrs
 
 from orchestratr.api.wire import event_json, reset_json
 from orchestratr.errors import BadRequestError
+from orchestratr.registry.model import name_key
 from orchestratr.registry.validate import NAME_PATTERN
 from orchestratr.supervisor.bus import EVENT_TYPES, BusEvent, EventBus, Subscription
 
@@ -47,7 +48,7 @@ class EventQuery:
 
     def accepts(self, event: BusEvent) -> bool:
         return (not self.types or event.type in self.types) and (
-            not self.apps or event.data.get("app") in self.apps)
+            not self.apps or name_key(str(event.data.get("app"))) in self.apps)
 
 
 def parse_query(
@@ -59,9 +60,10 @@ def parse_query(
     unknown = set(query) - known
     if unknown:
         raise BadRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
-    apps = frozenset(name.lower() for name in query.get("app", []))
-    if bad := sorted(a for a in apps if not NAME_PATTERN.match(a)):
+    names = query.get("app", [])
+    if bad := sorted(a for a in names if not NAME_PATTERN.fullmatch(a)):
         raise BadRequestError(f"app: invalid app name {bad[0][:64]!r}")
+    apps = frozenset(name_key(name) for name in names)
     types = frozenset(query.get("type", []))
     if bad := sorted(types - EVENT_TYPES):
         raise BadRequestError(f"type: unknown event type {bad[0][:64]!r}; known: "

@@ -30,6 +30,12 @@ def described(text: str) -> dict[str, str]:
     return {"description": text}
 
 
+def name_key(name: str) -> str:
+    """What app names are compared by: case-insensitively, as the Go orchestratr looked them
+    up (``Firefox`` and ``firefox`` are one app, and two apps so named clash)."""
+    return name.casefold()
+
+
 @attrs.frozen
 class AppSpec:
     """One app as the user declared it. Field names and defaults match the Go orchestratr."""
@@ -83,7 +89,8 @@ class Registry:
     skipped: tuple[str, ...] = ()
 
     def get(self, name: str) -> AppSpec | None:
-        return next((a for a in self.apps if a.name == name), None)
+        key = name_key(name)
+        return next((a for a in self.apps if name_key(a.name) == key), None)
 
     @cached_property
     def chords(self) -> dict[str, str]:
