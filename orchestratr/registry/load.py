@@ -24,8 +24,8 @@ import attrs
 import cattrs
 import yaml
 
-from orchestratr.convert import converter, describe_errors
-from orchestratr.errors import ConfigError
+from orchestratr.convert import MAX_SHOWN, converter, describe_errors
+from orchestratr.errors import ConfigError, clip
 from orchestratr.paths import Paths
 from orchestratr.registry.model import (
     APP_FIELDS,
@@ -198,7 +198,7 @@ def structure_app(
         errors.append(f"{label}: expected a mapping of app fields, got {type(entry).__name__}")
         return None
     name = entry.get("name")
-    where = f"{label} ({name})" if isinstance(name, str) and name else label
+    where = f"{label} ({clip(name, MAX_SHOWN)})" if isinstance(name, str) and name else label
     notes = unknown_fields(entry, APP_FIELDS)
     fields, legacy = go_defaults({k: v for k, v in _drop_nulls(entry).items() if k in APP_FIELDS})
     problems = _type_problems(fields)
