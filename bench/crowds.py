@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from tests.integration.api.test_crowds import fds_of, open_readers, threads_of  # noqa: E402
+from tests.integration.api.test_crowds import fds_of, open_readers, threads_of
 
 APPS = 100
 
