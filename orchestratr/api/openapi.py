@@ -19,10 +19,10 @@ from orchestratr.api.errors import STATUS
 from orchestratr.api.server import MAX_BODY, MAX_LINE
 from orchestratr.api.sse import KEEPALIVE_S, MAX_IDLE_S, MAX_LIMIT
 from orchestratr.api.transport import Limits
-from orchestratr.api.wire import MAX_DEPTH, MAX_PID, AppStatus
+from orchestratr.api.wire import MAX_DEPTH, MAX_PID, MIN_PID, AppStatus
 from orchestratr.controls import HotkeyStatus
 from orchestratr.registry.model import APP_FIELDS, AppSpec
-from orchestratr.registry.validate import MAX_LEASE_S
+from orchestratr.registry.validate import MAX_LEASE_S, NAME_PATTERN
 from orchestratr.supervisor.bus import EVENT_TYPES
 from orchestratr.supervisor.leases import DEFAULT_LEASE_S
 from orchestratr.supervisor.states import AppState, Cause, Trigger
@@ -33,17 +33,24 @@ ERROR_TEXT = {
     400: f"Malformed request: bad JSON (nested over {MAX_DEPTH} deep, or a string with a NUL or "
          "half a surrogate pair), wrong types, unknown fields, an invalid app name; two Host "
          "headers, or none on HTTP/1.1",
-    403: "Not from loopback, a foreign Host header or absolute target (DNS rebinding), or a "
-         "foreign Origin, or two",
+    403: "Not from loopback, a foreign Host header or absolute target (DNS rebinding), an "
+         "Origin that is not this server's (port included), or two, or Sec-Fetch-Site "
+         "cross-site or same-site",
     404: "No such app, chord or endpoint",
     405: "Wrong method; the Allow header names the right one",
-    408: f"The body did not arrive within {LIMITS.body_s:g} s (the connection is closed)",
+    408: f"The request line and headers did not arrive within {LIMITS.header_s:g} s, or the "
+         f"body within {LIMITS.body_s:g} s more (the connection is closed)",
     409: "The notification or command does not fit the app's current state, or a name or "
          "chord is taken, or the app belongs to a config file",
     413: f"Request body over {MAX_BODY // 1024 // 1024} MiB",
-    415: "A request body that is not application/json",
+    414: f"Request line over {MAX_LINE // 1024} KiB",
+    415: "A request body that is not application/json, from a browser (a request with an "
+         "Origin or Sec-Fetch-* header); scripts may label JSON as they like",
+    431: f"Request line and headers over {LIMITS.head_bytes // 1024} KiB, or over 100 lines",
+    505: "Not HTTP/1.x",
     500: "Internal error (details in the daemon log), or a command that could not be spawned",
-    503: f"Too many open connections (over {LIMITS.connections}; retry shortly), or, for the "
+    503: f"Too many connections busy at once (over {LIMITS.connections}; retry shortly), or, "
+         "for the "
          "hotkey endpoints, "
          "hotkeys are not running (no X display, --no-hotkeys, or paused)",
 }
@@ -54,7 +61,8 @@ ALLOW = {"Allow": {"description": "the methods this path accepts", "required": T
 TRANSPORT = ("Before any endpoint, the transport may answer 400 (a garbled request line), 408 "
              f"(request line and headers not in within {LIMITS.header_s:g} s), 414 (request line "
              f"over {MAX_LINE // 1024} KiB), 431 "
-             "(headers too large), 503 (too many connections) or 505 (not HTTP/1.x), in the "
+             "(headers too large), 501 (a method HTTP does not define, or a transfer coding "
+             "other than chunked), 503 (too many connections) or 505 (not HTTP/1.x), in the "
              "same error format, and close the connection.")
 
 
@@ -217,7 +225,7 @@ SCHEMAS: dict[str, Any] = {
         },
         ["id", "type", "data"],
     ),
-    "AppState": _obj(
+    "GoAppState": _obj(
         {
             "name": STRING,
             "launched": {"type": "boolean"},
@@ -262,7 +270,7 @@ SCHEMAS: dict[str, Any] = {
     "Ok": _obj({"status": {"const": "ok"}}, ["status"], closed=True),
     "Empty": _obj({}, closed=True),
     "LaunchedBody": _obj({
-        "pid": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_PID}),
+        "pid": _nullable({"type": "integer", "minimum": MIN_PID, "maximum": MAX_PID}),
         "lease_secs": _nullable({"type": "number", "exclusiveMinimum": 0,
                                  "maximum": MAX_LEASE_S}),
     }, closed=True),
@@ -287,12 +295,12 @@ def _operation(summary: str, ok: dict[str, Any], *errors: int, body: str | None 
     op: dict[str, Any] = {
         "summary": summary,
         "responses": {str(status): {"description": "OK", "content": {media: {"schema": ok}}},
-                      **_errors(400, 403, 405, 500, 503, *errors)},
+                      **_errors(400, 403, 405, 408, 414, 431, 500, 503, 505, *errors)},
     }
     if body is not None:
         op["requestBody"] = {"required": status == 201,
                              "content": {JSON: {"schema": _ref(body)}}}
-        op["responses"].update(_errors(408, 413, 415))
+        op["responses"].update(_errors(413, 415))
     if parameters:
         op["parameters"] = parameters
     return op
@@ -335,7 +343,8 @@ SSE_SCHEMA = _obj(
 
 
 NAME = {"name": "name", "in": "path", "required": True, "example": "notes",
-        "description": "the app's name (case-insensitive)", "schema": STRING}
+        "description": "the app's name (case-insensitive, percent-encoded)",
+        "schema": {"type": "string", "pattern": NAME_PATTERN.pattern}}
 
 
 def _app_path(**operations: dict[str, Any]) -> dict[str, Any]:
@@ -363,10 +372,9 @@ def document() -> dict[str, Any]:
         },
         "servers": [{
             "url": "http://127.0.0.1:{port}",
-            "variables": {"port": {
-                "default": "9876",
-                "description": "api_port from config.yml, or --port; the port the daemon got is "
-                               "in <config-dir>/port (~/.config/orchestratr/port)"}},
+            "description": "port: api_port from config.yml, or --port; the port the daemon got "
+                           "is in <config-dir>/port (~/.config/orchestratr/port)",
+            "variables": {"port": {"default": "9876"}},
         }],
         "paths": {
             "/health": {"get": _operation("Liveness and version", _ref("Health"))},
@@ -387,7 +395,7 @@ def document() -> dict[str, Any]:
                                "leave it running (tracked until it exits)")]),
             ),
             "/apps/{name}/state": _app_path(get=_operation(
-                "Go-compatible state (unset fields omitted)", _ref("AppState"), 404)),
+                "Go-compatible state (unset fields omitted)", _ref("GoAppState"), 404)),
             "/apps/{name}/launched": _app_path(**_command(
                 "The app says it started; a pid makes orchestratr track it", "LaunchedBody")),
             "/apps/{name}/ready": _app_path(**_command("The app says it is ready")),

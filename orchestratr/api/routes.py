@@ -38,6 +38,9 @@ from orchestratr.supervisor.states import Cause
 
 MAX_CHORD_LENGTH = 32
 MAX_WARNINGS = 20  # listed in a registration's answer; each quotes a field the client sent
+# RFC 9110's methods and PATCH: one of these not allowed on a path is 405, any other 501
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -142,9 +145,12 @@ class Api:
         """The handler for a request and its path parameters.
 
         Raises:
-            ApiError: not_found (no such path), method_not_allowed (with ``Allow``).
+            ApiError: not_found (no such path), method_not_allowed (with ``Allow``),
+                not_implemented (a method HTTP does not define).
             BadRequestError: an ``{name}`` that is not a valid app name.
         """
+        if method not in KNOWN_METHODS:
+            raise ApiError("not_implemented", f"unknown method {clip(method, 32)!r}")
         segments = [unquote(s) for s in path.split("/")]
         method = "GET" if method == "HEAD" else method  # the server leaves the body out
         allowed: list[str] = []
@@ -319,9 +325,6 @@ def _match(template: list[str], segments: list[str]) -> dict[str, str] | None:
 
 
 def _checked(params: dict[str, str]) -> dict[str, str]:
-    if "name" in params:
-        name = params["name"].lower()
-        if not NAME_PATTERN.match(name):
-            raise BadRequestError("invalid app name")
-        params["name"] = name
+    if "name" in params and not NAME_PATTERN.fullmatch(params["name"]):
+        raise BadRequestError("invalid app name")  # a valid one is looked up case-insensitively
     return params

@@ -21,6 +21,7 @@ from orchestratr.supervisor.bus import BusEvent
 from orchestratr.supervisor.core import LaunchResult
 from orchestratr.supervisor.states import ANNOUNCED, AppState
 
+MIN_PID = 2  # 0 and 1 (the kernel's and init's) never are an app's: 400 in any state
 MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
 MAX_DEPTH = 32  # arrays and objects inside each other in a request body
 TIMESTAMP = {"format": "date-time"}  # RFC 3339 in UTC, as ``iso`` writes them
@@ -86,7 +87,7 @@ class LaunchedBody:
 
     pid: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.and_(
-            attrs.validators.ge(1), attrs.validators.le(MAX_PID))))
+            attrs.validators.ge(MIN_PID), attrs.validators.le(MAX_PID))))
     lease_secs: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.and_(
             attrs.validators.gt(0.0), attrs.validators.le(MAX_LEASE_S))))

@@ -30,6 +30,12 @@ def described(text: str) -> dict[str, str]:
     return {"description": text}
 
 
+def name_key(name: str) -> str:
+    """What app names are compared by: case-insensitively, as the Go orchestratr looked them
+    up (``Firefox`` and ``firefox`` are one app, and two apps so named clash)."""
+    return name.casefold()
+
+
 @attrs.frozen
 class WindowMatch:
     """Which existing window is the app's, for apps that hand off to a process orchestratr did
@@ -98,7 +104,8 @@ class Registry:
     skipped: tuple[str, ...] = ()
 
     def get(self, name: str) -> AppSpec | None:
-        return next((a for a in self.apps if a.name == name), None)
+        key = name_key(name)
+        return next((a for a in self.apps if name_key(a.name) == key), None)
 
     @cached_property
     def chords(self) -> dict[str, str]:

@@ -145,7 +145,7 @@ class TestStartAndStop:
 
         def stacks_printed() -> bool:
             printed.append(stderr.read() or "")
-            return "in serve_forever" in "".join(printed)
+            return "dispatch.py" in "".join(printed)
 
         wait_for(stacks_printed, what="the stacks on stderr")
         assert daemon.proc.poll() is None

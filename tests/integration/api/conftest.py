@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 import jsonschema
@@ -122,7 +123,7 @@ class HttpApi:
         return self.call("POST", path, body, **kw)
 
     def app(self, name: str) -> dict[str, Any]:
-        reply = self.get(f"/apps/{name}")
+        reply = self.get(f"/apps/{quote(name, safe='')}")
         assert reply.status == 200, reply
         return reply.body
 
