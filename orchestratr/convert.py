@@ -11,6 +11,7 @@ not come back in a 1 MB error (the Go orchestratr's bug B2).
 from __future__ import annotations
 
 import enum
+import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -89,6 +90,13 @@ def _env(value: Any, _: type) -> dict[str, str]:
     return result
 
 
+def _object(value: Any, _: type) -> dict[str, Any]:
+    """Any JSON object (an event's ``data``), kept as it is."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a JSON object, got {_type_name(value)} {_shown(value)}")
+    return dict(value)
+
+
 def field_keys(cls: type) -> dict[str, str]:
     """Key -> field name, for a class with a field whose key is no Python name (``class``):
     such a field says its key in ``metadata["key"]``."""
@@ -100,9 +108,12 @@ def _keyed(cls: type) -> bool:
 
 
 def _structure_keyed(cls: type) -> Any:
-    """A mapping of string fields (``window: {class: ..., title: ...}``); unknown keys are
-    errors (no older manifest has any)."""
+    """A mapping whose keys are no Python names (``window: {class: ..., title: ...}``, a
+    message's ``from``); unknown keys are errors (no older manifest has any). Text fields
+    take strings only; the others are structured by their type."""
     keys = field_keys(cls)
+    types = typing.get_type_hints(cls)
+    text = {name for name, kind in types.items() if kind in (str, str | None)}
 
     def structure(value: Any, _: type) -> Any:
         if not isinstance(value, Mapping):
@@ -115,11 +126,16 @@ def _structure_keyed(cls: type) -> Any:
         fields = {}
         for key, item in value.items():
             if item is not None:
+                name = keys[key]
                 try:
-                    fields[keys[key]] = _strict_str(item, str)
-                except TypeError as exc:
+                    fields[name] = (_strict_str(item, str) if name in text
+                                    else _typed(item, types[name]))
+                except (TypeError, ValueError) as exc:
                     raise TypeError(f"{key}: {exc}") from None
         return cls(**fields)
+
+    def _typed(item: Any, kind: Any) -> Any:
+        return item if kind is Any else strict_converter.structure(item, kind)
 
     return structure
 
@@ -138,6 +154,7 @@ def configure_converter(converter: cattrs.Converter) -> None:
     converter.register_structure_hook_func(_is_enum, _enum)
     converter.register_structure_hook_func(lambda t: t == Mapping[str, str], _env)
     converter.register_unstructure_hook_func(lambda t: t == Mapping[str, str], dict)
+    converter.register_structure_hook_func(lambda t: t == dict[str, Any], _object)
     converter.register_structure_hook_factory(_keyed, _structure_keyed)
     converter.register_unstructure_hook_factory(_keyed, _unstructure_keyed)
 
@@ -165,6 +182,8 @@ def structure_body(data: Any, cls: type[T]) -> T:
     except cattrs.BaseValidationError as exc:
         problems = "; ".join(f"{field or 'body'}: {msg}" for field, msg in describe_errors(exc))
         raise BadRequestError(problems) from None
+    except (TypeError, ValueError) as exc:  # a keyed class's own hook, at the top level
+        raise BadRequestError(str(exc)) from None
 
 
 def describe_errors(exc: BaseException) -> list[tuple[str, str]]:

@@ -58,6 +58,12 @@ class UnknownAppError(OrchestratrError):
     code = "not_found"
 
 
+class UnknownServiceError(OrchestratrError):
+    """No live service has that name."""
+
+    code = "not_found"
+
+
 class ConflictError(OrchestratrError):
     """The request clashes with what exists: a name or chord taken, an app owned by a file."""
 

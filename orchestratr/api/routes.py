@@ -21,18 +21,27 @@ from orchestratr.api import sse
 from orchestratr.api.errors import MAX_ECHO, ApiError
 from orchestratr.api.sse import StreamSettings
 from orchestratr.api.wire import (
+    INBOX_RESET_HINT,
+    EventBody,
     LaunchedBody,
+    MessageBody,
+    ServicesBody,
     TriggerBody,
     ack_json,
     app_json,
+    delivery_json,
     iso,
     launch_json,
+    message_json,
+    offers_json,
+    service_json,
     state_json,
 )
 from orchestratr.controls import HotkeyControl, RegistryControl
 from orchestratr.convert import structure_body
 from orchestratr.errors import BadRequestError, clip
 from orchestratr.registry.validate import NAME_PATTERN
+from orchestratr.supervisor.app import AppSnapshot
 from orchestratr.supervisor.core import Supervisor
 from orchestratr.supervisor.states import Cause
 
@@ -133,7 +142,15 @@ class Api:
             ("POST", "/apps/{name}/drain", self.drain),
             ("POST", "/apps/{name}/revive", self.revive),
             ("GET", "/events", self.events),
+            ("POST", "/events", self.publish),
             ("GET", "/events/stream", self.stream),
+            ("POST", "/apps/{name}/message", self.message),
+            ("GET", "/apps/{name}/messages", self.messages),
+            ("GET", "/apps/{name}/services", self.offers),
+            ("PUT", "/apps/{name}/services", self.declare),
+            ("GET", "/services", self.services),
+            ("GET", "/services/resolve", self.resolve),
+            ("GET", "/services/browse", self.browse),
             ("POST", "/reload", self.reload),
             ("POST", "/trigger", self.trigger),
             ("GET", "/hotkeys", self.hotkeys),
@@ -207,7 +224,8 @@ class Api:
     def launched(self, req: Request) -> Response:
         body = _body(req, LaunchedBody)
         return ok(ack_json(self._sup.notify_launched(req.name, Cause.api, pid=body.pid,
-                                                     lease_s=body.lease_secs)))
+                                                     lease_s=body.lease_secs,
+                                                     services=body.services)))
 
     def heartbeat(self, req: Request) -> Response:
         _body(req, _Empty)
@@ -228,7 +246,73 @@ class Api:
 
     def stream(self, req: Request) -> Response:
         query = sse.parse_query(req.query, req.headers.get("Last-Event-ID"), stream=True)
-        return ok(sse.EventStream(self._sup.bus, query, self._streams))
+        return ok(sse.EventStream.replaying(sse.Feed(self._sup.bus), query, self._streams))
+
+    def publish(self, req: Request) -> Response:
+        body = _body(req, EventBody)
+        event = self._sup.publish(body.source, body.type, body.data)
+        return Response(202, {"id": event.id})
+
+    # ------------------------------------------------------------- messages
+
+    def message(self, req: Request) -> Response:
+        body = _body(req, MessageBody)
+        delivery = self._sup.send(req.name, body.sender, body.data, body.launch, Cause.api)
+        return Response(202, delivery_json(delivery))
+
+    def messages(self, req: Request) -> Response:
+        """The inbox, streamed or, with ``poll=true``, as a list. A reader without an id
+        (``since``, ``Last-Event-ID``) gets what no reader was sent yet, which is then read."""
+        polled = req.flag("poll")
+        inbox = self._sup.inbox(req.name)
+        query = sse.parse_query({k: v for k, v in req.query.items() if k != "poll"},
+                                None if polled else req.headers.get("Last-Event-ID"),
+                                stream=not polled, filters=False)
+        unread = query.since is None
+        since = inbox.read_up_to if query.since is None else query.since
+        if polled:
+            messages = inbox.bus.replay(since, query.limit)[0]
+            if unread and messages:
+                inbox.mark_read(messages[-1].id)
+            return ok([message_json(e) for e in messages])
+        feed = sse.Feed(inbox.bus, sse.message_frame, inbox.mark_read, INBOX_RESET_HINT)
+        return ok(sse.EventStream.replaying(feed, attrs.evolve(query, since=since),
+                                            self._streams))
+
+    # ------------------------------------------------------------- services
+
+    def offers(self, req: Request) -> Response:
+        return ok(self._offers_json(self._sup.snapshot(req.name, with_history=False)))
+
+    def declare(self, req: Request) -> Response:
+        raw = {"services": req.body} if isinstance(req.body, list) else req.body
+        services = _body(Request(req.method, req.params, raw), ServicesBody).services
+        return ok(self._offers_json(self._sup.declare_services(req.name, services)))
+
+    def _offers_json(self, snap: AppSnapshot) -> dict[str, Any]:
+        registry = self._sup.services
+        live = [r for r in registry.records() if r.app == snap.name]
+        return offers_json(snap.name, registry.offered(snap.name, snap.spec.services), live)
+
+    def services(self, req: Request) -> Response:
+        type_, _ = sse.parse_browse(req.query, stream=False)
+        return ok([service_json(r) for r in self._sup.services.records(type_)])
+
+    def resolve(self, req: Request) -> Response:
+        unknown = set(req.query) - {"name"}
+        if unknown:
+            raise BadRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        names = req.query.get("name", [])
+        if len(names) != 1 or not names[0]:
+            raise BadRequestError("name: give the service's name once, e.g. ?name=notes-api")
+        return ok(service_json(self._sup.services.resolve(names[0])))
+
+    def browse(self, req: Request) -> Response:
+        type_, idle_for = sse.parse_browse(req.query, stream=True)
+        records, subscription = self._sup.services.browse(type_, self._streams.queue_size)
+        head = [sse.found_frame(service_json(r)) for r in records]
+        return ok(sse.EventStream(subscription, self._streams, idle_for,
+                                  frame=sse.service_frame, head=head))
 
     def ready(self, req: Request) -> Response:
         _body(req, _Empty)

@@ -1,9 +1,12 @@
-"""Server-Sent Events: the event bus as a ``text/event-stream``, and the queries that shape it.
+"""Server-Sent Events: a bus as a ``text/event-stream``, and the queries that shape it.
 
 Each stream is one bus subscription with a bounded queue. A reader that falls behind is sent a
 final ``overflow`` event and cut off, so it never slows the supervisor or other readers. A
 reader resuming with ``Last-Event-ID`` (or ``?since=``) first gets every buffered event after
 that id, or a ``reset`` event when some are gone, telling it to read ``GET /apps`` again.
+
+The same machinery serves every stream with ids and replay (``Feed``): the lifecycle events,
+an app's inbox, a browse of services (whose head is the live records, without replay).
 """
 
 from __future__ import annotations
@@ -13,21 +16,23 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from orchestratr.api.wire import event_json, reset_json
+from orchestratr.api.wire import RESET_HINT, event_json, message_json, reset_json
 from orchestratr.errors import BadRequestError
 from orchestratr.registry.model import name_key
-from orchestratr.registry.validate import NAME_PATTERN
-from orchestratr.supervisor.bus import EVENT_TYPES, BusEvent, EventBus, Subscription
+from orchestratr.registry.validate import NAME_PATTERN, SERVICE_TYPE_PATTERN
+from orchestratr.supervisor.bus import PUBLISHED_TYPE, BusEvent, EventBus, Subscription
+from orchestratr.supervisor.services import FOUND
 
 KEEPALIVE_S = 15.0
 QUEUE_SIZE = 1000  # events a reader may fall behind by before it is cut off
 MAX_LIMIT = 10_000
 MAX_IDLE_S = 86400
+BROWSE_IDLE_S = 5.0  # Koi's: a browse without idle_for closes after 5 s without a change
 
 
 @attrs.frozen
@@ -38,46 +43,72 @@ class StreamSettings:
 
 @attrs.frozen
 class EventQuery:
-    """What a reader asked for: ``?app=&type=&since=&idle_for=&limit=``."""
+    """What a reader asked for: ``?app=&type=&source=&since=&idle_for=&limit=``."""
 
     apps: frozenset[str] = frozenset()
     types: frozenset[str] = frozenset()
+    sources: frozenset[str] = frozenset()  # name_key-ed: an app's events, or a cause's
     since: int | None = None
     idle_for: float = 0.0  # 0: never close for want of events
     limit: int = 1000
 
     def accepts(self, event: BusEvent) -> bool:
-        return (not self.types or event.type in self.types) and (
-            not self.apps or name_key(str(event.data.get("app"))) in self.apps)
+        return ((not self.types or event.type in self.types)
+                and (not self.apps or name_key(str(event.data.get("app"))) in self.apps)
+                and (not self.sources
+                     or name_key(str(event.data.get("source"))) in self.sources))
+
+
+FILTERS = frozenset({"app", "type", "source"})
 
 
 def parse_query(
-    query: Mapping[str, Sequence[str]], last_event_id: str | None = None, stream: bool = False
+    query: Mapping[str, Sequence[str]], last_event_id: str | None = None, stream: bool = False,
+    filters: bool = True,
 ) -> EventQuery:
-    """The stream's parameters (``stream``) or the poll's; raises BadRequestError naming the
-    parameter that is wrong."""
-    known = {"app", "type", "since", "idle_for" if stream else "limit"}
+    """The stream's parameters (``stream``) or the poll's, with the event filters or (an
+    inbox) without; raises BadRequestError naming the parameter that is wrong."""
+    known = {"since", "idle_for" if stream else "limit"} | (FILTERS if filters else set())
     unknown = set(query) - known
     if unknown:
         raise BadRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
-    names = query.get("app", [])
-    if bad := sorted(a for a in names if not NAME_PATTERN.fullmatch(a)):
-        raise BadRequestError(f"app: invalid app name {bad[0][:64]!r}")
-    apps = frozenset(name_key(name) for name in names)
+    apps, sources = _names(query, "app"), _names(query, "source")
     types = frozenset(query.get("type", []))
-    if bad := sorted(types - EVENT_TYPES):
-        raise BadRequestError(f"type: unknown event type {bad[0][:64]!r}; known: "
-                              + ", ".join(sorted(EVENT_TYPES)))
+    if bad := sorted(t for t in types if not PUBLISHED_TYPE.fullmatch(t)):
+        raise BadRequestError(f"type: {bad[0][:64]!r} is no event type (they match "
+                              f"{PUBLISHED_TYPE.pattern})")
     since = _one(query, "since")
     if last_event_id and last_event_id.strip():  # a reconnection: the URL's since is stale
         since = last_event_id.strip()
     return EventQuery(
         apps=apps,
         types=types,
+        sources=sources,
         since=None if since is None else _number(since, "since", int, 0, math.inf),
         idle_for=_number(_one(query, "idle_for") or "0", "idle_for", float, 0, MAX_IDLE_S),
         limit=_number(_one(query, "limit") or "1000", "limit", int, 1, MAX_LIMIT),
     )
+
+
+def _names(query: Mapping[str, Sequence[str]], key: str) -> frozenset[str]:
+    names = query.get(key, [])
+    if bad := sorted(a for a in names if not NAME_PATTERN.fullmatch(a)):
+        raise BadRequestError(f"{key}: invalid app name {bad[0][:64]!r}")
+    return frozenset(name_key(name) for name in names)
+
+
+def parse_browse(query: Mapping[str, Sequence[str]], stream: bool) -> tuple[str | None, float]:
+    """``?type=`` (and, for a stream, ``idle_for``: absent 5 s, 0 never, as Koi's)."""
+    known = {"type", "idle_for"} if stream else {"type"}
+    unknown = set(query) - known
+    if unknown:
+        raise BadRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    type_ = _one(query, "type")
+    if type_ is not None and not SERVICE_TYPE_PATTERN.fullmatch(type_):
+        raise BadRequestError(f"type: {type_[:64]!r} is no service type (like _http._tcp)")
+    idle = _one(query, "idle_for")
+    return type_, (BROWSE_IDLE_S if idle is None
+                   else _number(idle, "idle_for", float, 0, MAX_IDLE_S))
 
 
 def poll(bus: EventBus, query: EventQuery) -> list[dict[str, Any]]:
@@ -90,44 +121,75 @@ def poll(bus: EventBus, query: EventQuery) -> list[dict[str, Any]]:
     return body + [event_json(e) for e in itertools.islice(accepted, query.limit)]
 
 
+@attrs.frozen
+class Feed:
+    """A bus read as a stream: how its events are written (``frame``), who is told each id
+    sent (``sent``), and what a ``reset`` tells a reader to do (``hint``)."""
+
+    bus: EventBus
+    frame: Callable[[BusEvent], bytes] | None = None  # None: a lifecycle event's frame
+    sent: Callable[[int], None] | None = None
+    hint: str = RESET_HINT
+
+
 class EventStream:
-    """One reader of ``GET /events/stream``: iterate it for the bytes to send; ``close()``
-    from any thread ends it (the client went away, or the server is stopping)."""
+    """One reader of a stream: iterate it for the bytes to send; ``close()`` from any thread
+    ends it (the client went away, or the server is stopping). ``head`` goes first (a reset,
+    a browse's live records), then ``backlog``, then what the subscription receives."""
 
     content_type = "text/event-stream"
 
-    def __init__(self, bus: EventBus, query: EventQuery, settings: StreamSettings) -> None:
-        self._query = query
+    def __init__(
+        self,
+        subscription: Subscription,
+        settings: StreamSettings,
+        idle_for: float,
+        *,
+        frame: Callable[[BusEvent], bytes] | None = None,
+        sent: Callable[[int], None] | None = None,
+        head: Iterable[bytes] = (),
+        backlog: Iterable[BusEvent] = (),
+    ) -> None:
+        self._subscription = subscription
         self._settings = settings
-        self._last_id = bus.last_id  # before subscribing: resuming after it misses nothing
-        # An id this bus has not given out yet is another daemon's: everything buffered is new
-        self._foreign = query.since is not None and query.since > self._last_id
-        self._subscription: Subscription = bus.subscribe(
-            since=0 if self._foreign else query.since, maxsize=settings.queue_size,
-            accept=query.accepts)
+        self._idle_for = idle_for
+        self._frame = frame or _encoded
+        self._sent = sent
+        self._head = list(head)
+        self._backlog = list(backlog)
         self.delivered_at = time.monotonic()  # the last event sent (the server sheds by it)
+
+    @classmethod
+    def replaying(cls, feed: Feed, query: EventQuery, settings: StreamSettings) -> EventStream:
+        """A stream of ``feed`` that first replays what followed ``query.since``."""
+        last_id = feed.bus.last_id  # before subscribing: resuming after it misses nothing
+        # An id this bus has not given out yet is another daemon's: everything buffered is new
+        foreign = query.since is not None and query.since > last_id
+        sub = feed.bus.subscribe(since=0 if foreign else query.since,
+                                 maxsize=settings.queue_size, accept=query.accepts)
+        head = []
+        if foreign or not sub.complete:
+            head.append(_reset(query.since or 0, sub.backlog, last_id, feed.hint))
+        return cls(sub, settings, query.idle_for, frame=feed.frame, sent=feed.sent, head=head,
+                   backlog=sub.backlog)
 
     def close(self) -> None:
         self._subscription.close()
 
     def __iter__(self) -> Iterator[bytes]:
-        sub = self._subscription
         yield b"retry: 1000\n\n"  # reconnect quickly; Last-Event-ID then resumes the stream
-        if self._foreign or not sub.complete:
-            yield self._reset(sub.backlog)
-        for event in sub.backlog:
-            yield _encoded(event)
-        yield from self._live(sub)
+        yield from self._head
+        for event in self._backlog:
+            yield from self._send(event)
+        yield from self._live(self._subscription)
 
-    def _reset(self, backlog: list[BusEvent]) -> bytes:
-        """The reset that starts a resumption past the buffer (or from another daemon's id),
-        with an ``id:`` to resume from: just before the events that follow it. Without one,
-        an EventSource kept its stale id and every reconnection was another bare reset."""
-        resume_id = backlog[0].id - 1 if backlog else self._last_id
-        return _frame("reset", reset_json(self._query.since or 0, backlog)["data"], resume_id)
+    def _send(self, event: BusEvent) -> Iterator[bytes]:
+        yield self._frame(event)
+        if self._sent is not None:  # resumed: the frame was written
+            self._sent(event.id)
 
     def _live(self, sub: Subscription) -> Iterator[bytes]:
-        idle_for = self._query.idle_for or math.inf
+        idle_for = self._idle_for or math.inf
         last_event = last_write = time.monotonic()
         while True:
             now = time.monotonic()
@@ -136,7 +198,7 @@ class EventStream:
             wait = min(last_event + idle_for, last_write + self._settings.keepalive_s) - now
             event = sub.get(timeout=max(0.0, wait))
             if event is not None:
-                yield _encoded(event)
+                yield from self._send(event)
                 last_event = last_write = self.delivered_at = time.monotonic()
             elif sub.overflowed:
                 yield _frame("overflow", {"error": "this reader fell too far behind; reconnect "
@@ -149,10 +211,35 @@ class EventStream:
                 last_write = time.monotonic()
 
 
+def _reset(since: int, backlog: list[BusEvent], last_id: int, hint: str) -> bytes:
+    """The reset that starts a resumption past the buffer (or from another daemon's id),
+    with an ``id:`` to resume from: just before the events that follow it. Without one,
+    an EventSource kept its stale id and every reconnection was another bare reset."""
+    resume_id = backlog[0].id - 1 if backlog else last_id
+    return _frame("reset", reset_json(since, backlog, hint)["data"], resume_id)
+
+
 @functools.lru_cache(maxsize=64)
 def _encoded(event: BusEvent) -> bytes:
     """An event's frame, encoded once however many readers it goes to."""
     return _frame(event.type, event_json(event)["data"], event.id)
+
+
+@functools.lru_cache(maxsize=64)
+def message_frame(event: BusEvent) -> bytes:
+    """An inbox's message as ``event: message``, its data ``{"id", "from", "data", "at"}``."""
+    return _frame(event.type, message_json(event), event.id)
+
+
+def found_frame(record: Mapping[str, Any], event_id: int | None = None) -> bytes:
+    return _frame("found", record, event_id)
+
+
+@functools.lru_cache(maxsize=64)
+def service_frame(event: BusEvent) -> bytes:
+    """A service change on a browse: ``event: found`` or ``event: removed``, data the record."""
+    record = {k: v for k, v in event.data.items() if k != "at"}
+    return _frame("found" if event.type == FOUND else "removed", record, event.id)
 
 
 def _frame(event_type: str, data: Mapping[str, Any], event_id: int | None = None) -> bytes:

@@ -14,11 +14,12 @@ import attrs
 
 from orchestratr.convert import converter
 from orchestratr.errors import BadRequestError
-from orchestratr.registry.model import described
+from orchestratr.registry.model import ServiceSpec, described
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
 from orchestratr.supervisor.bus import BusEvent
-from orchestratr.supervisor.core import LaunchResult
+from orchestratr.supervisor.core import Delivery, LaunchResult
+from orchestratr.supervisor.services import ServiceRecord
 from orchestratr.supervisor.states import ANNOUNCED, AppState
 
 MIN_PID = 2  # 0 and 1 (the kernel's and init's) never are an app's: 400 in any state
@@ -91,6 +92,36 @@ class LaunchedBody:
     lease_secs: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.and_(
             attrs.validators.gt(0.0), attrs.validators.le(MAX_LEASE_S))))
+    services: tuple[ServiceSpec, ...] | None = attrs.field(default=None, metadata=described(
+        "what the app offers while it runs (replaces its manifest's list)"))
+
+
+@attrs.frozen
+class EventBody:
+    """POST /events: an app's own event."""
+
+    source: str = attrs.field(metadata=described("the app publishing it (registered)"))
+    type: str = attrs.field(metadata=described("not one of orchestratr's own event types"))
+    data: dict[str, Any] = attrs.field(factory=dict, metadata=described("any JSON object"))
+
+
+@attrs.frozen
+class MessageBody:
+    """POST /apps/{name}/message: a message for one app's inbox."""
+
+    sender: str | None = attrs.field(default=None, metadata={
+        "key": "from", "description": "the sending app (registered); absent: nobody's"})
+    data: Any = attrs.field(factory=dict, metadata=described("any JSON value"))
+    launch: bool = attrs.field(default=False, metadata=described(
+        "launch the receiver if it is stopped or failed; it reads the message once it "
+        "connects to its inbox"))
+
+
+@attrs.frozen
+class ServicesBody:
+    """PUT /apps/{name}/services: the list that replaces what the app offers."""
+
+    services: tuple[ServiceSpec, ...]
 
 
 @attrs.frozen
@@ -184,11 +215,41 @@ def event_json(event: BusEvent) -> dict[str, Any]:
     return {"id": event.id, "type": event.type, "data": data}
 
 
-def reset_json(since: int, available: list[BusEvent]) -> dict[str, Any]:
+RESET_HINT = ("events after this id are no longer buffered (or it is another daemon's id); "
+              "read GET /apps again, then follow the stream")
+INBOX_RESET_HINT = ("messages after this id are no longer in the inbox (it keeps the last "
+                    "ones, and only while the daemon runs); what follows is what it holds")
+
+
+def reset_json(since: int, available: list[BusEvent], hint: str = RESET_HINT) -> dict[str, Any]:
     """Told to a reader resuming after an id whose successors are no longer all buffered."""
     return {"id": None, "type": "reset", "data": {
         "since": since,
         "oldest": available[0].id if available else None,
-        "error": "events after this id are no longer buffered (or it is another daemon's id); "
-                 "read GET /apps again, then follow the stream",
+        "error": hint,
     }}
+
+
+def message_json(event: BusEvent) -> dict[str, Any]:
+    """A message as an inbox reader gets it."""
+    return {"id": event.id, "from": event.data["from"], "data": event.data["data"],
+            "at": iso(event.at)}
+
+
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
+    """``{"id", "delivered"}``, and ``"launched": true`` when the receiver was launched."""
+    body: dict[str, Any] = {"id": delivery.id, "delivered": delivery.delivered}
+    if delivery.launched:
+        body["launched"] = True
+    return body
+
+
+def service_json(record: ServiceRecord) -> dict[str, Any]:
+    return record.fields()
+
+
+def offers_json(name: str, offered: tuple[ServiceSpec, ...], live: list[ServiceRecord]
+                ) -> dict[str, Any]:
+    """What an app offers (declared) and which of it is live now."""
+    return {"app": name, "services": [converter.unstructure(s) for s in offered],
+            "live": [service_json(r) for r in live]}

@@ -34,6 +34,7 @@ from orchestratr.registry.model import (
     Registry,
     Settings,
     name_key,
+    service_key,
 )
 from orchestratr.registry.validate import (
     app_warnings,
@@ -177,6 +178,7 @@ def _load_config(
         if spec is not None:
             apps.append(spec)
     errors += [f"config.yml: {m}" for m in _clashes(_keys(entries, "apps"))]
+    errors += [f"config.yml: {m}" for m in _service_clashes(apps)]
     return settings, apps
 
 
@@ -291,7 +293,21 @@ def first_clash(spec: AppSpec, others: list[AppSpec]) -> tuple[str, str] | None:
             return ("name", spec.name)
         if spec.chord and other.chord and other.chord.casefold() == spec.chord.casefold():
             return ("chord", spec.chord)
+        taken = {service_key(s.name) for s in other.services}
+        service = next((s.name for s in spec.services if service_key(s.name) in taken), None)
+        if service is not None:
+            return ("service", service)
     return None
+
+
+def _service_clashes(apps: list[AppSpec]) -> list[str]:
+    """config.yml's apps offering a service name another of them offers too."""
+    owners: dict[str, list[str]] = defaultdict(list)
+    for app in apps:
+        for service in app.services:
+            owners[service_key(service.name)].append(app.name)
+    return [f"duplicate service name {key!r}: apps {' and '.join(names)}"
+            for key, names in owners.items() if len(names) > 1]
 
 
 _Key = tuple[str, str, str | None]  # where, name, chord

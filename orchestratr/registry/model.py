@@ -49,6 +49,23 @@ class WindowMatch:
 
 
 @attrs.frozen
+class ServiceSpec:
+    """A service an app offers on localhost while it runs (Koi's record, without multicast):
+    other apps find it by ``type`` (``_http._tcp``) or resolve it by ``name``."""
+
+    name: str = attrs.field(metadata=described("unique across apps, e.g. notes-api"))
+    type: str = attrs.field(metadata=described("_service._tcp or _service._udp"))
+    port: int = attrs.field(metadata=described("on 127.0.0.1, 1 to 65535"))
+    txt: Mapping[str, str] = attrs.field(factory=dict, metadata=described(
+        "the TXT record: string keys and values"))
+
+
+def service_key(name: str) -> str:
+    """What service names are compared by: case-insensitively, like DNS-SD instance names."""
+    return name.casefold()
+
+
+@attrs.frozen
 class AppSpec:
     """One app as the user declared it. Field names and defaults match the Go orchestratr."""
 
@@ -72,6 +89,8 @@ class AppSpec:
         default=30.0, metadata=described("how long an unresponsive app may still revive"))
     window: WindowMatch | None = attrs.field(default=None, metadata=described(
         "raise a matching window instead of launching (single-instance apps)"))
+    services: tuple[ServiceSpec, ...] = attrs.field(default=(), metadata=described(
+        "what the app offers while it runs (GET /services finds them)"))
     # Its key in files and on the wire is "source", as the Go orchestratr named it.
     declared_in: str = attrs.field(default="config", alias="source",
                                    metadata=described("config, apps.d/<file>, or api"))

@@ -13,7 +13,7 @@ from typing import Any
 from orchestratr.convert import field_keys
 from orchestratr.errors import clip
 from orchestratr.registry.keys import DEAD_CHORDS, KEY_NAMES, RESERVED_CHORDS, parse_leader
-from orchestratr.registry.model import AppSpec, Settings, WindowMatch
+from orchestratr.registry.model import AppSpec, ServiceSpec, Settings, WindowMatch, service_key
 
 MAX_NAME = 128
 # Any name the Go orchestratr took, but what a URL path segment, a file name or a log line
@@ -23,6 +23,13 @@ NAME_PATTERN = re.compile(
     r"^(?!\s)(?!\.{1,2}$)[^/\\\x00-\x1f\x7f-\x9f]{1,"
     + str(MAX_NAME) + r"}(?<!\s)$")
 DEFAULT_READY_TIMEOUT_MS = AppSpec("", "").ready_timeout_ms
+# A service: a DNS-SD instance name (one label: at most 63 characters, nothing a log line or a
+# TXT record cannot carry), a DNS-SD type (``_http._tcp``), a TCP or UDP port.
+MAX_SERVICE_NAME = 63
+SERVICE_NAME_PATTERN = re.compile(
+    r"^(?!\s)[^\x00-\x1f\x7f-\x9f]{1," + str(MAX_SERVICE_NAME) + r"}(?<!\s)$")
+SERVICE_TYPE_PATTERN = re.compile(r"^_[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\._(?:tcp|udp)$")
+MIN_PORT, MAX_PORT = 1, 65535
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_LEASE_S = 86400.0  # a day; beyond that a lease says nothing
 
@@ -54,6 +61,37 @@ def check_app(spec: AppSpec) -> list[Problem]:
     problems.extend(_unpassable(spec))
     if spec.window is not None:
         problems.extend(_window_problems(spec.window))
+    problems.extend(service_problems(spec.services))
+    return problems
+
+
+def service_problems(services: Iterable[ServiceSpec], field: str = "services") -> list[Problem]:
+    """Everything wrong with an app's list of services, each named by its place in the list
+    (a name used twice in one list included; across apps, the loader and the registry of live
+    services see to it)."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for index, service in enumerate(services):
+        where = f"{field}[{index}]"
+        if not SERVICE_NAME_PATTERN.fullmatch(service.name):
+            problems.append((f"{where}.name", f"{clip(repr(service.name), 40)} must be 1 to "
+                                              f"{MAX_SERVICE_NAME} characters, without control "
+                                              "characters or space around it"))
+        elif service_key(service.name) in seen:
+            problems.append((f"{where}.name", f"{clip(repr(service.name), 40)} is in the list "
+                                              "twice"))
+        seen.add(service_key(service.name))
+        if not SERVICE_TYPE_PATTERN.fullmatch(service.type):
+            problems.append((f"{where}.type", f"{clip(repr(service.type), 40)} must look like "
+                                              "_http._tcp (_name._tcp or _name._udp)"))
+        if not MIN_PORT <= service.port <= MAX_PORT:
+            problems.append((f"{where}.port", f"{service.port} is not a port "
+                                              f"({MIN_PORT}-{MAX_PORT})"))
+        for key, value in service.txt.items():
+            if not key or "=" in key or "\0" in key or "\0" in value:
+                problems.append((f"{where}.txt", f"key {clip(repr(key), 40)}: keys must be "
+                                                 "non-empty, without '=' or NUL, and values "
+                                                 "without NUL"))
     return problems
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -38,7 +39,13 @@ EVENT_TYPES = frozenset({
     "ready_timeout",  # ready_cmd did not pass in time; the app stays launched
     "lease_expired",  # no heartbeat in time: the app is unresponsive for its grace period
     "hotkey",  # leader pressed, chord received, cancelled, or help shown
+    "service_found", "service_removed",  # an app's service went live, or was withdrawn
 })
+# Told to a stream's reader about the stream itself (never published on a bus).
+NOTICES = frozenset({"reset", "overflow"})
+# What an app may name the events it publishes (POST /events): not one of orchestratr's own.
+PUBLISHED_TYPE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+OWN_TYPES = EVENT_TYPES | NOTICES
 
 _CLOSED = object()
 
@@ -110,7 +117,7 @@ class EventBus:
         self._subscribers: list[Subscription] = []
         self._clock = clock
 
-    def publish(self, type: str, **data: Any) -> BusEvent:
+    def publish(self, type: str, /, **data: Any) -> BusEvent:
         with self._lock:
             event = BusEvent(next(self._ids), type, self._clock(), data)
             self._buffer.append(event)
@@ -156,6 +163,11 @@ class EventBus:
         from_start = since == 0 and oldest == self._first_id
         complete = from_start or oldest - 1 <= since < next_id
         return [e for e in self._buffer if e.id > since], complete
+
+    @property
+    def readers(self) -> int:
+        """How many subscriptions are open now."""
+        return len(self._subscribers)
 
     @property
     def last_id(self) -> int:

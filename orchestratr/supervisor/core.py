@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -21,27 +21,31 @@ import attrs
 import structlog
 
 from orchestratr.errors import (
+    BadRequestError,
     ConflictError,
     InvalidTransitionError,
     LaunchError,
     OrchestratrError,
     UnknownAppError,
 )
-from orchestratr.registry.model import AppSpec, Registry
+from orchestratr.registry.model import AppSpec, Registry, ServiceSpec
 from orchestratr.supervisor import leases, restarts
 from orchestratr.supervisor.app import App, AppSnapshot, Changes, HistoryEntry
-from orchestratr.supervisor.bus import EventBus
+from orchestratr.supervisor.bus import OWN_TYPES, PUBLISHED_TYPE, BusEvent, EventBus
 from orchestratr.supervisor.focus import SPAWNED, Focus, NoWindows, Windows
+from orchestratr.supervisor.inbox import Inbox, Inboxes
 from orchestratr.supervisor.launcher import Launcher, ProcessExit
 from orchestratr.supervisor.leases import DEFAULT_LEASE_S, Leases
 from orchestratr.supervisor.machine import Transition, build_machine
 from orchestratr.supervisor.roster import Roster
+from orchestratr.supervisor.services import Services
 from orchestratr.supervisor.states import (
     FACTS,
     IDLE,
     LIVE,
     MOVING,
     QUICK_EXIT_S,
+    SERVING,
     AppState,
     Cause,
     Trigger,
@@ -72,6 +76,15 @@ class Renewal:
     expires_in_s: float
 
 
+@attrs.frozen
+class Delivery:
+    """A message posted to an app's inbox."""
+
+    id: int
+    delivered: int  # the receiver's inbox readers connected when it was posted
+    launched: bool  # the receiver was idle and was launched for it
+
+
 class Supervisor:
     """``launcher`` reaches the OS; ``monotonic`` and ``wall`` are the clocks; ``schedule``
     runs a function after a delay (restarts), returning a function that cancels it."""
@@ -96,6 +109,9 @@ class Supervisor:
         self._machine = build_machine(self._on_transition)
         self._roster = Roster(self._new_app, self._machine.remove_model, self.changes)
         self._leases = Leases(lambda: self._roster.apps, self._on_lease_due, monotonic)
+        self.inboxes = Inboxes()
+        self.services = Services(self.bus, lambda: ((a.name, a.spec.services)
+                                                    for a in self._roster.apps))
         self._closing = False
 
     # ----------------------------------------------------------------- registry
@@ -119,6 +135,7 @@ class Supervisor:
         ``announce`` publishes a ``reloaded`` event; a registration announces itself instead.
         """
         change = self._roster.apply(registry)
+        self._follow_offers()
         if announce:
             self.bus.publish("reloaded", source=cause.value, apps=len(registry.apps),
                              added=change.added, removed=change.removed)
@@ -208,16 +225,22 @@ class Supervisor:
         return self.launch(name, cause).app
 
     def notify_launched(
-        self, name: str, cause: Cause, pid: int | None = None, lease_s: float | None = None
+        self, name: str, cause: Cause, pid: int | None = None, lease_s: float | None = None,
+        services: Sequence[ServiceSpec] | None = None,
     ) -> AppSnapshot:
         """The app says it started; with a pid, track that process from now on; with
-        ``lease_s``, expect a heartbeat at least that often."""
+        ``lease_s``, expect a heartbeat at least that often; with ``services``, that is
+        what it offers (as ``declare_services``)."""
         app = self._app(name)
         with app.lock:
             self._check(app, Trigger.notify_launched, cause, pid=pid)
+            if services is not None:
+                self.services.check(app.name, services)
             if pid is not None and not self._owns(app, pid):
                 self._refuse_second_process(app, pid)
                 self._track_adopted(app, pid, group=False)
+            if services is not None:
+                self.services.declare(app.name, services, live=app.state in SERVING)
             self._fire(app, Trigger.notify_launched, cause, pid=pid, lease_secs=lease_s)
             if lease_s is not None:
                 self._leases.hold(app, lease_s)
@@ -282,6 +305,83 @@ class Supervisor:
         with app.lock:
             self._fire(app, Trigger.revive, cause)
             return app.snapshot()
+
+    # ---------------------------------------------- apps talking to each other
+
+    def publish(self, source: str, type_: str, data: Mapping[str, Any]) -> BusEvent:
+        """An app's own event, on the bus beside the lifecycle events. An app speaks for
+        itself: ``source`` must be registered (the event carries its name as registered).
+
+        Raises:
+            BadRequestError: ``type_`` is malformed or one of orchestratr's own.
+            UnknownAppError: no app is called ``source``.
+        """
+        if not PUBLISHED_TYPE.fullmatch(type_):
+            raise BadRequestError(f"type: {type_[:64]!r} must match {PUBLISHED_TYPE.pattern}")
+        if type_ in OWN_TYPES:
+            raise BadRequestError(f"type: {type_!r} is one of orchestratr's own event types "
+                                  f"({', '.join(sorted(OWN_TYPES))}); pick another")
+        app = self._known(source, "source")
+        return self.bus.publish(type_, source=app.name, data=dict(data))
+
+    def send(self, receiver: str, sender: str | None, data: Any, launch: bool,
+             cause: Cause) -> Delivery:
+        """Post a message to ``receiver``'s inbox; with ``launch``, an idle receiver is
+        launched for it (as D-Bus activation does) and reads it once it connects.
+
+        Raises:
+            UnknownAppError: the receiver, or the sender, is not registered.
+            LaunchError: the receiver could not be launched (the message is kept).
+        """
+        app = self._app(receiver)
+        origin = None if sender is None else self._known(sender, "from").name
+        inbox = self.inboxes.of(app.name)
+        delivered = inbox.readers
+        message = inbox.post(origin, data)
+        launched = False
+        if launch and app.state in IDLE:
+            try:
+                launched = self.launch(app.name, cause).spawned
+            except LaunchError as exc:
+                raise LaunchError(f"{exc}; the message is kept in its inbox (id "
+                                  f"{message.id})") from None
+        log.info("message_sent", sender=origin, receiver=app.name, id=message.id,
+                 delivered=delivered, launched=launched)
+        return Delivery(message.id, delivered, launched)
+
+    def declare_services(self, name: str, services: Sequence[ServiceSpec]) -> AppSnapshot:
+        """Replace what the app offers (its manifest's list too, until the app is gone); live
+        at once if it runs.
+
+        Raises:
+            BadRequestError: an invalid service. ConflictError: a name another app offers.
+        """
+        app = self._app(name)
+        with app.lock:
+            self.services.check(app.name, services)
+            self.services.declare(app.name, services, live=app.state in SERVING)
+            return app.snapshot()
+
+    def inbox(self, name: str) -> Inbox:
+        """The app's inbox. Raises UnknownAppError if there is no such app."""
+        return self.inboxes.of(self._app(name).name)
+
+    def _follow_offers(self) -> None:
+        """After a registry change: each app offers what its spec says now, and the inboxes
+        and declarations of apps that are gone are dropped."""
+        apps = self._roster.apps
+        for app in apps:
+            with app.lock:
+                self.services.follow(app.name, app.state in SERVING, app.spec.services)
+        self.services.keep(app.name for app in apps)
+        self.inboxes.keep(app.name for app in apps)
+
+    def _known(self, name: str, field: str) -> App:
+        """The app a body names as ``field``; UnknownAppError if it is not registered."""
+        app = self._roster.get(name)
+        if app is None:
+            raise UnknownAppError(f"{field}: no app {name[:64]!r} is registered")
+        return app
 
     def shutdown(self, stop_apps: bool) -> list[str]:
         """Cancel pending restarts and probes; with ``stop_apps``, stop every app, bounded.
@@ -356,6 +456,7 @@ class Supervisor:
         entry = app.apply(transition.src, transition.trigger, transition.kwargs)
         self._leases.follow(app, entry)
         self.bus.publish("state", app=app.name, **entry.fields())
+        self.services.follow(app.name, app.state in SERVING, app.spec.services)
         previous = app.history[-2].at if len(app.history) > 1 else None
         log.log(
             _log_level(entry),

@@ -67,6 +67,7 @@ ALIVE = (S.launching, *LIVE)  # a process runs or is being spawned
 UP = (*LIVE, S.stopping)  # a process runs, maybe on its way out: what has an uptime
 MOVING = (S.launching, S.stopping)  # a process is on its way in or out: a restart waits
 ANNOUNCED = (*RUNNING, S.stopping)  # the Go orchestratr's ``launched: true``
+SERVING = LIVE  # the app's services are found (GET /services): withdrawn once it stops or fails
 
 
 # A non-zero exit this soon after the spawn is a failed launch ("command not found"), not the
