@@ -8,6 +8,10 @@ through the port file the daemon writes after binding, so nobody hard-codes a po
     client.notify_launched("notes", pid=os.getpid())
     client.notify_ready("notes")
 
+Apps talk to each other through it too: ``publish`` an event, ``send`` a message to another
+app's inbox (launching it if asked), read your own with ``inbox``, and find the services other
+apps offer with ``services``, ``resolve`` and ``browse``.
+
 Every call returns the parsed JSON answer, or raises :class:`OrchestratrClientError` (or its
 subclass :class:`NotRunningError` when no daemon answers).
 """
@@ -33,13 +37,20 @@ __all__ = [
     "NotRunningError",
     "OrchestratrClientError",
     "apps",
+    "browse",
+    "declare_services",
     "default_config_dir",
     "health",
+    "inbox",
     "launch",
     "notify_launched",
     "notify_ready",
     "notify_stopped",
     "platform_config_dir",
+    "publish",
+    "resolve",
+    "send",
+    "services",
     "stop",
     "xdg_config_home",
 ]
@@ -190,9 +201,14 @@ class Client:
     def state(self, name: str) -> dict[str, Any]:
         return self.request("GET", _app_path(name, "state"))
 
-    def notify_launched(self, name: str, pid: int | None = None) -> dict[str, Any]:
-        """Tell orchestratr the app started; with ``pid``, orchestratr tracks that process."""
-        body = {} if pid is None else {"pid": pid}
+    def notify_launched(
+        self, name: str, pid: int | None = None, services: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """Tell orchestratr the app started; with ``pid``, orchestratr tracks that process;
+        with ``services`` (``[{"name", "type", "port", "txt"}]``), that is what it offers."""
+        body: dict[str, Any] = {} if pid is None else {"pid": pid}
+        if services is not None:
+            body["services"] = services
         return self.request("POST", _app_path(name, "launched"), body)
 
     def notify_ready(self, name: str) -> dict[str, Any]:
@@ -255,11 +271,12 @@ class Client:
         limit: int | None = None,
         apps: Iterable[str] = (),
         types: Iterable[str] = (),
+        sources: Iterable[str] = (),
     ) -> list[dict[str, Any]]:
         """Buffered events after id ``since`` (0: all), oldest first, each ``{"id", "type",
         "data"}``; first a ``reset`` entry if some of them are no longer buffered."""
         query = [("since", str(since))] + [("app", a) for a in apps]
-        query += [("type", t) for t in types]
+        query += [("type", t) for t in types] + [("source", s) for s in sources]
         if limit is not None:
             query.append(("limit", str(limit)))
         return self.request("GET", "/events?" + urlencode(query))
@@ -270,23 +287,16 @@ class Client:
         types: Iterable[str] = (),
         last_event_id: int | None = None,
         idle_for: float | None = None,
+        sources: Iterable[str] = (),
     ) -> EventStream:
         """Open the live event stream (SSE). After ``last_event_id`` the daemon first replays
         what followed it; ``idle_for`` seconds without an event end the stream (0: never)."""
         query = [("app", a) for a in apps] + [("type", t) for t in types]
+        query += [("source", s) for s in sources]
         if idle_for is not None:
             query.append(("idle_for", str(idle_for)))
-        headers = {"Accept": "text/event-stream"}
-        if last_event_id is not None:
-            headers["Last-Event-ID"] = str(last_event_id)
-        path = "/events/stream" + ("?" + urlencode(query) if query else "")
-        conn, response, sock = self._open("GET", path, None, headers, timeout=None)
-        if response.status != 200:
-            raw = response.read()
-            conn.close()
-            _parse(response.status, raw)  # raises the daemon's error
-            raise OrchestratrClientError(f"event stream answered HTTP {response.status}")
-        return EventStream(conn, response, sock)
+        return self._stream("/events/stream" + ("?" + urlencode(query) if query else ""),
+                            last_event_id)
 
     def follow_events(
         self,
@@ -295,6 +305,7 @@ class Client:
         since: int | None = None,
         on_wait: Callable[[str], None] | None = None,
         retry_s: float = 0.1,
+        sources: Iterable[str] = (),
     ) -> Iterator[Event]:
         """Every event from now (or after id ``since``) on, for as long as the caller iterates.
 
@@ -303,14 +314,14 @@ class Client:
         daemon (a new pid in the pid file) is read from its first event. Raises NotRunningError
         if no daemon answers at the first attempt, OrchestratrClientError if one refuses.
         """
-        apps, types = tuple(apps), tuple(types)
+        apps, types, sources = tuple(apps), tuple(types), tuple(sources)
         last_id, known_pid, connected, waiting = since, self.daemon_pid(), False, False
         while True:
             try:
                 pid = self.daemon_pid()
                 if connected and pid != known_pid:
                     last_id, known_pid = 0, pid  # a new daemon: its first event is news
-                stream = self.open_events(apps, types, last_id, idle_for=0)
+                stream = self.open_events(apps, types, last_id, idle_for=0, sources=sources)
             except OrchestratrClientError as exc:
                 if not connected or exc.status is not None:  # no daemon yet, or it said no
                     raise
@@ -328,6 +339,97 @@ class Client:
                     if event.id is not None:
                         last_id = event.id
                     yield event
+
+    # ------------------------------------------------------------ apps talking
+
+    def publish(self, source: str, type: str, data: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+        """Publish an event as app ``source`` (registered): every reader of the event stream
+        filtering on its type or source gets it. Returns ``{"id": N}``."""
+        return self.request("POST", "/events",
+                            {"source": source, "type": type, "data": data or {}})
+
+    def send(self, name: str, data: Any = None, sender: str | None = None,
+             launch: bool = False) -> dict[str, Any]:
+        """Post a message to app ``name``'s inbox, as app ``sender``. With ``launch``, a
+        stopped receiver is launched for it. Returns ``{"id", "delivered"}`` (the readers
+        it reached at once), plus ``"launched": true`` when the receiver was launched."""
+        body: dict[str, Any] = {"data": {} if data is None else data, "launch": launch}
+        if sender is not None:
+            body["from"] = sender
+        return self.request("POST", _app_path(name, "message"), body)
+
+    def messages(self, name: str, since: int | None = None) -> list[dict[str, Any]]:
+        """The inbox's messages after id ``since`` (None: those no reader was sent yet,
+        which are then read), each ``{"id", "from", "data", "at"}``."""
+        query = "?poll=true" + ("" if since is None else f"&since={since}")
+        return self.request("GET", _app_path(name, "messages") + query)
+
+    def open_inbox(self, name: str, last_event_id: int | None = None,
+                   idle_for: float | None = None) -> EventStream:
+        """App ``name``'s inbox as a live stream (SSE) of ``message`` events: after
+        ``last_event_id``, or, without one, from the first message no reader was sent."""
+        query = "" if idle_for is None else f"?idle_for={idle_for}"
+        return self._stream(_app_path(name, "messages") + query, last_event_id)
+
+    def inbox(self, name: str, since: int | None = None, retry_s: float = 0.1
+              ) -> Iterator[dict[str, Any]]:
+        """Every message to ``name`` from now on (after id ``since``; None: starting with the
+        unread ones), as ``{"id", "from", "data", "at"}``, for as long as the caller iterates.
+        A dropped connection is resumed after the last id received, also while the daemon
+        restarts (raises NotRunningError if none answers at first)."""
+        last_id, connected = since, False
+        while True:
+            try:
+                stream = self.open_inbox(name, last_id, idle_for=0)
+            except OrchestratrClientError as exc:
+                if not connected or exc.status is not None:
+                    raise
+                time.sleep(retry_s)
+                continue
+            connected = True
+            with stream:
+                for event in stream:
+                    if event.id is not None:
+                        last_id = event.id
+                    if event.type == "message":
+                        yield event.data
+
+    def services(self, type: str | None = None) -> list[dict[str, Any]]:
+        """The live services (of ``type``, like ``_http._tcp``), each ``{"name", "type",
+        "app", "host", "port", "txt"}``."""
+        query = "" if type is None else "?" + urlencode({"type": type})
+        return self.request("GET", "/services" + query)
+
+    def resolve(self, name: str) -> dict[str, Any]:
+        """The live service called ``name``; OrchestratrClientError (404) if there is none."""
+        return self.request("GET", "/services/resolve?" + urlencode({"name": name}))
+
+    def browse(self, type: str | None = None, idle_for: float | None = None
+               ) -> EventStream:
+        """A live stream of services: each live one as a ``found`` event, then ``found`` and
+        ``removed`` as apps start and stop (``event.data`` is the record). It ends after
+        ``idle_for`` seconds without a change (None: the daemon's 5 s; 0: never)."""
+        query = [("type", type)] if type is not None else []
+        if idle_for is not None:
+            query.append(("idle_for", str(idle_for)))
+        return self._stream("/services/browse" + ("?" + urlencode(query) if query else ""))
+
+    def declare_services(self, name: str, services: list[dict[str, Any]]) -> dict[str, Any]:
+        """Replace what app ``name`` offers; live at once if it runs."""
+        return self.request("PUT", _app_path(name, "services"), {"services": services})
+
+    def _stream(self, path: str, last_event_id: int | None = None) -> EventStream:
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        conn, response, sock = self._open("GET", path, None, headers, timeout=None)
+        if response.status != 200:
+            raw = response.read()
+            conn.close()
+            _parse(response.status, raw)  # raises the daemon's error
+            raise OrchestratrClientError(f"stream answered HTTP {response.status}")
+        return EventStream(conn, response, sock)
 
     # ------------------------------------------------------------ transport
 
@@ -502,3 +604,34 @@ def launch(name: str) -> dict[str, Any]:
 
 def stop(name: str) -> dict[str, Any]:
     return Client().stop(name)
+
+
+def publish(source: str, type: str, data: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+    return Client().publish(source, type, data)
+
+
+def send(name: str, data: Any = None, sender: str | None = None,
+         launch: bool = False) -> dict[str, Any]:
+    return Client().send(name, data, sender=sender, launch=launch)
+
+
+def inbox(name: str, since: int | None = None) -> Iterator[dict[str, Any]]:
+    return Client().inbox(name, since)
+
+
+def services(type: str | None = None) -> list[dict[str, Any]]:
+    return Client().services(type)
+
+
+def resolve(name: str) -> dict[str, Any]:
+    return Client().resolve(name)
+
+
+def browse(type: str | None = None, idle_for: float | None = None
+           ) -> EventStream:
+    return Client().browse(type, idle_for)
+
+
+def declare_services(name: str, services: list[dict[str, Any]]) -> dict[str, Any]:
+    return Client().declare_services(name, services)

@@ -8,6 +8,7 @@ daemon is read from its first event, so nothing is lost while the command runs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,8 @@ def _buffered(ctx: Context, client: Client) -> Iterator[dict[str, Any]]:
     """Every buffered event after ``--since``, a page at a time."""
     since = ctx.args.since
     while True:
-        page = client.events(since=since, limit=PAGE, apps=ctx.args.app, types=ctx.args.types)
+        page = client.events(since=since, limit=PAGE, apps=ctx.args.app, types=ctx.args.types,
+                             sources=ctx.args.source)
         yield from (Event(e["id"], e["type"], e["data"]).record() for e in page)
         if len(page) < PAGE:
             return
@@ -51,7 +53,8 @@ def _followed(ctx: Context, client: Client) -> Iterator[dict[str, Any]]:
     args = ctx.args
     note = ctx.out.note
     events = client.follow_events(args.app, args.types, since=args.since,
-                                  on_wait=lambda why: note(f"waiting for the daemon: {why}"))
+                                  on_wait=lambda why: note(f"waiting for the daemon: {why}"),
+                                  sources=args.source)
     for event in events:
         yield event.record()
 
@@ -77,9 +80,12 @@ def _print(ctx: Context, record: dict[str, Any]) -> None:
 
 def describe(ctx: Context, record: dict[str, Any]) -> str:
     """``12:03:04.123  #57  state  notes  stopped -> launching (launch by api)``."""
-    when = _clock(record.get("at"))
-    head = f"{when}  #{record.get('id')}  {record.get('type', '?'):<12}  {record.get('app') or '-'}"
-    if "to" in record:
+    when = clock(record.get("at"))
+    who = record.get("app") or (record.get("source") if "data" in record else None)  # an app's
+    head = f"{when}  #{record.get('id')}  {record.get('type', '?'):<12}  {who or '-'}"
+    if "data" in record and "app" not in record:  # an event an app published
+        text = json.dumps(record["data"])
+    elif "to" in record:
         to = str(record["to"])
         text = f"{record.get('from')} -> {ctx.out.paint(to, STATE_COLOURS.get(to))}"
         text += f" ({record.get('trigger')} by {record.get('source')})"
@@ -95,7 +101,7 @@ def _pairs(fields: dict[str, Any]) -> str:
     return " ".join(f"{key}={value}" for key, value in fields.items())
 
 
-def _clock(at: Any) -> str:
+def clock(at: Any) -> str:
     """Local wall-clock time of an event (``at`` is RFC 3339)."""
     seconds = parse_time(at if isinstance(at, str) else None)
     if seconds is None:

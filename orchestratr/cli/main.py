@@ -68,6 +68,12 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "heartbeat": ("verbs", "heartbeat", "renew an app's lease (--every N to keep it up)"),
     "drain": ("verbs", "drain", "take an app as unresponsive: its grace period starts"),
     "revive": ("verbs", "revive", "cancel a drain: the app is ready again"),
+    "publish": ("messaging", "publish", "publish an event as app SOURCE"),
+    "send": ("messaging", "send", "send a message to an app's inbox (--launch: start it)"),
+    "inbox": ("messaging", "inbox", "print an app's inbox; -f follows it"),
+    "services": ("messaging", "services", "the live services apps offer"),
+    "resolve": ("messaging", "resolve", "one live service by name"),
+    "browse": ("messaging", "browse", "the live services of a type; -f follows them"),
     "doctor": ("doctor", "run", "check the daemon, config, commands, hotkeys and log dir"),
     "install": ("service", "install", "start the daemon at every login"),
     "uninstall": ("service", "uninstall", "undo install"),
@@ -138,6 +144,8 @@ def _events_args(p: argparse.ArgumentParser) -> None:
                    help="only this app's events (repeatable)")
     p.add_argument("--type", action="append", default=[], metavar="T", dest="types",
                    help="only events of this type, e.g. state (repeatable)")
+    p.add_argument("--source", action="append", default=[], metavar="APP",
+                   help="only events from this source, e.g. an app that publishes (repeatable)")
     p.add_argument("--follow", "-f", action="store_true",
                    help="keep printing new events; survives dropped connections and restarts")
     p.add_argument("--since", type=int, default=0, metavar="ID",
@@ -172,6 +180,42 @@ def _heartbeat_args(p: argparse.ArgumentParser) -> None:
                    help="renew every SECS seconds until interrupted")
 
 
+def _publish_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SOURCE", help="the app publishing it (registered)")
+    p.add_argument("type", metavar="TYPE", help="the event's type, e.g. sync_complete")
+    p.add_argument("data", metavar="JSON", nargs="?", help="a JSON object (default {})")
+
+
+def _send_args(p: argparse.ArgumentParser) -> None:
+    _name_arg(p)
+    p.add_argument("data", metavar="JSON", nargs="?", help="any JSON value (default {})")
+    p.add_argument("--from", dest="sender", metavar="APP", help="the sending app (registered)")
+    p.add_argument("--launch", action="store_true",
+                   help="launch the receiver if it is not running; it reads the message then")
+
+
+def _inbox_args(p: argparse.ArgumentParser) -> None:
+    _name_arg(p)
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing new messages (they then count as read)")
+    p.add_argument("--since", type=int, default=0, metavar="ID",
+                   help="only messages after this id (default: the whole inbox)")
+
+
+def _services_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--type", metavar="T", help="only this type, e.g. _http._tcp")
+
+
+def _resolve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="the service's name")
+
+
+def _browse_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("type", metavar="TYPE", help="the service type, e.g. _http._tcp")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing services as they are found and removed")
+
+
 _ARGUMENTS = {
     "daemon": _daemon_args,
     "launch": _launch_args,
@@ -184,6 +228,12 @@ _ARGUMENTS = {
     "heartbeat": _heartbeat_args,
     "drain": _name_arg,
     "revive": _name_arg,
+    "publish": _publish_args,
+    "send": _send_args,
+    "inbox": _inbox_args,
+    "services": _services_args,
+    "resolve": _resolve_args,
+    "browse": _browse_args,
 }
 
 

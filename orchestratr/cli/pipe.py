@@ -7,6 +7,13 @@ One JSON request per line, one JSON response per line::
     {"subscribe": "*", "idle_for": 5}    -> {"event": {...}, "status": "ongoing"} ...
                                             {"subscribed": "*", "status": "finished"}
     {"stop": "nope"}                     -> {"error": "not_found", "message": "..."}
+    {"publish": {"source", "type", "data"}}         -> {"published": {"id": N}}
+    {"send": {"to", "from", "data", "launch"}}      -> {"sent": {"id", "delivered"}}
+    {"inbox": "notes"}                   -> {"message": {...}, "status": "ongoing"} ...
+                                            {"inbox": "notes", "status": "finished"}
+    {"browse": "_http._tcp"}             -> {"found": {...}, "status": "ongoing"},
+                                            {"removed": {...}, ...} ... then "finished"
+    {"resolve": "notes-api"}             -> {"resolved": {...}}
 
 Only streaming responses carry ``status``; ``warning`` appears only when there is something to
 warn about. Requests are answered in order, while subscriptions stream from their own threads,
@@ -23,7 +30,13 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from orchestratr.client import Client, EventStream, NotRunningError, OrchestratrClientError
+from orchestratr.client import (
+    Client,
+    Event,
+    EventStream,
+    NotRunningError,
+    OrchestratrClientError,
+)
 
 if TYPE_CHECKING:
     from orchestratr.cli.main import Context
@@ -49,6 +62,7 @@ class Pipe:
         self._out = responses
         self._write_lock = threading.Lock()
         self._streams: list[tuple[EventStream, bool, threading.Thread]] = []
+        self._talk = Talk(self, client)
         self._verbs: dict[str, Callable[[Any, Reply], Reply | None]] = {
             "launch": self._launch,
             "stop": self._named("stopped", client.stop),
@@ -63,6 +77,12 @@ class Pipe:
             "reload": lambda _, __: {"reloaded": _strip(client.reload())},
             "trigger": self._trigger,
             "subscribe": self._subscribe,
+            "publish": self._talk.publish,
+            "send": self._talk.send,
+            "inbox": self._talk.inbox,
+            "browse": self._talk.browse,
+            "resolve": lambda value, _: {"resolved": client.resolve(_text(value, "a service "
+                                                                                 "name"))},
         }
 
     def serve(self) -> int:
@@ -148,21 +168,28 @@ class Pipe:
         stream = self._client.open_events(
             () if target == "*" else (target,), [types] if isinstance(types, str) else types,
             idle_for=idle_for or 0)
-        worker = threading.Thread(target=self._relay, args=(target, stream, idle_for is None),
-                                  daemon=True)
-        self._streams.append((stream, idle_for is not None, worker))
+        self.follow(stream, idle_for is not None, _event_reply, {"subscribed": target})
+
+    def follow(self, stream: EventStream, ends_by_itself: bool,
+               reply: Callable[[Event], Reply | None], finished: Reply) -> None:
+        """Relay ``stream`` from a thread: ``reply`` turns each event into a line (None: no
+        line), ``finished`` (with its status) is the last. A stream that does not end by
+        itself is closed at the end of input."""
+        worker = threading.Thread(target=self._relay, daemon=True,
+                                  args=(stream, not ends_by_itself, reply, finished))
+        self._streams.append((stream, ends_by_itself, worker))
         worker.start()
 
-    def _relay(self, target: str, stream: EventStream, unbounded: bool) -> None:
+    def _relay(self, stream: EventStream, unbounded: bool,
+               reply: Callable[[Event], Reply | None], finished: Reply) -> None:
         for event in stream:
-            reply: Reply = {"event": event.record(), "status": "ongoing"}
-            if event.type == "reset":
-                reply["warning"] = "the daemon no longer held every event asked for; some were lost"
-            self.send(reply)
-        reply = {"subscribed": target, "status": "finished"}
+            line = reply(event)
+            if line is not None:
+                self.send({**line, "status": "ongoing"})
+        last = {**finished, "status": "finished"}
         if unbounded and not stream.closed:
-            reply["warning"] = "the stream ended before the input did: the daemon went away"
-        self.send(reply)
+            last["warning"] = "the stream ended before the input did: the daemon went away"
+        self.send(last)
 
     def _finish(self) -> None:
         """End of input: let idle-limited streams run out, finish the others now."""
@@ -173,10 +200,87 @@ class Pipe:
             worker.join()
 
 
+def _event_reply(event: Event) -> Reply:
+    reply: Reply = {"event": event.record()}
+    if event.type == "reset":
+        reply["warning"] = "the daemon no longer held every event asked for; some were lost"
+    return reply
+
+
 def _name(value: Any) -> str:
+    return _text(value, "an app name")
+
+
+def _text(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError("wants an app name (a string)")
+        raise ValueError(f"wants {what} (a string)")
     return value
+
+
+def _idle_for(options: Reply) -> float | None:
+    idle_for = options.get("idle_for")
+    if idle_for is not None and (isinstance(idle_for, bool)
+                                 or not isinstance(idle_for, int | float) or idle_for < 0):
+        raise ValueError("idle_for wants a number of seconds (0: until the end of input)")
+    return idle_for
+
+
+class Talk:
+    """The requests by which apps talk through the daemon (issue 15)."""
+
+    def __init__(self, pipe: Pipe, client: Client) -> None:
+        self._pipe = pipe
+        self._client = client
+
+    def publish(self, value: Any, _: Reply) -> Reply:
+        if not isinstance(value, dict):
+            raise ValueError('wants {"source": APP, "type": T, "data": {...}}')
+        answer = self._client.publish(_text(value.get("source"), "a source app"),
+                                      _text(value.get("type"), "a type"), value.get("data"))
+        return {"published": answer}
+
+    def send(self, value: Any, _: Reply) -> Reply:
+        if not isinstance(value, dict):
+            raise ValueError('wants {"to": APP, "from": APP, "data": ..., "launch": false}')
+        launch = value.get("launch", False)
+        if not isinstance(launch, bool):
+            raise ValueError("launch wants true or false")
+        sender = value.get("from")
+        receiver = value.get("to", value.get("name"))  # "name", as the URL's {name}
+        answer = self._client.send(_text(receiver, "a receiver, as to"),
+                                   value.get("data"), launch=launch,
+                                   sender=None if sender is None else _text(sender, "an app"))
+        return {"sent": answer}
+
+    def inbox(self, value: Any, options: Reply) -> None:
+        """The unread messages at once, then new ones as they come, until ``idle_for``
+        seconds pass without one or, without it, until the end of input."""
+        name = _name(value)
+        idle_for = _idle_for(options)
+        unread = self._client.messages(name)
+        for message in unread:
+            self._pipe.send({"message": message, "status": "ongoing"})
+        stream = self._client.open_inbox(name, unread[-1]["id"] if unread else None,
+                                         idle_for=idle_for or 0)
+        self._pipe.follow(stream, bool(idle_for), _message_reply, {"inbox": name})
+
+    def browse(self, value: Any, options: Reply) -> None:
+        """Koi's browse: each live service as found, then found and removed, until
+        ``idle_for`` seconds (default 5; 0: until the end of input) pass without a change."""
+        type_ = _text(value, "a service type such as _http._tcp")
+        idle_for = _idle_for(options)
+        stream = self._client.browse(type_, idle_for)
+        self._pipe.follow(stream, idle_for != 0, _change_reply, {"browsed": type_})
+
+
+def _message_reply(event: Event) -> Reply | None:
+    if event.type == "reset":
+        return {"warning": "the inbox no longer held every message after the last one read"}
+    return {"message": event.data} if event.type == "message" else None
+
+
+def _change_reply(event: Event) -> Reply | None:
+    return {event.type: event.data} if event.type in ("found", "removed") else None
 
 
 def _error(code: str, message: str) -> Reply:
