@@ -50,6 +50,7 @@ NOT_A_STATE = {
     ("api/wire.py", "launched"): "a key of the Go orchestratr's /state answer",
     ("api/wire.py", "ready"): "a key of the Go orchestratr's /state answer",
     ("cli/doctor.py", "failed"): "the count of failed checks",
+    ("cli/messaging.py", "launched"): "the key of a message's answer: its receiver was launched",
     ("cli/pipe.py", "launched"): "the pipe's answer to a launch request",
     ("cli/pipe.py", "ready"): "the pipe's request (and answer) that says an app is ready",
     ("cli/pipe.py", "stopped"): "the pipe's answer to a stop request",

@@ -17,15 +17,33 @@ import attrs
 from orchestratr import __version__
 from orchestratr.api.errors import STATUS
 from orchestratr.api.server import MAX_BODY, MAX_LINE
-from orchestratr.api.sse import KEEPALIVE_S, MAX_IDLE_S, MAX_LIMIT
+from orchestratr.api.sse import BROWSE_IDLE_S, KEEPALIVE_S, MAX_IDLE_S, MAX_LIMIT
 from orchestratr.api.transport import Limits
-from orchestratr.api.wire import MAX_DEPTH, MAX_PID, MIN_PID, AppStatus
+from orchestratr.api.wire import (
+    MAX_DEPTH,
+    MAX_PID,
+    MIN_PID,
+    AppStatus,
+    EventBody,
+    MessageBody,
+    ServicesBody,
+)
 from orchestratr.controls import HotkeyStatus
-from orchestratr.registry.model import APP_FIELDS, AppSpec
-from orchestratr.registry.validate import MAX_LEASE_S, NAME_PATTERN
-from orchestratr.supervisor.bus import EVENT_TYPES
+from orchestratr.registry.model import APP_FIELDS, AppSpec, ServiceSpec
+from orchestratr.registry.validate import (
+    MAX_LEASE_S,
+    MAX_PORT,
+    MAX_SERVICE_NAME,
+    MIN_PORT,
+    NAME_PATTERN,
+    SERVICE_TYPE_PATTERN,
+)
+from orchestratr.supervisor.bus import EVENT_TYPES, NOTICES, OWN_TYPES, PUBLISHED_TYPE
+from orchestratr.supervisor.core import Delivery
+from orchestratr.supervisor.inbox import INBOX_SIZE, MESSAGE
 from orchestratr.supervisor.leases import DEFAULT_LEASE_S
-from orchestratr.supervisor.states import AppState, Cause, Trigger
+from orchestratr.supervisor.services import ServiceRecord
+from orchestratr.supervisor.states import SERVING, AppState, Cause, Trigger
 
 JSON = "application/json"
 LIMITS = Limits()
@@ -36,12 +54,13 @@ ERROR_TEXT = {
     403: "Not from loopback, a foreign Host header or absolute target (DNS rebinding), an "
          "Origin that is not this server's (port included), or two, or Sec-Fetch-Site "
          "cross-site or same-site",
-    404: "No such app, chord or endpoint",
+    404: "No such app, chord, service or endpoint (or a message from, or an event by, an "
+         "app that is not registered)",
     405: "Wrong method; the Allow header names the right one",
     408: f"The request line and headers did not arrive within {LIMITS.header_s:g} s, or the "
          f"body within {LIMITS.body_s:g} s more (the connection is closed)",
-    409: "The notification or command does not fit the app's current state, or a name or "
-         "chord is taken, or the app belongs to a config file",
+    409: "The notification or command does not fit the app's current state, or a name, "
+         "chord or service name is taken, or the app belongs to a config file",
     413: f"Request body over {MAX_BODY // 1024 // 1024} MiB",
     414: f"Request line over {MAX_LINE // 1024} KiB",
     415: "A request body that is not application/json, from a browser (a request with an "
@@ -109,6 +128,8 @@ def type_schema(hint: Any) -> dict[str, Any]:
         return {"type": "string", "enum": [member.value for member in hint]}
     if attrs.has(hint):
         return attrs_schema(hint, required=[])  # a part of a manifest: each key optional
+    if hint is Any:
+        return {}  # any JSON value
     return dict(PRIMITIVES[hint])
 
 
@@ -135,6 +156,9 @@ def _value_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 TIME = {"type": "string", "format": "date-time"}
+EVENT_TYPE = {"type": "string", "pattern": PUBLISHED_TYPE.pattern,
+              "description": "orchestratr's own: " + ", ".join(sorted(EVENT_TYPES | {"reset"}))
+                             + "; any other is an app's (POST /events)"}
 STRING = {"type": "string"}
 STATE = {"type": "string", "enum": [s.value for s in AppState]}
 
@@ -152,6 +176,16 @@ def _app_properties() -> dict[str, Any]:
     for name, limits in SPEC_LIMITS.items():
         _value_schema(properties[name]).update(limits)
     return {**properties, **attrs_schema(AppStatus)["properties"]}
+
+
+def _service_schema() -> dict[str, Any]:
+    """A service as an app declares it: the class, with validation's limits."""
+    schema = attrs_schema(ServiceSpec, required=["name", "type", "port"])
+    properties = schema["properties"]
+    properties["name"].update(minLength=1, maxLength=MAX_SERVICE_NAME)
+    properties["type"]["pattern"] = SERVICE_TYPE_PATTERN.pattern
+    properties["port"].update(minimum=MIN_PORT, maximum=MAX_PORT)
+    return schema
 
 
 APP_PROPERTIES = _app_properties()
@@ -220,10 +254,42 @@ SCHEMAS: dict[str, Any] = {
     "Event": _obj(
         {
             "id": _nullable({"type": "integer", "description": "null only for reset"}),
-            "type": {"type": "string", "enum": sorted(EVENT_TYPES | {"reset"})},
-            "data": _obj({"at": TIME}),
+            "type": EVENT_TYPE,
+            "data": _obj({"at": TIME, "source": {
+                "type": "string", "description": "the publishing app, for an app's event; "
+                                                 "who caused it, for orchestratr's"},
+                "data": {"type": "object", "description": "an app's event: what it "
+                                                          "published"}}),
         },
         ["id", "type", "data"],
+    ),
+    "EventBody": attrs_schema(EventBody, required=["source", "type"]),
+    "Published": _obj({"id": {"type": "integer"}}, ["id"]),
+    "MessageBody": attrs_schema(MessageBody, required=[]),
+    "Delivery": attrs_schema(Delivery, required=["id", "delivered"]),
+    "Message": _obj(
+        {"id": {"type": "integer"},
+         "from": _nullable({"type": "string", "description": "the sending app"}),
+         "data": {"description": "what was sent (any JSON value)"},
+         "at": TIME},
+        ["id", "from", "data", "at"],
+    ),
+    "Service": _service_schema(),
+    "ServicesBody": {"anyOf": [
+        _obj({"services": {"type": "array", "items": _ref("Service")}}, ["services"],
+             closed=True) | {"description": attrs_schema(ServicesBody)["properties"]
+                             ["services"].get("description", "the new list")},
+        {"type": "array", "items": _ref("Service"), "description": "the list alone"},
+    ]},
+    "ServiceRecord": attrs_schema(ServiceRecord),
+    "Offers": _obj(
+        {"app": STRING,
+         "services": {"type": "array", "items": _ref("Service"),
+                      "description": "what it offers: declared at run time, else its manifest's"},
+         "live": {"type": "array", "items": _ref("ServiceRecord"),
+                  "description": "found now: while the app is " + ", ".join(
+                      s.value for s in SERVING)}},
+        ["app", "services", "live"],
     ),
     "GoAppState": _obj(
         {
@@ -273,6 +339,9 @@ SCHEMAS: dict[str, Any] = {
         "pid": _nullable({"type": "integer", "minimum": MIN_PID, "maximum": MAX_PID}),
         "lease_secs": _nullable({"type": "number", "exclusiveMinimum": 0,
                                  "maximum": MAX_LEASE_S}),
+        "services": _nullable({"type": "array", "items": _ref("Service"),
+                               "description": "what the app offers while it runs (replaces "
+                                              "its manifest's list)"}),
     }, closed=True),
     "TriggerBody": _obj({"chord": _nullable({"type": "string", "maxLength": 32})}, closed=True),
 }
@@ -314,32 +383,72 @@ def _query(name: str, schema: dict[str, Any], description: str,
             "schema": schema, **({"style": "form", "explode": True} if many else {})}
 
 
+SINCE = _query("since", {"type": "integer", "minimum": 0},
+               "events after this id (a reset first if some are gone)")
 FILTERS = [
     _query("app", {"type": "string"}, "only events about these apps", many=True),
-    _query("type", {"type": "string", "enum": sorted(EVENT_TYPES)}, "only these types",
+    _query("type", {"type": "string", "pattern": PUBLISHED_TYPE.pattern}, "only these types",
            many=True),
+    _query("source", {"type": "string"}, "only events from these sources (an app that "
+                                         "published them, or who caused a transition)",
+           many=True),
+    SINCE,
+]
+IDLE_FOR = _query("idle_for", {"type": "number", "minimum": 0, "maximum": MAX_IDLE_S},
+                  "close after this many seconds without an event (0: never)")
+LAST_EVENT_ID = {"name": "Last-Event-ID", "in": "header", "required": False, "schema": STRING,
+                 "description": "resume after this id (what EventSource sends when it "
+                                "reconnects)"}
+STREAM_PARAMS = [*FILTERS, IDLE_FOR, LAST_EVENT_ID]
+LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+               "at most this many")
+POLL_PARAMS = [*FILTERS, LIMIT]
+INBOX_PARAMS = [
+    _query("poll", {"type": "boolean"}, "answer a JSON array of messages instead of a stream"),
     _query("since", {"type": "integer", "minimum": 0},
-           "events after this id (a reset first if some are gone)"),
-]
-STREAM_PARAMS = [
-    *FILTERS,
+           "messages after this id; absent: those no reader was sent yet"),
     _query("idle_for", {"type": "number", "minimum": 0, "maximum": MAX_IDLE_S},
-           "close after this many seconds without an event (0: never)"),
-    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": STRING,
-     "description": "resume after this id (what EventSource sends when it reconnects)"},
+           "the stream's: close after this many seconds without a message (0: never)"),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+           "the poll's: at most this many"),
+    LAST_EVENT_ID,
 ]
-POLL_PARAMS = [*FILTERS, _query("limit", {"type": "integer", "minimum": 1,
-                                          "maximum": MAX_LIMIT}, "at most this many")]
-SSE_SCHEMA = _obj(
-    {
-        "id": {"type": "string", "description": "the event's id (none on reset and overflow)"},
-        "event": {"type": "string", "enum": sorted(EVENT_TYPES | {"reset", "overflow"})},
-        "data": {"type": "string", "description": "one JSON object: an Event's data"},
-    },
-    ["event", "data"],
-) | {"description": "Server-Sent Events, one per lifecycle event; a `: keep-alive` comment "
-                    f"every {KEEPALIVE_S:g} s; `reset` first when resuming past the buffer, "
-                    "`overflow` last before a reader that fell behind is cut off"}
+SERVICE_TYPE = _query("type", {"type": "string", "pattern": SERVICE_TYPE_PATTERN.pattern},
+                      "only services of this type, e.g. _http._tcp")
+
+
+def _sse(what: str, events: dict[str, Any], data: str) -> dict[str, Any]:
+    return _obj(
+        {
+            "id": {"type": "string", "description": "the event's id (none on " + ", ".join(
+                sorted(NOTICES)) + ")"},
+            "event": events,
+            "data": {"type": "string", "description": data},
+        },
+        ["event", "data"],
+    ) | {"description": f"Server-Sent Events, {what}; a `: keep-alive` comment every "
+                        f"{KEEPALIVE_S:g} s"}
+
+
+SSE_SCHEMA = _sse("one per event; `reset` first when resuming past the buffer, `overflow` "
+                  "last before a reader that fell behind is cut off",
+                  EVENT_TYPE | {"description": "orchestratr's own: " + ", ".join(
+                      sorted(OWN_TYPES)) + "; any other is an app's"},
+                  "one JSON object: an Event's data")
+INBOX_SSE = _sse(f"one per message (the inbox keeps the last {INBOX_SIZE})",
+                 {"type": "string", "enum": sorted({MESSAGE, *NOTICES})},
+                 "one JSON object: a Message")
+BROWSE_SSE = _sse("`found` for each live service, then `found` and `removed` as apps start "
+                  "and stop", {"type": "string", "enum": ["found", "removed"]},
+                  "one JSON object: a ServiceRecord")
+
+
+def _stream_or_poll(summary: str) -> dict[str, Any]:
+    """The inbox: a stream, or with ``poll=true`` a JSON array."""
+    op = _operation(summary, {"type": "array", "items": _ref("Message")}, 404,
+                    parameters=INBOX_PARAMS)
+    op["responses"]["200"]["content"]["text/event-stream"] = {"schema": INBOX_SSE}
+    return op
 
 
 NAME = {"name": "name", "in": "path", "required": True, "example": "notes",
@@ -413,12 +522,44 @@ def document() -> dict[str, Any]:
                 for method in ("post", "put")}),
             "/apps/{name}/drain": _app_path(**_command("Start the grace period now")),
             "/apps/{name}/revive": _app_path(**_command("Cancel the grace period: ready again")),
-            "/events": {"get": _operation(
-                "Buffered events, oldest first, for clients that poll",
-                {"type": "array", "items": _ref("Event")}, parameters=POLL_PARAMS)},
+            "/events": {
+                "get": _operation("Buffered events, oldest first, for clients that poll",
+                                  {"type": "array", "items": _ref("Event")},
+                                  parameters=POLL_PARAMS),
+                "post": _operation(
+                    "Publish an app's own event (on the stream and the poll with `source` "
+                    "and `data`)", _ref("Published"), 404, body="EventBody", status=202),
+            },
             "/events/stream": {"get": _operation(
                 "Live lifecycle events (Server-Sent Events)", SSE_SCHEMA,
                 media="text/event-stream", parameters=STREAM_PARAMS)},
+            "/apps/{name}/message": _app_path(post=_operation(
+                "Post a message to the app's inbox; `launch` starts a stopped receiver",
+                _ref("Delivery"), 404, body="MessageBody", status=202)),
+            "/apps/{name}/messages": _app_path(get=_stream_or_poll(
+                f"The app's inbox (its last {INBOX_SIZE} messages, kept across its restarts): "
+                "a live stream, or with poll=true a JSON array")),
+            "/apps/{name}/services": _app_path(
+                get=_operation("What the app offers, and what of it is live",
+                               _ref("Offers"), 404),
+                put=_operation("Replace what the app offers (live at once if it runs)",
+                               _ref("Offers"), 404, 409, body="ServicesBody"),
+            ),
+            "/services": {"get": _operation(
+                "The live services", {"type": "array", "items": _ref("ServiceRecord")},
+                parameters=[SERVICE_TYPE])},
+            "/services/resolve": {"get": _operation(
+                "One live service by name", _ref("ServiceRecord"), 404, parameters=[
+                    {**_query("name", {"type": "string", "minLength": 1},
+                              "the service's name (case-insensitive)"), "required": True}])},
+            "/services/browse": {"get": _operation(
+                "Live services of a type as they come and go (Server-Sent Events)",
+                BROWSE_SSE, media="text/event-stream", parameters=[
+                    SERVICE_TYPE,
+                    _query("idle_for", {"type": "number", "minimum": 0,
+                                        "maximum": MAX_IDLE_S},
+                           f"close after this many seconds without a change (absent: "
+                           f"{BROWSE_IDLE_S:g}; 0: never)")])},
             "/reload": {"post": _reload()},
             "/trigger": {"post": _operation(
                 "Launch the app on a chord, or press the leader key",
