@@ -586,8 +586,10 @@ def apps() -> list[dict[str, Any]]:
     return Client().apps()
 
 
-def notify_launched(name: str, pid: int | None = None) -> dict[str, Any]:
-    return Client().notify_launched(name, pid)
+def notify_launched(
+    name: str, pid: int | None = None, services: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    return Client().notify_launched(name, pid, services)
 
 
 def notify_ready(name: str) -> dict[str, Any]:

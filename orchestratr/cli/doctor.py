@@ -7,10 +7,13 @@ doctor passes is one the daemon accepts.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import shlex
 import shutil
+import socket
 from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 API_TIMEOUT_S = 1.0
+PORT_TIMEOUT_S = 0.5  # a connection to loopback is answered at once, or never
 DISPLAY_TIMEOUT_S = 2.0
 # Words a command may start with that no PATH lookup can find: shell builtins and keywords.
 SHELL_WORDS = frozenset(
@@ -66,6 +70,8 @@ def _lines(ctx: Context, checks: list[Check]) -> list[str]:
 def diagnose(paths: Paths, client: Client) -> Iterator[Check]:
     health = _health(client)
     yield from _daemon_checks(client, health)
+    if isinstance(health, dict):
+        yield from _service_checks(client)
     registry = yield from _config_checks(paths)
     for app in registry.apps if registry else ():
         yield _program_check(f"{app.name}: command", app.command, app)
@@ -129,6 +135,41 @@ def _port_file_check(client: Client, answering: bool) -> Check:
         return Check(name, WARN, f"{path} says port {int(text)}, but nothing answers there: "
                                  "left by a daemon that did not exit cleanly (harmless)")
     return Check(name, PASS, f"{path}: port {int(text)}")
+
+
+# ------------------------------------------------------------------ services
+
+def _service_checks(client: Client) -> Iterator[Check]:
+    """Each live service: does anything listen on its port? An app that declares a service
+    it does not serve sends everyone who resolves it to a dead port."""
+    try:
+        records = client.services()
+    except OrchestratrClientError as exc:
+        yield Check("services", FAIL, f"GET /services failed: {exc}")
+        return
+    for record in records:
+        name = f"service {record['name']}"
+        where = f"{record['host']}:{record['port']}"
+        if _listening(record["host"], record["port"], record["type"].endswith("._udp")):
+            yield Check(name, PASS, f"app {record['app']} listens on {where}")
+        else:
+            yield Check(name, WARN, f"nothing listens on {where}, which app {record['app']} "
+                                    f"offers as {record['type']}")
+
+
+def _listening(host: str, port: int, udp: bool) -> bool:
+    """TCP: a connection is accepted. UDP (connectionless): the port is bound (we cannot
+    bind it ourselves)."""
+    if udp:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                return exc.errno == errno.EADDRINUSE
+            return False
+    with contextlib.suppress(OSError), socket.create_connection((host, port), PORT_TIMEOUT_S):
+        return True
+    return False
 
 
 # ------------------------------------------------------------------ configuration
