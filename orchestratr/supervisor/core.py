@@ -110,8 +110,8 @@ class Supervisor:
         self._roster = Roster(self._new_app, self._machine.remove_model, self.changes)
         self._leases = Leases(lambda: self._roster.apps, self._on_lease_due, monotonic)
         self.inboxes = Inboxes()
-        self.services = Services(self.bus, lambda: ((a.name, a.spec.services)
-                                                    for a in self._roster.apps))
+        self.services = Services(lambda: self.bus, lambda: ((a.name, a.spec.services)
+                                                            for a in self._roster.apps))
         self._closing = False
 
     # ----------------------------------------------------------------- registry

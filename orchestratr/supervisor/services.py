@@ -58,9 +58,10 @@ def of_type(type_: str | None) -> Callable[[ServiceRecord], bool]:
 
 
 class Services:
-    """``claims`` lists every app's manifest services, for the uniqueness of names across apps."""
+    """``bus()`` is where changes are published; ``claims`` lists every app's manifest
+    services, for the uniqueness of names across apps."""
 
-    def __init__(self, bus: EventBus, claims: Claims) -> None:
+    def __init__(self, bus: Callable[[], EventBus], claims: Claims) -> None:
         self._bus = bus
         self._claims = claims
         self._lock = threading.Lock()  # taken under an app's lock, never the other way round
@@ -138,7 +139,7 @@ class Services:
         with self._lock:
             current = sorted((r for r in self._live.values() if accept(r)),
                              key=lambda r: service_key(r.name))
-            return current, self._bus.subscribe(maxsize=maxsize, accept=changes)
+            return current, self._bus().subscribe(maxsize=maxsize, accept=changes)
 
     # ------------------------------------------------------------------ changes
 
@@ -161,7 +162,7 @@ class Services:
             self._announce(FOUND, new)
 
     def _announce(self, kind: str, rec: ServiceRecord) -> None:
-        self._bus.publish(kind, **rec.fields())
+        self._bus().publish(kind, **rec.fields())
         log.info(kind, app=rec.app, service=rec.name, type=rec.type, port=rec.port)
 
     def _check_names(self, app: str, services: Sequence[ServiceSpec]) -> None:
