@@ -85,6 +85,22 @@ class Subscription:
         assert isinstance(item, BusEvent)
         return item
 
+    def waiting(self, limit: int) -> list[BusEvent]:
+        """Up to ``limit`` events already queued, without waiting (a reader that fell behind
+        sends them in one write)."""
+        events: list[BusEvent] = []
+        while len(events) < limit:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _CLOSED:
+                self._queue.put_nowait(_CLOSED)
+                break
+            assert isinstance(item, BusEvent)
+            events.append(item)
+        return events
+
     def __iter__(self) -> Iterator[BusEvent]:
         while (event := self.get()) is not None:
             yield event
