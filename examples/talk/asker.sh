@@ -10,7 +10,6 @@ api="http://127.0.0.1:$(cat "$dir/port")"
 curl -sf -X POST -H 'Content-Type: application/json' \
      -d '{"from": "asker", "data": {"name": "ann"}, "launch": true}' \
      "$api/apps/greeter/message"
-echo
 
 # 2. The greeter's service, once it is live (it offers it as it starts), and a call to it.
 i=0
