@@ -97,16 +97,31 @@ def _recording_listener() -> type[Any]:
     """pynput's Listener, telling when the server has started recording (``recording``).
     Built on first use: importing pynput needs the display check first."""
     from pynput import keyboard
+    from Xlib import X
     from Xlib.ext import record
 
     class RecordingListener(keyboard.Listener):
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.recording = threading.Event()
+            self._shifts_down: set[int] = set()  # keycodes of Shift keys now held
 
         def _handler(self, events: Any) -> None:
             if events.category == record.StartOfData:
                 self.recording.set()
             super()._handler(events)  # type: ignore[misc]  # the X11 listener's, not stubbed
+
+        def _handle_message(self, display: Any, event: Any, injected: bool) -> None:
+            """Give a key the Shift it was typed with. While the leader's grab holds the
+            keyboard, XRecord reported a key pressed right after Shift without Shift in its
+            state (Shift+/ read as "/", not "?": the help chord, or a chord such as "!",
+            was missed); this listener saw the Shift go down, so it says so."""
+            keysym = display.keycode_to_keysym(event.detail, 0)
+            if keysyms.modifier_name(keysym) == "shift":
+                held = self._shifts_down
+                (held.add if event.type == X.KeyPress else held.discard)(event.detail)
+            elif event.type == X.KeyPress and self._shifts_down:
+                event._data["state"] |= X.ShiftMask
+            super()._handle_message(display, event, injected)  # type: ignore[misc]
 
     return RecordingListener
