@@ -34,10 +34,10 @@ HEARTBEAT_APPS = 50
 SENDERS = 4
 
 
-def subscribe(port: int, query: str = "") -> socket.socket:
-    """An SSE reader, its response head consumed."""
+def subscribe(port: int, query: str = "", path: str = "/events/stream") -> socket.socket:
+    """An SSE reader of ``path`` (the event stream, an inbox), its response head consumed."""
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(f"GET /events/stream?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    sock.sendall(f"GET {path}?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     head = b""
     while b"\r\n\r\n" not in head:
         head += sock.recv(1)

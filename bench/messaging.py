@@ -16,7 +16,6 @@ import json
 import multiprocessing
 import os
 import selectors
-import socket
 import sys
 import tempfile
 import time
@@ -25,22 +24,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from api import daemon, series  # bench/ is on sys.path when this script runs
+from events import subscribe
 from supervisor import report
 
 READERS = 50
 SENDER, RECEIVER = "app000", "app001"
-
-
-def stream(port: int, path: str) -> socket.socket:
-    """An SSE reader of ``path``, its response head consumed."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    if not head.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError(head.decode())
-    return sock
 
 
 def post(conn: http.client.HTTPConnection, path: str, body: dict[str, object]) -> dict[str, object]:
@@ -58,7 +46,7 @@ def post(conn: http.client.HTTPConnection, path: str, body: dict[str, object]) -
 
 def receive(port: int, out: Connection) -> None:
     """The receiving app: reads its inbox and reports ``(id, when)`` for each message."""
-    sock = stream(port, f"/apps/{RECEIVER}/messages?since=0")
+    sock = subscribe(port, "since=0", path=f"/apps/{RECEIVER}/messages")
     out.send(("ready", 0.0))
     buffer = b""
     while chunk := sock.recv(65536):
@@ -102,7 +90,7 @@ def messages(port: int, count: int) -> tuple[list[float], list[float]]:
 
 def read_all(port: int, expected: int, out: Connection) -> None:
     """READERS stream readers in one process; reports when each has ``expected`` events."""
-    socks = [stream(port, "/events/stream?type=load") for _ in range(READERS)]
+    socks = [subscribe(port, "type=load") for _ in range(READERS)]
     selector = selectors.DefaultSelector()
     counts = {}
     for sock in socks:

@@ -308,3 +308,29 @@ class SseClient:
     def close(self) -> None:
         self.file.close()
         self.sock.close()
+
+
+@pytest.fixture
+def open_stream(api: HttpApi) -> Iterator[Callable[..., SseClient]]:
+    """``open_stream(path, query, **headers)``: SSE readers of the test's daemon (``api``),
+    closed after the test; ``Last_Event_ID=`` is sent as ``Last-Event-ID``."""
+    clients: list[SseClient] = []
+
+    def connect(path: str = "/events/stream", query: str = "", **headers: str) -> SseClient:
+        client = SseClient(api.port, query, {k.replace("_", "-"): v for k, v in headers.items()},
+                           path=path)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+def json_lines(path: Path) -> list[Any]:
+    """The JSON lines an app has written to ``path`` so far (none before it exists)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

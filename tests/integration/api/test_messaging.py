@@ -3,9 +3,8 @@ inbox, with real sockets and real app processes."""
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from orchestratr.registry.model import AppSpec
 from orchestratr.supervisor.core import Supervisor
 from orchestratr.supervisor.states import Cause
 from tests.conftest import PYTHON, DaemonProcess, wait_for
-from tests.integration.api.conftest import HttpApi, NoConfig, SseClient, SseEvent
+from tests.integration.api.conftest import HttpApi, NoConfig, SseClient, SseEvent, json_lines
 
 # ``reader`` is a real app: it reads its inbox with client.py and writes each message it gets
 # to the file named by $INBOX_OUT (one JSON line each).
@@ -59,21 +58,6 @@ def api(talk: tuple[HttpApi, DaemonProcess]) -> HttpApi:
     return talk[0]
 
 
-@pytest.fixture
-def sse(api: HttpApi) -> Iterator[Callable[..., SseClient]]:
-    clients: list[SseClient] = []
-
-    def connect(path: str = "/events/stream", query: str = "", **headers: str) -> SseClient:
-        client = SseClient(api.port, query, {k.replace("_", "-"): v for k, v in headers.items()},
-                           path=path)
-        clients.append(client)
-        return client
-
-    yield connect
-    for client in clients:
-        client.close()
-
-
 def publish(api: HttpApi, source: str, type_: str, data: Any = None) -> Any:
     body: dict[str, Any] = {"source": source, "type": type_}
     if data is not None:
@@ -93,9 +77,9 @@ def message(api: HttpApi, to: str, data: Any, sender: str | None = "espansr",
 
 class TestPublishedEvents:
     def test_an_event_goes_out_on_the_stream_and_the_poll_with_source_and_data(
-        self, api: HttpApi, sse: Callable[..., SseClient]
+        self, api: HttpApi, open_stream: Callable[..., SseClient]
     ) -> None:
-        stream = sse(query="type=sync_complete")
+        stream = open_stream(query="type=sync_complete")
         reply = publish(api, "espansr", "sync_complete", {"files": 3})
         assert reply.status == 202 and set(reply.body) == {"id"}
         event = stream.events(1)[0]
@@ -107,11 +91,11 @@ class TestPublishedEvents:
             (reply.body["id"], "espansr", {"files": 3})]
 
     def test_a_type_filter_gets_every_apps_event_and_source_repeats(
-        self, api: HttpApi, sse: Callable[..., SseClient]
+        self, api: HttpApi, open_stream: Callable[..., SseClient]
     ) -> None:
-        by_type = sse(query="type=sync_complete")
-        both = sse(query="source=notes&source=espansr")
-        one = sse(query="source=Notes")  # app names are case-insensitive
+        by_type = open_stream(query="type=sync_complete")
+        both = open_stream(query="source=notes&source=espansr")
+        one = open_stream(query="source=Notes")  # app names are case-insensitive
         first = publish(api, "espansr", "sync_complete").body["id"]
         second = publish(api, "notes", "sync_complete", {}).body["id"]
         publish(api, "notes", "saved")
@@ -163,9 +147,9 @@ class TestPublishedEvents:
 
 class TestMessages:
     def test_a_message_reaches_an_open_inbox(
-        self, api: HttpApi, sse: Callable[..., SseClient]
+        self, api: HttpApi, open_stream: Callable[..., SseClient]
     ) -> None:
-        inbox = sse("/apps/notes/messages")
+        inbox = open_stream("/apps/notes/messages")
         assert (inbox.status, inbox.headers["content-type"]) == (200, "text/event-stream")
         reply = message(api, "notes", {"text": "hi"})
         assert reply.status == 202 and reply.body == {"id": reply.body["id"], "delivered": 1}
@@ -177,38 +161,38 @@ class TestMessages:
         assert api.app("notes")["state"] == "stopped"  # a message launches nothing by itself
 
     def test_delivered_counts_the_readers_connected_now(
-        self, api: HttpApi, sse: Callable[..., SseClient]
+        self, api: HttpApi, open_stream: Callable[..., SseClient]
     ) -> None:
         assert message(api, "notes", 1).body["delivered"] == 0
-        readers = [sse("/apps/notes/messages", "since=0") for _ in range(3)]
+        readers = [open_stream("/apps/notes/messages", "since=0") for _ in range(3)]
         for reader in readers:
             reader.events(1)  # each is subscribed once it has the backlog
         assert message(api, "notes", 2).body["delivered"] == 3
 
     def test_a_message_to_a_stopped_app_waits_until_it_is_read(
-        self, api: HttpApi, sse: Callable[..., SseClient]
+        self, api: HttpApi, open_stream: Callable[..., SseClient]
     ) -> None:
         """A reader without an id gets what no reader was sent yet, and only that."""
         ids = [message(api, "notes", n).body["id"] for n in range(3)]
-        first = sse("/apps/notes/messages", "idle_for=0.5")
+        first = open_stream("/apps/notes/messages", "idle_for=0.5")
         assert [e.id for e in first.events(3)] == ids
         assert first.next() is None  # idle_for ended it
         later = message(api, "notes", "later").body["id"]
-        second = sse("/apps/notes/messages", "idle_for=0.5")
+        second = open_stream("/apps/notes/messages", "idle_for=0.5")
         assert [e.id for e in second.events(1)] == [later]
         assert second.next() is None
 
     @pytest.mark.parametrize("how", ["header", "query"])
     def test_a_reader_resumes_after_its_last_id(
-        self, api: HttpApi, sse: Callable[..., SseClient], how: str
+        self, api: HttpApi, open_stream: Callable[..., SseClient], how: str
     ) -> None:
-        inbox = sse("/apps/notes/messages")
+        inbox = open_stream("/apps/notes/messages")
         ids = [message(api, "notes", n).body["id"] for n in range(3)]
         assert [e.id for e in inbox.events(3)] == ids
         inbox.close()
         ids += [message(api, "notes", n).body["id"] for n in (3, 4)]
-        again = (sse("/apps/notes/messages", Last_Event_ID=str(ids[0])) if how == "header"
-                 else sse("/apps/notes/messages", f"since={ids[0]}"))
+        again = (open_stream("/apps/notes/messages", Last_Event_ID=str(ids[0])) if how == "header"
+                 else open_stream("/apps/notes/messages", f"since={ids[0]}"))
         assert [(e.id, e.data["data"]) for e in again.events(4)] == list(
             zip(ids[1:], range(1, 5), strict=True))
         live = message(api, "notes", "live").body["id"]
@@ -227,13 +211,13 @@ class TestMessages:
         assert api.get("/apps/notes/messages?poll=true").body == []
 
     def test_the_inbox_keeps_the_last_thousand(
-        self, api: HttpApi, sse: Callable[..., SseClient]
+        self, api: HttpApi, open_stream: Callable[..., SseClient]
     ) -> None:
         ids = [message(api, "notes", n).body["id"] for n in range(1005)]
         kept = api.get("/apps/notes/messages?poll=true&since=0&limit=10000").body
         assert [m["id"] for m in kept] == ids[5:]
         assert kept[0]["data"] == 5
-        behind = sse("/apps/notes/messages", f"since={ids[0]}")
+        behind = open_stream("/apps/notes/messages", f"since={ids[0]}")
         reset = behind.events(1)[0]
         assert reset.type == "reset" and "no longer in the inbox" in reset.data["error"]
         assert behind.events(1)[0].id == ids[5]
@@ -308,14 +292,14 @@ class TestActivation:
         assert reply.status == 202
         assert reply.body == {"id": reply.body["id"], "delivered": 0, "launched": True}
         out = tmp_path / "inbox.jsonl"
-        got = wait_for(lambda: _lines(out), 10, what="the reader to write its message")
+        got = wait_for(lambda: json_lines(out), 10, what="the reader to write its message")
         assert got == [{"id": reply.body["id"], "from": "espansr", "data": {"task": "sync"},
                         "at": got[0]["at"]}]
         assert api.app("reader")["state"] == "ready"
         # once running, launch: true launches nothing more; the app reads it live
         again = message(api, "reader", "more", launch=True)
         assert again.body == {"id": again.body["id"], "delivered": 1}
-        wait_for(lambda: len(_lines(out)) == 2, 10, what="the second message")
+        wait_for(lambda: len(json_lines(out)) == 2, 10, what="the second message")
 
     def test_without_launch_a_stopped_receiver_stays_stopped(self, api: HttpApi) -> None:
         reply = message(api, "reader", "later", launch=False)
@@ -323,13 +307,6 @@ class TestActivation:
         time.sleep(0.3)  # a window in which nothing may launch it
         assert api.app("reader")["state"] == "stopped"
 
-
-def _lines(path: Path) -> list[Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def test_a_quiet_inbox_gets_keep_alive_comments(

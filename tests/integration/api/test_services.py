@@ -4,13 +4,12 @@ resolve, withdrawn the moment the app stops or dies."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PYTHON, DaemonProcess, wait_for
-from tests.integration.api.conftest import HttpApi, SseClient
+from tests.integration.api.conftest import HttpApi, SseClient, json_lines
 
 # ``web`` serves HTTP on a port of its own and offers it in its ``launched`` notification.
 WEB = """\
@@ -91,20 +90,6 @@ def api(setup: tuple[HttpApi, DaemonProcess]) -> HttpApi:
     return setup[0]
 
 
-@pytest.fixture
-def stream(api: HttpApi) -> Iterator[Callable[..., SseClient]]:
-    clients: list[SseClient] = []
-
-    def connect(path: str, query: str = "") -> SseClient:
-        client = SseClient(api.port, query, path=path)
-        clients.append(client)
-        return client
-
-    yield connect
-    for client in clients:
-        client.close()
-
-
 def live(api: HttpApi, query: str = "") -> list[str]:
     return [r["name"] for r in api.get(f"/services{query}").body]
 
@@ -146,9 +131,9 @@ class TestLiveness:
         assert live(api, "?type=_ipp._tcp") == []
 
     def test_kill_9_withdraws_the_record_within_50_ms(
-        self, api: HttpApi, stream: Callable[..., SseClient]
+        self, api: HttpApi, open_stream: Callable[..., SseClient]
     ) -> None:
-        events = stream("/events/stream", "type=service_removed")
+        events = open_stream("/events/stream", "type=service_removed")
         pid = launch(api, "static")["pid"]
         assert live(api) == ["Static-API"]
         killed = time.time()
@@ -163,9 +148,9 @@ class TestLiveness:
         assert api.app("static")["state"] == "failed"
 
     def test_changes_are_events_on_the_event_stream(
-        self, api: HttpApi, stream: Callable[..., SseClient], quiet_port: int
+        self, api: HttpApi, open_stream: Callable[..., SseClient], quiet_port: int
     ) -> None:
-        events = stream("/events/stream", "type=service_found&type=service_removed&app=static")
+        events = open_stream("/events/stream", "type=service_found&type=service_removed&app=static")
         launch(api, "other")  # another app's: filtered out by app=
         launch(api, "static")
         api.post("/apps/static/stop")
@@ -185,20 +170,20 @@ class TestBrowse:
         out = tmp_path / "found.jsonl"
         launch(api, "finder")
         launch(api, "web")
-        found = wait_for(lambda: _lines(out), 10, what="the finder to see web-api")[0]["found"]
+        found = wait_for(lambda: json_lines(out), 10, what="the finder to see web-api")[0]["found"]
         assert (found["name"], found["app"], found["txt"]) == ("web-api", "web", {"path": "/"})
         with urllib.request.urlopen(f"http://127.0.0.1:{found['port']}/") as answer:
             assert answer.read() == b"ok"  # the port it found is the one web serves
         api.post("/apps/web/stop")
-        lines = wait_for(lambda: (got := _lines(out)) and len(got) == 2 and got, 10,
+        lines = wait_for(lambda: (got := json_lines(out)) and len(got) == 2 and got, 10,
                          what="the finder to see web-api go")
         assert lines[1] == {"removed": found}
 
     def test_a_browse_starts_with_the_live_records_then_follows_changes(
-        self, api: HttpApi, stream: Callable[..., SseClient], quiet_port: int
+        self, api: HttpApi, open_stream: Callable[..., SseClient], quiet_port: int
     ) -> None:
         launch(api, "static")
-        browse = stream("/services/browse", "type=_http._tcp&idle_for=0")
+        browse = open_stream("/services/browse", "type=_http._tcp&idle_for=0")
         first = browse.events(1)[0]
         assert (first.type, first.data) == ("found", static_record(quiet_port))
         launch(api, "other")  # _ssh._tcp: not this browse's type
@@ -209,18 +194,18 @@ class TestBrowse:
         launch(api, "static")
         assert browse.events(1)[0].type == "found"
 
-    def test_idle_for(self, api: HttpApi, stream: Callable[..., SseClient]) -> None:
+    def test_idle_for(self, api: HttpApi, open_stream: Callable[..., SseClient]) -> None:
         started = time.monotonic()
-        short = stream("/services/browse", "type=_http._tcp&idle_for=0.3")
+        short = open_stream("/services/browse", "type=_http._tcp&idle_for=0.3")
         assert short.next() is None
         assert 0.25 <= time.monotonic() - started < 3
 
     def test_a_browse_without_idle_for_closes_after_five_quiet_seconds(
-        self, api: HttpApi, stream: Callable[..., SseClient]
+        self, api: HttpApi, open_stream: Callable[..., SseClient]
     ) -> None:
         started = time.monotonic()
-        default = stream("/services/browse", "type=_http._tcp")
-        forever = stream("/services/browse", "type=_http._tcp&idle_for=0")
+        default = open_stream("/services/browse", "type=_http._tcp")
+        forever = open_stream("/services/browse", "type=_http._tcp&idle_for=0")
         assert default.next(timeout=15) is None
         assert 4.9 <= time.monotonic() - started < 10
         with pytest.raises(TimeoutError):
@@ -242,10 +227,10 @@ class TestBrowse:
 
 class TestDeclaring:
     def test_put_replaces_the_list_at_once_and_it_outlives_a_restart(
-        self, api: HttpApi, stream: Callable[..., SseClient]
+        self, api: HttpApi, open_stream: Callable[..., SseClient]
     ) -> None:
         launch(api, "other")
-        browse = stream("/services/browse", "idle_for=0")
+        browse = open_stream("/services/browse", "idle_for=0")
         assert [e.data["name"] for e in browse.events(1)] == ["other-ssh"]
         reply = api.call("PUT", "/apps/other/services", {"services": [
             {"name": "other-web", "type": "_http._tcp", "port": 8081}]})
@@ -316,11 +301,3 @@ class TestDeclaring:
     def test_unknown_apps_are_404(self, api: HttpApi) -> None:
         assert api.get("/apps/ghost/services").status == 404
         assert api.call("PUT", "/apps/ghost/services", []).status == 404
-
-
-def _lines(path: Path) -> list[Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,16 @@ class Shared:
 @pytest.fixture(scope="module")
 def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
     """One daemon (port 0, no hotkeys) on CONFIG for a whole module."""
-    config_dir = tmp_path_factory.mktemp("shared") / "config"
+    with serving(tmp_path_factory.mktemp("shared") / "config", CONFIG) as shared:
+        yield shared
+
+
+@contextmanager
+def serving(config_dir: Path, config: str) -> Iterator[Shared]:
+    """A daemon (port 0, no hotkeys) on ``config`` until the block ends; its apps are killed
+    after it."""
     (config_dir / "apps.d").mkdir(parents=True)
-    write_config(config_dir, CONFIG)
+    write_config(config_dir, config)
     daemon = DaemonProcess(config_dir, "--no-hotkeys")
     try:
         daemon.wait_event("daemon_started")

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from orchestratr.client import Client
-from tests.conftest import PYTHON, DaemonProcess, kill_apps_of, wait_for, write_config
-from tests.integration.cli.conftest import ORCHESTRATR, Shared, clean_env
+from tests.conftest import PYTHON, DaemonProcess, wait_for, write_config
+from tests.integration.cli.conftest import ORCHESTRATR, Shared, clean_env, serving
 
 WEB = """\
 import os
@@ -54,18 +54,8 @@ apps:
 def talk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
     """One daemon for the module; tests that need a clean inbox use their own app."""
     tmp = tmp_path_factory.mktemp("talk")
-    config_dir = tmp / "config"
-    (config_dir / "apps.d").mkdir(parents=True)
-    write_config(config_dir, config(tmp, free_port()))
-    daemon = DaemonProcess(config_dir, "--no-hotkeys")
-    try:
-        daemon.wait_event("daemon_started")
-        yield Shared(config_dir, daemon)
-    finally:
-        daemon.stop()
-        kill_apps_of(config_dir)
-        daemon.proc.stdout.close()  # type: ignore[union-attr]
-        daemon.proc.stderr.close()  # type: ignore[union-attr]
+    with serving(tmp / "config", config(tmp, free_port())) as shared:
+        yield shared
 
 
 def client_of(shared: Shared) -> Client:

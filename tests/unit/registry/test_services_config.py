@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from orchestratr.errors import ConfigError
-from orchestratr.paths import Paths
 from orchestratr.registry.load import load_registry
 from orchestratr.registry.model import ServiceSpec
-
-
-def load(tmp_path: Path, config: str, **drop_ins: str) -> Paths:
-    paths = Paths.resolve(tmp_path / "cfg")
-    paths.apps_dir.mkdir(parents=True)
-    paths.config_file.write_text(textwrap.dedent(config))
-    for name, text in drop_ins.items():
-        (paths.apps_dir / name).write_text(textwrap.dedent(text))
-    return paths
+from tests.unit.registry.test_load import setup
 
 
 def test_a_manifest_declares_services(tmp_path: Path) -> None:
-    registry = load_registry(load(tmp_path, """\
+    registry = load_registry(setup(tmp_path, """\
         apps:
           - name: notes
             command: x
@@ -41,14 +31,14 @@ def test_a_manifest_declares_services(tmp_path: Path) -> None:
 ])
 def test_invalid_services_are_config_errors(tmp_path: Path, service: str,
                                             fragment: str) -> None:
-    paths = load(tmp_path, f"apps:\n  - name: a\n    command: x\n    services: [{service}]\n")
+    paths = setup(tmp_path, f"apps:\n  - name: a\n    command: x\n    services: [{service}]\n")
     with pytest.raises(ConfigError) as info:
         load_registry(paths)
     assert any(fragment in e for e in info.value.errors), info.value.errors
 
 
 def test_a_service_name_is_one_apps(tmp_path: Path) -> None:
-    paths = load(tmp_path, """\
+    paths = setup(tmp_path, """\
         apps:
           - {name: a, command: x, services: [{name: API, type: _http._tcp, port: 1}]}
           - {name: b, command: x, services: [{name: api, type: _http._tcp, port: 2}]}
@@ -59,7 +49,7 @@ def test_a_service_name_is_one_apps(tmp_path: Path) -> None:
 
 
 def test_a_drop_in_taking_a_config_service_name_loses(tmp_path: Path) -> None:
-    registry = load_registry(load(
+    registry = load_registry(setup(
         tmp_path, "apps:\n  - {name: a, command: x, services: [{name: api, type: _x._tcp, "
                   "port: 1}]}\n",
         **{"b.yml": "name: b\ncommand: x\nservices: [{name: API, type: _x._tcp, port: 2}]\n"}))
