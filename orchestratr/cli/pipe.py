@@ -246,7 +246,7 @@ class Talk:
         if not isinstance(launch, bool):
             raise ValueError("launch wants true or false")
         sender = value.get("from")
-        receiver = value.get("to", value.get("name"))  # "name", as the URL's {name}
+        receiver = value.get("to", value.get("name", value.get("app")))  # any of the three
         answer = self._client.send(_text(receiver, "a receiver, as to"),
                                    value.get("data"), launch=launch,
                                    sender=None if sender is None else _text(sender, "an app"))
