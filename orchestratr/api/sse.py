@@ -5,8 +5,9 @@ final ``overflow`` event and cut off, so it never slows the supervisor or other 
 reader resuming with ``Last-Event-ID`` (or ``?since=``) first gets every buffered event after
 that id, or a ``reset`` event when some are gone, telling it to read ``GET /apps`` again.
 
-The same machinery serves every stream with ids and replay (``Feed``): the lifecycle events,
-an app's inbox, a browse of services (whose head is the live records, without replay).
+The same machinery serves every stream: ``EventStream.replaying`` a ``Feed`` (a bus, how its
+events are written) for the lifecycle events and an app's inbox, and a plain ``EventStream``
+whose head is the live records for a browse of services (which has nothing to replay).
 """
 
 from __future__ import annotations
