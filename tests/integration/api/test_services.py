@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PYTHON, DaemonProcess, wait_for
+from tests.conftest import PYTHON, DaemonProcess, wait_for, write_config
 from tests.integration.api.conftest import HttpApi, SseClient, json_lines
 
 # ``web`` serves HTTP on a port of its own and offers it in its ``launched`` notification.
@@ -297,6 +297,19 @@ class TestDeclaring:
                          [{"name": "WEB-api", "type": "_http._tcp", "port": 1}])
         assert (reply.status, reply.body["code"]) == (409, "conflict")
         assert "taken by app 'web'" in reply.body["error"]
+
+    def test_a_reload_that_changes_a_manifest_changes_the_live_record(
+        self, api: HttpApi, config_dir: Path, open_stream: Callable[..., SseClient]
+    ) -> None:
+        launch(api, "other")
+        events = open_stream("/events/stream", "type=service_found&type=service_removed")
+        text = (config_dir / "config.yml").read_text()
+        write_config(config_dir, text.replace("port: 2222", "port: 2223"))
+        assert api.post("/reload").status == 200
+        removed, found = events.events(2)
+        assert (removed.type, removed.data["port"]) == ("service_removed", 2222)
+        assert (found.type, found.data["port"]) == ("service_found", 2223)
+        assert api.get("/services/resolve?name=other-ssh").body["port"] == 2223
 
     def test_unknown_apps_are_404(self, api: HttpApi) -> None:
         assert api.get("/apps/ghost/services").status == 404
