@@ -160,11 +160,16 @@ class Dispatcher:
             self.wake()  # the selector may be waiting with no deadline at all
 
     def shed_idle(self) -> bool:
-        """Close the connection idle the longest (room for a new one); False if none is."""
+        """Close the connection idle the longest (room for a new one); False if none is.
+
+        A parked connection whose request has arrived but not yet been dispatched is not
+        idle: closing it would leave its client with no answer at all.
+        """
         with self._lock:
-            if not self._idle:
+            conn = next((c for c, (s, _) in self._idle.items() if not _has_bytes(s)), None)
+            if conn is None:
                 return False
-            conn, (sock, _) = self._idle.popitem(last=False)
+            sock, _ = self._idle.pop(conn)
             self._selector.unregister(sock)
         self._close(conn)
         return True
@@ -305,3 +310,13 @@ def _quietly(call: Callable[[], Any]) -> Any:
     except Exception:
         log.exception("http_dispatch_error")
         return None
+
+
+def _has_bytes(sock: socket.socket) -> bool:
+    """Whether the client has sent something not read yet (or hung up: also not idle)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) is not None
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
