@@ -31,6 +31,7 @@ from orchestratr.supervisor.services import FOUND
 
 KEEPALIVE_S = 15.0
 QUEUE_SIZE = 1000  # events a reader may fall behind by before it is cut off
+CACHED_WEIGHT = 64 * 1024  # bytes of app data beyond which a frame is not kept for reuse
 MAX_LIMIT = 10_000
 MAX_IDLE_S = 86400
 BATCH = 64  # events a reader that fell behind is sent in one write
@@ -222,13 +223,25 @@ def _reset(since: int, backlog: list[BusEvent], last_id: int, hint: str) -> byte
     return _frame("reset", reset_json(since, backlog, hint)["data"], resume_id)
 
 
-@functools.lru_cache(maxsize=64)
+def _cached(encode: Callable[[BusEvent], bytes]) -> Callable[[BusEvent], bytes]:
+    """``encode`` done once per event however many readers it goes to, for the last 64
+    events; one that carries an app's large data is encoded per reader instead, so the cache
+    never holds more than a few MiB."""
+    cached = functools.lru_cache(maxsize=64)(encode)
+
+    def frame(event: BusEvent) -> bytes:
+        return encode(event) if event.weight > CACHED_WEIGHT else cached(event)
+
+    return functools.wraps(encode)(frame)
+
+
+@_cached
 def _encoded(event: BusEvent) -> bytes:
     """An event's frame, encoded once however many readers it goes to."""
     return _frame(event.type, event_json(event)["data"], event.id)
 
 
-@functools.lru_cache(maxsize=64)
+@_cached
 def message_frame(event: BusEvent) -> bytes:
     """An inbox's message as ``event: message``, its data ``{"id", "from", "data", "at"}``."""
     return _frame(event.type, message_json(event), event.id)
@@ -238,7 +251,7 @@ def found_frame(record: Mapping[str, Any], event_id: int | None = None) -> bytes
     return _frame("found", record, event_id)
 
 
-@functools.lru_cache(maxsize=64)
+@_cached
 def service_frame(event: BusEvent) -> bytes:
     """A service change on a browse: ``event: found`` or ``event: removed``, data the record."""
     record = {k: v for k, v in event.data.items() if k != "at"}

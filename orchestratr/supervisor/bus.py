@@ -8,6 +8,7 @@ buffer of recent events lets a reader resume from an id without missing anything
 from __future__ import annotations
 
 import itertools
+import json
 import queue
 import re
 import threading
@@ -25,9 +26,11 @@ class BusEvent:
     type: str
     at: float  # wall-clock seconds
     data: Mapping[str, Any]
+    weight: int = 0  # bytes of what an app put in it, counted against the buffer's budget
 
 
 Filter = Callable[[BusEvent], bool]
+MAX_BYTES = 32 * 1024 * 1024  # of apps' own data a replay buffer keeps (each entry: 1 MiB max)
 
 # Every type published, for readers that filter by type.
 EVENT_TYPES = frozenset({
@@ -124,19 +127,30 @@ class EventBus:
     """
 
     def __init__(
-        self, capacity: int = 10_000, clock: Callable[[], float] = time.time, first_id: int = 1
+        self, capacity: int = 10_000, clock: Callable[[], float] = time.time, first_id: int = 1,
+        max_bytes: int = MAX_BYTES,
     ) -> None:
         self._lock = threading.Lock()
         self._first_id = first_id
         self._ids = itertools.count(first_id)
-        self._buffer: deque[BusEvent] = deque(maxlen=capacity)
+        self._buffer: deque[BusEvent] = deque()
+        self._capacity = capacity
+        self._max_bytes = max_bytes
+        self._bytes = 0  # the weight of what the buffer holds
         self._subscribers: list[Subscription] = []
         self._clock = clock
 
-    def publish(self, type: str, /, **data: Any) -> BusEvent:
+    def publish(self, type: str, weight: int = 0, /, **data: Any) -> BusEvent:
+        """Put an event on the bus; ``weight`` is the size of what an app put in it (its own
+        events and messages may be up to a request body each): the buffer keeps the last
+        ``capacity`` events, and fewer when they would weigh more than ``max_bytes``."""
         with self._lock:
-            event = BusEvent(next(self._ids), type, self._clock(), data)
+            event = BusEvent(next(self._ids), type, self._clock(), data, weight)
             self._buffer.append(event)
+            self._bytes += weight
+            while len(self._buffer) > self._capacity or (
+                    self._bytes > self._max_bytes and len(self._buffer) > 1):
+                self._bytes -= self._buffer.popleft().weight
             for subscriber in list(self._subscribers):
                 subscriber.offer(event)
         return event
@@ -189,3 +203,8 @@ class EventBus:
     def last_id(self) -> int:
         with self._lock:
             return self._buffer[-1].id if self._buffer else self._first_id - 1
+
+
+def weight_of(data: Any) -> int:
+    """The size of what an app sent, as the stream will carry it (compact JSON)."""
+    return len(json.dumps(data, separators=(",", ":"), default=str))

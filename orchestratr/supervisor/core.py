@@ -31,7 +31,7 @@ from orchestratr.errors import (
 from orchestratr.registry.model import AppSpec, Registry, ServiceSpec
 from orchestratr.supervisor import leases, restarts
 from orchestratr.supervisor.app import App, AppSnapshot, Changes, HistoryEntry
-from orchestratr.supervisor.bus import OWN_TYPES, PUBLISHED_TYPE, BusEvent, EventBus
+from orchestratr.supervisor.bus import OWN_TYPES, PUBLISHED_TYPE, BusEvent, EventBus, weight_of
 from orchestratr.supervisor.focus import SPAWNED, Focus, NoWindows, Windows
 from orchestratr.supervisor.inbox import Inbox, Inboxes
 from orchestratr.supervisor.launcher import Launcher, ProcessExit
@@ -322,7 +322,7 @@ class Supervisor:
             raise BadRequestError(f"type: {type_!r} is one of orchestratr's own event types "
                                   f"({', '.join(sorted(OWN_TYPES))}); pick another")
         app = self._known(source, "source")
-        return self.bus.publish(type_, source=app.name, data=dict(data))
+        return self.bus.publish(type_, weight_of(data), source=app.name, data=dict(data))
 
     def send(self, receiver: str, sender: str | None, data: Any, launch: bool,
              cause: Cause) -> Delivery:

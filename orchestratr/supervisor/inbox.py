@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from orchestratr.registry.model import name_key
-from orchestratr.supervisor.bus import BusEvent, EventBus
+from orchestratr.supervisor.bus import BusEvent, EventBus, weight_of
 
-INBOX_SIZE = 1000  # messages kept per app
+INBOX_SIZE = 1000  # messages kept per app ...
+INBOX_BYTES = 8 * 1024 * 1024  # ... unless they weigh more: then the newest that fit
 MESSAGE = "message"  # the type of an inbox's events (``event: message`` on its stream)
 
 
@@ -31,12 +32,13 @@ def _now_us() -> int:
 
 class Inbox:
     def __init__(self, first_id: int, clock: Callable[[], float] = time.time) -> None:
-        self.bus = EventBus(capacity=INBOX_SIZE, clock=clock, first_id=first_id)
+        self.bus = EventBus(capacity=INBOX_SIZE, clock=clock, first_id=first_id,
+                            max_bytes=INBOX_BYTES)
         self._lock = threading.Lock()
         self._read = first_id - 1  # the last id a reader was sent
 
     def post(self, sender: str | None, data: Any) -> BusEvent:
-        return self.bus.publish(MESSAGE, **{"from": sender, "data": data})
+        return self.bus.publish(MESSAGE, weight_of(data), **{"from": sender, "data": data})
 
     @property
     def readers(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestratr.supervisor.bus import EventBus
+from orchestratr.supervisor.inbox import INBOX_BYTES, Inbox
 from tests.conftest import run_concurrently
 
 
@@ -80,3 +81,24 @@ def test_slow_subscriber_is_dropped_without_blocking() -> None:
     assert [fast.get(timeout=1).id for _ in range(10)] == list(range(1, 11))  # type: ignore[union-attr]
     fast.close()
     assert fast.get(timeout=1) is None
+
+
+def test_heavy_events_leave_the_buffer_before_it_holds_more_than_its_budget() -> None:
+    """Apps' own events and messages may be a request body each (1 MiB): the buffer keeps
+    only what fits its bytes, oldest out first, and a reader behind it is told so."""
+    bus = EventBus(capacity=100, max_bytes=1000)
+    first = bus.publish("x", 400, n=1)
+    bus.publish("x", 400, n=2)
+    bus.publish("x", 400, n=3)
+    assert [e.data["n"] for e in bus.since(0)] == [2, 3]
+    assert bus.replay(first.id - 1) == (bus.since(0), False)
+    bus.publish("x", 5000, n=4)  # heavier than the budget alone: kept, as the newest
+    assert [e.data["n"] for e in bus.since(0)] == [4]
+
+
+def test_an_inbox_keeps_the_newest_messages_that_fit() -> None:
+    inbox = Inbox(first_id=1)
+    big = "x" * (INBOX_BYTES // 3)
+    for n in range(5):
+        inbox.post("a", {"n": n, "pad": big})
+    assert [e.data["data"]["n"] for e in inbox.bus.since(0)] == [3, 4]
