@@ -2,8 +2,10 @@
 of event-stream readers hanging up together (/health p99 during and after, threads and
 descriptors back to baseline, SIGTERM exit time).
 
-Run with `.venv/bin/python bench/crowds.py` (wrk from Debian's package `wrk`). The daemon is
-the real one with 100 stopped apps (see bench/api.py).
+Run with `.venv/bin/python bench/crowds.py` (wrk from Debian's package `wrk`, which `make test`
+installs through tools/system-packages). The daemon is the real one with 100 stopped apps (see
+bench/api.py). Each wrk line also prints the machine's 1-minute load average (on a shared
+2-core machine it is most of the tail) and the daemon's threads after the run.
 """
 
 from __future__ import annotations
@@ -41,17 +43,18 @@ def start(config_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, int(port_file.read_text())
 
 
-def wrk(port: int, clients: int, seconds: int) -> str:
+def wrk(port: int, clients: int, seconds: int, pid: int) -> str:
     out = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "--latency",
                           f"http://127.0.0.1:{port}/apps"], capture_output=True, text=True,
                          check=True).stdout
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE)
     latency = re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out)
     errors = re.search(r"Socket errors: (.*)|Non-2xx or 3xx responses: (\d+)", out)
     return (f"{float(rate.group(1)) if rate else 0:8.0f} req/s  p99 {p99.group(1) if p99 else '?'}"
             f"  max {latency.group(1) if latency else '?'}  errors: "
-            f"{errors.group(0) if errors else 'none'}")
+            f"{errors.group(0) if errors else 'none'}  (load {os.getloadavg()[0]:.1f}, "
+            f"{threads_of(pid)} threads)")
 
 
 def health_ms(port: int, samples: int = 50) -> list[float]:
@@ -100,7 +103,7 @@ def main() -> None:
         try:
             for clients in (8, 64, 128):
                 print(f"GET /apps ({APPS} apps), wrk {clients:3} keep-alive clients, 8 s: "
-                      + wrk(port, clients, 8))
+                      + wrk(port, clients, 8, proc.pid))
             waves(port, proc.pid)
             # 500 readers: over the stream budget, the quietest are let go
             readers = open_readers(port, 500)

@@ -40,7 +40,7 @@ from orchestratr.logs import configure_logging, set_level
 from orchestratr.paths import CONFIG_DIR_ENV, Paths
 from orchestratr.processes import survivors
 from orchestratr.processes.spawn import ProcessLauncher
-from orchestratr.processes.tracker import ProcessTracker, app_tree
+from orchestratr.processes.tracker import ProcessTracker, in_app
 from orchestratr.registry.load import ensure_config, load_registry, load_without_config
 from orchestratr.registry.model import Registry
 from orchestratr.registry.runtime import RuntimeApps
@@ -220,7 +220,7 @@ class Daemon:
         )
         # ids from the wall clock in µs keep growing across restarts (see EventBus)
         bus = EventBus(first_id=time.time_ns() // 1000)
-        self.supervisor = supervisor = Supervisor(launcher, bus, windows=X11Windows(app_tree))
+        self.supervisor = supervisor = Supervisor(launcher, bus, windows=X11Windows(in_app))
         self._record = survivors.Recorder(self.paths.running_file, supervisor.running)
         port = self.options.port if self.options.port is not None else registry.settings.api_port
         settings = registry.settings

@@ -6,8 +6,11 @@ for the GIL: under load a connection's first request waited up to seconds before
 keep-alive connection; a connection with bytes waiting goes to the workers, first come first
 served, and comes back after its answer. A few workers take turns on the CPU, so a request waits
 for the ones ahead of it, never for a lottery among hundreds of threads. The pool grows past
-``CORE_WORKERS`` only when work has waited ``GROW_AFTER_S`` (workers stuck on slow clients), and
-shrinks back when idle.
+``CORE_WORKERS`` only when the workers are stuck: work has waited ``GROW_AFTER_S`` and none of
+them finished a job meanwhile (slow clients). Work merely queueing under load is no reason:
+growing on it (64 busy keep-alive clients queue ~20 ms of work all the time) doubled the
+threads that take turns on the GIL, and every extra one lengthened the tail (wrk, 64 clients:
+max 83-114 ms grown, 65-74 ms not). The pool shrinks back when idle.
 
 The selector also notices event-stream readers hanging up (their handler threads are blocked
 on the event queue, not on the socket). Nothing in here blocks while holding the lock, and the
@@ -32,7 +35,7 @@ import structlog
 log = structlog.get_logger("orchestratr.api")
 
 CORE_WORKERS = 4  # enough to keep 2 cores busy while one waits on a client
-GROW_AFTER_S = 0.05  # work waiting longer than this means the workers are stuck on clients
+GROW_AFTER_S = 0.05  # work waiting this long while no job ends: the workers are stuck
 WORKER_IDLE_S = 0.5  # a worker beyond the core ends after this long without work
 ACCEPT_BATCH = 64  # connections accepted per wake-up before the others get a turn
 
@@ -49,6 +52,7 @@ class Workers:
         self._cond = threading.Condition(threading.Lock())
         self._count = 0  # threads alive
         self._idle = 0  # threads waiting for a job
+        self._done_at = time.monotonic()  # when a job last ended
         self._stopped = False
 
     def start(self) -> None:
@@ -65,12 +69,13 @@ class Workers:
             self._cond.notify()
 
     def waiting(self) -> bool:
-        """Whether work is waiting; starts another worker if it has waited too long."""
+        """Whether work is waiting; starts another worker if the busy ones are stuck."""
         with self._cond:
             if not self._jobs:
                 return False
-            if (time.monotonic() - self._jobs[0][0] >= GROW_AFTER_S and not self._idle
-                    and self._count < self._limit):
+            now = time.monotonic()
+            stuck = now - max(self._jobs[0][0], self._done_at) >= GROW_AFTER_S
+            if stuck and not self._idle and self._count < self._limit:
                 self._start()
             return True
 
@@ -94,6 +99,7 @@ class Workers:
                 job()
             except Exception:  # a job logs its own failures; this keeps the worker alive
                 log.exception("http_worker_error")
+            self._done_at = time.monotonic()  # read by waiting(): a float store needs no lock
 
     def _next(self) -> Job | None:
         with self._cond:

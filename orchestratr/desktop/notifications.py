@@ -4,12 +4,17 @@ service, ``org.freedesktop.Notifications.Notify`` on the session bus, spoken wit
 The notifier follows the event bus; nothing calls it. One notification per incident: an app's
 failures (a failed launch, each crash of a crash loop, an expired lease) update one bubble
 through ``replaces_id``, as do the config's rejections. No session bus or no notification
-server: nothing is shown, and that is logged once, at debug. jeepney is imported at the first
-notification, so a daemon that never fails never loads it.
+server: nothing is shown, and that is logged once, at debug. Each later notice tries again
+(notices are rare; a failed connect costs a refused socket), so a daemon started at login
+before the bus or the notification server notifies once they are there; that is logged at
+debug too. Without ``DBUS_SESSION_BUS_ADDRESS`` the bus is looked for where libdbus and
+sd-bus look, ``$XDG_RUNTIME_DIR/bus``. jeepney is imported at the first notification, so a
+daemon that never fails never loads it.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -74,7 +79,7 @@ class Notifier:
         self._address = address
         self._ids: dict[str, int] = {}  # incident -> the server's id of its bubble
         self._connection: Any = None
-        self._silent = False  # no bus or no server: said once, then quiet
+        self._silent = False  # no bus or no server: said once, quiet until they are back
         self._subscription: Subscription | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -138,24 +143,36 @@ class Notifier:
             self._quiet(f"the notification server refused: {reply.body}")
             return None
         self._ids[notice.incident] = reply.body[0]
+        if self._silent:
+            self._silent = False
+            log.debug("notifications_available")
         log.debug("notified", incident=notice.incident, id=reply.body[0])
         return int(reply.body[0])
 
     def _connect(self) -> Any:
-        if self._connection is None and not self._silent:
+        if self._connection is None:
             try:
                 from jeepney.io.blocking import open_dbus_connection
 
-                self._connection = open_dbus_connection(bus=self._address)
+                self._connection = open_dbus_connection(bus=self._bus_address())
             except Exception as exc:  # noqa: BLE001 - no bus: KeyError, OSError, ...
                 self._quiet(f"no session bus: {exc!r}")
         return self._connection
 
+    def _bus_address(self) -> str:
+        """The session bus: the environment's, else the systemd user bus's socket."""
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        if self._address != "SESSION" or os.environ.get("DBUS_SESSION_BUS_ADDRESS") or not (
+                runtime and os.path.exists(os.path.join(runtime, "bus"))):
+            return self._address
+        return "unix:path=" + os.path.join(runtime, "bus")
+
     def _quiet(self, why: str) -> None:
-        """Nobody shows notifications here: say so once, at debug."""
+        """Nobody shows notifications here now: say so once per outage, at debug."""
         if not self._silent:
             log.debug("notifications_unavailable", reason=why)
         self._silent = True
+        self._ids.clear()  # the bubbles of a server that is gone: the next one starts anew
         self._drop_connection()
 
     def _drop_connection(self) -> None:

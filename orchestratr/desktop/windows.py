@@ -15,6 +15,7 @@ reason). python-xlib is imported at the first raise, not with the daemon.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import select
@@ -34,15 +35,16 @@ SOURCE_PAGER = 2  # EWMH source indication: a pager or taskbar, obeyed without f
 ALL_DESKTOPS = 0xFFFFFFFF
 CONFIRM_S = 0.5  # how long to wait for the window manager to make the window active
 CLIENT_PID = 1 << 1  # X-Resource LocalClientPIDMask
+Mine = Callable[[int], bool]  # whether a pid is one of the app's processes
 
 
 class X11Windows:
-    """The supervisor's ``Windows`` port on X11. ``tree(pid)`` is every process of the app
-    led by ``pid`` (``processes.tracker.app_tree``)."""
+    """The supervisor's ``Windows`` port on X11. ``owns(pid, candidate)`` tells whether
+    ``candidate`` is a process of the app led by ``pid`` (``processes.tracker.in_app``)."""
 
-    def __init__(self, tree: Callable[[int], set[int]],
+    def __init__(self, owns: Callable[[int, int], bool],
                  display_name: str | None = None) -> None:
-        self._tree = tree
+        self._owns = owns
         self._display_name = display_name
         self._lock = threading.Lock()  # one raise at a time: two would fight over the focus
 
@@ -51,17 +53,17 @@ class X11Windows:
             if os.environ.get("WAYLAND_DISPLAY"):
                 return Focus(False, "Wayland without XWayland: windows cannot be raised")
             return Focus(False, "no display (DISPLAY is not set)")
-        pids = self._tree(pid) if pid is not None else set()
-        if not pids and spec.window is None:
+        if pid is None and spec.window is None:
             return Focus(False, "no process to find a window of")
+        mine = None if pid is None else functools.cache(functools.partial(self._owns, pid))
         with self._lock:
             try:
-                return self._bring_forward(spec.window, pids)
+                return self._bring_forward(spec.window, mine)
             except Exception as exc:  # noqa: BLE001 - python-xlib raises many unrelated types
                 log.debug("raise_failed", app=spec.name, error=repr(exc))
                 return Focus(False, f"X error while raising: {exc}")
 
-    def _bring_forward(self, match: WindowMatch | None, pids: set[int]) -> Focus:
+    def _bring_forward(self, match: WindowMatch | None, mine: Mine | None) -> Focus:
         from Xlib.display import Display
 
         try:
@@ -69,7 +71,7 @@ class X11Windows:
         except Exception as exc:  # noqa: BLE001 - python-xlib raises several unrelated types
             return Focus(False, f"cannot connect to the X display: {exc}")
         try:
-            return _Desktop(display).activate_app(match, pids)
+            return _Desktop(display).activate_app(match, mine)
         finally:
             display.close()
 
@@ -93,32 +95,33 @@ class _Desktop:
         prop = window.get_full_property(self.atom(name), X.AnyPropertyType)
         return list(prop.value) if prop is not None else []
 
-    def activate_app(self, match: WindowMatch | None, pids: set[int]) -> Focus:
+    def activate_app(self, match: WindowMatch | None, mine: Mine | None) -> Focus:
         supported = set(self.cardinals(self.root, "_NET_SUPPORTED"))
         if self.atom("_NET_ACTIVE_WINDOW") not in supported:
             return Focus(False, "no EWMH window manager (_NET_ACTIVE_WINDOW unsupported)")
         stacking = (self.cardinals(self.root, "_NET_CLIENT_LIST_STACKING")
                     or self.cardinals(self.root, "_NET_CLIENT_LIST"))
-        window = self.find(stacking, match, pids)
+        window = self.find(stacking, match, mine)
         if window is None:
-            if pids:
+            if mine is not None:
                 return Focus(False, "no window of its processes yet")
             return Focus(False, "no window matches its window: class/title")
+        self.watch(window)
         self.activate(window)
         if self.wait_active(window):
             return Focus(True)
         return Focus(False, f"the window manager did not activate window {window.id:#x}")
 
-    def find(self, stacking: list[int], match: WindowMatch | None, pids: set[int]) -> Any:
-        """The topmost client window of ``pids`` or matching ``match`` (stacking is bottom to
-        top, so the last found is the most recently active)."""
+    def find(self, stacking: list[int], match: WindowMatch | None, mine: Mine | None) -> Any:
+        """The topmost client window of the app's processes (``mine``) or matching ``match``
+        (stacking is bottom to top, so the last found is the most recently active)."""
         windows = [self.display.create_resource_object("window", wid) for wid in stacking]
-        if pids:
-            mine = [w for w in windows if _first(self.cardinals(w, "_NET_WM_PID")) in pids]
-            if not mine:
-                mine = [w for w in windows if self.client_pid(w) in pids]
-            if mine:
-                return mine[-1]
+        if mine is not None:
+            owned = [w for w in windows if _is(mine, _first(self.cardinals(w, "_NET_WM_PID")))]
+            if not owned:
+                owned = [w for w in windows if _is(mine, self.client_pid(w))]
+            if owned:
+                return owned[-1]
         if match is not None:
             matching = [w for w in windows if self.matches(w, match)]
             if matching:
@@ -185,23 +188,37 @@ class _Desktop:
         found = self._next(lambda ev: ev.type == X.PropertyNotify and ev.atom == atom, CONFIRM_S)
         return int(found.time) if found is not None else X.CurrentTime
 
+    def watch(self, window: Any) -> None:
+        """Hear ``window``'s focus and state changes: selected before the activation is sent,
+        so its FocusIn cannot come before we listen."""
+        from Xlib import X
+
+        window.change_attributes(event_mask=X.PropertyChangeMask | X.FocusChangeMask)
+
     def wait_active(self, window: Any) -> bool:
-        """Whether the WM made ``window`` the active, visible window within CONFIRM_S."""
+        """Whether the WM made ``window`` the active, visible window within CONFIRM_S.
+
+        The window's own FocusIn is proof by itself. The root's ``_NET_ACTIVE_WINDOW`` says
+        only that it changed, so it is read again, and by then someone may have activated
+        another window: the bench's pager did within 3 ms, and the hotkey worker then waited
+        out CONFIRM_S, holding up the next chord by ~450 ms."""
         from Xlib import X
 
         watched = {self.atom("_NET_ACTIVE_WINDOW"), self.atom("_NET_WM_STATE")}
-        window.change_attributes(event_mask=X.PropertyChangeMask)  # its _NET_WM_STATE
 
         def shown() -> bool:
             hidden = self.atom("_NET_WM_STATE_HIDDEN") in self.cardinals(window, "_NET_WM_STATE")
             return _first(self.cardinals(self.root, "_NET_ACTIVE_WINDOW")) == window.id \
                 and not hidden
 
-        if shown():
-            return True
-        found = self._next(lambda ev: ev.type == X.PropertyNotify and ev.atom in watched
-                           and shown(), CONFIRM_S)
-        return found is not None
+        def proof(ev: Any) -> bool:
+            if ev.type == X.FocusIn:  # not a grab's start or end, nor the pointer's window
+                return ev.window.id == window.id \
+                    and ev.mode in (X.NotifyNormal, X.NotifyWhileGrabbed) \
+                    and ev.detail not in (X.NotifyPointer, X.NotifyPointerRoot, X.NotifyDetailNone)
+            return ev.type == X.PropertyNotify and ev.atom in watched and shown()
+
+        return shown() or self._next(proof, CONFIRM_S) is not None
 
     def _next(self, wanted: Callable[[Any], bool], timeout_s: float) -> Any:
         deadline = time.monotonic() + timeout_s
@@ -219,3 +236,7 @@ class _Desktop:
 
 def _first(values: Iterable[int]) -> int | None:
     return next(iter(values), None)
+
+
+def _is(mine: Mine, pid: int | None) -> bool:
+    return pid is not None and mine(pid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -26,7 +27,7 @@ from orchestratr.errors import (
     UnknownAppError,
 )
 from orchestratr.processes import survivors
-from orchestratr.processes.tracker import group_members
+from orchestratr.processes.tracker import group_members, in_app
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
 from orchestratr.supervisor.core import SHUTDOWN_GRACE_S, SHUTDOWN_WAIT_S, Supervisor
 from orchestratr.supervisor.states import AppState, Cause, Trigger
@@ -536,3 +537,31 @@ def test_damaged_record_entries_are_dropped(tmp_path: Path) -> None:
     assert survivors.read(path) == [survivors.Survivor(**good)]
     path.write_text("{not json")
     assert survivors.read(path) == []
+
+
+def test_in_app_knows_the_group_its_descendants_and_nothing_else(tmp_path: Path) -> None:
+    """The app's processes for run-or-raise: the group leader, a child a launcher shell forked
+    (in the group), a child that left the group with setsid (still in the tree), and not an
+    unrelated process."""
+    forked_file, setsid_file = tmp_path / "forked", tmp_path / "setsid"
+    script = (f"sleep 60 & echo $! > {forked_file}; setsid sleep 60 & echo $! > {setsid_file}; "
+              "wait")
+    app = subprocess.Popen(["sh", "-c", script], start_new_session=True)
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        wait_for(lambda: all(f.exists() and f.read_text().endswith("\n")
+                             for f in (forked_file, setsid_file)), what="the children's pids")
+        forked, setsid = int(forked_file.read_text()), int(setsid_file.read_text())
+        assert os.getpgid(setsid) != app.pid
+        for pid in (app.pid, forked, setsid):
+            assert in_app(app.pid, pid), pid
+        assert not in_app(app.pid, stranger.pid)
+        assert not in_app(app.pid, os.getpid())
+    finally:
+        if setsid_file.exists() and setsid_file.read_text().strip():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(setsid_file.read_text()), signal.SIGKILL)
+        os.killpg(app.pid, signal.SIGKILL)
+        stranger.kill()
+        for proc in (app, stranger):
+            proc.wait()

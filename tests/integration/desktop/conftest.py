@@ -136,14 +136,37 @@ def desktop_keyboard(desktop: Desktop) -> Iterator[Keyboard]:
     keyboard.display.close()
 
 
-class SessionBus:
-    """A private ``dbus-daemon --session`` with dunst serving notifications, observed with
-    ``dbus-monitor``."""
+# The session bus's own configuration, minus service activation: Debian's dunst package lets
+# the bus start a dunst of its own at the first Notify, one no test started or ends.
+BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:tmpdir=/tmp</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
 
-    def __init__(self, tmp: Path, display: str) -> None:
+
+class SessionBus:
+    """A private session bus with dunst serving notifications, observed with ``dbus-monitor``.
+    ``address`` puts the bus at a chosen ``unix:path=``; ``serve=False`` leaves the
+    notification service out until ``serve()`` (the bus starts no service by itself)."""
+
+    def __init__(self, tmp: Path, display: str, address: str | None = None,
+                 serve: bool = True) -> None:
+        config = tmp / "session-bus.conf"
+        config.write_text(BUS_CONFIG)
         read_fd, write_fd = os.pipe()
+        where = [f"--address={address}"] if address else []
         self.daemon = subprocess.Popen(
-            ["dbus-daemon", "--session", "--nofork", f"--print-address={write_fd}"],
+            ["dbus-daemon", f"--config-file={config}", "--nofork",
+             f"--print-address={write_fd}", *where],
             pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(write_fd)
         with os.fdopen(read_fd) as reader:
@@ -157,7 +180,13 @@ class SessionBus:
                  "type='method_call',interface='org.freedesktop.Notifications',member='Notify'"],
                 stdout=out, stderr=subprocess.DEVNULL)
         wait_for(lambda: self.monitor_log.stat().st_size > 0, what="dbus-monitor to listen")
-        self.dunst = subprocess.Popen(["dunst"], env=env, stdout=subprocess.DEVNULL,
+        self.dunst: subprocess.Popen[bytes] | None = None
+        if serve:
+            self.serve()
+
+    def serve(self) -> None:
+        """Start dunst and wait until it owns the notification service."""
+        self.dunst = subprocess.Popen(["dunst"], env=self.env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)
         wait_for(self._served, 10, what="dunst to own org.freedesktop.Notifications")
 
@@ -190,7 +219,8 @@ class SessionBus:
 
     def close(self) -> None:
         for proc in (self.dunst, self.monitor, self.daemon):
-            _stop(proc)
+            if proc is not None:
+                _stop(proc)
 
 
 @pytest.fixture

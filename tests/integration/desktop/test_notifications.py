@@ -7,13 +7,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from structlog.testing import capture_logs
 
 from orchestratr.desktop.notifications import Notice, Notifier
 from orchestratr.supervisor.bus import EventBus
 from tests.conftest import DaemonProcess, wait_for, write_config
 from tests.integration.api.conftest import HttpApi, port_of
-from tests.integration.desktop.conftest import SessionBus
+from tests.integration.desktop.conftest import Desktop, SessionBus
 
 CRASHING = """\
 apps:
@@ -81,3 +82,80 @@ def test_no_session_bus_is_logged_once_at_debug() -> None:
         assert notifier.show(Notice("app:a", "a failed", "boom")) is None
     said = [e for e in logs if e["event"] == "notifications_unavailable"]
     assert len(said) == 1 and said[0]["log_level"] == "debug"
+
+
+def notified(bus: SessionBus, summary: str) -> list[list[str]]:
+    """The Notify calls whose summary (the 4th argument) starts so."""
+    return [call for call in bus.notifications() if call[3].startswith(summary)]
+
+
+def test_hotkeys_unavailable_is_notified(
+    session_bus: SessionBus, config_dir: Path, start_daemon: Callable[..., DaemonProcess],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon started at login where keys cannot be listened to says so on screen."""
+    write_config(config_dir, "apps: []\n")
+    monkeypatch.delenv("DISPLAY")  # the daemon's only: dunst already has its display
+    daemon = start_daemon()
+    daemon.wait_event("hotkeys_unavailable")
+    wait_for(lambda: notified(session_bus, "orchestratr: hotkeys unavailable"),
+             what="the hotkeys-unavailable notification")
+    [call] = notified(session_bus, "orchestratr: hotkeys unavailable")
+    assert call[0] == "orchestratr" and "DISPLAY" in call[4]
+
+
+DEBUG_TYPO = "log_level: debug\napps:\n  - name: typo\n    command: no-such-command-here\n"
+
+
+def fail_and_wait(daemon: DaemonProcess) -> None:
+    def failures() -> int:
+        return sum(e["event"] == "app_transition" and e.get("dst") == "failed"
+                   for e in daemon.events())
+
+    before = failures()
+    HttpApi(port_of(daemon.config_dir)).post("/apps/typo/launch", {})
+    wait_for(lambda: failures() > before, what="the launch to fail")
+
+
+def test_notifications_resume_when_the_server_appears(
+    desktop: Desktop, tmp_path: Path, config_dir: Path,
+    start_daemon: Callable[..., DaemonProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bus with no notification server yet (dunst starts after the daemon at login)."""
+    bus = SessionBus(tmp_path, desktop.name, serve=False)
+    try:
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", bus.address)
+        write_config(config_dir, DEBUG_TYPO)
+        daemon = start_daemon("--no-hotkeys")
+        fail_and_wait(daemon)
+        daemon.wait_event("notifications_unavailable")
+        bus.serve()
+        fail_and_wait(daemon)
+        wait_for(lambda: notified(bus, "typo failed"), what="a notification")
+        daemon.wait_event("notifications_available")
+    finally:
+        bus.close()
+
+
+def test_notifications_resume_when_the_session_bus_appears(
+    desktop: Desktop, tmp_path: Path, config_dir: Path,
+    start_daemon: Callable[..., DaemonProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No bus at all when the daemon starts, and no DBUS_SESSION_BUS_ADDRESS: the bus comes
+    up later where systemd puts the user's bus, ``$XDG_RUNTIME_DIR/bus``."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    write_config(config_dir, DEBUG_TYPO)
+    daemon = start_daemon("--no-hotkeys")
+    fail_and_wait(daemon)
+    daemon.wait_event("notifications_unavailable")
+    bus = SessionBus(tmp_path, desktop.name, address=f"unix:path={runtime / 'bus'}")
+    try:
+        fail_and_wait(daemon)
+        wait_for(lambda: notified(bus, "typo failed"), what="a notification")
+        unavailable = [e for e in daemon.events() if e["event"] == "notifications_unavailable"]
+        assert len(unavailable) == 1 and unavailable[0]["level"] == "debug"
+    finally:
+        bus.close()
