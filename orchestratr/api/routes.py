@@ -19,15 +19,17 @@ import attrs
 from orchestratr import __version__
 from orchestratr.api import sse
 from orchestratr.api.errors import MAX_ECHO, ApiError
-from orchestratr.api.sse import StreamSettings
+from orchestratr.api.sse import FLAGS, StreamSettings
 from orchestratr.api.wire import (
     LaunchedBody,
     TriggerBody,
     ack_json,
     app_json,
+    detail_json,
     iso,
     state_json,
 )
+from orchestratr.applog import AppLogs
 from orchestratr.controls import HotkeyControl, RegistryControl
 from orchestratr.convert import structure_body
 from orchestratr.errors import BadRequestError, clip
@@ -37,7 +39,6 @@ from orchestratr.supervisor.states import Cause
 
 MAX_CHORD_LENGTH = 32
 MAX_WARNINGS = 20  # listed in a registration's answer; each quotes a field the client sent
-FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 _NO_HEADERS: dict[str, str] = {}
@@ -73,7 +74,7 @@ class Request:
 @attrs.frozen
 class Response:
     status: int
-    body: Any  # JSON-able, bytes already encoded by ``encode``, or an EventStream
+    body: Any  # JSON-able, bytes already encoded by ``encode``, or a Stream (SSE)
 
 
 Handler = Callable[[Request], Response]
@@ -92,7 +93,8 @@ class Api:
     """The API's endpoints over one supervisor.
 
     ``registry`` reloads the config and registers apps; ``hotkeys`` controls the hotkeys (None
-    in tests that need none); ``streams`` tunes the event stream (tests shorten it).
+    in tests that need none); ``logs`` finds and reads apps' output; ``streams`` tunes the
+    event streams (tests shorten it).
     """
 
     def __init__(
@@ -101,9 +103,11 @@ class Api:
         registry: RegistryControl,
         hotkeys: HotkeyControl | None,
         openapi: Callable[[], dict[str, Any]],
+        logs: AppLogs,
         streams: StreamSettings = StreamSettings(),
     ) -> None:
         self._sup = supervisor
+        self._logs = logs
         self._registry = registry
         self._hotkeys = hotkeys
         self._openapi = openapi
@@ -118,6 +122,7 @@ class Api:
             ("GET", "/apps/{name}", self.app),
             ("DELETE", "/apps/{name}", self.unregister),
             ("GET", "/apps/{name}/state", self.state),
+            ("GET", "/apps/{name}/logs", self.logs),
             ("POST", "/apps/{name}/launched", self.launched),
             ("POST", "/apps/{name}/ready", self.ready),
             ("POST", "/apps/{name}/stopped", self.stopped),
@@ -180,7 +185,18 @@ class Api:
         return ok(cached[1])
 
     def app(self, req: Request) -> Response:
-        return ok(app_json(self._sup.snapshot(req.name, with_history=True), with_history=True))
+        snap = self._sup.snapshot(req.name, with_history=True)
+        return ok(detail_json(snap, self._sup.processes(req.name),
+                              str(self._logs.path(req.name)), time.time()))
+
+    def logs(self, req: Request) -> Response:
+        """The app's last lines, or (``follow``) a stream of them as they are written."""
+        query = sse.parse_log_query(req.query)
+        name = self._sup.snapshot(req.name, with_history=False).name  # 404 if unknown
+        if query.follow:
+            return ok(sse.LogStream(self._logs, name, query.lines, self._streams))
+        return ok({"app": name, "path": str(self._logs.path(name)),
+                   "lines": self._logs.tail(name, query.lines)})
 
     def state(self, req: Request) -> Response:
         return ok(state_json(self._sup.snapshot(req.name, with_history=False)))

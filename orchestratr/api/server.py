@@ -30,7 +30,7 @@ from orchestratr import __version__
 from orchestratr.api import guard
 from orchestratr.api.errors import MAX_ECHO, STATUS, ApiError, error_body, status_of
 from orchestratr.api.routes import Api, Request, Response, encode
-from orchestratr.api.sse import EventStream
+from orchestratr.api.sse import Stream
 from orchestratr.api.transport import (
     DeadlineReader,
     HeadTooLarge,
@@ -300,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
                                       "code": "internal_error"})
         if self._unread:  # a refusal before the body was read: it must never pass for a request
             self.close_connection = True
-        if isinstance(response.body, EventStream):
+        if isinstance(response.body, Stream):
             self._stream(response.body)
             self._log(response.status)
         else:
@@ -393,7 +393,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._headers_buffer.append(payload)  # one write: headers and body in one segment
         self.flush_headers()
 
-    def _stream(self, stream: EventStream) -> None:
+    def _stream(self, stream: Stream) -> None:
         """Send an event stream until it ends, the client leaves or the server stops.
 
         The response has no length: it ends when the connection closes.

@@ -1,6 +1,7 @@
-"""Server-Sent Events: the event bus as a ``text/event-stream``, and the queries that shape it.
+"""Server-Sent Events: the event bus and an app's log as ``text/event-stream``s, and the
+queries that shape them.
 
-Each stream is one bus subscription with a bounded queue. A reader that falls behind is sent a
+Each event stream is one bus subscription with a bounded queue. A reader that falls behind is sent a
 final ``overflow`` event and cut off, so it never slows the supervisor or other readers. A
 reader resuming with ``Last-Event-ID`` (or ``?since=``) first gets every buffered event after
 that id, or a ``reset`` event when some are gone, telling it to read ``GET /apps`` again.
@@ -18,11 +19,13 @@ from typing import Any
 
 import attrs
 
-from orchestratr.api.wire import event_json, reset_json
+from orchestratr import applog
+from orchestratr.api.wire import event_json, iso, reset_json
 from orchestratr.errors import BadRequestError
 from orchestratr.registry.validate import NAME_PATTERN
 from orchestratr.supervisor.bus import EVENT_TYPES, BusEvent, EventBus, Subscription
 
+FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 KEEPALIVE_S = 15.0
 QUEUE_SIZE = 1000  # events a reader may fall behind by before it is cut off
 MAX_LIMIT = 10_000
@@ -88,11 +91,21 @@ def poll(bus: EventBus, query: EventQuery) -> list[dict[str, Any]]:
     return body + [event_json(e) for e in itertools.islice(accepted, query.limit)]
 
 
-class EventStream:
-    """One reader of ``GET /events/stream``: iterate it for the bytes to send; ``close()``
+class Stream:
+    """An answer sent as Server-Sent Events: iterate it for the bytes to send; ``close()``
     from any thread ends it (the client went away, or the server is stopping)."""
 
     content_type = "text/event-stream"
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[bytes]:
+        raise NotImplementedError
+
+
+class EventStream(Stream):
+    """One reader of ``GET /events/stream``."""
 
     def __init__(self, bus: EventBus, query: EventQuery, settings: StreamSettings) -> None:
         self._query = query
@@ -134,6 +147,76 @@ class EventStream:
             elif time.monotonic() - last_write >= self._settings.keepalive_s:
                 yield b": keep-alive\n\n"
                 last_write = time.monotonic()
+
+
+@attrs.frozen
+class LogQuery:
+    """What a reader of ``GET /apps/{name}/logs`` asked for: ``?lines=&follow=``."""
+
+    lines: int = applog.DEFAULT_LINES
+    follow: bool = False
+
+
+def parse_log_query(query: Mapping[str, Sequence[str]]) -> LogQuery:
+    """Raises BadRequestError naming the parameter that is wrong."""
+    if unknown := set(query) - {"lines", "follow"}:
+        raise BadRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    follow = (_one(query, "follow") or "false").lower()
+    if follow not in FLAGS:
+        raise BadRequestError(f"follow: expected true or false, got {follow[:32]!r}")
+    lines = _one(query, "lines")
+    return LogQuery(
+        lines=applog.DEFAULT_LINES if lines is None
+        else _number(lines, "lines", int, 0, applog.MAX_LINES),
+        follow=FLAGS[follow],
+    )
+
+
+class LogStream(Stream):
+    """One reader of ``GET /apps/{name}/logs?follow=true``: the last ``backlog`` lines, then
+    each line as the app writes it (``event: line``), and an ``event: launch`` where each
+    run starts; it follows the file across rotations and the app's restarts."""
+
+    def __init__(
+        self, logs: applog.AppLogs, name: str, backlog: int, settings: StreamSettings
+    ) -> None:
+        self._logs = logs
+        self._settings = settings
+        self._follower = applog.Follower(logs.path(name), backlog)
+        self._closed = False
+        self.delivered_at = time.monotonic()  # the last line sent (the server sheds by it)
+
+    def close(self) -> None:
+        self._closed = True
+        self._logs.written()  # wakes the reader's wait
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield b"retry: 1000\n\n"
+            yield _lines(self._follower.backlog(), None)
+            batches = applog.follow(self._follower, self._logs, lambda: self._closed,
+                                    self._settings.keepalive_s)
+            for batch in batches:
+                if batch:
+                    yield _lines(batch, time.time())
+                    self.delivered_at = time.monotonic()
+                else:
+                    yield b": keep-alive\n\n"
+        finally:
+            self._follower.close()
+
+
+def _lines(lines: Sequence[applog.Line], at: float | None) -> bytes:
+    """``event: line`` per line and ``event: launch`` per run's header; ``at`` is when they
+    were read (None: written before the reader came)."""
+    frames = []
+    for line in lines:
+        if line.launch is None:
+            frames.append(_frame("line", {"line": line.text, "at": iso(at)}))
+        else:
+            frames.append(_frame("launch", {"command": line.launch.command,
+                                            "at": iso(line.launch.at)}))
+    return b"".join(frames)
 
 
 @functools.lru_cache(maxsize=64)

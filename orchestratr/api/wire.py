@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import attrs
 
@@ -17,7 +17,8 @@ from orchestratr.errors import BadRequestError
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
 from orchestratr.supervisor.bus import BusEvent
-from orchestratr.supervisor.states import ANNOUNCED, AppState
+from orchestratr.supervisor.launcher import ProcessUsage
+from orchestratr.supervisor.states import ANNOUNCED, UP, AppState
 
 MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
 MAX_DEPTH = 32  # arrays and objects inside each other in a request body
@@ -97,6 +98,14 @@ class TriggerBody:
     chord: str | None = None
 
 
+@overload
+def iso(timestamp: float) -> str: ...
+
+
+@overload
+def iso(timestamp: float | None) -> str | None: ...
+
+
 def iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
@@ -114,11 +123,28 @@ class AppStatus:
     error: str | None
     removed: bool = attrs.field(metadata={"description": "dropped from the config, still "
                                                          "running"})
+    started_at: str | None = attrs.field(metadata={
+        **TIMESTAMP, "description": "when its process (group) started: its uptime counts from "
+                                    "here, also after a restarted daemon adopted it"})
+    restarts: int = attrs.field(metadata={
+        "description": "runs that replaced an earlier one since the daemon started (by the "
+                       "restart policy, a lease's grace, or a restart command)"})
+    last_exit: ExitStatus | None = attrs.field(metadata={
+        "description": "how its last process (group) ended; null if none has"})
+
+
+@attrs.frozen
+class ExitStatus:
+    code: int | None = attrs.field(metadata={"description": "exit status; null when killed "
+                                                            "by a signal or not known"})
+    signal: str | None = attrs.field(metadata={"description": "the signal that killed it"})
+    at: str = attrs.field(metadata=TIMESTAMP)
 
 
 def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:
     """An app as GET /apps lists it: its config fields, source, and live state."""
     body: dict[str, Any] = converter.unstructure(snap.spec)
+    last = snap.last_exit
     body.update(converter.unstructure(AppStatus(
         state=snap.state,
         pid=snap.pid,
@@ -126,10 +152,40 @@ def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:
         ready_at=iso(snap.ready_at),
         error=snap.error,
         removed=snap.removed,
+        started_at=iso(snap.started_at),
+        restarts=snap.restarts,
+        last_exit=None if last is None else ExitStatus(last.code, last.signal, iso(last.at)),
     )))
     if with_history:
         body["history"] = [history_json(entry) for entry in snap.history]
         body["lease"] = lease_json(snap)
+    return body
+
+
+@attrs.frozen
+class AppDetail:
+    """What GET /apps/{name} adds to an app's listing (besides history and lease)."""
+
+    processes: list[ProcessUsage] = attrs.field(metadata={
+        "description": "its live processes: its group and their descendants"})
+    log_path: str = attrs.field(metadata={
+        "description": "the file its stdout and stderr go to (GET /apps/{name}/logs reads it)"})
+    uptime_secs: float | None = attrs.field(metadata={
+        "description": "since started_at, while a process runs"})
+
+
+def detail_json(
+    snap: AppSnapshot, processes: list[ProcessUsage], log_path: str, now: float
+) -> dict[str, Any]:
+    """GET /apps/{name}: the app, its recent transitions, lease, processes and log file."""
+    body = app_json(snap, with_history=True)
+    uptime = None if snap.started_at is None or snap.state not in UP else round(
+        max(0.0, now - snap.started_at), 3)
+    body.update(converter.unstructure(AppDetail(
+        processes=processes,
+        log_path=log_path,
+        uptime_secs=uptime,
+    )))
     return body
 
 

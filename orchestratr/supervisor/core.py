@@ -31,7 +31,7 @@ from orchestratr.registry.model import AppSpec, Registry
 from orchestratr.supervisor import leases, restarts
 from orchestratr.supervisor.app import App, AppSnapshot, Changes, HistoryEntry
 from orchestratr.supervisor.bus import EventBus
-from orchestratr.supervisor.launcher import Launcher, ProcessExit
+from orchestratr.supervisor.launcher import Launcher, ProcessExit, ProcessUsage
 from orchestratr.supervisor.leases import DEFAULT_LEASE_S, Leases
 from orchestratr.supervisor.machine import Transition, build_machine
 from orchestratr.supervisor.roster import Roster
@@ -140,6 +140,13 @@ class Supervisor:
 
     def snapshots(self) -> list[AppSnapshot]:
         return [app.snapshot() for app in self._roster.apps]
+
+    def processes(self, name: str) -> list[ProcessUsage]:
+        """The app's live processes with their CPU and memory (none while it has no process)."""
+        snap = self._app(name).snapshot()
+        if snap.pid is None:
+            return []
+        return self._launcher.usage(snap.pid, snap.group)
 
     def running(self) -> list[AppSnapshot]:
         """Apps with a live process, as a daemon that exits leaves them behind."""
@@ -450,6 +457,7 @@ class Supervisor:
                 return
             app.new_run()
             app.cancel_probe()
+            app.exited(exit.code, self._wall())
             if app.state not in (AppState.stopping, *ALIVE):  # stopped before its spawn ended
                 app.lose_process()
                 return
@@ -507,6 +515,7 @@ class Supervisor:
             spawn_run = self._begin_launch(app, Cause.restart)
             if spawn_run is None:
                 return
+            app.replaced_run()
         self._try(self._spawn, app, spawn_run, app.spec, Cause.restart)
 
     # ------------------------------------------------------------------ helpers

@@ -26,6 +26,16 @@ class ProcessExit:
 OnExit = Callable[[ProcessExit], None]
 
 
+@attrs.frozen
+class ProcessUsage:
+    """One process of an app, and what it uses now."""
+
+    pid: int
+    cpu_percent: float = attrs.field(metadata={
+        "description": "% of one core since the previous look (at the first: over its life)"})
+    rss_bytes: int = attrs.field(metadata={"description": "resident memory"})
+
+
 class Launcher(Protocol):
     def spawn(self, spec: AppSpec) -> int:
         """Start ``spec.command`` in a new process group; return its pid.
@@ -55,6 +65,10 @@ class Launcher(Protocol):
 
     def terminate(self, pid: int, group: bool, grace_s: float) -> None:
         """SIGTERM now, SIGKILL after ``grace_s`` if still alive. Returns at once."""
+
+    def usage(self, pid: int, group: bool) -> list[ProcessUsage]:
+        """Every live process of the app led by ``pid`` (its group, with ``group``, and their
+        descendants), with its CPU and memory; none if it is gone."""
 
     def probe_ready(
         self, spec: AppSpec, on_ready: Callable[[], None], on_timeout: Callable[[], None]
