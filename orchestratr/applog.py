@@ -158,13 +158,12 @@ class AppLogs:
     def version(self) -> int:
         return self._version
 
-    def wait(self, version: int, timeout: float) -> int:
-        """Block until something was written after ``version`` (or ``timeout``); return the
-        version now."""
+    def wait(self, version: int, timeout: float) -> None:
+        """Block until something was written after ``version``, or ``timeout`` (at most
+        FALLBACK_S) is over."""
         with self._changed:
             if self._version == version:
                 self._changed.wait(min(timeout, self.FALLBACK_S))
-            return self._version
 
 
 @dataclass(frozen=True)
@@ -174,14 +173,18 @@ class Line:
 
 
 class Follower:
-    """The lines added to an app's file from a point on, across its rotations: the file it
-    reads is read to its end before the new one is opened, so no line is skipped."""
+    """The lines added to an app's file from a point on, across its rotations: a rotated file
+    is read to its end (it is final by then) before the new one is opened, so no line is
+    skipped; each read returns at most READ_SIZE bytes' worth, so a flood is sent in pieces."""
+
+    READ_SIZE = 64 * 1024
 
     def __init__(self, path: Path, backlog: int) -> None:
         self._path = path
         self._partial = b""
         self._handle: BinaryIO | None = None
         self._inode: int | None = None
+        self._rotated = False  # the open file has been rotated away: finish it, then switch
         start = self._open(at_end=True)
         self._backlog = tail(path, backlog, end=start) if backlog else []
 
@@ -193,23 +196,27 @@ class Follower:
     def backlog(self) -> list[Line]:
         return [_line(text) for text in self._backlog]
 
-    def read(self) -> list[Line]:
-        """Every complete line written since the last read."""
-        lines = self._drain()
-        if self._replaced():
-            lines += self._drain()
-            if self._partial:
-                lines.append(_line(_decode(self._partial)))
-                self._partial = b""
-            self.close()
-            self._open(at_end=False)
-            lines += self._drain()
+    def read(self) -> list[Line] | None:
+        """The complete lines in the next piece written; None when nothing new is there yet
+        (the caller waits), [] when there may be more at once."""
+        data = self._handle.read(self.READ_SIZE) if self._handle is not None else b""
+        if data:
+            *complete, self._partial = (self._partial + data).split(b"\n")
+            return [_line(_decode(raw)) for raw in complete]
+        if not self._rotated:
+            self._rotated = self._replaced()
+            return [] if self._rotated else None
+        self._rotated = False
+        lines = [_line(_decode(self._partial))] if self._partial else []
+        self._partial = b""
+        self._open_next()
         return lines
 
-    def _open(self, at_end: bool) -> int:
-        """Open the file (at its end, or its start); return where reading starts."""
+    def _open(self, at_end: bool, path: Path | None = None) -> int:
+        """Open the file (or ``path``: a rotated one) at its end or its start; return where
+        reading starts."""
         try:
-            self._handle = self._path.open("rb")
+            self._handle = (path or self._path).open("rb")
         except (FileNotFoundError, NotADirectoryError):
             self._handle, self._inode = None, None
             return 0
@@ -220,8 +227,40 @@ class Follower:
             return stat.st_size
         return 0
 
+    def _open_next(self) -> None:
+        """Open the file written after the one just finished: the one rotated after it, or
+        the current file (a reader that fell behind by several rotations reads each of them).
+        A rotation during the move would make that choice wrong, so it is checked after."""
+        finished = self._inode
+        self.close()
+        for _ in range(LOG_BACKUPS + 2):
+            place = None if finished is None else self._place_of(finished)
+            self._open(at_end=False, path=self._after(finished, place))
+            if finished is None or self._place_of(finished) == place:
+                return
+            self.close()
+        self._open(at_end=False)
+
+    def _after(self, finished: int | None, place: int | None) -> Path:
+        """The file after the one that is now rotated file ``place`` (None: gone)."""
+        if place is not None:
+            return rotated(self._path, place - 1) if place > 1 else self._path
+        if finished is None:  # there was no file: it has been created
+            return self._path
+        kept = [i for i in range(1, LOG_BACKUPS + 1) if rotated(self._path, i).exists()]
+        return rotated(self._path, max(kept)) if kept else self._path  # it fell off the end
+
+    def _place_of(self, inode: int) -> int | None:
+        """Which rotated file (1 the newest) is ``inode`` now; None if none is."""
+        for index in range(1, LOG_BACKUPS + 1):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                if rotated(self._path, index).stat().st_ino == inode:
+                    return index
+        return None
+
     def _replaced(self) -> bool:
-        """The file was rotated (or created, or truncated) since it was opened."""
+        """The file was rotated away (or created) since it was opened; a truncated one is
+        read again from its start."""
         try:
             stat = self._path.stat()
         except (FileNotFoundError, NotADirectoryError):
@@ -231,13 +270,6 @@ class Follower:
         if stat.st_size < self._handle.tell():
             self._handle.seek(0)
         return False
-
-    def _drain(self) -> list[Line]:
-        if self._handle is None:
-            return []
-        data = self._partial + self._handle.read()
-        *complete, self._partial = data.split(b"\n")
-        return [_line(_decode(raw)) for raw in complete]
 
 
 def _line(text: str) -> Line:
@@ -249,14 +281,15 @@ def follow(
 ) -> Iterator[list[Line]]:
     """Batches of new lines as they are written; an empty batch after ``idle_s`` without one
     (the caller sends a keep-alive), until ``closed()``."""
-    version = logs.version()
     quiet_since = time.monotonic()
     while not closed():
+        version = logs.version()  # before reading: a write after the read ends the wait
         lines = follower.read()
         if lines:
             quiet_since = time.monotonic()
             yield lines
-        elif time.monotonic() - quiet_since >= idle_s:
-            quiet_since = time.monotonic()
-            yield []
-        version = logs.wait(version, max(0.0, idle_s - (time.monotonic() - quiet_since)))
+        elif lines is None:
+            if time.monotonic() - quiet_since >= idle_s:
+                quiet_since = time.monotonic()
+                yield []
+            logs.wait(version, max(0.0, idle_s - (time.monotonic() - quiet_since)))

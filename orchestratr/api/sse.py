@@ -30,6 +30,7 @@ KEEPALIVE_S = 15.0
 QUEUE_SIZE = 1000  # events a reader may fall behind by before it is cut off
 MAX_LIMIT = 10_000
 MAX_IDLE_S = 86400
+BACKLOG_PIECE = 500  # lines of a log's backlog sent in one write
 
 
 @attrs.frozen
@@ -193,7 +194,9 @@ class LogStream(Stream):
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield b"retry: 1000\n\n"
-            yield _lines(self._follower.backlog(), None)
+            backlog = self._follower.backlog()
+            for start in range(0, len(backlog), BACKLOG_PIECE):  # each write a few KiB
+                yield _lines(backlog[start:start + BACKLOG_PIECE], None)
             batches = applog.follow(self._follower, self._logs, lambda: self._closed,
                                     self._settings.keepalive_s)
             for batch in batches:

@@ -247,17 +247,18 @@ class SseEvent:
 
 
 class SseClient:
-    """A raw-socket reader of ``GET /events/stream``: what an EventSource would see."""
+    """A raw-socket reader of ``GET /events/stream`` (or another ``path`` that streams): what
+    an EventSource would see."""
 
     def __init__(self, port: int, query: str = "", headers: dict[str, str] | None = None,
-                 rcvbuf: int | None = None) -> None:
+                 rcvbuf: int | None = None, path: str = "/events/stream") -> None:
         self.sock = socket.socket()
         if rcvbuf is not None:  # before connecting, so the window stays small
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(10)
         self.sock.connect(("127.0.0.1", port))
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        self.sock.sendall(f"GET /events/stream{'?' + query if query else ''} HTTP/1.1\r\n"
+        self.sock.sendall(f"GET {path}{'?' + query if query else ''} HTTP/1.1\r\n"
                           f"Host: 127.0.0.1\r\n{extra}\r\n".encode())
         self.file = self.sock.makefile("rb")
         self.status = int(self.file.readline().split()[1])
