@@ -276,11 +276,24 @@ class Client:
         query = [("app", a) for a in apps] + [("type", t) for t in types]
         if idle_for is not None:
             query.append(("idle_for", str(idle_for)))
-        headers = {"Accept": "text/event-stream"}
-        if last_event_id is not None:
-            headers["Last-Event-ID"] = str(last_event_id)
-        path = "/events/stream" + ("?" + urlencode(query) if query else "")
-        conn, response, sock = self._open("GET", path, None, headers, timeout=None)
+        headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+        return self._stream("/events/stream" + ("?" + urlencode(query) if query else ""), headers)
+
+    def logs(self, name: str, lines: int | None = None) -> dict[str, Any]:
+        """The app's last ``lines`` lines of output (the daemon's default: 100):
+        ``{"app", "path", "lines"}``."""
+        query = "" if lines is None else f"?lines={lines}"
+        return self.request("GET", _app_path(name, "logs") + query)
+
+    def open_logs(self, name: str, lines: int = 0) -> EventStream:
+        """Follow the app's output, after its last ``lines`` lines: ``line`` events
+        (``{"line", "at"}``), and a ``launch`` event (``{"command", "at"}``) where a run
+        starts. The stream outlives the app's restarts."""
+        return self._stream(_app_path(name, "logs") + f"?follow=true&lines={lines}", {})
+
+    def _stream(self, path: str, headers: dict[str, str]) -> EventStream:
+        conn, response, sock = self._open(
+            "GET", path, None, {"Accept": "text/event-stream", **headers}, timeout=None)
         if response.status != 200:
             raw = response.read()
             conn.close()
@@ -295,13 +308,15 @@ class Client:
         since: int | None = None,
         on_wait: Callable[[str], None] | None = None,
         retry_s: float = 0.1,
+        wait: bool = False,
     ) -> Iterator[Event]:
         """Every event from now (or after id ``since``) on, for as long as the caller iterates.
 
         A dropped connection is resumed with ``Last-Event-ID`` so no event is lost; while the
         daemon is away the stream waits for it (``on_wait`` hears why, once per outage). A new
         daemon (a new pid in the pid file) is read from its first event. Raises NotRunningError
-        if no daemon answers at the first attempt, OrchestratrClientError if one refuses.
+        if no daemon answers at the first attempt (with ``wait``, it waits for one as for a
+        daemon that went away), OrchestratrClientError if one refuses.
         """
         apps, types = tuple(apps), tuple(types)
         last_id, known_pid, connected, waiting = since, self.daemon_pid(), False, False
@@ -312,11 +327,13 @@ class Client:
                     last_id, known_pid = 0, pid  # a new daemon: its first event is news
                 stream = self.open_events(apps, types, last_id, idle_for=0)
             except OrchestratrClientError as exc:
-                if not connected or exc.status is not None:  # no daemon yet, or it said no
+                if exc.status is not None or not (connected or wait):  # it said no, or none yet
                     raise
                 if on_wait is not None and not waiting:
                     on_wait(str(exc))
                 waiting = True
+                if not connected and last_id is None:
+                    last_id = 0  # the daemon still to come: read it from its first event
                 time.sleep(retry_s)
                 continue
             if self.daemon_pid() != pid:  # it restarted as we connected: start over

@@ -66,7 +66,7 @@ def parse_query(
     apps = frozenset(name.lower() for name in query.get("app", []))
     if bad := sorted(a for a in apps if not NAME_PATTERN.match(a)):
         raise BadRequestError(f"app: invalid app name {bad[0][:64]!r}")
-    types = frozenset(query.get("type", []))
+    types = frozenset(t.lower() for t in query.get("type", []))
     if bad := sorted(types - EVENT_TYPES):
         raise BadRequestError(f"type: unknown event type {bad[0][:64]!r}; known: "
                               + ", ".join(sorted(EVENT_TYPES)))

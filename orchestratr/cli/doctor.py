@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestratr import __version__
-from orchestratr.cli.render import VERDICT_COLOURS
+from orchestratr.cli.render import VERDICT_COLOURS, runnable
 from orchestratr.client import Client, NotRunningError, OrchestratrClientError
 from orchestratr.paths import Paths
 
@@ -104,9 +104,8 @@ def _daemon_checks(client: Client, health: dict[str, Any] | Exception | None) ->
         yield Check("daemon", FAIL, f"pid {pid} holds {client.pid_file}, but its API does not "
                                     "answer; see its log, or restart it")
     else:
-        start = f"orchestratr daemon --config-dir {client.config_dir}"
-        yield Check("daemon", WARN,
-                    f"not running; start it with `{start}` or `orchestratr install`")
+        start = runnable(f"daemon --config-dir {client.config_dir}")
+        yield Check("daemon", WARN, f"not running; start it with {start} or {runnable('install')}")
     yield _port_file_check(client, isinstance(health, dict))
 
 

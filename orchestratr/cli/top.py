@@ -1,0 +1,365 @@
+"""``orchestratr top``: every app, live, in the terminal (as ``pm2 monit`` and ``htop`` show
+processes), with keys to act on the selected one.
+
+Built with Textual, which only this verb imports: every other verb, and the daemon, start
+without it. The table follows the daemon's event stream, so a transition shows the moment it
+is published (the row is updated from the event itself, then completed from
+``GET /apps/{name}``); CPU and memory are asked for every ``USAGE_S`` seconds, and uptimes
+tick once a second. A daemon that goes away is waited for; the view says so meanwhile.
+
+Keys: l launch (or raise), s stop, r restart, o or enter logs of the selected app (escape
+closes them), / filter by name, q quit.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import DataTable, Footer, Input, RichLog, Static
+
+from orchestratr.cli.render import STATE_COLOURS, duration, parse_time, size
+from orchestratr.supervisor.states import UP, AppState
+
+if TYPE_CHECKING:
+    from orchestratr.cli.main import Context
+    from orchestratr.client import Client, EventStream
+
+USAGE_S = 2.0  # how often CPU and memory are asked for
+RETRY_S = 1.0  # how soon a lost daemon is asked for again
+LOG_LINES = 100
+COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "CPU", "MEM", "ERROR")
+RUNNING_STATES = frozenset(state.value for state in UP)
+
+
+def run(ctx: Context) -> int:
+    from orchestratr.cli.main import UsageError
+
+    if ctx.out.json_mode or not sys.stdout.isatty():
+        raise UsageError("top needs a terminal; scripts read `orchestratr list --json` or "
+                         "`orchestratr events --follow --json`")
+    ctx.client().health()  # not running: exit 3 with the usual message, before the screen
+    Top(ctx.client()).run()
+    return 0
+
+
+class Top(App[None]):
+    """The view. ``client`` reaches the daemon; ``shown`` records, per app, when a row last
+    changed (wall clock), which the tests and the benchmark read."""
+
+    TITLE = "orchestratr top"
+    CSS = """
+    #status { height: 1; padding: 0 1; background: $boost; }
+    #filter { display: none; }
+    #filter.shown { display: block; }
+    #logs { display: none; height: 40%; border-top: solid $accent; }
+    #logs.shown { display: block; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("l", "launch", "launch/raise"),
+        Binding("s", "stop", "stop"),
+        Binding("r", "restart", "restart"),
+        Binding("o", "logs", "logs"),  # enter too (the table's own key: a row selected)
+        Binding("slash", "filter", "filter"),
+        Binding("escape", "close", "close", show=False),
+        Binding("q", "quit", "quit"),
+    ]
+
+    def __init__(self, client: Client) -> None:
+        super().__init__()
+        self.client = client
+        self.apps: dict[str, dict[str, Any]] = {}
+        self.shown: dict[str, float] = {}
+        self.pattern = ""
+        self._events: EventStream | None = None
+        self._log_stream: EventStream | None = None
+        self._log_app: str | None = None
+        self._quitting = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static("connecting...", id="status")
+            yield Input(placeholder="filter by name", id="filter")
+            yield DataTable(id="apps", cursor_type="row", zebra_stripes=True)
+            yield RichLog(id="logs", max_lines=2000, wrap=False, markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for column in COLUMNS:
+            table.add_column(column, key=column)
+        table.focus()
+        self.follow_events()
+        self.set_interval(1.0, self.tick)
+        self.set_interval(USAGE_S, self.ask_usage)
+
+    def on_unmount(self) -> None:
+        self._quitting.set()
+        if self._events is not None:
+            self._events.close()
+        self._stop_logs()
+
+    # ---------------------------------------------------------------- the table
+
+    def load(self, apps: list[dict[str, Any]]) -> None:
+        """A full listing (at start, and after the daemon came back)."""
+        self.apps = {app["name"]: app for app in apps}
+        self.redraw()
+        self.status(self._summary())
+        self.ask_usage()
+
+    def redraw(self) -> None:
+        """Rows for the apps the filter lets through, the cursor kept on its app."""
+        table = self.query_one(DataTable)
+        selected = self.selected()
+        table.clear()
+        for name in sorted(self.apps):
+            if self.pattern in name:
+                table.add_row(*self._cells(self.apps[name]), key=name)
+                self.shown[name] = time.time()
+        if selected is not None and selected in self.apps and self.pattern in selected:
+            table.move_cursor(row=table.get_row_index(selected))
+
+    def update(self, name: str, fields: dict[str, Any]) -> None:
+        """An app changed: its row shows it now."""
+        app = self.apps.get(name)
+        if app is None:
+            self.apps[name] = {"name": name, **fields}
+            self.redraw()
+            return
+        app.update(fields)
+        table = self.query_one(DataTable)
+        if name not in table.rows:
+            return
+        for column, value in zip(COLUMNS, self._cells(app), strict=True):
+            table.update_cell(name, column, value, update_width=True)
+        self.shown[name] = time.time()
+
+    def _cells(self, app: dict[str, Any]) -> list[Text | str]:
+        state = app.get("state", "?")
+        running = state in RUNNING_STATES
+        processes = app.get("processes") or []
+        cpu = f"{sum(p['cpu_percent'] for p in processes):.1f}%" if processes else "-"
+        mem = size(sum(p["rss_bytes"] for p in processes)) if processes else "-"
+        started = parse_time(app.get("started_at") or app.get("launched_at"))
+        return [
+            app["name"],
+            Text(state, style=STATE_COLOURS.get(state) or ""),
+            str(app["pid"]) if app.get("pid") and running else "-",
+            duration(time.time() - started) if started and running else "-",
+            str(app.get("restarts", 0)),
+            cpu if running else "-",
+            mem if running else "-",
+            Text(" ".join((app.get("error") or "").split())[:60], style="red"),
+        ]
+
+    def tick(self) -> None:
+        """Uptimes move on."""
+        table = self.query_one(DataTable)
+        for name, app in self.apps.items():
+            if name in table.rows and app.get("state") in RUNNING_STATES:
+                table.update_cell(name, "UPTIME", self._cells(app)[3], update_width=True)
+
+    def selected(self) -> str | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        return None if key.value is None else str(key.value)
+
+    def status(self, text: str) -> None:
+        self.query_one("#status", Static).update(text)
+
+    # ---------------------------------------------------------------- the daemon
+
+    @work(thread=True, exclusive=True, group="events")
+    def follow_events(self) -> None:
+        """Follow the event stream while the view is open. The stream is opened before the
+        listing is read, so no transition falls between them; after a drop (the daemon
+        restarted) both are read again."""
+        from orchestratr.client import OrchestratrClientError
+
+        while not self._quitting.is_set():
+            try:
+                with self.client.open_events() as stream:
+                    self._events = stream
+                    self._from_thread(self.load, self.client.apps())
+                    for event in stream:
+                        self._from_thread(self.apply_event, event.type, event.data)
+            except OrchestratrClientError as exc:
+                self._from_thread(self.status, f"waiting for the daemon: {exc}")
+            self._quitting.wait(RETRY_S)
+
+    def _from_thread(self, function: Any, *args: Any) -> None:
+        """Run ``function`` on the view's thread (from a worker); nothing once it closes."""
+        if self._quitting.is_set():
+            return
+        try:
+            self.call_from_thread(function, *args)
+        except RuntimeError:  # it closed meanwhile
+            if not self._quitting.is_set():
+                raise
+
+    def apply_event(self, kind: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            return
+        name = data.get("app")
+        if kind == "state" and name:
+            fields: dict[str, Any] = {"state": data.get("to")}
+            if data.get("to") not in RUNNING_STATES:
+                fields["processes"] = []
+            if "pid" in (data.get("detail") or {}):
+                fields["pid"] = data["detail"]["pid"]
+            self.update(name, fields)
+            self.refresh_app(name)
+        elif kind in ("registered", "unregistered", "reloaded"):
+            self.reload_all()
+        self.status(self._summary())
+
+    @work(thread=True, group="details")
+    def refresh_app(self, name: str) -> None:
+        """Complete a row from the app's details (pid, uptime, restarts, error, usage)."""
+        from orchestratr.client import OrchestratrClientError
+
+        try:
+            detail = self.client.app(name)
+        except OrchestratrClientError:
+            return
+        self._from_thread(self.update, name, detail)
+
+    @work(thread=True, exclusive=True, group="reload")
+    def reload_all(self) -> None:
+        from orchestratr.client import OrchestratrClientError
+
+        try:
+            apps = self.client.apps()
+        except OrchestratrClientError:
+            return
+        self._from_thread(self.load, apps)
+
+    @work(thread=True, exclusive=True, group="usage")
+    def ask_usage(self) -> None:
+        """CPU and memory of the apps that run."""
+        from orchestratr.client import OrchestratrClientError
+
+        for name, app in list(self.apps.items()):
+            if app.get("state") not in RUNNING_STATES:
+                continue
+            try:
+                processes = self.client.app(name)["processes"]
+            except OrchestratrClientError:
+                continue
+            self._from_thread(self.update, name, {"processes": processes})
+
+    def _summary(self) -> str:
+        states = [app.get("state") for app in self.apps.values()]
+        running = sum(state in RUNNING_STATES for state in states)
+        failed = states.count(AppState.failed.value)
+        where = f"port {self.client.address()[1]}" if not self.client.url else self.client.url
+        text = f"{len(states)} apps: {running} running, {failed} failed · {where}"
+        return text + (f" · filter: {self.pattern}" if self.pattern else "")
+
+    # ---------------------------------------------------------------- keys
+
+    def action_launch(self) -> None:
+        self._command("launch")
+
+    def action_stop(self) -> None:
+        self._command("stop")
+
+    def action_restart(self) -> None:
+        self._command("restart")
+
+    def _command(self, verb: str) -> None:
+        name = self.selected()
+        if name is not None:
+            self.send(verb, name)
+
+    @work(thread=True, group="commands")
+    def send(self, verb: str, name: str) -> None:
+        from orchestratr.client import OrchestratrClientError
+
+        try:
+            answer = getattr(self.client, verb)(name)
+        except OrchestratrClientError as exc:
+            self._from_thread(self.status, f"{verb} {name}: {exc}")
+            return
+        text = f"{verb} {name}: {answer.get('state')}"
+        if answer.get("spawned") is False and answer.get("state") in RUNNING_STATES:
+            text = f"{name} is already running (pid {answer.get('pid')})"
+        self._from_thread(self.status, text)
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.add_class("shown")
+        field.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.pattern = event.value.strip().lower()
+        self.redraw()
+        self.status(self._summary())
+
+    def on_input_submitted(self, _: Input.Submitted) -> None:
+        self.query_one(DataTable).focus()
+
+    def on_data_table_row_selected(self, _: DataTable.RowSelected) -> None:
+        self.action_logs()
+
+    def action_logs(self) -> None:
+        name = self.selected()
+        if name is None:
+            return
+        panel = self.query_one("#logs", RichLog)
+        panel.clear()
+        panel.add_class("shown")
+        panel.write(Text(f"--- {name}: last {LOG_LINES} lines, then as written "
+                         "(escape closes)", style="bold"))
+        self._stop_logs()
+        self._log_app = name
+        self.follow_logs(name)
+
+    @work(thread=True, exclusive=True, group="logs")
+    def follow_logs(self, name: str) -> None:
+        from orchestratr.client import OrchestratrClientError
+
+        try:
+            stream = self.client.open_logs(name, LOG_LINES)
+        except OrchestratrClientError as exc:
+            self._from_thread(self.status, f"logs of {name}: {exc}")
+            return
+        self._log_stream = stream
+        with stream:
+            for event in stream:
+                if self._log_app != name or not isinstance(event.data, dict):
+                    return
+                text = (Text(f"--- launch {event.data.get('command')}", style="dim")
+                        if event.type == "launch" else Text(event.data.get("line", "")))
+                self._from_thread(self._log_line, name, text)
+
+    def _log_line(self, name: str, text: Text) -> None:
+        if self._log_app == name:
+            self.query_one("#logs", RichLog).write(text)
+
+    def _stop_logs(self) -> None:
+        self._log_app = None
+        if self._log_stream is not None:
+            self._log_stream.close()
+            self._log_stream = None
+
+    def action_close(self) -> None:
+        """Escape: close the filter field or the logs."""
+        field = self.query_one("#filter", Input)
+        if field.has_class("shown"):
+            field.remove_class("shown")
+            field.value = ""
+            self.query_one(DataTable).focus()
+            return
+        self._stop_logs()
+        self.query_one("#logs", RichLog).remove_class("shown")
