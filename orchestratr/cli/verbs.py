@@ -177,7 +177,7 @@ def _restarted(
     ctx: Context, client: Client, answer: dict[str, Any]
 ) -> tuple[dict[str, Any], str]:
     old = answer.get("pid")
-    if ctx.args.wait:
+    if ctx.args.wait and _in(answer, (AppState.stopping, AppState.launching)):  # else done
         answer = _wait(client, answer, lambda app: _in(app, (AppState.failed,)) or (
             _in(app, RUNNING) and app["pid"] != old))
     if _in(answer, (AppState.stopping,)):

@@ -548,8 +548,8 @@ class Supervisor:
             NoSuchProcessError: it is gone. UnadoptablePidError: it is the daemon's own.
         """
         born = self._launcher.adopt(pid, partial(self._on_exit, app, app.run + 1), group)
-        app.adopt(pid, group, born if started_at is None else min(born, started_at),
-                  self._mono())
+        # the time recorded at its spawn, exact, rather than one derived from the boot time
+        app.adopt(pid, group, born if started_at is None else started_at, self._mono())
 
     def _refuse_second_process(self, app: App, pid: int) -> None:
         """An announced pid must not take tracking away from a live process (lock held).
