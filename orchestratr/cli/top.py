@@ -157,7 +157,7 @@ class Top(App[None]):
             str(app.get("restarts", 0)),
             cpu if running else "-",
             mem if running else "-",
-            Text(" ".join((app.get("error") or "").split())[:60], style="red"),
+            Text(" ".join((app.get("error") or "").split()), style="red"),
         ]
 
     def tick(self) -> None:
