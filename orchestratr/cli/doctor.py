@@ -67,7 +67,8 @@ def diagnose(paths: Paths, client: Client) -> Iterator[Check]:
     health = _health(client)
     yield from _daemon_checks(client, health)
     registry = yield from _config_checks(paths)
-    for app in registry.apps if registry else ():
+    registry = yield from _registered_checks(paths, registry)
+    for app in registry.apps:
         yield _program_check(f"{app.name}: command", app.command, app)
         if app.ready_cmd:
             yield _program_check(f"{app.name}: ready_cmd", app.ready_cmd, app)
@@ -157,6 +158,23 @@ def _config_checks(paths: Paths) -> Generator[Check, None, Registry]:
     for path in app_files(paths.apps_dir):
         yield _drop_in_check(f"apps.d/{path.name}", registry)
     return registry
+
+
+def _registered_checks(paths: Paths, files: Registry) -> Generator[Check, None, Registry]:
+    """registered.json (apps added through the API), merged as the daemon merges it."""
+    from orchestratr.registry.runtime import LABEL, RuntimeApps
+
+    runtime = RuntimeApps(paths.registered_file)
+    problems = runtime.load()
+    yield from (Check(LABEL, FAIL, problem.removeprefix(f"{LABEL}: ")) for problem in problems)
+    merged = runtime.merge(files)
+    added = [app.name for app in merged.apps[len(files.apps):]]
+    yield from (Check(LABEL, WARN, w.removeprefix(f"{LABEL} "))
+                for w in merged.warnings if w.startswith(LABEL))
+    if added:
+        count = f"{len(added)} app{'s' if len(added) != 1 else ''}"
+        yield Check(LABEL, PASS, f"{count} registered at run time: {', '.join(added)}")
+    return merged
 
 
 def _drop_in_check(label: str, registry: Registry) -> Check:
