@@ -2,9 +2,10 @@
 
 structlog events go through the stdlib so third-party loggers (transitions, watchdog) land in
 the same place: JSON lines in a rotated file, and readable, coloured lines on stderr when it
-is a terminal (under systemd or a redirect, the file already holds every line). Records are formatted and written on one writer thread, so a log call made while
-an app's lock is held costs a queue put, never a disk write; the writer takes them a batch at a
-time (see ``_Writer``). Tracebacks are rendered to text before that hand-off: on the writer
+is a terminal (under systemd or a redirect, the file already holds every line). Records are
+formatted and written on one writer thread, so a log call made while an app's lock is held
+costs a queue put, never a disk write; the writer takes them a batch at a time (see
+``_Writer``). Tracebacks are rendered to text before that hand-off: on the writer
 thread no exception is active, so ``exc_info=True`` would show none.
 """
 
