@@ -23,6 +23,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Footer, Input, RichLog, Static
 
 from orchestratr.cli.render import STATE_COLOURS, duration, parse_time, size
@@ -34,8 +35,12 @@ if TYPE_CHECKING:
 
 USAGE_S = 2.0  # how often CPU and memory are asked for
 RETRY_S = 1.0  # how soon a lost daemon is asked for again
+DETAILS_S = 0.1  # rows that events changed are completed from the apps' details this often
 LOG_LINES = 100
 COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "CPU", "MEM", "ERROR")
+# Columns as wide as anything they show ("unresponsive", "23h59m", "100.0%", "1023.9M"): a
+# column that grows relayouts the whole screen, which a transition would wait behind.
+WIDTHS = {"STATE": 12, "PID": 7, "UPTIME": 6, "RESTARTS": 8, "CPU": 6, "MEM": 7}
 RUNNING_STATES = frozenset(state.value for state in UP)
 
 
@@ -48,6 +53,15 @@ def run(ctx: Context) -> int:
     ctx.client().health()  # not running: exit 3 with the usual message, before the screen
     Top(ctx.client()).run()
     return 0
+
+
+class Arrived(Message):
+    """An event from the daemon's stream, handed to the view's thread."""
+
+    def __init__(self, kind: str, data: Any) -> None:
+        super().__init__()
+        self.kind = kind
+        self.data = data
 
 
 class Top(App[None]):
@@ -78,6 +92,9 @@ class Top(App[None]):
         self.apps: dict[str, dict[str, Any]] = {}
         self.shown: dict[str, float] = {}
         self.pattern = ""
+        self._stale: set[str] = set()  # rows changed by events, to complete from details
+        self._where = ""
+        self._status = ""
         self._events: EventStream | None = None
         self._log_stream: EventStream | None = None
         self._log_app: str | None = None
@@ -85,7 +102,7 @@ class Top(App[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static("connecting...", id="status")
+            yield Static("connecting...", id="status", markup=False)
             yield Input(placeholder="filter by name", id="filter")
             yield DataTable(id="apps", cursor_type="row", zebra_stripes=True)
             yield RichLog(id="logs", max_lines=2000, wrap=False, markup=False)
@@ -94,11 +111,12 @@ class Top(App[None]):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         for column in COLUMNS:
-            table.add_column(column, key=column)
+            table.add_column(column, key=column, width=WIDTHS.get(column))
         table.focus()
         self.follow_events()
         self.set_interval(1.0, self.tick)
         self.set_interval(USAGE_S, self.ask_usage)
+        self.set_interval(DETAILS_S, self.refresh_stale)
 
     def on_unmount(self) -> None:
         self._quitting.set()
@@ -108,9 +126,10 @@ class Top(App[None]):
 
     # ---------------------------------------------------------------- the table
 
-    def load(self, apps: list[dict[str, Any]]) -> None:
-        """A full listing (at start, and after the daemon came back)."""
+    def load(self, apps: list[dict[str, Any]], where: str) -> None:
+        """A full listing (at start, and after the daemon came back, maybe on another port)."""
         self.apps = {app["name"]: app for app in apps}
+        self._where = where
         self.redraw()
         self.status(self._summary())
         self.ask_usage()
@@ -135,37 +154,47 @@ class Top(App[None]):
             self.redraw()
             return
         app.update(fields)
+        self._show(name)
+
+    def _show(self, name: str) -> None:
+        """Put the app's cells in its row, those that changed only: each change redraws the
+        whole table, which is what a transition waits behind."""
         table = self.query_one(DataTable)
         if name not in table.rows:
             return
-        for column, value in zip(COLUMNS, self._cells(app), strict=True):
-            table.update_cell(name, column, value, update_width=True)
+        row = table.get_row(name)
+        for index, value in enumerate(self._cells(self.apps[name])):
+            if str(value) != str(row[index]):
+                column = table.columns[COLUMNS[index]]  # type: ignore[index]
+                grows = column.auto_width and len(str(value)) > column.content_width
+                table.update_cell(name, COLUMNS[index], value, update_width=grows)
         self.shown[name] = time.time()
 
-    def _cells(self, app: dict[str, Any]) -> list[Text | str]:
+    def _cells(self, app: dict[str, Any]) -> list[Text]:
+        """The row's cells, as Text: a plain string would be read as markup (an error
+        quoting ``[Errno 2]`` would lose it), and parsed again at every redraw."""
         state = app.get("state", "?")
         running = state in RUNNING_STATES
-        processes = app.get("processes") or []
+        processes = app.get("processes") or [] if running else []
         cpu = f"{sum(p['cpu_percent'] for p in processes):.1f}%" if processes else "-"
         mem = size(sum(p["rss_bytes"] for p in processes)) if processes else "-"
         started = parse_time(app.get("started_at") or app.get("launched_at"))
         return [
-            app["name"],
+            Text(app["name"]),
             Text(state, style=STATE_COLOURS.get(state) or ""),
-            str(app["pid"]) if app.get("pid") and running else "-",
-            duration(time.time() - started) if started and running else "-",
-            str(app.get("restarts", 0)),
-            cpu if running else "-",
-            mem if running else "-",
+            Text(str(app["pid"]) if app.get("pid") and running else "-"),
+            Text(duration(time.time() - started) if started and running else "-"),
+            Text(str(app.get("restarts", 0))),
+            Text(cpu),
+            Text(mem),
             Text(" ".join((app.get("error") or "").split()), style="red"),
         ]
 
     def tick(self) -> None:
         """Uptimes move on."""
-        table = self.query_one(DataTable)
         for name, app in self.apps.items():
-            if name in table.rows and app.get("state") in RUNNING_STATES:
-                table.update_cell(name, "UPTIME", self._cells(app)[3], update_width=True)
+            if app.get("state") in RUNNING_STATES:
+                self._show(name)
 
     def selected(self) -> str | None:
         table = self.query_one(DataTable)
@@ -175,7 +204,11 @@ class Top(App[None]):
         return None if key.value is None else str(key.value)
 
     def status(self, text: str) -> None:
-        self.query_one("#status", Static).update(text)
+        """The line above the table. Its size never changes, so no layout is redone: that
+        would redraw every row, and the next transition would wait behind it."""
+        if text != self._status:
+            self._status = text
+            self.query_one("#status", Static).update(text, layout=False)
 
     # ---------------------------------------------------------------- the daemon
 
@@ -190,9 +223,9 @@ class Top(App[None]):
             try:
                 with self.client.open_events() as stream:
                     self._events = stream
-                    self._from_thread(self.load, self.client.apps())
-                    for event in stream:
-                        self._from_thread(self.apply_event, event.type, event.data)
+                    self._from_thread(self.load, self.client.apps(), self._address())
+                    for event in stream:  # handed over without waiting: a burst is not held up
+                        self.post_message(Arrived(event.type, event.data))
             except OrchestratrClientError as exc:
                 self._from_thread(self.status, f"waiting for the daemon: {exc}")
             self._quitting.wait(RETRY_S)
@@ -207,6 +240,9 @@ class Top(App[None]):
             if not self._quitting.is_set():
                 raise
 
+    def on_arrived(self, message: Arrived) -> None:
+        self.apply_event(message.kind, message.data)
+
     def apply_event(self, kind: str, data: Any) -> None:
         if not isinstance(data, dict):
             return
@@ -218,21 +254,28 @@ class Top(App[None]):
             if "pid" in (data.get("detail") or {}):
                 fields["pid"] = data["detail"]["pid"]
             self.update(name, fields)
-            self.refresh_app(name)
+            self._stale.add(name)
         elif kind in ("registered", "unregistered", "reloaded"):
             self.reload_all()
         self.status(self._summary())
 
+    def refresh_stale(self) -> None:
+        """Complete the rows that events changed from the apps' details (pid, uptime,
+        restarts, error, usage): once for a burst of transitions, not once for each."""
+        if self._stale:
+            names, self._stale = sorted(self._stale), set()
+            self.ask_details(names)
+
     @work(thread=True, group="details")
-    def refresh_app(self, name: str) -> None:
-        """Complete a row from the app's details (pid, uptime, restarts, error, usage)."""
+    def ask_details(self, names: list[str]) -> None:
         from orchestratr.client import OrchestratrClientError
 
-        try:
-            detail = self.client.app(name)
-        except OrchestratrClientError:
-            return
-        self._from_thread(self.update, name, detail)
+        for name in names:
+            try:
+                detail = self.client.app(name)
+            except OrchestratrClientError:
+                continue
+            self._from_thread(self.update, name, detail)
 
     @work(thread=True, exclusive=True, group="reload")
     def reload_all(self) -> None:
@@ -242,28 +285,35 @@ class Top(App[None]):
             apps = self.client.apps()
         except OrchestratrClientError:
             return
-        self._from_thread(self.load, apps)
+        self._from_thread(self.load, apps, self._address())
 
     @work(thread=True, exclusive=True, group="usage")
     def ask_usage(self) -> None:
         """CPU and memory of the apps that run."""
         from orchestratr.client import OrchestratrClientError
 
+        found = {}
         for name, app in list(self.apps.items()):
             if app.get("state") not in RUNNING_STATES:
                 continue
             try:
-                processes = self.client.app(name)["processes"]
+                found[name] = self.client.app(name)["processes"]
             except OrchestratrClientError:
                 continue
-            self._from_thread(self.update, name, {"processes": processes})
+        self._from_thread(self._usage, found)  # one redraw for them all
+
+    def _usage(self, found: dict[str, list[dict[str, Any]]]) -> None:
+        for name, processes in found.items():
+            self.update(name, {"processes": processes})
+
+    def _address(self) -> str:
+        return self.client.url or f"port {self.client.address()[1]}"
 
     def _summary(self) -> str:
         states = [app.get("state") for app in self.apps.values()]
         running = sum(state in RUNNING_STATES for state in states)
         failed = states.count(AppState.failed.value)
-        where = f"port {self.client.address()[1]}" if not self.client.url else self.client.url
-        text = f"{len(states)} apps: {running} running, {failed} failed · {where}"
+        text = f"{len(states)} apps: {running} running, {failed} failed · {self._where}"
         return text + (f" · filter: {self.pattern}" if self.pattern else "")
 
     # ---------------------------------------------------------------- keys
