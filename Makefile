@@ -37,6 +37,7 @@ bench: $(STAMP) ## print the supervisor, HTTP API, event stream, hotkey and log 
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/hotkeys.py
+	$(BIN)/python bench/raise.py
 	$(BIN)/python bench/logs.py
 
 clean:

@@ -14,12 +14,15 @@ import attrs
 
 from orchestratr.convert import converter
 from orchestratr.errors import BadRequestError
+from orchestratr.registry.model import described
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
 from orchestratr.supervisor.bus import BusEvent
+from orchestratr.supervisor.core import LaunchResult
 from orchestratr.supervisor.launcher import ProcessUsage
 from orchestratr.supervisor.states import ANNOUNCED, UP, AppState
 
+MIN_PID = 2  # 0 and 1 (the kernel's and init's) never are an app's: 400 in any state
 MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
 MAX_DEPTH = 32  # arrays and objects inside each other in a request body
 TIMESTAMP = {"format": "date-time"}  # RFC 3339 in UTC, as ``iso`` writes them
@@ -85,7 +88,7 @@ class LaunchedBody:
 
     pid: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.and_(
-            attrs.validators.ge(1), attrs.validators.le(MAX_PID))))
+            attrs.validators.ge(MIN_PID), attrs.validators.le(MAX_PID))))
     lease_secs: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.and_(
             attrs.validators.gt(0.0), attrs.validators.le(MAX_LEASE_S))))
@@ -121,23 +124,22 @@ class AppStatus:
     launched_at: str | None = attrs.field(metadata=TIMESTAMP)
     ready_at: str | None = attrs.field(metadata=TIMESTAMP)
     error: str | None
-    removed: bool = attrs.field(metadata={"description": "dropped from the config, still "
-                                                         "running"})
-    started_at: str | None = attrs.field(metadata={
-        **TIMESTAMP, "description": "when its process (group) started: its uptime counts from "
-                                    "here, also after a restarted daemon adopted it"})
-    restarts: int = attrs.field(metadata={
-        "description": "runs that replaced an earlier one since the daemon started (by the "
-                       "restart policy, a lease's grace, or a restart command)"})
-    last_exit: ExitStatus | None = attrs.field(metadata={
-        "description": "how its last process (group) ended; null if none has"})
+    removed: bool = attrs.field(metadata=described("dropped from the config, still running"))
+    started_at: str | None = attrs.field(metadata={**TIMESTAMP, **described(
+        "when its process (group) started: its uptime counts from here, also after a "
+        "restarted daemon adopted it")})
+    restarts: int = attrs.field(metadata=described(
+        "runs that replaced an earlier one since the daemon started (by the restart policy, "
+        "a lease's grace, or a restart command)"))
+    last_exit: ExitStatus | None = attrs.field(metadata=described(
+        "how its last process (group) ended; null if none has"))
 
 
 @attrs.frozen
 class ExitStatus:
-    code: int | None = attrs.field(metadata={"description": "exit status; null when killed "
-                                                            "by a signal or not known"})
-    signal: str | None = attrs.field(metadata={"description": "the signal that killed it"})
+    code: int | None = attrs.field(metadata=described(
+        "exit status; null when killed by a signal or not known"))
+    signal: str | None = attrs.field(metadata=described("the signal that killed it"))
     at: str = attrs.field(metadata=TIMESTAMP)
 
 
@@ -166,12 +168,12 @@ def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:
 class AppDetail:
     """What GET /apps/{name} adds to an app's listing (besides history and lease)."""
 
-    processes: list[ProcessUsage] = attrs.field(metadata={
-        "description": "its live processes: its group and their descendants"})
-    log_path: str = attrs.field(metadata={
-        "description": "the file its stdout and stderr go to (GET /apps/{name}/logs reads it)"})
-    uptime_secs: float | None = attrs.field(metadata={
-        "description": "since started_at, while a process runs"})
+    processes: list[ProcessUsage] = attrs.field(metadata=described(
+        "its live processes: its group and their descendants"))
+    log_path: str = attrs.field(metadata=described(
+        "the file its stdout and stderr go to (GET /apps/{name}/logs reads it)"))
+    uptime_secs: float | None = attrs.field(metadata=described(
+        "since started_at, while a process runs"))
 
 
 def detail_json(
@@ -222,6 +224,12 @@ def state_json(snap: AppSnapshot) -> dict[str, Any]:
 def ack_json(snap: AppSnapshot, **extra: Any) -> dict[str, Any]:
     """The answer to a notification or command: ``{"app", "state", "status": "ok"}``."""
     return {"app": snap.name, "state": snap.state.value, "pid": snap.pid, **extra, "status": "ok"}
+
+
+def launch_json(result: LaunchResult) -> dict[str, Any]:
+    """A launch's answer: the ack, whether it spawned, and what became of the app's window."""
+    return ack_json(result.app, spawned=result.spawned, focused=result.focus.focused,
+                    reason=result.focus.reason)
 
 
 def event_json(event: BusEvent) -> dict[str, Any]:

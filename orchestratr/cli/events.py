@@ -52,12 +52,13 @@ def _check_apps(ctx: Context, client: Client) -> None:
     """Filtering on an app that does not exist prints nothing forever: say so instead."""
     from orchestratr.cli.main import suggest_app
     from orchestratr.client import OrchestratrClientError
+    from orchestratr.registry.model import name_key
 
     if not ctx.args.app:
         return
-    known = {app["name"] for app in client.apps()}
+    known = {name_key(app["name"]) for app in client.apps()}
     for name in ctx.args.app:
-        if name.lower() not in known:
+        if name_key(name) not in known:
             raise OrchestratrClientError(f"app {name!r} not found{suggest_app(ctx, name)}",
                                          404, "not_found")
 

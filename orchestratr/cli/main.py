@@ -79,7 +79,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "show": ("show", "run", "one app in full: processes, CPU, memory, last exit, log, history"),
     "logs": ("logs", "run", "an app's output (every app's without a name); -f follows it"),
     "top": ("top", "run", "a live full-screen view of every app"),
-    "launch": ("verbs", "launch", "launch apps (a running one is left as it is)"),
+    "launch": ("verbs", "launch", "launch apps (a running one: its window is raised)"),
     "stop": ("verbs", "stop", "stop apps"),
     "restart": ("verbs", "restart", "stop apps, then launch them again"),
     "reload": ("verbs", "reload", "reload the configuration now"),
@@ -190,6 +190,14 @@ def _wait_args(p: argparse.ArgumentParser) -> None:
                    help="return once it is done (the daemon answers as soon as it has begun)")
 
 
+def _launch_args(p: argparse.ArgumentParser) -> None:
+    _names_arg(p)
+    p.add_argument("--no-wait", action="store_true",
+                   help="return once the daemon has begun, without seeing whether it failed")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="SECS",
+                   help="wait at most this long for a failure (default 2)")
+
+
 def _list_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wide", action="store_true",
                    help="add CPU and MEM columns (the app's processes together)")
@@ -268,7 +276,7 @@ _ARGUMENTS = {
     "list": _list_args,
     "show": _name_arg,
     "logs": _logs_args,
-    "launch": _names_arg,
+    "launch": _launch_args,
     "stop": _wait_args,
     "restart": _wait_args,
     "trigger": _trigger_args,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestratr.cli.render import STATE_COLOURS, duration, parse_time, size
-from orchestratr.supervisor.states import IDLE, RUNNING, UP, AppState
+from orchestratr.supervisor.states import IDLE, MOVING, QUICK_EXIT_S, RUNNING, UP, AppState
 
 if TYPE_CHECKING:
     from orchestratr.cli.main import Context
@@ -38,6 +38,7 @@ def status(ctx: Context) -> int:
         "version": health.get("version"),
         **_daemon_identity(client, health),
         "config_dir": str(client.config_dir),
+        "config_errors": health.get("config_errors", 0),
         "hotkeys": client.hotkeys(),
         "apps": _counts(client.apps()),
     }
@@ -67,7 +68,12 @@ def _status_lines(ctx: Context, data: dict[str, Any]) -> list[str]:
     states = ", ".join(f"{n} {out.paint(s, STATE_COLOURS.get(s))}"
                        for s, n in counts["by_state"].items())
     apps = f"{counts['total']}" + (f": {states}" if states else "")
-    rows = [("daemon", daemon), ("config", data["config_dir"]),
+    config = data["config_dir"]
+    if errors := data["config_errors"]:
+        count = f"{errors} error" + ("s" if errors != 1 else "")
+        config = (f"{out.paint('rejected', 'red')}, {count} — run `orchestratr reload` to "
+                  f"see them ({config})")
+    rows = [("daemon", daemon), ("config", config),
             ("hotkeys", _hotkeys_text(ctx, data["hotkeys"])), ("apps", apps)]
     return [f"{key:<8}  {value}" for key, value in rows]
 
@@ -140,10 +146,13 @@ def usage_cells(processes: list[dict[str, Any]]) -> list[str]:
 
 # ------------------------------------------------------------------ commands
 
+POLL_S = 0.05
+
+
 @dataclass(frozen=True)
 class Command:
     """A command on one app: ``act`` asks the daemon; ``settle`` makes the answer final (waits,
-    when asked to) and says it in a line."""
+    when asked to) and says it in a line, or raises the app's failure."""
 
     act: Callable[[Client, str], dict[str, Any]]
     settle: Callable[[Context, Client, dict[str, Any]], tuple[dict[str, Any], str]]
@@ -153,8 +162,35 @@ def launch(ctx: Context) -> int:
     return each(ctx, Command(lambda client, name: client.launch(name), _launched))
 
 
-def _launched(ctx: Context, _: Client, answer: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def _launched(ctx: Context, client: Client, answer: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Wait (at most ``--timeout``) until the launch has failed or the app has outlived its
+    first second: a missing command must not read as launched.
+
+    Raises:
+        OrchestratrClientError: ``launch_failed``, with the app's error.
+    """
+    from orchestratr.client import OrchestratrClientError
+
+    if answer.get("spawned") and not ctx.args.no_wait:
+        answer = _settled(client, answer, ctx.args.timeout)
+        if answer["state"] == AppState.failed.value:
+            raise OrchestratrClientError(f"{answer['app']} failed to launch: "
+                                         f"{answer.get('error')}", code="launch_failed")
     return answer, _ack_text(ctx, answer, verb="launched")
+
+
+def _settled(client: Client, answer: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """The launch answer, updated with the app's state once it has failed, run QUICK_EXIT_S, or
+    ``timeout_s`` is over."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = client.app(answer["app"])
+        started = parse_time(app.get("launched_at"))
+        up = time.time() - started if started is not None else 0.0
+        if (_in(app, IDLE) or time.monotonic() >= deadline
+                or (_in(app, RUNNING) and up >= QUICK_EXIT_S)):
+            return {**answer, "state": app["state"], "pid": app["pid"], "error": app["error"]}
+        time.sleep(POLL_S)
 
 
 def stop(ctx: Context) -> int:
@@ -177,7 +213,7 @@ def _restarted(
     ctx: Context, client: Client, answer: dict[str, Any]
 ) -> tuple[dict[str, Any], str]:
     old = answer.get("pid")
-    if ctx.args.wait and _in(answer, (AppState.stopping, AppState.launching)):  # else done
+    if ctx.args.wait and _in(answer, MOVING):  # else the answer is the new run already
         answer = _wait(client, answer, lambda app: _in(app, (AppState.failed,)) or (
             _in(app, RUNNING) and app["pid"] != old))
     if _in(answer, (AppState.stopping,)):
@@ -207,17 +243,17 @@ def each(ctx: Context, command: Command) -> int:
             raise
         except OrchestratrClientError as exc:
             asked.append((name, exc))
-    results = [_settled(ctx, client, command, name, answer) for name, answer in asked]
+    results = [_result(ctx, client, command, name, answer) for name, answer in asked]
     if ctx.out.json_mode:
-        ctx.out.json(results)
-    return 1 if any("error" in result for result in results) else 0
+        ctx.out.json([result for result, _ in results])
+    return 0 if all(ok for _, ok in results) else 1
 
 
-def _settled(
+def _result(
     ctx: Context, client: Client, command: Command, name: str,
     answer: dict[str, Any] | OrchestratrClientError,
-) -> dict[str, Any]:
-    """One app's result, with its line printed (a failure's on stderr)."""
+) -> tuple[dict[str, Any], bool]:
+    """One app's result and whether it succeeded, its line printed (a failure's on stderr)."""
     from orchestratr.cli.main import error_text
     from orchestratr.client import NotRunningError, OrchestratrClientError
 
@@ -231,10 +267,10 @@ def _settled(
         else:
             if not ctx.out.json_mode:
                 ctx.out.line(text)
-            return answer
+            return answer, True
     if not ctx.out.json_mode:
         ctx.out.note(f"orchestratr: {name}: {error_text(ctx, answer, name)}")
-    return {"app": name, "error": str(answer), "code": answer.code or "error"}
+    return {"app": name, "error": str(answer), "code": answer.code or "error"}, False
 
 
 ALL = "all"
@@ -277,6 +313,11 @@ def _ack_text(ctx: Context, answer: dict[str, Any], verb: str | None = None) -> 
     with_pid = f" (pid {pid})" if pid else ""
     if answer.get("spawned") is False and _in(answer, UP):
         text = f"{name} is already running (pid {pid}, {state})"
+        if "focused" in answer:
+            text += ("; window raised" if answer["focused"]
+                     else f"; no window raised: {answer.get('reason')}")
+    elif answer.get("spawned") is False and answer.get("focused"):
+        text = f"{name}: its window was raised (window: match; nothing launched)"
     elif verb is not None:
         text = f"{verb} {name}{with_pid}"
     else:

@@ -31,14 +31,17 @@ from orchestratr.registry.model import AppSpec, Registry
 from orchestratr.supervisor import leases, restarts
 from orchestratr.supervisor.app import App, AppSnapshot, Changes, HistoryEntry
 from orchestratr.supervisor.bus import EventBus
+from orchestratr.supervisor.focus import SPAWNED, Focus, NoWindows, Windows
 from orchestratr.supervisor.launcher import Launcher, ProcessExit, ProcessUsage
 from orchestratr.supervisor.leases import DEFAULT_LEASE_S, Leases
 from orchestratr.supervisor.machine import Transition, build_machine
 from orchestratr.supervisor.roster import Roster
 from orchestratr.supervisor.states import (
-    ALIVE,
+    FACTS,
     IDLE,
     LIVE,
+    MOVING,
+    QUICK_EXIT_S,
     AppState,
     Cause,
     Trigger,
@@ -48,17 +51,19 @@ from orchestratr.supervisor.states import (
 
 log = structlog.get_logger("orchestratr.supervisor")
 
-QUICK_EXIT_S = 1.0  # a non-zero exit this soon after spawning is a launch failure
 # Shutdown with stop_apps_on_exit: SIGKILL at min(stop_timeout_ms, this), and wait this long
 # in all for the exits, so the whole daemon still stops in under 2 s.
 SHUTDOWN_GRACE_S = 1.0
 SHUTDOWN_WAIT_S = 1.5
+# Who may be shown a window: a launch from autostart or a restart must not steal the focus.
+PEOPLE = frozenset({Cause.hotkey, Cause.api, Cause.cli})
 
 
 @attrs.frozen
 class LaunchResult:
     app: AppSnapshot
     spawned: bool  # False: the app was already running (or launching) and nothing was spawned
+    focus: Focus = SPAWNED  # what became of its window
 
 
 @attrs.frozen
@@ -79,8 +84,10 @@ class Supervisor:
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         schedule: restarts.Schedule = restarts.thread_timer,
+        windows: Windows | None = None,
     ) -> None:
         self._launcher = launcher
+        self._windows = windows or NoWindows()
         self.bus = bus or EventBus()
         self._mono = monotonic
         self._wall = wall
@@ -159,15 +166,23 @@ class Supervisor:
         app = self._app(name)
         if app.removed:
             raise UnknownAppError(f"app {name!r} was removed from the configuration")
+        if cause in PEOPLE and app.spec.window is not None and app.state in IDLE:
+            focus = self._windows.bring_forward(app.spec, None)  # a window we did not start
+            if focus.focused:
+                return LaunchResult(app.snapshot(), spawned=False, focus=focus)
         with app.lock:
             app.cancel_restart()
             if cause is not Cause.restart:  # a person asking again resets the crash loop
                 app.forget_restarts()
             run = self._begin_launch(app, cause)
             if run is None:
-                # Bringing its window forward would go here; no portable way on Linux yet.
-                log.debug("already_running", app=name, pid=app.pid, source=cause.value)
-                return LaunchResult(app.snapshot(), spawned=False)
+                snapshot = app.snapshot()
+        if run is None:  # already running: bring its window forward (outside the lock: X)
+            focus = (self._windows.bring_forward(app.spec, snapshot.pid) if cause in PEOPLE
+                     else Focus(False, f"not raised for a launch by {cause.value}"))
+            log.debug("already_running", app=name, pid=snapshot.pid, source=cause.value,
+                      focused=focus.focused, reason=focus.reason)
+            return LaunchResult(snapshot, spawned=False, focus=focus)
         return LaunchResult(self._spawn(app, run, app.spec, cause), spawned=True)
 
     def stop(self, name: str, cause: Cause) -> AppSnapshot:
@@ -194,7 +209,7 @@ class Supervisor:
         app = self._app(name)
         with app.lock:  # never take the roster's lock under it: apply_registry nests them
             self._stop(app, cause)
-            if app.state in (AppState.stopping, AppState.launching):
+            if app.state in MOVING:
                 app.want_relaunch()
                 return app.snapshot()
         return self.launch(name, cause).app
@@ -458,7 +473,7 @@ class Supervisor:
             app.new_run()
             app.cancel_probe()
             app.exited(exit.code, self._wall())
-            if app.state not in (AppState.stopping, *ALIVE):  # stopped before its spawn ended
+            if app.state in IDLE:  # stopped before its spawn ended
                 app.lose_process()
                 return
             uptime_s = self._mono() - app.started
@@ -581,7 +596,7 @@ def _log_level(entry: HistoryEntry) -> int:
     """Failures are warnings (a crash loop an error), so ``log_level: warning`` shows them."""
     if entry.trigger is Trigger.crash_loop:
         return logging.ERROR
-    if entry.dst in (AppState.failed, AppState.unresponsive):
+    if FACTS[entry.dst].trouble:
         return logging.WARNING
     return logging.INFO
 

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import attrs
 
-from orchestratr.registry.model import AppSpec
+from orchestratr.registry.model import AppSpec, described
 
 
 @attrs.frozen
@@ -31,9 +31,9 @@ class ProcessUsage:
     """One process of an app, and what it uses now."""
 
     pid: int
-    cpu_percent: float = attrs.field(metadata={
-        "description": "% of one core since the previous look (at the first: over its life)"})
-    rss_bytes: int = attrs.field(metadata={"description": "resident memory"})
+    cpu_percent: float = attrs.field(metadata=described(
+        "% of one core since the previous look (at the first: over its life)"))
+    rss_bytes: int = attrs.field(metadata=described("resident memory"))
 
 
 class Launcher(Protocol):

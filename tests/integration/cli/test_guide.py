@@ -136,10 +136,11 @@ def _subparser(verb: str):  # type: ignore[no-untyped-def]
 
 class TestErrorsOnce:
     def test_a_registration_error_is_printed_once(self, shared_daemon: Shared) -> None:
-        run = shared_daemon.cli("register", "Bad_Name", "--command", "x")
+        run = shared_daemon.cli("register", "bad/name", "--command", "x", "--chord", "??")
         assert run.code == 1
-        assert run.err.count("must match") == 1, run.err
-        assert run.err.splitlines()[0] == "orchestratr: config validation failed with 1 error(s):"
+        assert run.err.count("must be 1 to 128 characters") == 1, run.err
+        assert run.err.count("is not one character") == 1, run.err
+        assert run.err.splitlines()[0] == "orchestratr: config validation failed with 2 error(s):"
 
     def test_a_reload_error_is_printed_once(
         self, cli: Callable[..., Run], config_dir: Path,
@@ -147,10 +148,10 @@ class TestErrorsOnce:
     ) -> None:
         write_config(config_dir, "apps: []\n")
         start_daemon("--no-hotkeys")
-        write_config(config_dir, "apps:\n  - name: Bad\n    command: x\n")
+        write_config(config_dir, "apps:\n  - name: bad/name\n    command: x\n")
         run = cli("reload")
         assert run.code == 1
-        assert run.err.count("apps[0] (Bad): name") == 1, run.err
+        assert run.err.count("(bad/name): name") == 1, run.err
 
 
 class TestHints:
