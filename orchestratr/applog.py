@@ -104,8 +104,7 @@ def last_lines(path: Path, count: int, end: int | None = None) -> list[str]:
     lines = b"".join(reversed(chunks)).split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # the file ends with a newline: no partial last line
-    if position > 0 and len(lines) > count:
-        lines = lines[-count:]  # the first one may be a fragment of a longer line
+    # past ``count`` newlines, the first piece is a fragment of a longer line: it is left out
     return [_decode(line) for line in lines[-count:]]
 
 
@@ -202,6 +201,9 @@ class Follower:
         data = self._handle.read(self.READ_SIZE) if self._handle is not None else b""
         if data:
             *complete, self._partial = (self._partial + data).split(b"\n")
+            if len(self._partial) > MAX_LINE_BYTES:  # a line without end: sent in pieces
+                complete.append(self._partial)
+                self._partial = b""
             return [_line(_decode(raw)) for raw in complete]
         if not self._rotated:
             self._rotated = self._replaced()
