@@ -71,10 +71,19 @@ class OutputPump:
         os.set_blocking(self._wake_r, False)
         self._epoll.register(self._wake_r, select.EPOLLIN)
         self._stopping = False
+        self._started = False
         self._thread = threading.Thread(target=self._loop, name="app-output", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        """Copy from now on. The thread itself starts with the first pipe: a daemon whose
+        apps never ran pays nothing for it (idle memory is measured)."""
+        self._started = True
+        if self._pipes:
+            self._run()
+
+    def _run(self) -> None:
+        if self._started and not self._thread.is_alive() and not self._stopping:
+            self._thread.start()
 
     def stop(self) -> list[tuple[int, Path]]:
         """Stop copying; return the pipes still open with their files (their apps run on).
@@ -177,6 +186,7 @@ class OutputPump:
         file.users += 1
         self._pipes[fd] = _Pipe(fd, file)
         self._epoll.register(fd, select.EPOLLIN)
+        self._run()
         self._wake()
 
     def _release(self, pipe: _Pipe) -> None:

@@ -12,6 +12,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -21,9 +22,11 @@ from orchestratr.paths import APP_ENV
 from orchestratr.processes import readiness
 from orchestratr.processes.output import OutputPump
 from orchestratr.processes.tracker import ProcessTracker
-from orchestratr.processes.usage import Usage, app_pids
 from orchestratr.registry.model import AppSpec
 from orchestratr.supervisor.launcher import OnExit, ProcessExit, ProcessUsage
+
+if TYPE_CHECKING:
+    from orchestratr.processes.usage import Usage
 
 
 def user_shell() -> str:
@@ -44,7 +47,7 @@ class ProcessLauncher:
         self._app_log = app_log  # Paths.app_log: where an app's output goes
         self._tracker = tracker
         self._output = output  # None: apps write to their file themselves (rotated at launch)
-        self._usage = Usage()
+        self._usage: Usage | None = None  # made at the first question: an idle daemon has none
         self._shell = shell or user_shell()
         self._extra_env = dict(extra_env or {})
         self._lock = threading.Lock()
@@ -108,9 +111,15 @@ class ProcessLauncher:
         """Copy the output of an adopted app to its file again (its pipe is reopened)."""
         if self._output is None:
             return False
+        from orchestratr.processes.usage import app_pids
+
         return self._output.reopen(self._app_log(name), sorted(app_pids(pid, group)))
 
     def usage(self, pid: int, group: bool) -> list[ProcessUsage]:
+        if self._usage is None:
+            from orchestratr.processes.usage import Usage
+
+            self._usage = Usage()
         return self._usage.of(pid, group)
 
     def same_group(self, pid: int, leader: int) -> bool:
