@@ -5,7 +5,9 @@ Built with Textual, which only this verb imports: every other verb, and the daem
 without it. The table follows the daemon's event stream, so a transition shows the moment it
 is published (the row is updated from the event itself, then completed from
 ``GET /apps/{name}``); CPU and memory are asked for every ``USAGE_S`` seconds, and uptimes
-tick once a second. A daemon that goes away is waited for; the view says so meanwhile.
+tick once a second. Each row is a widget of its own, so a change redraws its one line, never
+the whole table (which is what a transition would wait behind). A daemon that goes away is
+waited for; the view says so meanwhile.
 
 Keys: l launch (or raise), s stop, r restart, o or enter logs of the selected app (escape
 closes them), / filter by name, q quit.
@@ -24,7 +26,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Footer, Input, RichLog, Static
+from textual.widgets import Footer, Input, ListItem, ListView, RichLog, Static
 
 from orchestratr.cli.render import STATE_COLOURS, duration, parse_time, size
 from orchestratr.supervisor.states import UP, AppState
@@ -38,8 +40,8 @@ RETRY_S = 1.0  # how soon a lost daemon is asked for again
 DETAILS_S = 0.1  # rows that events changed are completed from the apps' details this often
 LOG_LINES = 100
 COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "CPU", "MEM", "ERROR")
-# Columns as wide as anything they show ("unresponsive", "23h59m", "100.0%", "1023.9M"): a
-# column that grows relayouts the whole screen, which a transition would wait behind.
+# Columns as wide as anything they show ("unresponsive", "23h59m", "100.0%", "1023.9M"), so
+# a row never needs its neighbours to move; NAME is as wide as the longest name.
 WIDTHS = {"STATE": 12, "PID": 7, "UPTIME": 6, "RESTARTS": 8, "CPU": 6, "MEM": 7}
 RUNNING_STATES = frozenset(state.value for state in UP)
 
@@ -64,6 +66,26 @@ class Arrived(Message):
         self.data = data
 
 
+class Row(ListItem):
+    """One app's line; ``values`` is what each column shows."""
+
+    def __init__(self, name: str, cells: list[Text], text: Text) -> None:
+        super().__init__(Static(text, markup=False))
+        self.app_name = name
+        self.values = _values(cells)
+        self.text = text
+
+    def show(self, cells: list[Text], text: Text) -> None:
+        """Its line, redrawn alone (same size: no layout is redone)."""
+        if text.plain != self.text.plain or text.spans != self.text.spans:
+            self.values, self.text = _values(cells), text
+            self.query_one(Static).update(text, layout=False)
+
+
+def _values(cells: list[Text]) -> dict[str, str]:
+    return {column: cell.plain for column, cell in zip(COLUMNS, cells, strict=True)}
+
+
 class Top(App[None]):
     """The view. ``client`` reaches the daemon; ``shown`` records, per app, when a row last
     changed (wall clock), which the tests and the benchmark read."""
@@ -75,12 +97,16 @@ class Top(App[None]):
     #filter.shown { display: block; }
     #logs { display: none; height: 40%; border-top: solid $accent; }
     #logs.shown { display: block; }
+    #header { height: 1; padding: 0 1; text-style: bold; }
+    #apps { height: 1fr; }
+    Row { padding: 0 1; height: 1; }
+    Row Static, #header { text-wrap: nowrap; text-overflow: ellipsis; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("l", "launch", "launch/raise"),
         Binding("s", "stop", "stop"),
         Binding("r", "restart", "restart"),
-        Binding("o", "logs", "logs"),  # enter too (the table's own key: a row selected)
+        Binding("o", "logs", "logs"),  # enter too (the list's own key: a row selected)
         Binding("slash", "filter", "filter"),
         Binding("escape", "close", "close", show=False),
         Binding("q", "quit", "quit"),
@@ -99,20 +125,20 @@ class Top(App[None]):
         self._log_stream: EventStream | None = None
         self._log_app: str | None = None
         self._quitting = threading.Event()
+        self._name_width = len("NAME")
+        self._rows: dict[str, Row] = {}  # by app name, in the order shown
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static("connecting...", id="status", markup=False)
             yield Input(placeholder="filter by name", id="filter")
-            yield DataTable(id="apps", cursor_type="row", zebra_stripes=True)
+            yield Static(id="header", markup=False)
+            yield ListView(id="apps")
             yield RichLog(id="logs", max_lines=2000, wrap=False, markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for column in COLUMNS:
-            table.add_column(column, key=column, width=WIDTHS.get(column))
-        table.focus()
+        self.query_one(ListView).focus()
         self.follow_events()
         self.set_interval(1.0, self.tick)
         self.set_interval(USAGE_S, self.ask_usage)
@@ -136,43 +162,71 @@ class Top(App[None]):
 
     def redraw(self) -> None:
         """Rows for the apps the filter lets through, the cursor kept on its app."""
-        table = self.query_one(DataTable)
         selected = self.selected()
-        table.clear()
-        for name in sorted(self.apps):
-            if self.pattern in name:
-                table.add_row(*self._cells(self.apps[name]), key=name)
-                self.shown[name] = time.time()
-        if selected is not None and selected in self.apps and self.pattern in selected:
-            table.move_cursor(row=table.get_row_index(selected))
+        self._name_width = max([len("NAME"), *(len(name) for name in self.apps)])
+        self.query_one("#header", Static).update(self._line(
+            [Text(column) for column in COLUMNS]))
+        rows = self.query_one(ListView)
+        rows.clear()
+        shown = [name for name in sorted(self.apps) if self.pattern in name.casefold()]
+        self._rows = {name: self._new_row(name) for name in shown}
+        rows.extend(self._rows.values())
+        now = time.time()
+        self.shown.update((name, now) for name in shown)
+        if shown:  # once the new rows are mounted
+            index = shown.index(selected) if selected in shown else 0
+            self.call_after_refresh(setattr, rows, "index", index)
 
     def update(self, name: str, fields: dict[str, Any]) -> None:
         """An app changed: its row shows it now."""
         app = self.apps.get(name)
-        if app is None:
-            self.apps[name] = {"name": name, **fields}
+        if app is None or len(name) > self._name_width:
+            self.apps[name] = {**(app or {"name": name}), **fields}
             self.redraw()
             return
         app.update(fields)
         self._show(name)
 
+    def _new_row(self, name: str) -> Row:
+        cells = self._cells(self.apps[name])
+        return Row(name, cells, self._line(cells))
+
     def _show(self, name: str) -> None:
-        """Put the app's cells in its row, those that changed only: each change redraws the
-        whole table, which is what a transition waits behind."""
-        table = self.query_one(DataTable)
-        if name not in table.rows:
-            return
-        row = table.get_row(name)
-        for index, value in enumerate(self._cells(self.apps[name])):
-            if str(value) != str(row[index]):
-                column = table.columns[COLUMNS[index]]  # type: ignore[index]
-                grows = column.auto_width and len(str(value)) > column.content_width
-                table.update_cell(name, COLUMNS[index], value, update_width=grows)
-        self.shown[name] = time.time()
+        row = self._row(name)
+        if row is not None:
+            cells = self._cells(self.apps[name])
+            row.show(cells, self._line(cells))
+            self.shown[name] = time.time()
+
+    def _row(self, name: str) -> Row | None:
+        return self._rows.get(name)
+
+    def _line(self, cells: list[Text]) -> Text:
+        """The cells in their columns, each padded to its width."""
+        line = Text(no_wrap=True, overflow="ellipsis")
+        for column, cell in zip(COLUMNS, cells, strict=True):
+            width = self._name_width if column == "NAME" else WIDTHS.get(column)
+            if width is not None:
+                cell = cell.copy()
+                cell.truncate(width, pad=True)
+            line.append_text(cell)
+            if column != COLUMNS[-1]:
+                line.append("  ")
+        return line
+
+    def cells(self, name: str) -> dict[str, str]:
+        """What the app's row shows, by column (for tests and the benchmark); {} when it
+        shows no row."""
+        row = self._row(name)
+        return {} if row is None else row.values
+
+    def rows(self) -> list[str]:
+        """The apps shown, in order."""
+        return list(self._rows)
 
     def _cells(self, app: dict[str, Any]) -> list[Text]:
-        """The row's cells, as Text: a plain string would be read as markup (an error
-        quoting ``[Errno 2]`` would lose it), and parsed again at every redraw."""
+        """The row's cells, as Text (never markup: an error quoting ``[Errno 2]`` keeps
+        it)."""
         state = app.get("state", "?")
         running = state in RUNNING_STATES
         processes = app.get("processes") or [] if running else []
@@ -197,11 +251,8 @@ class Top(App[None]):
                 self._show(name)
 
     def selected(self) -> str | None:
-        table = self.query_one(DataTable)
-        if table.row_count == 0:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        return None if key.value is None else str(key.value)
+        row = self.query_one(ListView).highlighted_child
+        return row.app_name if isinstance(row, Row) else None
 
     def status(self, text: str) -> None:
         """The line above the table. Its size never changes, so no layout is redone: that
@@ -248,11 +299,12 @@ class Top(App[None]):
             return
         name = data.get("app")
         if kind == "state" and name:
+            # what the event itself says; the app's details complete it (refresh_stale)
+            detail = data.get("detail") or {}
             fields: dict[str, Any] = {"state": data.get("to")}
             if data.get("to") not in RUNNING_STATES:
                 fields["processes"] = []
-            if "pid" in (data.get("detail") or {}):
-                fields["pid"] = data["detail"]["pid"]
+            fields.update((key, detail[key]) for key in ("pid", "error") if key in detail)
             self.update(name, fields)
             self._stale.add(name)
         elif kind in ("registered", "unregistered", "reloaded"):
@@ -357,9 +409,9 @@ class Top(App[None]):
         self.status(self._summary())
 
     def on_input_submitted(self, _: Input.Submitted) -> None:
-        self.query_one(DataTable).focus()
+        self.query_one(ListView).focus()
 
-    def on_data_table_row_selected(self, _: DataTable.RowSelected) -> None:
+    def on_list_view_selected(self, _: ListView.Selected) -> None:
         self.action_logs()
 
     def action_logs(self) -> None:
@@ -409,7 +461,7 @@ class Top(App[None]):
         if field.has_class("shown"):
             field.remove_class("shown")
             field.value = ""
-            self.query_one(DataTable).focus()
+            self.query_one(ListView).focus()
             return
         self._stop_logs()
         self.query_one("#logs", RichLog).remove_class("shown")

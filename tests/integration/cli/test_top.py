@@ -45,15 +45,11 @@ async def until(pilot: Any, predicate: Callable[[], object], what: str,
 
 
 def cell(top: Top, name: str, column: str) -> str:
-    from textual.widgets import DataTable
-
-    return str(top.query_one(DataTable).get_cell(name, column))
+    return top.cells(name).get(column, "")
 
 
 def rows(top: Top) -> list[str]:
-    from textual.widgets import DataTable
-
-    return [str(key.value) for key in top.query_one(DataTable).rows]
+    return top.rows()
 
 
 def test_the_view_follows_the_daemon_and_its_keys_act(
@@ -99,7 +95,8 @@ def test_the_view_follows_the_daemon_and_its_keys_act(
 
             await pilot.press("up", "up", "l")  # broken: the daemon's error is shown
             await until(pilot, lambda: cell(top, "broken", "STATE") == "failed", "it failed")
-            assert "does not exist" in cell(top, "broken", "ERROR")
+            await until(pilot, lambda: "does not exist" in cell(top, "broken", "ERROR"),
+                        "the daemon's error")
 
             await pilot.press("q")
         assert top.return_code in (0, None)
