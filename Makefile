@@ -1,11 +1,12 @@
-# The two commands a new machine needs: `make run` and `make test`.
-# Both create .venv on first use and reinstall only when pyproject.toml changes.
+# The two commands a new machine needs: `make run` and `make test`; `make install` puts the
+# `orchestratr` command on PATH (with pipx). The first two create .venv on first use and
+# reinstall only when pyproject.toml changes.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint system bench clean
+.PHONY: run install test lint system bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +15,12 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP) ## run the daemon in the foreground (ARGS="--config-dir DIR" to pass flags)
 	$(BIN)/orchestratr daemon $(ARGS)
+
+install: ## put `orchestratr` on PATH for this user, in a venv of its own (pipx)
+	@command -v pipx >/dev/null 2>&1 || { echo "make install needs pipx: sudo apt-get install pipx (or: python3 -m pip install --user pipx)" >&2; exit 1; }
+	pipx install --force .
+	@bin=$$(pipx environment --value PIPX_BIN_DIR); case ":$$PATH:" in *":$$bin:"*) ;; \
+	  *) echo "orchestratr is in $$bin, which is not on PATH yet: run \`pipx ensurepath\` and open a new shell" >&2 ;; esac
 
 test: system lint ## system packages, lint, type-check, then the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -25,13 +32,14 @@ lint: $(STAMP) ## ruff (rules in pyproject.toml), then mypy (strict on superviso
 system: ## install the system packages the tests drive (or name the command that does)
 	tools/system-packages
 
-bench: $(STAMP) ## print the supervisor, HTTP API, event stream and hotkey figures
+bench: $(STAMP) ## print the supervisor, HTTP API, event stream, hotkey and log figures
 	$(BIN)/python bench/supervisor.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/messaging.py
 	$(BIN)/python bench/hotkeys.py
 	$(BIN)/python bench/raise.py
+	$(BIN)/python bench/logs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -22,6 +22,7 @@ import psutil
 
 from orchestratr.logs import configure_logging
 from orchestratr.paths import Paths
+from orchestratr.processes.output import OutputPump
 from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
@@ -52,12 +53,22 @@ def wait(predicate: Callable[[], bool], timeout: float = 10.0, interval: float =
 def close(sup: Supervisor, tracker: ProcessTracker) -> None:
     sup.shutdown(stop_apps=True)
     tracker.stop()
+    for pump in PUMPS:
+        pump.stop()
+        pump.close()
+    PUMPS.clear()
+
+
+PUMPS: list[OutputPump] = []  # the apps' output, through pipes as in the daemon
 
 
 def in_process(apps: list[AppSpec], work: Path) -> tuple[Supervisor, ProcessTracker]:
     tracker = ProcessTracker()
     tracker.start()
-    sup = Supervisor(ProcessLauncher(Paths(work, work).app_log, tracker))
+    pump = OutputPump()
+    pump.start()
+    PUMPS.append(pump)
+    sup = Supervisor(ProcessLauncher(Paths(work, work).app_log, tracker, output=pump))
     sup.apply_registry(Registry(apps=tuple(apps)))
     return sup, tracker
 

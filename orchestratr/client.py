@@ -298,6 +298,18 @@ class Client:
         return self._stream("/events/stream" + ("?" + urlencode(query) if query else ""),
                             last_event_id)
 
+    def logs(self, name: str, lines: int | None = None) -> dict[str, Any]:
+        """The app's last ``lines`` lines of output (the daemon's default: 100):
+        ``{"app", "path", "lines"}``."""
+        query = "" if lines is None else f"?lines={lines}"
+        return self.request("GET", _app_path(name, "logs") + query)
+
+    def open_logs(self, name: str, lines: int = 0) -> EventStream:
+        """Follow the app's output, after its last ``lines`` lines: ``line`` events
+        (``{"line", "at"}``), and a ``launch`` event (``{"command", "at"}``) where a run
+        starts. The stream outlives the app's restarts."""
+        return self._stream(_app_path(name, "logs") + f"?follow=true&lines={lines}")
+
     def follow_events(
         self,
         apps: Iterable[str] = (),
@@ -306,13 +318,15 @@ class Client:
         on_wait: Callable[[str], None] | None = None,
         retry_s: float = 0.1,
         sources: Iterable[str] = (),
+        wait: bool = False,
     ) -> Iterator[Event]:
         """Every event from now (or after id ``since``) on, for as long as the caller iterates.
 
         A dropped connection is resumed with ``Last-Event-ID`` so no event is lost; while the
         daemon is away the stream waits for it (``on_wait`` hears why, once per outage). A new
         daemon (a new pid in the pid file) is read from its first event. Raises NotRunningError
-        if no daemon answers at the first attempt, OrchestratrClientError if one refuses.
+        if no daemon answers at the first attempt (with ``wait``, it waits for one as for a
+        daemon that went away), OrchestratrClientError if one refuses.
         """
         apps, types, sources = tuple(apps), tuple(types), tuple(sources)
         last_id, known_pid, connected, waiting = since, self.daemon_pid(), False, False
@@ -323,11 +337,13 @@ class Client:
                     last_id, known_pid = 0, pid  # a new daemon: its first event is news
                 stream = self.open_events(apps, types, last_id, idle_for=0, sources=sources)
             except OrchestratrClientError as exc:
-                if not connected or exc.status is not None:  # no daemon yet, or it said no
+                if exc.status is not None or not (connected or wait):  # it said no, or none yet
                     raise
                 if on_wait is not None and not waiting:
                     on_wait(str(exc))
                 waiting = True
+                if not connected and last_id is None:
+                    last_id = 0  # the daemon still to come: read it from its first event
                 time.sleep(retry_s)
                 continue
             if self.daemon_pid() != pid:  # it restarted as we connected: start over

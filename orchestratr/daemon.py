@@ -1,6 +1,7 @@
 """The composition root: build every part, start them in order, stop them in reverse.
 
-    lock -> config -> logging -> tracker -> supervisor (+ adopted survivors, autostart) -> watcher
+    lock -> config -> logging -> tracker, output -> supervisor (+ adopted survivors,
+    autostart) -> watcher
 
 Nothing here decides anything about apps; it wires the parts and turns signals into a clean
 shutdown.
@@ -29,6 +30,7 @@ from orchestratr import __version__
 from orchestratr.api.openapi import document
 from orchestratr.api.routes import Api
 from orchestratr.api.server import ApiServer
+from orchestratr.applog import AppLogs
 from orchestratr.desktop.chords import ChordWindow
 from orchestratr.desktop.notifications import Notifier
 from orchestratr.desktop.windows import X11Windows
@@ -38,7 +40,7 @@ from orchestratr.hotkeys.service import HotkeyService
 from orchestratr.lockfile import DaemonLock
 from orchestratr.logs import configure_logging, set_level
 from orchestratr.paths import CONFIG_DIR_ENV, Paths
-from orchestratr.processes import survivors
+from orchestratr.processes import output, survivors
 from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker, in_app
 from orchestratr.registry.load import ensure_config, load_registry, load_without_config
@@ -70,6 +72,7 @@ class _Parts:
     registry_problems: list[str]
     stop_logging: Callable[[], None]
     tracker: ProcessTracker
+    output: output.OutputPump | None  # None where apps write their files themselves
     watcher: ConfigWatcher
 
 
@@ -82,6 +85,7 @@ class Daemon:
         self.supervisor: Supervisor | None = None
         self.api: ApiServer | None = None
         self.hotkeys: HotkeyService | None = None
+        self._launcher: ProcessLauncher | None = None
         self.started = threading.Event()  # set once every part is up
         self._runtime = RuntimeApps(self.paths.registered_file)
         self._files = Registry()  # the config files' last good registry, before registrations
@@ -215,9 +219,10 @@ class Daemon:
             registry.settings.log_level, self.options.log_file or self.paths.daemon_log
         )
         tracker = ProcessTracker()
-        launcher = ProcessLauncher(
-            self.paths.app_log, tracker, extra_env={CONFIG_DIR_ENV: str(self.paths.config_dir)}
-        )
+        logs = AppLogs(self.paths.app_log)
+        pump = output.OutputPump(logs.written) if output.HAVE_PIPES else None
+        self._launcher = launcher = ProcessLauncher(
+            self.paths.app_log, tracker, extra_env=self._marker, output=pump)
         # ids from the wall clock in µs keep growing across restarts (see EventBus)
         bus = EventBus(first_id=time.time_ns() // 1000)
         self.supervisor = supervisor = Supervisor(launcher, bus, windows=X11Windows(in_app))
@@ -231,7 +236,7 @@ class Daemon:
             publish=supervisor.bus.publish,
             backend=default_backend(),
         )
-        self.api = ApiServer(Api(supervisor, self, hotkeys, openapi=document),
+        self.api = ApiServer(Api(supervisor, self, hotkeys, openapi=document, logs=logs),
                              port, self.paths.port_file)
         watcher = ConfigWatcher(self.paths, self._reload_quietly)
         self._desktop = (
@@ -239,7 +244,7 @@ class Daemon:
             ChordWindow(bus, rows=lambda: sorted(
                 (s.spec.chord or "", s.name, s.state.value) for s in supervisor.snapshots())))
         return _Parts(registry, startup_errors, registry_problems, stop_logging, tracker,
-                      watcher)
+                      pump, watcher)
 
     def _start(self, parts: _Parts) -> None:
         """Start in dependency order: exits are watched before anything is adopted or
@@ -249,6 +254,8 @@ class Daemon:
         assert self.hotkeys is not None
         registry = parts.registry
         parts.tracker.start()
+        if parts.output is not None:
+            parts.output.start()
         if parts.startup_errors:
             _log_problems(parts.startup_errors.warnings, parts.startup_errors.errors)
             log.error("config_invalid_at_startup", errors=len(parts.startup_errors.errors),
@@ -295,6 +302,8 @@ class Daemon:
         self.supervisor.shutdown(stop_apps=self.supervisor.registry.settings.stop_apps_on_exit)
         left = self._record.stop()
         parts.tracker.stop()
+        if parts.output is not None:
+            self._hand_over_output(parts.output)
         log.info("daemon_stopped", apps_left_running=left)
         parts.stop_logging()
 
@@ -328,6 +337,31 @@ class Daemon:
                                    survivor.ready, survivor.create_time)
         except OrchestratrError as exc:
             log.warning("resume_failed", app=survivor.name, pid=survivor.pid, error=str(exc))
+            return
+        assert self._launcher is not None
+        if not self._launcher.reattach_output(survivor.name, survivor.pid, survivor.group):
+            log.info("survivor_output_not_found", app=survivor.name, pid=survivor.pid,
+                     hint="its output goes where it went before; it is not in its log file")
+
+    def _hand_over_output(self, pump: output.OutputPump) -> None:
+        """Apps left running keep writing: a drain process copies their pipes until they end
+        or the next daemon takes them over."""
+        pipes = pump.stop()
+        try:
+            drain = output.hand_over(pipes, self.paths.port_file, self._marker)
+        except OSError as exc:
+            log.warning("output_hand_over_failed", error=str(exc), pipes=len(pipes),
+                        hint="apps left running wait once they have written 64 KiB, until "
+                             "the next daemon starts")
+            drain = None
+        if drain is not None:
+            log.info("output_handed_over", pid=drain, pipes=len(pipes))
+        pump.close()
+
+    @property
+    def _marker(self) -> dict[str, str]:
+        """Set in the environment of every process the daemon starts for this config dir."""
+        return {CONFIG_DIR_ENV: str(self.paths.config_dir)}
 
     def _reload_quietly(self) -> None:
         """The watcher's callback: errors are already logged, and the old registry stays."""

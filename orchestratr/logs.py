@@ -1,10 +1,11 @@
 """The one place logging is configured.
 
 structlog events go through the stdlib so third-party loggers (transitions, watchdog) land in
-the same place: JSON lines in a rotated file, and readable lines on stderr (coloured on a
-terminal). Records are formatted and written on one writer thread, so a log call made while
-an app's lock is held costs a queue put, never a disk write; the writer takes them a batch at a
-time (see ``_Writer``). Tracebacks are rendered to text before that hand-off: on the writer
+the same place: JSON lines in a rotated file, and readable, coloured lines on stderr when it
+is a terminal (under systemd or a redirect, the file already holds every line). Records are
+formatted and written on one writer thread, so a log call made while an app's lock is held
+costs a queue put, never a disk write; the writer takes them a batch at a time (see
+``_Writer``). Tracebacks are rendered to text before that hand-off: on the writer
 thread no exception is active, so ``exc_info=True`` would show none.
 """
 
@@ -131,18 +132,21 @@ class _Writer:
 def configure_logging(
     level: str = "info", log_file: Path | None = None, stream: TextIO | None = None
 ) -> Callable[[], None]:
-    """Route every log through structlog's processors; return a function that flushes and stops."""
-    stream = stream or sys.stderr
+    """Route every log through structlog's processors; return a function that flushes and stops.
+    Readable lines go to ``stream`` if given, else to stderr when it is a terminal."""
     handlers: list[logging.Handler] = []
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         file_handler = _RotatingFile(log_file)
         file_handler.setFormatter(_formatter(structlog.processors.JSONRenderer()))
         handlers.append(file_handler)
-    console = _Console(stream)
-    colors = bool(getattr(stream, "isatty", lambda: False)())
-    console.setFormatter(_formatter(structlog.dev.ConsoleRenderer(colors=colors)))
-    handlers.append(console)
+    if stream is None and _is_terminal(sys.stderr):
+        stream = sys.stderr
+    if stream is not None:
+        console = _Console(stream)
+        console.setFormatter(_formatter(structlog.dev.ConsoleRenderer(
+            colors=_is_terminal(stream))))
+        handlers.append(console)
 
     _skip_unused_record_fields()
     records: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -175,6 +179,10 @@ def configure_logging(
             handler.close()
 
     return stop
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 def _skip_unused_record_fields() -> None:

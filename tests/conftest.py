@@ -18,6 +18,7 @@ import pytest
 
 from orchestratr.daemon import Daemon, DaemonOptions
 from orchestratr.paths import APP_ENV, CONFIG_DIR_ENV, Paths
+from orchestratr.processes.output import OutputPump
 from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker, group_members
 from orchestratr.registry.model import AppSpec, Registry
@@ -103,24 +104,28 @@ def kill_apps_of(config_dir: Path) -> None:
 def make_supervisor(tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
     """Build a Supervisor over real processes with the given apps; every app is killed after.
     Apps are marked as a daemon's on config dir ``tmp_path`` (see processes/survivors.py)."""
-    made: list[tuple[Supervisor, ProcessTracker]] = []
+    made: list[tuple[Supervisor, ProcessTracker, OutputPump]] = []
 
     def make(*apps: AppSpec) -> Supervisor:
         tracker = ProcessTracker()
         tracker.start()
+        pump = OutputPump()
+        pump.start()
         launcher = ProcessLauncher(Paths(tmp_path, tmp_path / "logs").app_log, tracker, shell="/bin/sh",
-                                   extra_env={CONFIG_DIR_ENV: str(tmp_path)})
+                                   extra_env={CONFIG_DIR_ENV: str(tmp_path)}, output=pump)
         sup = Supervisor(launcher)
         sup.apply_registry(Registry(apps=apps))
-        made.append((sup, tracker))
+        made.append((sup, tracker, pump))
         return sup
 
     yield make
-    for sup, tracker in made:
+    for sup, tracker, pump in made:
         sup.shutdown(stop_apps=False)
         for snap in sup.snapshots():
             kill_group(snap.pid)
         tracker.stop()
+        pump.stop()
+        pump.close()
 
 
 @pytest.fixture

@@ -30,6 +30,8 @@ ALLOWED = {
     "cattrs": ("convert.py", "registry/load.py", "api/errors.py"),
     "watchdog": ("registry/watch.py",),
     "jeepney": ("desktop/notifications.py",),
+    "textual": ("cli/top.py",),  # only `orchestratr top` loads it
+    "rich": ("cli/top.py",),  # Textual's own renderer; nothing else may load it
 }
 ADAPTERS = ("orchestratr.api", "orchestratr.hotkeys", "orchestratr.processes",
             "orchestratr.desktop")
@@ -39,7 +41,9 @@ CORE_MAY_NOT_IMPORT = (*ADAPTERS, "orchestratr.daemon", "orchestratr.registry.lo
 # What the CLI's client verbs may use of the package: the client, and vocabulary modules that
 # load no daemon machinery (state names, the manifest's fields).
 CLI_MAY_IMPORT = ("orchestratr.cli", "orchestratr.client", "orchestratr.supervisor.states",
-                  "orchestratr.registry.model", "orchestratr.paths", "orchestratr.errors")
+                  "orchestratr.registry.model", "orchestratr.paths", "orchestratr.errors",
+                  "orchestratr.applog",  # the log limits (standard library only)
+                  "orchestratr.supervisor.bus")  # the event type names, for completion
 # Verbs that work without a daemon, by running it or by using its own loaders.
 CLI_STANDALONE = ("cli/daemon_verb.py", "cli/doctor.py")
 # String literals equal to a state name that are not states, each with why.

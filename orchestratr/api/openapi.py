@@ -23,11 +23,13 @@ from orchestratr.api.wire import (
     MAX_DEPTH,
     MAX_PID,
     MIN_PID,
+    AppDetail,
     AppStatus,
     EventBody,
     MessageBody,
     ServicesBody,
 )
+from orchestratr.applog import DEFAULT_LINES, LOG_MAX_BYTES, MAX_LINES
 from orchestratr.controls import HotkeyStatus
 from orchestratr.registry.model import APP_FIELDS, AppSpec, ServiceSpec
 from orchestratr.registry.validate import (
@@ -235,8 +237,19 @@ SCHEMAS: dict[str, Any] = {
     "AppDetail": {"allOf": [
         _ref("App"),
         _obj({"history": {"type": "array", "items": _ref("HistoryEntry")},
-              "lease": _ref("Lease")}, ["history", "lease"]),
+              "lease": _ref("Lease"), **attrs_schema(AppDetail)["properties"]},
+             ["history", "lease", *attrs_schema(AppDetail)["required"]]),
     ]},
+    "Logs": _obj(
+        {
+            "app": STRING,
+            "path": {"type": "string", "description": "the app's log file"},
+            "lines": {"type": "array", "items": STRING,
+                      "description": "oldest first, without their newlines; a header line "
+                                     "starts each run"},
+        },
+        ["app", "path", "lines"],
+    ),
     "Registration": _obj(dict(SPEC_PROPERTIES), ["name", "command"]),
     "Registered": {"allOf": [
         _ref("App"),
@@ -451,6 +464,28 @@ def _stream_or_poll(summary: str) -> dict[str, Any]:
     return op
 
 
+LOG_PARAMS = [
+    _query("lines", {"type": "integer", "minimum": 0, "maximum": MAX_LINES,
+                     "default": DEFAULT_LINES},
+           "how many of the last lines (the previous rotated file's too, if the current one "
+           "holds fewer); with follow, sent first"),
+    _query("follow", {"type": "boolean", "default": False},
+           "stream lines as the app writes them (Server-Sent Events)"),
+]
+LOG_SSE_SCHEMA = _obj(
+    {
+        "event": {"type": "string", "enum": ["line", "launch"]},
+        "data": {"type": "string", "description": 'line: {"line", "at"} (at: null for lines '
+                                                  'written before the stream opened); launch: '
+                                                  '{"command", "at"}, where each run starts'},
+    },
+    ["event", "data"],
+) | {"description": "Server-Sent Events: the app's lines as it writes them, across its "
+                    "restarts and the file's rotations (at "
+                    f"{LOG_MAX_BYTES // 1024 // 1024} MiB); a `: keep-alive` comment every "
+                    f"{KEEPALIVE_S:g} s without a line"}
+
+
 NAME = {"name": "name", "in": "path", "required": True, "example": "notes",
         "description": "the app's name (case-insensitive, percent-encoded)",
         "schema": {"type": "string", "pattern": NAME_PATTERN.pattern}}
@@ -467,6 +502,13 @@ def _command(summary: str, body: str = "Empty") -> dict[str, Any]:
 def _reload() -> dict[str, Any]:
     op = _operation("Reload the config now", _ref("Reload"), body="Empty")
     op["responses"]["400"]["description"] = RELOAD_400
+    return op
+
+
+def _logs() -> dict[str, Any]:
+    op = _operation("The app's output: its last lines, or (follow) a live stream of them",
+                    _ref("Logs"), 404, parameters=LOG_PARAMS)
+    op["responses"]["200"]["content"]["text/event-stream"] = {"schema": LOG_SSE_SCHEMA}
     return op
 
 
@@ -505,6 +547,7 @@ def document() -> dict[str, Any]:
             ),
             "/apps/{name}/state": _app_path(get=_operation(
                 "Go-compatible state (unset fields omitted)", _ref("GoAppState"), 404)),
+            "/apps/{name}/logs": _app_path(get=_logs()),
             "/apps/{name}/launched": _app_path(**_command(
                 "The app says it started; a pid makes orchestratr track it", "LaunchedBody")),
             "/apps/{name}/ready": _app_path(**_command("The app says it is ready")),

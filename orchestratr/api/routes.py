@@ -19,7 +19,7 @@ import attrs
 from orchestratr import __version__
 from orchestratr.api import sse
 from orchestratr.api.errors import MAX_ECHO, ApiError
-from orchestratr.api.sse import StreamSettings
+from orchestratr.api.sse import FLAGS, StreamSettings
 from orchestratr.api.wire import (
     INBOX_RESET_HINT,
     EventBody,
@@ -30,6 +30,7 @@ from orchestratr.api.wire import (
     ack_json,
     app_json,
     delivery_json,
+    detail_json,
     iso,
     launch_json,
     message_json,
@@ -37,6 +38,7 @@ from orchestratr.api.wire import (
     service_json,
     state_json,
 )
+from orchestratr.applog import AppLogs
 from orchestratr.controls import HotkeyControl, RegistryControl
 from orchestratr.convert import structure_body
 from orchestratr.errors import BadRequestError, clip
@@ -50,7 +52,6 @@ MAX_WARNINGS = 20  # listed in a registration's answer; each quotes a field the 
 # RFC 9110's methods and PATCH: one of these not allowed on a path is 405, any other 501
 KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
-FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 _NO_HEADERS: dict[str, str] = {}
@@ -86,7 +87,7 @@ class Request:
 @attrs.frozen
 class Response:
     status: int
-    body: Any  # JSON-able, bytes already encoded by ``encode``, or an EventStream
+    body: Any  # JSON-able, bytes already encoded by ``encode``, or a Stream (SSE)
 
 
 Handler = Callable[[Request], Response]
@@ -105,7 +106,8 @@ class Api:
     """The API's endpoints over one supervisor.
 
     ``registry`` reloads the config and registers apps; ``hotkeys`` controls the hotkeys (None
-    in tests that need none); ``streams`` tunes the event stream (tests shorten it).
+    in tests that need none); ``logs`` finds and reads apps' output; ``streams`` tunes the
+    event streams (tests shorten it).
     """
 
     def __init__(
@@ -114,9 +116,11 @@ class Api:
         registry: RegistryControl,
         hotkeys: HotkeyControl | None,
         openapi: Callable[[], dict[str, Any]],
+        logs: AppLogs,
         streams: StreamSettings = StreamSettings(),
     ) -> None:
         self._sup = supervisor
+        self._logs = logs
         self._registry = registry
         self._hotkeys = hotkeys
         self._openapi = openapi
@@ -131,6 +135,7 @@ class Api:
             ("GET", "/apps/{name}", self.app),
             ("DELETE", "/apps/{name}", self.unregister),
             ("GET", "/apps/{name}/state", self.state),
+            ("GET", "/apps/{name}/logs", self.logs),
             ("POST", "/apps/{name}/launched", self.launched),
             ("POST", "/apps/{name}/ready", self.ready),
             ("POST", "/apps/{name}/stopped", self.stopped),
@@ -205,7 +210,18 @@ class Api:
         return ok(cached[1])
 
     def app(self, req: Request) -> Response:
-        return ok(app_json(self._sup.snapshot(req.name, with_history=True), with_history=True))
+        snap = self._sup.snapshot(req.name, with_history=True)
+        return ok(detail_json(snap, self._sup.processes(req.name),
+                              str(self._logs.path(req.name)), time.time()))
+
+    def logs(self, req: Request) -> Response:
+        """The app's last lines, or (``follow``) a stream of them as they are written."""
+        query = sse.parse_log_query(req.query)
+        name = self._sup.snapshot(req.name, with_history=False).name  # 404 if unknown
+        if query.follow:
+            return ok(sse.LogStream(self._logs, name, query.lines, self._streams))
+        return ok({"app": name, "path": str(self._logs.path(name)),
+                   "lines": self._logs.tail(name, query.lines)})
 
     def state(self, req: Request) -> Response:
         return ok(state_json(self._sup.snapshot(req.name, with_history=False)))

@@ -30,7 +30,7 @@ from orchestratr.api import guard
 from orchestratr.api.dispatch import Dispatcher, Workers
 from orchestratr.api.errors import MAX_ECHO, STATUS, ApiError, error_body, status_of
 from orchestratr.api.routes import Api, Request, Response, encode
-from orchestratr.api.sse import EventStream
+from orchestratr.api.sse import Stream
 from orchestratr.api.transport import (
     ChunkedError,
     DeadlineReader,
@@ -80,7 +80,7 @@ class _Server(HTTPServer):
         self.limits = limits
         self._lock = threading.Lock()
         self._open = 0  # connections being served or kept alive, streams not included
-        self._streams: dict[_Handler, EventStream] = {}
+        self._streams: dict[_Handler, Stream] = {}
         self._turned_away = 0
         super().__init__(address, _Handler)
         self.workers = Workers(limits.connections)
@@ -142,7 +142,7 @@ class _Server(HTTPServer):
                 handler.connection.shutdown(socket.SHUT_WR)
             handler.connection.close()
 
-    def stream(self, handler: _Handler, stream: EventStream) -> None:
+    def stream(self, handler: _Handler, stream: Stream) -> None:
         """Move a connection from the connection budget to the stream budget and give it a
         thread; at the stream budget, the reader that was sent nothing for the longest (a
         filter that lets little through, or a reader that stopped reading) is let go: it
@@ -161,7 +161,7 @@ class _Server(HTTPServer):
         threading.Thread(target=self._run_stream, args=(handler, stream),
                          name="api-stream", daemon=True).start()
 
-    def _run_stream(self, handler: _Handler, stream: EventStream) -> None:
+    def _run_stream(self, handler: _Handler, stream: Stream) -> None:
         try:
             handler.run_stream(stream)
         except Exception:
@@ -340,7 +340,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = self._linger = True
             if self._continue:
                 self._unread = 0  # the client was told no instead of 100: it sends no body
-        if isinstance(response.body, EventStream):
+        if isinstance(response.body, Stream):
             self.streaming = True
             self._stream_body = response.body
             self.server.stream(self, response.body)
@@ -491,13 +491,13 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
 
-    def run_stream(self, stream: EventStream) -> None:
+    def run_stream(self, stream: Stream) -> None:
         """Send an event stream until it ends, the client leaves or the server stops, then
         log the request. The response has no length: it ends when the connection closes."""
         self._send_stream(stream)
         self._log(200)
 
-    def _send_stream(self, stream: EventStream) -> None:
+    def _send_stream(self, stream: Stream) -> None:
         self.close_connection = True
         dispatcher = self.server.dispatcher
         try:

@@ -1,4 +1,5 @@
-"""Server-Sent Events: a bus as a ``text/event-stream``, and the queries that shape it.
+"""Server-Sent Events: a bus, or an app's log, as a ``text/event-stream``, and the queries
+that shape them.
 
 Each stream is one bus subscription with a bounded queue. A reader that falls behind is sent a
 final ``overflow`` event and cut off, so it never slows the supervisor or other readers. A
@@ -8,6 +9,8 @@ that id, or a ``reset`` event when some are gone, telling it to read ``GET /apps
 The same machinery serves every stream: ``EventStream.replaying`` a ``Feed`` (a bus, how its
 events are written) for the lifecycle events and an app's inbox, and a plain ``EventStream``
 whose head is the live records for a browse of services (which has nothing to replay).
+``LogStream`` follows an app's output file instead. Every kind is a ``Stream``: the server
+lets the one go first that was sent nothing for the longest.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ from typing import Any
 
 import attrs
 
-from orchestratr.api.wire import RESET_HINT, event_json, message_json, reset_json
+from orchestratr import applog
+from orchestratr.api.wire import RESET_HINT, event_json, iso, message_json, reset_json
 from orchestratr.errors import BadRequestError
 from orchestratr.registry.model import name_key
 from orchestratr.registry.validate import NAME_PATTERN, SERVICE_TYPE_PATTERN
 from orchestratr.supervisor.bus import PUBLISHED_TYPE, BusEvent, EventBus, Subscription
 from orchestratr.supervisor.services import FOUND
 
+FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 KEEPALIVE_S = 15.0
 QUEUE_SIZE = 1000  # events a reader may fall behind by before it is cut off
 CACHED_WEIGHT = 64 * 1024  # bytes of app data beyond which a frame is not kept for reuse
@@ -36,6 +41,7 @@ MAX_LIMIT = 10_000
 MAX_IDLE_S = 86400
 BATCH = 64  # events a reader that fell behind is sent in one write
 BROWSE_IDLE_S = 5.0  # Koi's: a browse without idle_for closes after 5 s without a change
+BACKLOG_PIECE = 500  # lines of a log's backlog sent in one write
 
 
 @attrs.frozen
@@ -76,7 +82,7 @@ def parse_query(
     if unknown:
         raise BadRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
     apps, sources = _names(query, "app"), _names(query, "source")
-    types = frozenset(query.get("type", []))
+    types = frozenset(t.lower() for t in query.get("type", []))  # any case: they are lower
     if bad := sorted(t for t in types if not PUBLISHED_TYPE.fullmatch(t)):
         raise BadRequestError(f"type: {bad[0][:64]!r} is no event type (they match "
                               f"{PUBLISHED_TYPE.pattern})")
@@ -135,12 +141,25 @@ class Feed:
     hint: str = RESET_HINT
 
 
-class EventStream:
+class Stream:
+    """An answer sent as Server-Sent Events: iterate it for the bytes to send; ``close()``
+    from any thread ends it (the client went away, or the server is stopping). The server
+    lets the reader go first that was sent nothing for the longest (``delivered_at``)."""
+
+    content_type = "text/event-stream"
+    delivered_at: float
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[bytes]:
+        raise NotImplementedError
+
+
+class EventStream(Stream):
     """One reader of a stream: iterate it for the bytes to send; ``close()`` from any thread
     ends it (the client went away, or the server is stopping). ``head`` goes first (a reset,
     a browse's live records), then ``backlog``, then what the subscription receives."""
-
-    content_type = "text/event-stream"
 
     def __init__(
         self,
@@ -213,6 +232,78 @@ class EventStream:
             elif time.monotonic() - last_write >= self._settings.keepalive_s:
                 yield b": keep-alive\n\n"
                 last_write = time.monotonic()
+
+
+@attrs.frozen
+class LogQuery:
+    """What a reader of ``GET /apps/{name}/logs`` asked for: ``?lines=&follow=``."""
+
+    lines: int = applog.DEFAULT_LINES
+    follow: bool = False
+
+
+def parse_log_query(query: Mapping[str, Sequence[str]]) -> LogQuery:
+    """Raises BadRequestError naming the parameter that is wrong."""
+    if unknown := set(query) - {"lines", "follow"}:
+        raise BadRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    follow = (_one(query, "follow") or "false").lower()
+    if follow not in FLAGS:
+        raise BadRequestError(f"follow: expected true or false, got {follow[:32]!r}")
+    lines = _one(query, "lines")
+    return LogQuery(
+        lines=applog.DEFAULT_LINES if lines is None
+        else _number(lines, "lines", int, 0, applog.MAX_LINES),
+        follow=FLAGS[follow],
+    )
+
+
+class LogStream(Stream):
+    """One reader of ``GET /apps/{name}/logs?follow=true``: the last ``backlog`` lines, then
+    each line as the app writes it (``event: line``), and an ``event: launch`` where each
+    run starts; it follows the file across rotations and the app's restarts."""
+
+    def __init__(
+        self, logs: applog.AppLogs, name: str, backlog: int, settings: StreamSettings
+    ) -> None:
+        self._logs = logs
+        self._settings = settings
+        self._follower = applog.Follower(logs.path(name), backlog)
+        self._closed = False
+        self.delivered_at = time.monotonic()  # the last line sent (the server sheds by it)
+
+    def close(self) -> None:
+        self._closed = True
+        self._logs.written()  # wakes the reader's wait
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield b"retry: 1000\n\n"
+            backlog = self._follower.backlog()
+            for start in range(0, len(backlog), BACKLOG_PIECE):  # each write a few KiB
+                yield _lines(backlog[start:start + BACKLOG_PIECE], None)
+            batches = applog.follow(self._follower, self._logs, lambda: self._closed,
+                                    self._settings.keepalive_s)
+            for batch in batches:
+                if batch:
+                    yield _lines(batch, time.time())
+                    self.delivered_at = time.monotonic()
+                else:
+                    yield b": keep-alive\n\n"
+        finally:
+            self._follower.close()
+
+
+def _lines(lines: Sequence[applog.Line], at: float | None) -> bytes:
+    """``event: line`` per line and ``event: launch`` per run's header; ``at`` is when they
+    were read (None: written before the reader came)."""
+    frames = []
+    for line in lines:
+        if line.launch is None:
+            frames.append(_frame("line", {"line": line.text, "at": iso(at)}))
+        else:
+            frames.append(_frame("launch", {"command": line.launch.command,
+                                            "at": iso(line.launch.at)}))
+    return b"".join(frames)
 
 
 def _reset(since: int, backlog: list[BusEvent], last_id: int, hint: str) -> bytes:

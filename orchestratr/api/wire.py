@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import attrs
 
@@ -19,8 +19,9 @@ from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
 from orchestratr.supervisor.bus import BusEvent
 from orchestratr.supervisor.core import Delivery, LaunchResult
+from orchestratr.supervisor.launcher import ProcessUsage
 from orchestratr.supervisor.services import ServiceRecord
-from orchestratr.supervisor.states import ANNOUNCED, AppState
+from orchestratr.supervisor.states import ANNOUNCED, UP, AppState
 
 MIN_PID = 2  # 0 and 1 (the kernel's and init's) never are an app's: 400 in any state
 MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
@@ -131,6 +132,14 @@ class TriggerBody:
     chord: str | None = None
 
 
+@overload
+def iso(timestamp: float) -> str: ...
+
+
+@overload
+def iso(timestamp: float | None) -> str | None: ...
+
+
 def iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
@@ -147,11 +156,28 @@ class AppStatus:
     ready_at: str | None = attrs.field(metadata=TIMESTAMP)
     error: str | None
     removed: bool = attrs.field(metadata=described("dropped from the config, still running"))
+    started_at: str | None = attrs.field(metadata={**TIMESTAMP, **described(
+        "when its process (group) started: its uptime counts from here, also after a "
+        "restarted daemon adopted it")})
+    restarts: int = attrs.field(metadata=described(
+        "runs that replaced an earlier one since the daemon started (by the restart policy, "
+        "a lease's grace, or a restart command)"))
+    last_exit: ExitStatus | None = attrs.field(metadata=described(
+        "how its last process (group) ended; null if none has"))
+
+
+@attrs.frozen
+class ExitStatus:
+    code: int | None = attrs.field(metadata=described(
+        "exit status; null when killed by a signal or not known"))
+    signal: str | None = attrs.field(metadata=described("the signal that killed it"))
+    at: str = attrs.field(metadata=TIMESTAMP)
 
 
 def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:
     """An app as GET /apps lists it: its config fields, source, and live state."""
     body: dict[str, Any] = converter.unstructure(snap.spec)
+    last = snap.last_exit
     body.update(converter.unstructure(AppStatus(
         state=snap.state,
         pid=snap.pid,
@@ -159,10 +185,40 @@ def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:
         ready_at=iso(snap.ready_at),
         error=snap.error,
         removed=snap.removed,
+        started_at=iso(snap.started_at),
+        restarts=snap.restarts,
+        last_exit=None if last is None else ExitStatus(last.code, last.signal, iso(last.at)),
     )))
     if with_history:
         body["history"] = [history_json(entry) for entry in snap.history]
         body["lease"] = lease_json(snap)
+    return body
+
+
+@attrs.frozen
+class AppDetail:
+    """What GET /apps/{name} adds to an app's listing (besides history and lease)."""
+
+    processes: list[ProcessUsage] = attrs.field(metadata=described(
+        "its live processes: its group and their descendants"))
+    log_path: str = attrs.field(metadata=described(
+        "the file its stdout and stderr go to (GET /apps/{name}/logs reads it)"))
+    uptime_secs: float | None = attrs.field(metadata=described(
+        "since started_at, while a process runs"))
+
+
+def detail_json(
+    snap: AppSnapshot, processes: list[ProcessUsage], log_path: str, now: float
+) -> dict[str, Any]:
+    """GET /apps/{name}: the app, its recent transitions, lease, processes and log file."""
+    body = app_json(snap, with_history=True)
+    uptime = None if snap.started_at is None or snap.state not in UP else round(
+        max(0.0, now - snap.started_at), 3)
+    body.update(converter.unstructure(AppDetail(
+        processes=processes,
+        log_path=log_path,
+        uptime_secs=uptime,
+    )))
     return body
 
 

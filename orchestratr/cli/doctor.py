@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestratr import __version__
-from orchestratr.cli.render import VERDICT_COLOURS
+from orchestratr.cli.render import VERDICT_COLOURS, runnable
 from orchestratr.client import Client, NotRunningError, OrchestratrClientError
 from orchestratr.paths import Paths
 
@@ -73,7 +73,8 @@ def diagnose(paths: Paths, client: Client) -> Iterator[Check]:
     if isinstance(health, dict):
         yield from _service_checks(client)
     registry = yield from _config_checks(paths)
-    for app in registry.apps if registry else ():
+    registry = yield from _registered_checks(paths, registry)
+    for app in registry.apps:
         yield _program_check(f"{app.name}: command", app.command, app)
         if app.ready_cmd:
             yield _program_check(f"{app.name}: ready_cmd", app.ready_cmd, app)
@@ -110,9 +111,8 @@ def _daemon_checks(client: Client, health: dict[str, Any] | Exception | None) ->
         yield Check("daemon", FAIL, f"pid {pid} holds {client.pid_file}, but its API does not "
                                     "answer; see its log, or restart it")
     else:
-        start = f"orchestratr daemon --config-dir {client.config_dir}"
-        yield Check("daemon", WARN,
-                    f"not running; start it with `{start}` or `orchestratr install`")
+        start = runnable(f"daemon --config-dir {client.config_dir}")
+        yield Check("daemon", WARN, f"not running; start it with {start} or {runnable('install')}")
     yield _port_file_check(client, isinstance(health, dict))
 
 
@@ -199,6 +199,23 @@ def _config_checks(paths: Paths) -> Generator[Check, None, Registry]:
     for path in app_files(paths.apps_dir):
         yield _drop_in_check(f"apps.d/{path.name}", registry)
     return registry
+
+
+def _registered_checks(paths: Paths, files: Registry) -> Generator[Check, None, Registry]:
+    """registered.json (apps added through the API), merged as the daemon merges it."""
+    from orchestratr.registry.runtime import LABEL, RuntimeApps
+
+    runtime = RuntimeApps(paths.registered_file)
+    problems = runtime.load()
+    yield from (Check(LABEL, FAIL, problem.removeprefix(f"{LABEL}: ")) for problem in problems)
+    merged = runtime.merge(files)
+    added = [app.name for app in merged.apps[len(files.apps):]]
+    yield from (Check(LABEL, WARN, w.removeprefix(f"{LABEL} "))
+                for w in merged.warnings if w.startswith(LABEL))
+    if added:
+        count = f"{len(added)} app{'s' if len(added) != 1 else ''}"
+        yield Check(LABEL, PASS, f"{count} registered at run time: {', '.join(added)}")
+    return merged
 
 
 def _drop_in_check(label: str, registry: Registry) -> Check:

@@ -23,11 +23,23 @@ if TYPE_CHECKING:
 PAGE = 500
 NOTICES = ("reset", "overflow")  # about the stream itself, not the apps
 SHOWN_ELSEWHERE = ("id", "type", "at", "app", "from", "to", "trigger", "source", "detail")
+# Ids are 16 digits (microseconds since 1970 when the daemon started, counting up by one):
+# text shows the last SHORT digits, unique among the 10,000 events a daemon keeps.
+SHORT = 10**6
 
 
 def run(ctx: Context) -> int:
+    from orchestratr.client import NotRunningError
+
     args = ctx.args
     client = ctx.client()
+    try:
+        _check_apps(ctx, client)
+        if 0 < args.since < SHORT:
+            args.since = _full_id(client, args.since)
+    except NotRunningError:
+        if not args.follow:
+            raise  # a follower waits for the daemon instead
     records = _followed(ctx, client) if args.follow else _buffered(ctx, client)
     for record in records:  # filtered by the daemon already
         if record.get("type") in NOTICES:
@@ -35,6 +47,34 @@ def run(ctx: Context) -> int:
         else:
             _print(ctx, record)
     return 0
+
+
+def _check_apps(ctx: Context, client: Client) -> None:
+    """Filtering on an app that does not exist prints nothing forever: say so instead."""
+    from orchestratr.cli.main import suggest_app
+    from orchestratr.client import OrchestratrClientError
+    from orchestratr.registry.model import name_key
+
+    if not ctx.args.app:
+        return
+    known = {name_key(app["name"]) for app in client.apps()}
+    for name in ctx.args.app:
+        if name_key(name) not in known:
+            raise OrchestratrClientError(f"app {name!r} not found{suggest_app(ctx, name)}",
+                                         404, "not_found")
+
+
+def _full_id(client: Client, short: int) -> int:
+    """The buffered event's id that ends in ``short`` (as text output shows ids)."""
+    ids = [e["id"] for e in client.events(since=0, limit=2) if e["id"] is not None]  # no reset
+    if not ids:
+        return short
+    base = ids[0] - ids[0] % SHORT + short
+    return base if base >= ids[0] else base + SHORT
+
+
+def short_id(event_id: Any) -> str:
+    return f"#{event_id % SHORT:06d}" if isinstance(event_id, int) else "#-"
 
 
 def _buffered(ctx: Context, client: Client) -> Iterator[dict[str, Any]]:
@@ -52,7 +92,7 @@ def _buffered(ctx: Context, client: Client) -> Iterator[dict[str, Any]]:
 def _followed(ctx: Context, client: Client) -> Iterator[dict[str, Any]]:
     args = ctx.args
     note = ctx.out.note
-    events = client.follow_events(args.app, args.types, since=args.since,
+    events = client.follow_events(args.app, args.types, since=args.since, wait=True,
                                   on_wait=lambda why: note(f"waiting for the daemon: {why}"),
                                   sources=args.source)
     for event in events:
@@ -79,10 +119,10 @@ def _print(ctx: Context, record: dict[str, Any]) -> None:
 
 
 def describe(ctx: Context, record: dict[str, Any]) -> str:
-    """``12:03:04.123  #57  state  notes  stopped -> launching (launch by api)``."""
+    """``12:03:04.123  #200057  state  notes  stopped -> launching (launch by api)``."""
     when = clock(record.get("at"))
     who = record.get("app") or (record.get("source") if "data" in record else None)  # an app's
-    head = f"{when}  #{record.get('id')}  {record.get('type', '?'):<12}  {who or '-'}"
+    head = f"{when}  {short_id(record.get('id'))}  {record.get('type', '?'):<12}  {who or '-'}"
     if "data" in record and "app" not in record:  # an event an app published
         text = json.dumps(record["data"])
     elif "to" in record:

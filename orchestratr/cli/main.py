@@ -12,24 +12,44 @@ Exit codes: 0 success, 1 the daemon answered an error (or a check failed), 2 usa
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from orchestratr import __version__
-from orchestratr.cli.render import Output
+from orchestratr.cli.render import Output, runnable
 
 if TYPE_CHECKING:
-    from orchestratr.client import Client, NotRunningError
+    from orchestratr.client import Client, NotRunningError, OrchestratrClientError
 
-OK, ERROR, USAGE, NOT_RUNNING = 0, 1, 2, 3
+OK, ERROR, USAGE, NOT_RUNNING, INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class UsageError(Exception):
     """Arguments argparse accepted but the verb cannot use (exit 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with "did you mean" for a mistyped command."""
+
+    def error(self, message: str) -> NoReturn:
+        match = re.match(r"argument COMMAND: invalid choice: '(.*?)'", message)
+        if match:
+            message = f"unknown command {match.group(1)!r}{_closest(match.group(1), list(VERBS))}"
+        super().error(message)
+
+
+def _closest(word: str, known: Sequence[str]) -> str:
+    """``; did you mean 'launch'?``, or nothing when no known word is close."""
+    close = difflib.get_close_matches(word, known, n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
 @dataclass
@@ -54,10 +74,14 @@ class Context:
 VERBS: dict[str, tuple[str, str, str]] = {
     "daemon": ("daemon_verb", "run", "run the supervisor in the foreground"),
     "status": ("verbs", "status", "daemon pid, port, version, uptime, hotkeys, app counts"),
-    "list": ("verbs", "list_apps", "every app: chord, state, pid, uptime, source, error"),
-    "launch": ("verbs", "launch", "launch an app (a running one: its window is raised)"),
-    "stop": ("verbs", "stop", "stop an app"),
-    "restart": ("verbs", "restart", "stop an app, then launch it again"),
+    "list": ("verbs", "list_apps", "every app: chord, state, pid, uptime, restarts, source, "
+                                   "error"),
+    "show": ("show", "run", "one app in full: processes, CPU, memory, last exit, log, history"),
+    "logs": ("logs", "run", "an app's output (every app's without a name); -f follows it"),
+    "top": ("top", "run", "a live full-screen view of every app"),
+    "launch": ("verbs", "launch", "launch apps (a running one: its window is raised)"),
+    "stop": ("verbs", "stop", "stop apps"),
+    "restart": ("verbs", "restart", "stop apps, then launch them again"),
     "reload": ("verbs", "reload", "reload the configuration now"),
     "trigger": ("verbs", "trigger", "launch the app on CHORD, or press the leader"),
     "pause": ("verbs", "pause", "pause hotkeys (release every key grab)"),
@@ -78,13 +102,48 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "install": ("service", "install", "start the daemon at every login"),
     "uninstall": ("service", "uninstall", "undo install"),
     "pipe": ("pipe", "run", "speak NDJSON requests and responses over stdin/stdout"),
+    "completion": ("completion", "script", "print the shell completion script for bash, zsh "
+                                           "or fish"),
 }
 
+# verb -> the examples at the end of its --help
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "daemon": ("orchestratr daemon", "orchestratr daemon --config-dir /tmp/orch --port 0"),
+    "status": ("orchestratr status", "orchestratr status --json | jq .apps"),
+    "list": ("orchestratr list", "orchestratr list --wide"),
+    "show": ("orchestratr show notes", "orchestratr show notes --json | jq .processes"),
+    "logs": ("orchestratr logs notes -n 50", "orchestratr logs -f"),
+    "top": ("orchestratr top",),
+    "launch": ("orchestratr launch notes", "orchestratr launch notes term"),
+    "stop": ("orchestratr stop notes --wait", "orchestratr stop all"),
+    "restart": ("orchestratr restart notes", "orchestratr restart all --wait"),
+    "reload": ("orchestratr reload",),
+    "trigger": ("orchestratr trigger n", "orchestratr trigger"),
+    "pause": ("orchestratr pause",),
+    "resume": ("orchestratr resume",),
+    "events": ("orchestratr events --app notes --type state",
+               "orchestratr events --follow --json"),
+    "register": ("orchestratr register clock --command xclock --chord c",
+                 "orchestratr register worker --command ./work.sh --lease 30 --restart always"),
+    "unregister": ("orchestratr unregister clock", "orchestratr unregister clock --keep-running"),
+    "heartbeat": ("orchestratr heartbeat worker", "orchestratr heartbeat worker --every 10"),
+    "drain": ("orchestratr drain worker",),
+    "revive": ("orchestratr revive worker",),
+    "doctor": ("orchestratr doctor", "orchestratr doctor --json"),
+    "install": ("orchestratr install", "orchestratr install --config-dir ~/orch"),
+    "uninstall": ("orchestratr uninstall",),
+    "pipe": ("""printf '%s\\n' '{"launch": "notes"}' | orchestratr pipe""",),
+    "completion": ("orchestratr completion fish > ~/.config/fish/completions/orchestratr.fish",
+                   "echo 'source <(orchestratr completion zsh)' >> ~/.zshrc"),
+}
+# verbs whose NAME arguments may be several, or `all`
+MANY = ("launch", "stop", "restart")
 
-def _common(suppress: bool) -> argparse.ArgumentParser:
+
+def _common(suppress: bool) -> Parser:
     """--config-dir and --json, accepted before or after the verb. On the verbs' parsers the
     defaults are suppressed so they do not overwrite a value given before the verb."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     default = argparse.SUPPRESS if suppress else None
     common.add_argument(
         "--config-dir", metavar="DIR", default=default,
@@ -97,16 +156,21 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="orchestratr", parents=[_common(suppress=False)],
         description="A local process supervisor for desktop apps.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit codes: 0 ok, 1 the daemon answered an error, 2 usage error, "
-               "3 the daemon is not running.")
+               "3 the daemon is not running, 130 interrupted.\n"
+               "Run `orchestratr COMMAND --help` for a command's options and examples.")
     parser.add_argument("--version", action="version", version=f"orchestratr {__version__}")
-    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
     common = _common(suppress=True)
     for name, (_, _, help_text) in VERBS.items():
-        sub = verbs.add_parser(name, help=help_text, description=help_text, parents=[common])
+        examples = "".join(f"  {line}\n" for line in EXAMPLES[name])
+        sub = verbs.add_parser(name, help=help_text, description=help_text, parents=[common],
+                               epilog=f"examples:\n{examples}",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
         _ARGUMENTS.get(name, lambda _: None)(sub)
     return parser
 
@@ -121,18 +185,45 @@ def _name_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="the app's name")
 
 
+def _names_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", metavar="NAME", nargs="+",
+                   help="apps' names, or `all` for every app")
+
+
 def _wait_args(p: argparse.ArgumentParser) -> None:
-    _name_arg(p)
+    _names_arg(p)
     p.add_argument("--wait", action="store_true",
                    help="return once it is done (the daemon answers as soon as it has begun)")
 
 
 def _launch_args(p: argparse.ArgumentParser) -> None:
-    _name_arg(p)
+    _names_arg(p)
     p.add_argument("--no-wait", action="store_true",
                    help="return once the daemon has begun, without seeing whether it failed")
     p.add_argument("--timeout", type=float, default=2.0, metavar="SECS",
                    help="wait at most this long for a failure (default 2)")
+
+
+def _list_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wide", action="store_true",
+                   help="add CPU and MEM columns (the app's processes together)")
+
+
+def _logs_args(p: argparse.ArgumentParser) -> None:
+    from orchestratr.applog import DEFAULT_LINES, MAX_LINES
+
+    p.add_argument("name", metavar="NAME", nargs="?",
+                   help="the app's name; none: every app, each line after its app's name")
+    p.add_argument("-n", "--lines", type=int, default=DEFAULT_LINES, metavar="N",
+                   help=f"the last N lines (default {DEFAULT_LINES}, at most {MAX_LINES}; "
+                        "per app without a name)")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="then print lines as they are written, until Ctrl-C")
+
+
+def _completion_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shell", metavar="SHELL", choices=("bash", "zsh", "fish"),
+                   help="bash, zsh or fish")
 
 
 def _trigger_args(p: argparse.ArgumentParser) -> None:
@@ -149,22 +240,30 @@ def _events_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--follow", "-f", action="store_true",
                    help="keep printing new events; survives dropped connections and restarts")
     p.add_argument("--since", type=int, default=0, metavar="ID",
-                   help="only events after this id (default: every buffered event)")
+                   help="only events after this id, or its short form as printed (default: "
+                        "every buffered event)")
 
 
 def _register_args(p: argparse.ArgumentParser) -> None:
     _name_arg(p)
     p.add_argument("--command", required=True, metavar="CMD", help="run through your shell")
-    p.add_argument("--chord", metavar="KEY")
-    p.add_argument("--description", metavar="TEXT")
+    p.add_argument("--chord", metavar="KEY",
+                   help="the key after the leader that launches it (one character, or f1..f12, "
+                        "tab, enter, ...)")
+    p.add_argument("--description", metavar="TEXT", help="what the app is, for people")
     p.add_argument("--ready-cmd", metavar="CMD", help="exits 0 once the app is ready")
-    p.add_argument("--cwd", metavar="DIR")
-    p.add_argument("--env", action="append", default=[], metavar="K=V", help="repeatable")
+    p.add_argument("--cwd", metavar="DIR", help="the directory the command runs in")
+    p.add_argument("--env", action="append", default=[], metavar="K=V",
+                   help="an environment variable for the app (repeatable)")
     from orchestratr.registry.model import RestartPolicy
 
-    p.add_argument("--restart", choices=[policy.value for policy in RestartPolicy])
-    p.add_argument("--autostart", action="store_true", default=None)
-    p.add_argument("--detached", action="store_true", default=None)
+    policies = [policy.value for policy in RestartPolicy]
+    p.add_argument("--restart", choices=policies, metavar="POLICY",
+                   help=f"restart it when it exits: {', '.join(policies)} (default never)")
+    p.add_argument("--autostart", action="store_true", default=None,
+                   help="launch it when the daemon starts (and now)")
+    p.add_argument("--detached", action="store_true", default=None,
+                   help="fire and forget: spawned, then reported stopped, never tracked")
     p.add_argument("--lease", type=int, metavar="SECS",
                    help="the app must heartbeat within SECS or it is taken as gone")
 
@@ -218,6 +317,9 @@ def _browse_args(p: argparse.ArgumentParser) -> None:
 
 _ARGUMENTS = {
     "daemon": _daemon_args,
+    "list": _list_args,
+    "show": _name_arg,
+    "logs": _logs_args,
     "launch": _launch_args,
     "stop": _wait_args,
     "restart": _wait_args,
@@ -234,12 +336,24 @@ _ARGUMENTS = {
     "services": _services_args,
     "resolve": _resolve_args,
     "browse": _browse_args,
+    "completion": _completion_args,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["__complete"]:  # the shell completion scripts ask here
+        from orchestratr.cli.completion import complete
+
+        return complete(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    if args.verb is None:
+        parser.print_help()
+        return OK
     # Nothing here speaks TLS (the API is plain HTTP on loopback), yet http.client and
     # structlog's asyncio load OpenSSL if they can: start-up time, and ~4 MiB in the daemon.
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
@@ -248,8 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Output(args.json)
     ctx = Context(args, out)
     module, function, _ = VERBS[args.verb]
-    verb = getattr(importlib.import_module(f"orchestratr.cli.{module}"), function)
     try:
+        verb = getattr(importlib.import_module(f"orchestratr.cli.{module}"), function)
         return verb(ctx)
     except UsageError as exc:
         out.note(f"orchestratr {args.verb}: error: {exc}")
@@ -258,14 +372,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.error(not_running_message(exc, ctx.client()), "not_running")
         return NOT_RUNNING
     except OrchestratrClientError as exc:
-        out.error(str(exc), exc.code or "error", exc.errors)
+        out.error(error_text(ctx, exc), exc.code or "error", exc.errors)
         return ERROR
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`orchestratr events -f | head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return OK
+
+
+def error_text(ctx: Context, exc: OrchestratrClientError, name: str | None = None) -> str:
+    """The daemon's error as a person reads it: said once (an ``invalid_config`` message
+    lists its errors, which are printed one a line after it), and for an app that is not
+    there (``name``, else the verb's one NAME), with the names that are (only for people:
+    ``--json`` keeps the daemon's answer)."""
+    text = str(exc).split("\n")[0] if exc.errors else str(exc)
+    if exc.code == "not_found" and not ctx.out.json_mode:
+        text += suggest_app(ctx, name or _one_name(ctx.args))
+    return text
+
+
+def _one_name(args: argparse.Namespace) -> str | None:
+    names = getattr(args, "names", None) or [getattr(args, "name", None)]
+    return names[0] if len(names) == 1 else None
+
+
+def suggest_app(ctx: Context, name: str | None) -> str:
+    """``; did you mean 'notes'?`` or ``; known apps: a, b``, for a name the daemon lacks."""
+    if not name:
+        return ""
+    from orchestratr.client import OrchestratrClientError
+
+    try:
+        known = [app["name"] for app in ctx.client(timeout=1.0).apps()]
+    except OrchestratrClientError:
+        return ""
+    if name in known:
+        return ""
+    return _closest(name, known) or (
+        f"; known apps: {', '.join(known)}" if known else "; no apps are registered")
 
 
 def not_running_message(exc: NotRunningError, client: Client) -> str:
@@ -279,8 +425,8 @@ def not_running_message(exc: NotRunningError, client: Client) -> str:
         where = f"{why}; port file {client.port_file}"
     else:
         where = f"no port file at {client.port_file}"
-    start = "orchestratr daemon"
+    start = "daemon"
     if client.config_dir != platform_config_dir():
         start += f" --config-dir {client.config_dir}"
-    return (f"the daemon is not running ({where}). Start it with `{start}`, "
-            "or run `orchestratr install` to start it at every login")
+    return (f"the daemon is not running ({where}). Start it with {runnable(start)}, "
+            f"or run {runnable('install')} to start it at every login")

@@ -6,8 +6,10 @@ Colour is used only when the stream is a terminal, ``NO_COLOR`` is unset or empt
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -15,7 +17,10 @@ from typing import Any, TextIO
 
 from orchestratr.supervisor.states import AppState
 
-CODES = {"green": "32", "yellow": "33", "red": "31", "dim": "2", "bold": "1"}
+CODES = {"green": "32", "yellow": "33", "red": "31", "dim": "2", "bold": "1", "blue": "34",
+         "magenta": "35", "cyan": "36"}
+# Each app's lines in `orchestratr logs` carry its name in one of these, in turn
+PREFIX_COLOURS = ("cyan", "magenta", "blue", "yellow", "green")
 STATE_COLOURS = {
     AppState.ready.value: "green",
     AppState.launched.value: "yellow",
@@ -26,6 +31,39 @@ STATE_COLOURS = {
     AppState.stopped.value: "dim",
 }
 VERDICT_COLOURS = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}
+
+
+def runnable(args: str) -> str:
+    """A hint's command, ```orchestratr ARGS```, and, where ``orchestratr`` on PATH is not
+    this program (before ``make install``), how to run it as it was run now."""
+    command = f"`orchestratr {args}`"
+    here = invocation()
+    return command if here is None else f"{command} (not on PATH here: `{here} {args}`)"
+
+
+@functools.cache
+def invocation() -> str | None:
+    """How to run this program again, when ``orchestratr`` on PATH is another one or none
+    (None: it is this one)."""
+    found = shutil.which("orchestratr")
+    if found is not None and _runs_this_python(found):
+        return None
+    script = sys.argv[0]
+    if not script or script.endswith(("__main__.py", "-c")) or not os.path.exists(script):
+        return f"{sys.executable} -m orchestratr"
+    return script
+
+
+def _runs_this_python(script: str) -> bool:
+    """Whether a console script's ``#!`` line names the interpreter running now."""
+    try:
+        with open(script, "rb") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        return False
+    words = first[2:].split() if first.startswith(b"#!") else []
+    return bool(words) and os.path.normpath(os.fsdecode(words[0])) == os.path.normpath(
+        sys.executable)
 
 
 def wants_colour(stream: TextIO) -> bool:
@@ -48,6 +86,15 @@ def duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs:02d}s"
     return f"{secs}s"
+
+
+def size(count: float) -> str:
+    """``812K``, ``12.3M``, ``1.2G``: bytes as ``top`` shows memory."""
+    kib = count / 1024
+    if kib < 1024:
+        return f"{kib:.0f}K"
+    mib = kib / 1024
+    return f"{mib:.1f}M" if mib < 1024 else f"{mib / 1024:.1f}G"
 
 
 def parse_time(text: str | None) -> float | None:

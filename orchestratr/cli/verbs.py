@@ -10,14 +10,15 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from orchestratr.cli.render import STATE_COLOURS, duration, parse_time
-from orchestratr.supervisor.states import IDLE, QUICK_EXIT_S, RUNNING, UP, AppState
+from orchestratr.cli.render import STATE_COLOURS, duration, parse_time, size
+from orchestratr.supervisor.states import IDLE, MOVING, QUICK_EXIT_S, RUNNING, UP, AppState
 
 if TYPE_CHECKING:
     from orchestratr.cli.main import Context
-    from orchestratr.client import Client
+    from orchestratr.client import Client, OrchestratrClientError
 
 
 
@@ -88,29 +89,59 @@ def _hotkeys_text(ctx: Context, hotkeys: dict[str, Any]) -> str:
 
 
 def list_apps(ctx: Context) -> int:
-    apps = ctx.client().apps()
+    client = ctx.client()
+    apps = client.apps()
+    if ctx.args.wide:
+        apps = [_with_usage(client, app) for app in apps]
     if ctx.out.json_mode or not apps:
         ctx.out.result(apps, "no apps registered (add them to config.yml or apps.d/)")
         return 0
     now = time.time()
-    headers = ["NAME", "CHORD", "STATE", "PID", "UPTIME", "SOURCE", "ERROR"]
-    rows = [_app_row(app, now) for app in apps]
-    colours = [[None, None, STATE_COLOURS.get(app["state"]), None, None, None, "red"]
+    wide = ["CPU", "MEM"] if ctx.args.wide else []
+    headers = ["NAME", "CHORD", "STATE", "PID", "UPTIME", "RESTARTS", *wide, "SOURCE", "ERROR"]
+    rows = [_app_row(app, now, ctx.args.wide) for app in apps]
+    colours = [[None, None, STATE_COLOURS.get(app["state"]), *[None] * (len(headers) - 4), "red"]
                for app in apps]
     for line in ctx.out.table(headers, rows, colours):
         ctx.out.line(line)
     return 0
 
 
-def _app_row(app: dict[str, Any], now: float) -> list[str]:
-    launched = parse_time(app.get("launched_at"))
-    up = duration(now - launched) if launched and _in(app, UP) else "-"
+def _with_usage(client: Client, app: dict[str, Any]) -> dict[str, Any]:
+    """The app with its ``processes`` (from its details), when it has any."""
+    from orchestratr.client import OrchestratrClientError
+
+    if not _in(app, UP):
+        return {**app, "processes": []}
+    try:
+        return {**app, "processes": client.app(app["name"])["processes"]}
+    except OrchestratrClientError:  # gone meanwhile
+        return {**app, "processes": []}
+
+
+def _app_row(app: dict[str, Any], now: float, wide: bool = False) -> list[str]:
     source = app.get("source") or "-"
     if app.get("removed"):
         source += " (removed)"
     error = " ".join((app.get("error") or "").split())  # one line, whatever the message holds
+    usage = usage_cells(app.get("processes") or []) if wide else []
     return [app["name"], app.get("chord") or "-", app["state"],
-            str(app["pid"]) if app.get("pid") else "-", up, source, error]
+            str(app["pid"]) if app.get("pid") else "-", uptime(app, now),
+            str(app.get("restarts", 0)), *usage, source, error]
+
+
+def uptime(app: dict[str, Any], now: float) -> str:
+    """Since its process started (kept across a daemon restart), while one runs."""
+    started = parse_time(app.get("started_at") or app.get("launched_at"))
+    return duration(now - started) if started and _in(app, UP) else "-"
+
+
+def usage_cells(processes: list[dict[str, Any]]) -> list[str]:
+    """CPU and MEM of an app's processes together: ``1.5%``, ``12.3M``; ``-`` with none."""
+    if not processes:
+        return ["-", "-"]
+    cpu = sum(p["cpu_percent"] for p in processes)
+    return [f"{cpu:.1f}%", size(sum(p["rss_bytes"] for p in processes))]
 
 
 # ------------------------------------------------------------------ commands
@@ -118,18 +149,34 @@ def _app_row(app: dict[str, Any], now: float) -> list[str]:
 POLL_S = 0.05
 
 
+@dataclass(frozen=True)
+class Command:
+    """A command on one app: ``act`` asks the daemon; ``settle`` makes the answer final (waits,
+    when asked to) and says it in a line, or raises the app's failure."""
+
+    act: Callable[[Client, str], dict[str, Any]]
+    settle: Callable[[Context, Client, dict[str, Any]], tuple[dict[str, Any], str]]
+
+
 def launch(ctx: Context) -> int:
-    """Launch, then wait (at most ``--timeout``) until the launch has failed or the app has
-    outlived its first second: a missing command must not read as launched."""
-    client = ctx.client()
-    answer = client.launch(ctx.args.name)
+    return each(ctx, Command(lambda client, name: client.launch(name), _launched))
+
+
+def _launched(ctx: Context, client: Client, answer: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Wait (at most ``--timeout``) until the launch has failed or the app has outlived its
+    first second: a missing command must not read as launched.
+
+    Raises:
+        OrchestratrClientError: ``launch_failed``, with the app's error.
+    """
+    from orchestratr.client import OrchestratrClientError
+
     if answer.get("spawned") and not ctx.args.no_wait:
         answer = _settled(client, answer, ctx.args.timeout)
         if answer["state"] == AppState.failed.value:
-            ctx.out.error(f"{answer['app']} failed to launch: {answer.get('error')}",
-                          "launch_failed")
-            return 1
-    return _ack(ctx, answer, verb="launched")
+            raise OrchestratrClientError(f"{answer['app']} failed to launch: "
+                                         f"{answer.get('error')}", code="launch_failed")
+    return answer, _ack_text(ctx, answer, verb="launched")
 
 
 def _settled(client: Client, answer: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -147,29 +194,86 @@ def _settled(client: Client, answer: dict[str, Any], timeout_s: float) -> dict[s
 
 
 def stop(ctx: Context) -> int:
-    client = ctx.client()
-    answer = client.stop(ctx.args.name)
+    return each(ctx, Command(lambda client, name: client.stop(name), _stopped))
+
+
+def _stopped(ctx: Context, client: Client, answer: dict[str, Any]) -> tuple[dict[str, Any], str]:
     if ctx.args.wait:
         answer = _wait(client, answer, lambda app: _in(app, IDLE))
-    return _ack(ctx, answer)
+    return answer, _ack_text(ctx, answer)
 
 
 def restart(ctx: Context) -> int:
     """The daemon answers at once: while the old process is still stopping, the answer says
     ``stopping`` and the relaunch follows. ``--wait`` waits for it."""
-    client = ctx.client()
-    answer = client.restart(ctx.args.name)
+    return each(ctx, Command(lambda client, name: client.restart(name), _restarted))
+
+
+def _restarted(
+    ctx: Context, client: Client, answer: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
     old = answer.get("pid")
-    if ctx.args.wait:
+    if ctx.args.wait and _in(answer, MOVING):  # else the answer is the new run already
         answer = _wait(client, answer, lambda app: _in(app, (AppState.failed,)) or (
             _in(app, RUNNING) and app["pid"] != old))
     if _in(answer, (AppState.stopping,)):
-        ctx.out.result(answer, f"restarting {answer['app']}: stopping pid {old}, "
-                               "then launching it again")
+        return answer, f"restarting {answer['app']}: stopping pid {old}, then launching it again"
+    return answer, _ack_text(ctx, answer, verb="restarted")
+
+
+def each(ctx: Context, command: Command) -> int:
+    """Run ``command`` on every NAME (``all``: every app): each is asked first, then each
+    answer settled, one line each; exit 1 if any failed. One NAME answers as it always did
+    (its error is the command's, and ``--json`` prints its answer alone)."""
+    from orchestratr.client import NotRunningError, OrchestratrClientError
+
+    client = ctx.client()
+    names = ctx.args.names
+    if names == [names[0]] and names[0] != ALL:
+        answer, text = command.settle(ctx, client, command.act(client, names[0]))
+        ctx.out.result(answer, text)
         return 0
-    return _ack(ctx, answer, verb="restarted")
+    if ALL in names:
+        names = [app["name"] for app in client.apps()]
+    asked: list[tuple[str, dict[str, Any] | OrchestratrClientError]] = []
+    for name in dict.fromkeys(names):
+        try:
+            asked.append((name, command.act(client, name)))
+        except NotRunningError:
+            raise
+        except OrchestratrClientError as exc:
+            asked.append((name, exc))
+    results = [_result(ctx, client, command, name, answer) for name, answer in asked]
+    if ctx.out.json_mode:
+        ctx.out.json([result for result, _ in results])
+    return 0 if all(ok for _, ok in results) else 1
 
 
+def _result(
+    ctx: Context, client: Client, command: Command, name: str,
+    answer: dict[str, Any] | OrchestratrClientError,
+) -> tuple[dict[str, Any], bool]:
+    """One app's result and whether it succeeded, its line printed (a failure's on stderr)."""
+    from orchestratr.cli.main import error_text
+    from orchestratr.client import NotRunningError, OrchestratrClientError
+
+    if isinstance(answer, dict):
+        try:
+            answer, text = command.settle(ctx, client, answer)
+        except NotRunningError:
+            raise
+        except OrchestratrClientError as exc:
+            answer = exc
+        else:
+            if not ctx.out.json_mode:
+                ctx.out.line(text)
+            return answer, True
+    if not ctx.out.json_mode:
+        ctx.out.note(f"orchestratr: {name}: {error_text(ctx, answer, name)}")
+    return {"app": name, "error": str(answer), "code": answer.code or "error"}, False
+
+
+ALL = "all"
 WAIT_TIMEOUT_S = 60.0
 
 
@@ -199,6 +303,11 @@ def trigger(ctx: Context) -> int:
 
 
 def _ack(ctx: Context, answer: dict[str, Any], verb: str | None = None) -> int:
+    ctx.out.result(answer, _ack_text(ctx, answer, verb))
+    return 0
+
+
+def _ack_text(ctx: Context, answer: dict[str, Any], verb: str | None = None) -> str:
     """``launched notes (pid 4242)``, ``notes is already running (pid 4242, ready)``, ..."""
     name, state, pid = answer["app"], answer["state"], answer.get("pid")
     with_pid = f" (pid {pid})" if pid else ""
@@ -213,8 +322,7 @@ def _ack(ctx: Context, answer: dict[str, Any], verb: str | None = None) -> int:
         text = f"{verb} {name}{with_pid}"
     else:
         text = f"{name}: {ctx.out.paint(state, STATE_COLOURS.get(state))}{with_pid}"
-    ctx.out.result(answer, text)
-    return 0
+    return text
 
 
 def reload(ctx: Context) -> int:

@@ -1,28 +1,32 @@
 """Starting apps: the shell, the process group, the environment and the per-app log file.
 
 ``ProcessLauncher`` is the supervisor's ``Launcher``: it spawns here, hands processes to the
-``ProcessTracker`` and readiness probes to ``readiness``.
+``ProcessTracker``, readiness probes to ``readiness``, output to the ``OutputPump`` and
+questions about CPU and memory to ``Usage``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import attrs
+
+from orchestratr import applog
 from orchestratr.errors import LaunchError
 from orchestratr.paths import APP_ENV
 from orchestratr.processes import readiness
+from orchestratr.processes.output import OutputPump
 from orchestratr.processes.tracker import ProcessTracker
 from orchestratr.registry.model import AppSpec
-from orchestratr.supervisor.launcher import OnExit
+from orchestratr.supervisor.launcher import OnExit, ProcessExit, ProcessUsage
 
-LOG_MAX_BYTES = 5 * 1024 * 1024
-LOG_BACKUPS = 3
+if TYPE_CHECKING:
+    from orchestratr.processes.usage import Usage
 
 
 def user_shell() -> str:
@@ -38,9 +42,12 @@ class ProcessLauncher:
         *,
         shell: str | None = None,
         extra_env: Mapping[str, str] | None = None,
+        output: OutputPump | None = None,
     ) -> None:
         self._app_log = app_log  # Paths.app_log: where an app's output goes
         self._tracker = tracker
+        self._output = output  # None: apps write to their file themselves (rotated at launch)
+        self._usage: Usage | None = None  # made at the first question: an idle daemon has none
         self._shell = shell or user_shell()
         self._extra_env = dict(extra_env or {})
         self._lock = threading.Lock()
@@ -50,7 +57,8 @@ class ProcessLauncher:
         cwd = self._cwd(spec)
         output = self._app_log(spec.name)
         try:
-            log_fd = _open_log(output, spec)
+            log_fd = (self._output.open(output, spec.command) if self._output is not None
+                      else _open_log(output, spec))
         except OSError as exc:
             raise LaunchError(f"cannot open its log file {output}: {exc.strerror}") from None
         try:
@@ -76,7 +84,20 @@ class ProcessLauncher:
     def track(self, pid: int, on_exit: OnExit) -> None:
         with self._lock:
             proc, output = self._spawned.pop(pid)
-        self._tracker.watch_child(proc, on_exit, output)
+        self._tracker.watch_child(proc, self._quoting_output(on_exit, output))
+
+    def _quoting_output(self, on_exit: OnExit, output: Path) -> OnExit:
+        """``on_exit``, given the app's last line of output when it failed (copied from its
+        pipe first, so the line it wrote just before exiting is in the file)."""
+
+        def exited(exit: ProcessExit) -> None:
+            if exit.code not in (0, None):
+                if self._output is not None:
+                    self._output.drain(output)
+                exit = attrs.evolve(exit, output_tail=applog.last_line(output))
+            on_exit(exit)
+
+        return exited
 
     def reap(self, pid: int) -> None:
         with self._lock:
@@ -85,6 +106,21 @@ class ProcessLauncher:
 
     def adopt(self, pid: int, on_exit: OnExit, group: bool = False) -> float:
         return self._tracker.watch_pid(pid, on_exit, group)
+
+    def reattach_output(self, name: str, pid: int, group: bool) -> bool:
+        """Copy the output of an adopted app to its file again (its pipe is reopened)."""
+        if self._output is None:
+            return False
+        from orchestratr.processes.usage import app_pids
+
+        return self._output.reopen(self._app_log(name), sorted(app_pids(pid, group)))
+
+    def usage(self, pid: int, group: bool) -> list[ProcessUsage]:
+        if self._usage is None:
+            from orchestratr.processes.usage import Usage
+
+            self._usage = Usage()
+        return self._usage.of(pid, group)
 
     def same_group(self, pid: int, leader: int) -> bool:
         try:
@@ -123,16 +159,11 @@ class ProcessLauncher:
 
 
 def _open_log(path: Path, spec: AppSpec) -> int:
-    """Open the app's log for appending, rotating it first when it has grown too big."""
+    """Without an output pump: the app's log for it to append to, rotated first when it has
+    passed the limit (the only time it can be, since the app holds the file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        if path.stat().st_size > LOG_MAX_BYTES:
-            for index in range(LOG_BACKUPS - 1, 0, -1):
-                older = path.with_name(f"{path.name}.{index}")
-                if older.exists():
-                    older.replace(path.with_name(f"{path.name}.{index + 1}"))
-            path.replace(path.with_name(f"{path.name}.1"))
+    if path.exists() and path.stat().st_size >= applog.LOG_MAX_BYTES:
+        applog.rotate(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    os.write(fd, f"--- orchestratr: {stamp} launching {spec.command!r}\n".encode())
+    os.write(fd, applog.header(spec.command))
     return fd

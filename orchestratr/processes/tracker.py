@@ -22,7 +22,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
@@ -49,7 +48,6 @@ class _Watch:
     on_exit: OnExit
     popen: subprocess.Popen[bytes] | None  # ours to reap, for the exit status
     group: bool
-    output: Path | None = None
     members: set[int] = attrs.field(factory=set)  # pids currently watched (pidfd or poll)
     code: int | None = None
     leader_exited_at: float | None = None
@@ -94,11 +92,9 @@ class ProcessTracker:
 
     # ------------------------------------------------------------- registering
 
-    def watch_child(
-        self, popen: subprocess.Popen[bytes], on_exit: OnExit, output: Path | None = None
-    ) -> None:
+    def watch_child(self, popen: subprocess.Popen[bytes], on_exit: OnExit) -> None:
         """Watch a group we spawned (``start_new_session``): report when all of it is gone."""
-        watch = _Watch(popen.pid, on_exit, popen, group=True, output=output)
+        watch = _Watch(popen.pid, on_exit, popen, group=True)
         self._add(watch, [popen.pid])
 
     def watch_pid(self, pid: int, on_exit: OnExit, group: bool = False) -> float:
@@ -233,9 +229,8 @@ class ProcessTracker:
 
     def _report(self, watch: _Watch) -> None:
         code = None if watch.lingered or watch.popen is None else watch.code
-        tail = _last_line(watch.output) if code not in (0, None) and watch.output else ""
         try:
-            watch.on_exit(ProcessExit(code, describe_exit(code, watch.lingered), tail))
+            watch.on_exit(ProcessExit(code, describe_exit(code, watch.lingered)))
         except Exception:
             log.exception("exit_callback_failed", pid=watch.pid)
 
@@ -335,6 +330,20 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def app_tree(pid: int) -> set[int]:
+    """Every live process of the app led by ``pid``: its process group (a launcher shell that
+    forked the GUI and exited leaves the GUI there, reparented to the daemon) and every
+    descendant of those (a child that called ``setsid`` left the group, not the tree). A scan
+    of the process table: for one app's details, not for a hot path (see ``in_app``)."""
+    import psutil
+
+    members = set(group_members(pid)) | {pid}
+    for member in list(members):
+        with contextlib.suppress(psutil.Error):
+            members.update(child.pid for child in psutil.Process(member).children(recursive=True))
+    return members
+
+
 MAX_ANCESTORS = 64  # a process tree deeper than this is not an app's
 
 
@@ -373,15 +382,3 @@ def _signal(pid: int, group: bool, sig: signal.Signals) -> None:
     send: Callable[[int, int], None] = os.killpg if group else os.kill
     with contextlib.suppress(ProcessLookupError, PermissionError):
         send(pid, sig)
-
-
-def _last_line(path: Path, limit: int = 2048) -> str:
-    """The app's last line of output, to put in its error."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - limit))
-            lines = handle.read().decode("utf-8", "replace").strip().splitlines()
-    except OSError:
-        return ""
-    last = lines[-1].strip() if lines else ""
-    return "" if last.startswith("--- orchestratr:") else last[:300]

@@ -10,6 +10,7 @@ transition.
 from __future__ import annotations
 
 import itertools
+import signal
 import threading
 import time
 from collections import deque
@@ -79,6 +80,15 @@ class HistoryEntry:
         }
 
 
+@attrs.frozen
+class LastExit:
+    """How the app's last process (group) ended."""
+
+    code: int | None  # its exit status; None when killed by a signal or not ours to know
+    signal: str | None  # the signal that killed it, e.g. SIGKILL
+    at: float  # wall clock
+
+
 # What an app that never moved holds instead of its own deque (about 600 bytes each, a tenth
 # of an idle app's cost): ``apply`` replaces it at the first transition, nothing appends to it.
 _NO_HISTORY: deque[HistoryEntry] = deque(maxlen=0)
@@ -100,6 +110,8 @@ class AppSnapshot:
     history: tuple[HistoryEntry, ...] = ()
     lease_s: float | None = None  # the lease the app holds now, if any
     expires_in_s: float | None = None  # until the lease (or, if unresponsive, grace) ends
+    restarts: int = 0  # runs that replaced an earlier one (policy, lease or command)
+    last_exit: LastExit | None = None
 
     @property
     def name(self) -> str:
@@ -117,7 +129,8 @@ class App:
     # number while any member of the group is alive.
     pid: int | None = attrs.field(default=None, on_setattr=_shown)
     group: bool = False  # pid leads a process group we spawned (signal the group)
-    started_at: float | None = None  # wall clock: when that process (group) was created
+    # wall clock: when that process (group) was created; an adoption keeps the earliest
+    started_at: float | None = attrs.field(default=None, on_setattr=_shown)
     launched_at: float | None = attrs.field(default=None, on_setattr=_shown)
     ready_at: float | None = attrs.field(default=None, on_setattr=_shown)
     error: str | None = attrs.field(default=None, on_setattr=_shown)
@@ -127,6 +140,8 @@ class App:
     run: int = 0  # bumped on every spawn/adopt so callbacks from an older process are ignored
     started: float = 0.0  # monotonic time of the last spawn or adoption
     restarts: Record = Record()  # recent starts and crashes, for the restart policy
+    restart_count: int = attrs.field(default=0, on_setattr=_shown)  # see AppSnapshot.restarts
+    last_exit: LastExit | None = attrs.field(default=None, on_setattr=_shown)
     relaunch: bool = False  # a restart is waiting for the stop to finish
     last_entry: HistoryEntry | None = None  # what the last trigger recorded (None: internal)
     cancel_probe_fn: Cancel | None = None
@@ -236,6 +251,16 @@ class App:
     def count_restart(self, record: Record) -> None:
         self.restarts = record
 
+    def replaced_run(self) -> None:
+        """A new run replaces one that ended (a restart, by policy, lease or command)."""
+        self.restart_count += 1
+
+    def exited(self, code: int | None, at: float) -> None:
+        """Its process (group) ended with ``code`` (negative: killed by that signal)."""
+        killed = code is not None and code < 0
+        self.last_exit = LastExit(code=None if killed else code,
+                                  signal=_signal_name(-code) if killed and code else None, at=at)
+
     def want_relaunch(self, wanted: bool = True) -> None:
         """Launch again once the current process is gone (a restart, a lease's grace)."""
         self.relaunch = wanted
@@ -291,7 +316,16 @@ class App:
                 lease_s=self.lease_s,
                 expires_in_s=None if self.deadline is None
                 else max(0.0, self.deadline - self.monotonic()),
+                restarts=self.restart_count,
+                last_exit=self.last_exit,
             )
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _stamp(rule: Stamp, current: float | None, now: float) -> float | None:

@@ -34,7 +34,7 @@ from orchestratr.supervisor.app import App, AppSnapshot, Changes, HistoryEntry
 from orchestratr.supervisor.bus import OWN_TYPES, PUBLISHED_TYPE, BusEvent, EventBus, weight_of
 from orchestratr.supervisor.focus import SPAWNED, Focus, NoWindows, Windows
 from orchestratr.supervisor.inbox import Inbox, Inboxes
-from orchestratr.supervisor.launcher import Launcher, ProcessExit
+from orchestratr.supervisor.launcher import Launcher, ProcessExit, ProcessUsage
 from orchestratr.supervisor.leases import DEFAULT_LEASE_S, Leases
 from orchestratr.supervisor.machine import Transition, build_machine
 from orchestratr.supervisor.roster import Roster
@@ -164,6 +164,13 @@ class Supervisor:
 
     def snapshots(self) -> list[AppSnapshot]:
         return [app.snapshot() for app in self._roster.apps]
+
+    def processes(self, name: str) -> list[ProcessUsage]:
+        """The app's live processes with their CPU and memory (none while it has no process)."""
+        snap = self._app(name).snapshot()
+        if snap.pid is None:
+            return []
+        return self._launcher.usage(snap.pid, snap.group)
 
     def running(self) -> list[AppSnapshot]:
         """Apps with a live process, as a daemon that exits leaves them behind."""
@@ -566,6 +573,7 @@ class Supervisor:
                 return
             app.new_run()
             app.cancel_probe()
+            app.exited(exit.code, self._wall())
             if app.state in IDLE:  # stopped before its spawn ended
                 app.lose_process()
                 return
@@ -623,6 +631,7 @@ class Supervisor:
             spawn_run = self._begin_launch(app, Cause.restart)
             if spawn_run is None:
                 return
+            app.replaced_run()
         self._try(self._spawn, app, spawn_run, app.spec, Cause.restart)
 
     # ------------------------------------------------------------------ helpers
@@ -655,8 +664,8 @@ class Supervisor:
             NoSuchProcessError: it is gone. UnadoptablePidError: it is the daemon's own.
         """
         born = self._launcher.adopt(pid, partial(self._on_exit, app, app.run + 1), group)
-        app.adopt(pid, group, born if started_at is None else min(born, started_at),
-                  self._mono())
+        # the time recorded at its spawn, exact, rather than one derived from the boot time
+        app.adopt(pid, group, born if started_at is None else started_at, self._mono())
 
     def _refuse_second_process(self, app: App, pid: int) -> None:
         """An announced pid must not take tracking away from a live process (lock held).

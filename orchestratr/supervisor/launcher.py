@@ -11,7 +11,7 @@ from typing import Protocol
 
 import attrs
 
-from orchestratr.registry.model import AppSpec
+from orchestratr.registry.model import AppSpec, described
 
 
 @attrs.frozen
@@ -24,6 +24,16 @@ class ProcessExit:
 
 
 OnExit = Callable[[ProcessExit], None]
+
+
+@attrs.frozen
+class ProcessUsage:
+    """One process of an app, and what it uses now."""
+
+    pid: int
+    cpu_percent: float = attrs.field(metadata=described(
+        "% of one core since the previous look (at the first: over its life)"))
+    rss_bytes: int = attrs.field(metadata=described("resident memory"))
 
 
 class Launcher(Protocol):
@@ -55,6 +65,10 @@ class Launcher(Protocol):
 
     def terminate(self, pid: int, group: bool, grace_s: float) -> None:
         """SIGTERM now, SIGKILL after ``grace_s`` if still alive. Returns at once."""
+
+    def usage(self, pid: int, group: bool) -> list[ProcessUsage]:
+        """Every live process of the app led by ``pid`` (its group, with ``group``, and their
+        descendants), with its CPU and memory; none if it is gone."""
 
     def probe_ready(
         self, spec: AppSpec, on_ready: Callable[[], None], on_timeout: Callable[[], None]

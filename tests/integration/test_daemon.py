@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import select
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -144,7 +148,10 @@ class TestStartAndStop:
         daemon.proc.send_signal(signal.SIGUSR1)
 
         def stacks_printed() -> bool:
-            printed.append(stderr.read() or "")
+            try:  # the raw descriptor: a text stream's read() fails on an empty non-blocking pipe
+                printed.append(os.read(stderr.fileno(), 65536).decode(errors="replace"))
+            except BlockingIOError:
+                pass
             return "dispatch.py" in "".join(printed)
 
         wait_for(stacks_printed, what="the stacks on stderr")
@@ -395,3 +402,33 @@ def test_daemon_log_records_every_step(config_dir: Path, start_daemon) -> None:
     spawned = next(e for e in daemon.events() if e.get("trigger") == "spawned")
     assert isinstance(spawned["pid"], int) and isinstance(spawned["spawn_ms"], float)
     assert json.loads((config_dir / "logs" / "orchestratr.log").read_text().splitlines()[0])
+
+
+class TestConsole:
+    def test_readable_log_lines_on_a_terminal_only(
+        self, config_dir: Path, start_daemon
+    ) -> None:
+        """stderr that is a pipe or a file (systemd, a redirect) gets no copy of the log."""
+        piped = start_daemon("--no-hotkeys")
+        assert piped.stop() == 0
+        assert "daemon_started" not in piped.proc.stderr.read()  # type: ignore[union-attr]
+
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestratr", "daemon", "--config-dir", str(config_dir),
+             "--port", "0", "--no-hotkeys"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower)
+        os.close(follower)
+        seen = b""
+        try:
+            deadline = time.monotonic() + 10
+            while b"daemon_started" not in seen and time.monotonic() < deadline:
+                if select.select([leader], [], [], 0.1)[0]:
+                    seen += os.read(leader, 65536)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            os.close(leader)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", seen.decode(errors="replace"))  # coloured
+        assert "daemon_started" in text and "[info" in text
+        assert '"event": "daemon_started"' not in text  # readable, not the JSON

@@ -168,7 +168,7 @@ class StandIn(Api):
     its body. For what only an in-process server can show: a 500, and short limits."""
 
     def __init__(self) -> None:
-        super().__init__(None, NoConfig(), None, dict)  # type: ignore[arg-type]
+        super().__init__(None, NoConfig(), None, dict, None)  # type: ignore[arg-type]
         self.routes += [("GET", "/explode", self.explode), ("POST", "/echo", self.echo)]
 
     def explode(self, _: Request) -> Response:

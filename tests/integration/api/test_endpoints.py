@@ -205,7 +205,7 @@ class TestReload:
         """Every (method, path) the router serves is documented, and nothing else is."""
         assert api.doc["openapi"].startswith("3.1")
         served = {(method.lower(), template) for method, template, _ in
-                  Api(None, None, None, dict).routes}  # type: ignore[arg-type]
+                  Api(None, None, None, dict, None).routes}  # type: ignore[arg-type]
         documented = {(method, path) for path, item in api.doc["paths"].items()
                       for method in item if method != "parameters"}
         assert documented == served

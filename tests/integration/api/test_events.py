@@ -224,7 +224,7 @@ class Served:
 def server(make_supervisor: Callable[..., Supervisor]) -> Iterator[Served]:
     supervisor = make_supervisor(AppSpec("a", "sleep 60"))
     supervisor.bus = EventBus(capacity=5)
-    api = Api(supervisor, NoConfig(), None, document,  # type: ignore[arg-type]
+    api = Api(supervisor, NoConfig(), None, document, None,  # type: ignore[arg-type]
               streams=StreamSettings(keepalive_s=0.2, queue_size=5))
     server = ApiServer(api, 0)
     server.start()

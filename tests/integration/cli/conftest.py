@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any
 import attrs
 import pytest
 
-from tests.conftest import DaemonProcess, kill_apps_of, write_config
+from tests.conftest import DaemonProcess, kill_apps_of, wait_for, write_config
 from tests.integration.api.conftest import CONFIG  # notes, sleeper, stubborn, broken
 
 ORCHESTRATR = [sys.executable, "-m", "orchestratr"]
@@ -96,3 +97,52 @@ def serving(config_dir: Path, config: str) -> Iterator[Shared]:
         kill_apps_of(config_dir)
         daemon.proc.stdout.close()  # type: ignore[union-attr]
         daemon.proc.stderr.close()  # type: ignore[union-attr]
+
+
+class Tmux:
+    """A real terminal: one tmux server of its own (``-L``: never a person's sessions), one
+    window running ``command``, read back as the screen shows it."""
+
+    def __init__(self, socket: str, command: list[str], env: dict[str, str],
+                 size: tuple[int, int] = (120, 30)) -> None:
+        self._base = ["tmux", "-L", socket, "-f", "/dev/null"]
+        shell_command = " ".join(shlex.quote(word) for word in command)
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        # the exit status is kept on screen for the test to read (the shell outlives a Ctrl-C:
+        # a trap, unlike an ignored signal, is not inherited)
+        script = f"trap true INT; env -u NO_COLOR {exports} {shell_command}; echo EXIT=$?; sleep 600"
+        subprocess.run([*self._base, "new-session", "-d", "-x", str(size[0]), "-y", str(size[1]),
+                        "sh", "-c", script], check=True, timeout=10)
+
+    def screen(self) -> str:
+        return subprocess.run([*self._base, "capture-pane", "-p"], capture_output=True,
+                              text=True, check=True, timeout=10).stdout
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run([*self._base, "send-keys", *keys], check=True, timeout=10)
+
+    def wait_for(self, text: str, timeout: float = 10.0) -> str:
+        """The screen once it shows ``text``."""
+        found = wait_for(lambda: text in (screen := self.screen()) and screen, timeout,
+                         what=f"{text!r} on the screen")
+        return str(found)
+
+    def close(self) -> None:
+        subprocess.run([*self._base, "kill-server"], check=False, timeout=10,
+                       capture_output=True)
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Callable[..., Tmux]]:
+    """``tmux(*orchestratr_args)``: the command in a real terminal, with this interpreter."""
+    made: list[Tmux] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Tmux:
+        socket = f"orchestratr-test-{os.getpid()}-{len(made)}-{tmp_path.name}"
+        made.append(Tmux(socket, [*ORCHESTRATR, *args],
+                         {"TERM": "xterm-256color", **(env or {})}))
+        return made[-1]
+
+    yield start
+    for terminal in made:
+        terminal.close()

@@ -175,3 +175,23 @@ class TestDaemonUp:
         found = checks(cli("doctor", "--json"))
         assert found["port file"] == [("FAIL", f"{config_dir / 'port'} holds 'http', "
                                                "not a port number")]
+
+
+class TestRegisteredApps:
+    def test_apps_registered_at_run_time_are_checked_too(
+        self, cli: Callable[..., Run], config_dir: Path,
+        start_daemon: Callable[..., DaemonProcess],
+    ) -> None:
+        """doctor read config.yml and apps.d only: an app added with `register` (kept in
+        registered.json) whose command is missing passed unseen."""
+        write_config(config_dir, GOOD)
+        daemon = start_daemon("--no-hotkeys")
+        assert cli("register", "ghost", "--command", "no-such-program-xyz").code == 0
+        for state in ("up", "down"):
+            run = timed(cli, "--json")
+            assert run.code == 1, (state, run.out)
+            found = checks(run)
+            assert found["ghost: command"] == [("FAIL", "'no-such-program-xyz' not found on PATH")]
+            assert found["registered.json"] == [
+                ("PASS", "1 app registered at run time: ghost")]
+            daemon.stop()

@@ -15,7 +15,7 @@ from typing import Any, Self
 
 import pytest
 
-from tests.conftest import DaemonProcess, write_config
+from tests.conftest import DaemonProcess, wait_for, write_config
 from tests.integration.cli.conftest import ORCHESTRATR, Run, Shared, clean_env, run_cli
 
 CONFIG = ("apps:\n  - name: notes\n    chord: n\n    command: sleep 60\n"
@@ -49,7 +49,7 @@ class TestBuffered:
         human = shared_daemon.cli("events", "--app", "sleeper").lines
         assert len(human) == len(records)
         first = human[records.index(launch)]
-        assert f"#{launch['id']}" in first and "sleeper" in first
+        assert f"#{launch['id'] % 10**6:06d}" in first and "sleeper" in first  # the short id
         assert first.endswith("stopped -> launching (launch by api)")
 
     def test_type_and_since_filters(self, shared_daemon: Shared) -> None:
@@ -73,12 +73,19 @@ class Follower:
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=clean_env(env), preexec_fn=_ctrl_c_works)
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.notes: list[str] = []  # stderr, as it comes
         threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_notes, daemon=True).start()
 
     def _read(self) -> None:
         assert self.proc.stdout
         for line in self.proc.stdout:
             self.lines.put(json.loads(line))
+
+    def _read_notes(self) -> None:
+        assert self.proc.stderr
+        for line in self.proc.stderr:
+            self.notes.append(line)
 
     def until(self, predicate: Callable[[dict[str, Any]], bool],
               timeout: float = 10) -> list[dict[str, Any]]:
@@ -100,8 +107,7 @@ class Follower:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        assert self.proc.stderr
-        return self.proc.stderr.read()
+        return "".join(self.notes)
 
 
 def _ctrl_c_works() -> None:
@@ -239,6 +245,20 @@ class Proxy:
         self._listener.close()
 
 
-def test_follow_without_a_daemon_is_exit_3(tmp_path: Path) -> None:
-    run = run_cli("--config-dir", str(tmp_path), "events", "--follow")
+def test_follow_waits_for_a_daemon_that_is_not_up_yet(
+    config_dir: Path, follower: Callable[..., Follower],
+    start_daemon: Callable[..., DaemonProcess],
+) -> None:
+    """As after a disconnect: it says it waits, then reads the daemon from its first event."""
+    follow = follower("--config-dir", str(config_dir))
+    wait_for(lambda: "waiting for the daemon" in "".join(follow.notes), what="the notice")
+    write_config(config_dir, CONFIG)
+    start_daemon("--no-hotkeys")
+    follow.until(lambda r: r.get("type") == "reloaded")
+    assert follow.proc.poll() is None
+    assert "waiting for the daemon: " in follow.stop()
+
+
+def test_without_follow_no_daemon_is_exit_3(tmp_path: Path) -> None:
+    run = run_cli("--config-dir", str(tmp_path), "events")
     assert run.code == 3 and "no port file at" in run.err

@@ -74,19 +74,20 @@ class TestList:
         run = shared_daemon.cli("list")
         assert run.code == 0, run.err
         header, *rows = run.lines
-        assert header.split() == ["NAME", "CHORD", "STATE", "PID", "UPTIME", "SOURCE", "ERROR"]
+        assert header.split() == ["NAME", "CHORD", "STATE", "PID", "UPTIME", "RESTARTS",
+                                  "SOURCE", "ERROR"]
         starts = columns(header)
         by_name = {row.split()[0]: row for row in rows}
         assert set(by_name) == {"notes", "sleeper", "stubborn", "broken"}
         for row in rows:
-            for start in starts[:6]:  # every cell begins under its header
+            for start in starts[:7]:  # every cell begins under its header
                 assert row[start - 2:start] == "  " or start == 0, (header, row)
         notes = by_name["notes"].split()
         pid = shared_daemon.cli("list", "--json").json[0]["pid"]
         assert notes[:4] == ["notes", "n", "ready", str(pid)]
         assert re.fullmatch(r"\d+s|\d+m\d\ds", notes[4])
-        assert notes[5] == "config"
-        assert by_name["sleeper"].split()[1:5] == ["s", "stopped", "-", "-"]
+        assert notes[5:7] == ["0", "config"]
+        assert by_name["sleeper"].split()[1:6] == ["s", "stopped", "-", "-", "0"]
 
     def test_error_column_shows_why_an_app_failed(self, shared_daemon: Shared) -> None:
         shared_daemon.cli("launch", "broken")
@@ -261,7 +262,6 @@ class TestUsage:
         ["register", "app", "--command", "true", "--env", "NOEQUALS"],
         ["heartbeat", "app", "--every", "0"],
         ["events", "--since", "soon"],
-        [],
     ])
     def test_exit_2(self, cli: Callable[..., Run], args: list[str]) -> None:
         run = cli(*args)

@@ -1,0 +1,114 @@
+"""``orchestratr logs [NAME] [-n N] [-f]``: an app's output, as ``pm2 logs`` and
+``journalctl -u NAME -f`` show it.
+
+With a NAME, its last N lines, then with ``--follow`` each line as the app writes it, across
+its restarts (a ``--- launch`` line marks each run). Without one, every app's lines, each after
+its app's name in a colour of its own (as honcho and pm2 interleave them). ``--json`` prints
+one object a line: ``{"app", "line", "at"}``, or ``{"app", "launch", "at"}`` where a run
+starts. Ctrl-C ends ``--follow`` with status 130.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from orchestratr.cli.render import PREFIX_COLOURS
+
+if TYPE_CHECKING:
+    from orchestratr.cli.main import Context
+    from orchestratr.client import Client
+
+RETRY_S = 0.5  # a followed stream that dropped (the daemon restarting) is opened again after
+
+
+def run(ctx: Context) -> int:
+    from orchestratr.cli.main import UsageError
+
+    args = ctx.args
+    if args.lines < 0:
+        raise UsageError("-n wants 0 or more lines")
+    client = ctx.client()
+    if args.name is not None:  # an unknown one fails here, not in a stream that retries
+        names = [client.app(args.name)["name"]]
+    else:
+        names = [app["name"] for app in client.apps()]
+    printer = Printer(ctx, names, prefixed=args.name is None)
+    if not args.follow:
+        for name in names:
+            for line in client.logs(name, args.lines)["lines"]:
+                printer.line(name, line, None)
+        return 0
+    follow(client, names, args.lines, printer)
+    return 0
+
+
+class Printer:
+    """Lines as people or scripts read them; each app's prefix in its own colour."""
+
+    def __init__(self, ctx: Context, names: list[str], prefixed: bool) -> None:
+        self._out = ctx.out
+        self._width = max((len(n) for n in names), default=0) if prefixed else 0
+        self._colours = {n: PREFIX_COLOURS[i % len(PREFIX_COLOURS)] for i, n in enumerate(names)}
+
+    def line(self, app: str, text: str, at: str | None) -> None:
+        if self._out.json_mode:
+            self._out.json({"app": app, "line": text, "at": at}, compact=True)
+        else:
+            self._out.line(self._prefix(app) + text)
+
+    def launch(self, app: str, command: str, at: str | None) -> None:
+        if self._out.json_mode:
+            self._out.json({"app": app, "launch": command, "at": at}, compact=True)
+        else:
+            self._out.line(self._prefix(app) + self._out.paint(f"--- launch {command}", "dim"))
+
+    def _prefix(self, app: str) -> str:
+        if not self._width:
+            return ""
+        return self._out.paint(f"{app:<{self._width}} |", self._colours.get(app)) + " "
+
+
+def follow(client: Client, names: list[str], backlog: int, printer: Printer) -> None:
+    """Print every followed app's lines as they come, until Ctrl-C. Each app is read by a
+    thread of its own; this thread prints, so lines of different apps never mix mid-line."""
+    lines: queue.SimpleQueue[tuple[str, str, dict[str, Any]]] = queue.SimpleQueue()
+    for name in names:
+        threading.Thread(target=_pump, args=(client, name, backlog, lines),
+                         name=f"logs-{name}", daemon=True).start()
+    while True:
+        try:
+            app, kind, data = lines.get(timeout=1.0)  # a timeout lets Ctrl-C through
+        except queue.Empty:
+            continue
+        if kind == "launch":
+            printer.launch(app, data.get("command", ""), data.get("at"))
+        else:
+            printer.line(app, data.get("line", ""), data.get("at"))
+
+
+def _pump(
+    client: Client, name: str, backlog: int,
+    lines: queue.SimpleQueue[tuple[str, str, dict[str, Any]]],
+) -> None:
+    for event in _events(client, name, backlog):
+        if isinstance(event.data, dict):
+            lines.put((name, event.type, event.data))
+
+
+def _events(client: Client, name: str, backlog: int) -> Iterator[Any]:
+    """One app's stream, opened again (without a backlog) whenever it drops: the daemon may
+    restart under a long ``logs -f``."""
+    from orchestratr.client import OrchestratrClientError
+
+    while True:
+        try:
+            with client.open_logs(name, backlog) as stream:
+                backlog = 0
+                yield from stream
+        except OrchestratrClientError:
+            pass
+        time.sleep(RETRY_S)

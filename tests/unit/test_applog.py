@@ -1,0 +1,115 @@
+"""An app's log file read from its end and followed across rotations (applog.py), and the pump
+that writes it (processes/output.py) rotating at line boundaries: real files, real pipes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from orchestratr import applog
+from orchestratr.processes.output import OutputPump
+
+
+def write(path: Path, text: str) -> None:
+    path.write_bytes(text.encode())
+
+
+class TestTail:
+    def test_the_last_lines_and_a_line_still_being_written(self, tmp_path: Path) -> None:
+        path = tmp_path / "a.log"
+        write(path, "one\ntwo\nthree\nhalf")
+        assert applog.tail(path, 2) == ["three", "half"]
+        assert applog.tail(path, 10) == ["one", "two", "three", "half"]
+        assert applog.tail(path, 0) == []
+
+    def test_no_file_no_lines(self, tmp_path: Path) -> None:
+        assert applog.tail(tmp_path / "none.log", 5) == []
+
+    def test_a_big_file_is_read_from_its_end(self, tmp_path: Path) -> None:
+        """Lines spanning many blocks, and a count that ends inside one: exact lines, no
+        fragment of the line before them."""
+        path = tmp_path / "a.log"
+        write(path, "".join(f"{i:07d} {'x' * 50}\n" for i in range(200_000)))
+        lines = applog.tail(path, 1000)
+        assert lines == [f"{i:07d} {'x' * 50}" for i in range(199_000, 200_000)]
+
+    def test_fewer_lines_than_asked_come_with_the_rotated_files_end(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "a.log"
+        write(applog.rotated(path, 1), "a\nb\nc\n")
+        write(path, "d\n")
+        assert applog.tail(path, 3) == ["b", "c", "d"]
+
+    def test_the_last_line_for_an_error_is_never_a_header(self, tmp_path: Path) -> None:
+        path = tmp_path / "a.log"
+        path.write_bytes(applog.header("true"))
+        assert applog.last_line(path) == ""
+        with path.open("ab") as handle:
+            handle.write(b"sh: 1: nope: not found\n\n")
+        assert applog.last_line(path) == "sh: 1: nope: not found"
+
+
+class TestHeader:
+    def test_a_header_is_read_back_as_a_launch(self) -> None:
+        line = applog.header("sleep 60", at=1_800_000_000).decode().rstrip("\n")
+        launch = applog.parse_header(line)
+        assert launch == applog.Launch("'sleep 60'", 1_800_000_000.0)
+        assert applog.parse_header("--- orchestratr: not a header") is None
+
+
+def feed(pump: OutputPump, path: Path, data: bytes) -> None:
+    """Write ``data`` as an app would, through the pump's pipe, then end the run."""
+    fd = pump.open(path, "app")
+    os.write(fd, data)
+    os.close(fd)
+    pump.drain(path)
+
+
+class TestPump:
+    def test_rotation_happens_between_lines_and_keeps_every_line(self, tmp_path: Path) -> None:
+        pump = OutputPump(max_bytes=100)
+        path = tmp_path / "a.log"
+        lines = b"".join(b"line %02d\n" % i for i in range(30))  # 240 bytes
+        feed(pump, path, lines)
+        files = [applog.rotated(path, i) for i in (3, 2, 1)] + [path]
+        contents = [f.read_bytes() for f in files]
+        assert all(len(c) <= 100 and c.endswith(b"\n") for c in contents)
+        assert b"".join(contents).partition(b"\n")[2] == lines
+        pump.close()
+
+    def test_a_line_longer_than_a_file_is_cut_where_the_file_is_full(
+        self, tmp_path: Path
+    ) -> None:
+        pump = OutputPump(max_bytes=100)
+        path = tmp_path / "a.log"
+        feed(pump, path, b"x" * 250 + b"\n")
+        files = [applog.rotated(path, i) for i in (3, 2, 1)] + [path]
+        assert [len(f.read_bytes()) for f in files] == [len(applog.header("app")), 100, 100, 51]
+        assert files[0].read_bytes().startswith(b"--- orchestratr: ")  # the line starts afresh
+        pump.close()
+
+
+class TestFollower:
+    def test_a_reader_behind_by_two_rotations_reads_every_file(self, tmp_path: Path) -> None:
+        path = tmp_path / "a.log"
+        write(path, "old\n")
+        follower = applog.Follower(path, backlog=1)
+        assert [line.text for line in follower.backlog()] == ["old"]
+        with path.open("ab") as handle:
+            handle.write(b"1\n")
+        applog.rotate(path)
+        write(path, "2\n")
+        applog.rotate(path)
+        write(path, "3\npart")
+        got = []
+        for _ in range(20):
+            lines = follower.read()
+            if lines is None:
+                break
+            got += [line.text for line in lines]
+        assert got == ["1", "2", "3"]
+        with path.open("ab") as handle:
+            handle.write(b"ial\n")
+        assert [line.text for line in follower.read() or []] == ["partial"]
+        follower.close()
