@@ -135,6 +135,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "pipe": ("""printf '%s\\n' '{"launch": "notes"}' | orchestratr pipe""",),
     "completion": ("orchestratr completion fish > ~/.config/fish/completions/orchestratr.fish",
                    "echo 'source <(orchestratr completion zsh)' >> ~/.zshrc"),
+    "publish": ("""orchestratr publish espansr sync_complete '{"files": 3}'""",),
+    "send": ("""orchestratr send notes '{"open": "todo.md"}' --from espansr --launch""",),
+    "inbox": ("orchestratr inbox notes", "orchestratr inbox notes -f"),
+    "services": ("orchestratr services", "orchestratr services --type _http._tcp"),
+    "resolve": ("orchestratr resolve espansr-api",),
+    "browse": ("orchestratr browse _http._tcp", "orchestratr browse _http._tcp -f"),
 }
 # verbs whose NAME arguments may be several, or `all`
 MANY = ("launch", "stop", "restart")
