@@ -558,7 +558,7 @@ def test_in_app_knows_the_group_its_descendants_and_nothing_else(tmp_path: Path)
         wait_for(lambda: all(f.exists() and f.read_text().endswith("\n")
                              for f in (forked_file, setsid_file)), what="the children's pids")
         forked, setsid = int(forked_file.read_text()), int(setsid_file.read_text())
-        assert os.getpgid(setsid) != app.pid
+        wait_for(lambda: os.getpgid(setsid) != app.pid, what="setsid to leave the group")
         for pid in (app.pid, forked, setsid):
             assert in_app(app.pid, pid), pid
         assert not in_app(app.pid, stranger.pid)

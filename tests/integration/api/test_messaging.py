@@ -315,7 +315,7 @@ def test_a_quiet_inbox_gets_keep_alive_comments(
     """The inbox is the event stream's machinery: keep-alive included (0.2 s here, in-process,
     as test_events does for the event stream)."""
     supervisor = make_supervisor(AppSpec("a", "sleep 60"))
-    server = ApiServer(Api(supervisor, NoConfig(), None, document,  # type: ignore[arg-type]
+    server = ApiServer(Api(supervisor, NoConfig(), None, document, None,  # type: ignore[arg-type]
                            streams=StreamSettings(keepalive_s=0.2)), 0)
     server.start()
     try:
