@@ -60,8 +60,13 @@ class Paths:
 
     @property
     def running_file(self) -> Path:
-        """Apps left running by a daemon that shut down, for the next daemon to adopt."""
+        """The apps running (as last compacted), for a daemon restarted after any exit."""
         return self.config_dir / "running.json"
+
+    @property
+    def running_journal(self) -> Path:
+        """Changes to ``running_file`` since it was last compacted (see processes/journal.py)."""
+        return self.config_dir / "running.journal"
 
     @property
     def registered_file(self) -> Path:

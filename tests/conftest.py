@@ -22,6 +22,7 @@ from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker, group_members
 from orchestratr.registry.model import AppSpec, Registry
 from orchestratr.supervisor.core import Supervisor
+from orchestratr.supervisor.launcher import RunningRecord
 from orchestratr.supervisor.states import AppState
 
 PYTHON = sys.executable
@@ -105,12 +106,12 @@ def make_supervisor(tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
     Apps are marked as a daemon's on config dir ``tmp_path`` (see processes/survivors.py)."""
     made: list[tuple[Supervisor, ProcessTracker]] = []
 
-    def make(*apps: AppSpec) -> Supervisor:
+    def make(*apps: AppSpec, record: RunningRecord | None = None) -> Supervisor:
         tracker = ProcessTracker()
         tracker.start()
         launcher = ProcessLauncher(Paths(tmp_path, tmp_path / "logs").app_log, tracker, shell="/bin/sh",
                                    extra_env={CONFIG_DIR_ENV: str(tmp_path)})
-        sup = Supervisor(launcher)
+        sup = Supervisor(launcher, record=record)
         sup.apply_registry(Registry(apps=apps))
         made.append((sup, tracker))
         return sup

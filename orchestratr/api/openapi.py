@@ -24,7 +24,6 @@ from orchestratr.controls import HotkeyStatus
 from orchestratr.registry.model import APP_FIELDS, AppSpec
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.bus import EVENT_TYPES
-from orchestratr.supervisor.leases import DEFAULT_LEASE_S
 from orchestratr.supervisor.states import AppState, Cause, Trigger
 
 JSON = "application/json"
@@ -381,9 +380,9 @@ def document() -> dict[str, Any]:
             "/apps/{name}/stop": _app_path(**_command("SIGTERM the app's process group")),
             "/apps/{name}/restart": _app_path(**_command("Stop, then launch again")),
             "/apps/{name}/heartbeat": _app_path(**{
-                method: _operation(f"Renew the app's lease (starting one of "
-                                   f"{DEFAULT_LEASE_S:g} s if it has none); revives an "
-                                   "unresponsive app", _ref("Renewed"),
+                method: _operation("Renew the app's lease; revives an unresponsive app. An "
+                                   "app that holds no lease (no lease_secs) gets 409",
+                                   _ref("Renewed"),
                                    404, 409, body="Empty")
                 for method in ("post", "put")}),
             "/apps/{name}/drain": _app_path(**_command("Start the grace period now")),

@@ -460,10 +460,14 @@ class ApiServer:
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         args=(IDLE_POLL_S,), name="api", daemon=True)
         self._thread.start()
-        if self._port_file is not None:
-            write_atomically(self._port_file, f"{self.port}\n", mode=0o644)
+        self.write_port_file()
         log.info("api_listening", host="127.0.0.1", port=self.port)
         return self.port
+
+    def write_port_file(self) -> None:
+        """Clients find the port here (written again if the config dir was re-created)."""
+        if self._port_file is not None:
+            write_atomically(self._port_file, f"{self.port}\n", mode=0o644)
 
     def stop(self) -> None:
         if self._server is None:

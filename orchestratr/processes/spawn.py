@@ -7,15 +7,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from orchestratr.errors import LaunchError
-from orchestratr.paths import APP_ENV
+from orchestratr.paths import APP_ENV, CONFIG_DIR_ENV
 from orchestratr.processes import readiness
 from orchestratr.processes.tracker import ProcessTracker
 from orchestratr.registry.model import AppSpec
@@ -44,7 +45,7 @@ class ProcessLauncher:
         self._shell = shell or user_shell()
         self._extra_env = dict(extra_env or {})
         self._lock = threading.Lock()
-        self._spawned: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
+        self._spawned: dict[int, tuple[subprocess.Popen[bytes], Path, str]] = {}
 
     def spawn(self, spec: AppSpec) -> int:
         cwd = self._cwd(spec)
@@ -52,45 +53,50 @@ class ProcessLauncher:
         try:
             log_fd = _open_log(output, spec)
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise LaunchError(_spawn_error(self._shell, exc)) from None
             raise LaunchError(f"cannot open its log file {output}: {exc.strerror}") from None
         try:
-            proc = subprocess.Popen(
-                [self._shell, "-c", spec.command],
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=self._env(spec),
-                start_new_session=True,
-            )
+            with self._tracker.spawning() as note:
+                proc = subprocess.Popen(
+                    [self._shell, "-c", spec.command],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=subprocess.STDOUT,
+                    cwd=cwd,
+                    env=self._env(spec),
+                    start_new_session=True,
+                )
+                note(proc.pid, True)
         except OSError as exc:
-            raise LaunchError(f"cannot run {self._shell}: {exc.strerror or exc}") from None
+            raise LaunchError(_spawn_error(self._shell, exc)) from None
         except (ValueError, UnicodeError) as exc:  # what no exec can carry (a NUL, say)
             raise LaunchError(f"cannot be passed to a process: {exc}") from None
         finally:
             os.close(log_fd)
         with self._lock:
-            self._spawned[proc.pid] = (proc, output)
+            self._spawned[proc.pid] = (proc, output, spec.name)
         return proc.pid
 
     def track(self, pid: int, on_exit: OnExit) -> None:
         with self._lock:
-            proc, output = self._spawned.pop(pid)
-        self._tracker.watch_child(proc, on_exit, output)
+            proc, output, name = self._spawned.pop(pid)
+        self._tracker.watch_child(proc, on_exit, output, app=name)
 
     def reap(self, pid: int) -> None:
         with self._lock:
-            proc, _ = self._spawned.pop(pid)
+            proc, _, _ = self._spawned.pop(pid)
         self._tracker.reap(proc)
 
-    def adopt(self, pid: int, on_exit: OnExit, group: bool = False) -> float:
-        return self._tracker.watch_pid(pid, on_exit, group)
+    def adopt(
+        self, pid: int, on_exit: OnExit, group: bool = False, members: Collection[int] = (),
+        app: str | None = None,
+    ) -> float:
+        config_dir = self._extra_env.get(CONFIG_DIR_ENV)
+        return self._tracker.watch_pid(pid, on_exit, group, members, app, config_dir)
 
     def same_group(self, pid: int, leader: int) -> bool:
-        try:
-            return os.getpgid(pid) == leader
-        except OSError:
-            return False
+        return self._tracker.belongs(pid, leader)
 
     def terminate(self, pid: int, group: bool, grace_s: float) -> None:
         self._tracker.terminate(pid, group, grace_s)
@@ -100,6 +106,7 @@ class ProcessLauncher:
     ) -> Callable[[], None]:
         assert spec.ready_cmd is not None
         return readiness.start_probe(
+            self._tracker,
             [self._shell, "-c", spec.ready_cmd],
             spec.ready_timeout_ms / 1000,
             on_ready,
@@ -120,6 +127,17 @@ class ProcessLauncher:
         if not os.path.isdir(cwd):
             raise LaunchError(f"working directory {spec.cwd!r} does not exist")
         return cwd
+
+
+def _spawn_error(shell: str, exc: OSError) -> str:
+    """Why a process could not be started; running out of descriptors says so plainly."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return (f"cannot run {shell}: out of file descriptors (the daemon's limit is {soft}, "
+                f"hard limit {hard}); stop some apps or raise the hard limit (ulimit -Hn)")
+    return f"cannot run {shell}: {exc.strerror or exc}"
 
 
 def _open_log(path: Path, spec: AppSpec) -> int:

@@ -12,6 +12,7 @@ the restart policy in ``restarts``, the lease rules in ``leases``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -25,14 +26,15 @@ from orchestratr.errors import (
     InvalidTransitionError,
     LaunchError,
     OrchestratrError,
+    UnavailableError,
     UnknownAppError,
 )
 from orchestratr.registry.model import AppSpec, Registry
 from orchestratr.supervisor import leases, restarts
 from orchestratr.supervisor.app import App, AppSnapshot, Changes, HistoryEntry
 from orchestratr.supervisor.bus import EventBus
-from orchestratr.supervisor.launcher import Launcher, ProcessExit
-from orchestratr.supervisor.leases import DEFAULT_LEASE_S, Leases
+from orchestratr.supervisor.launcher import Launcher, NoRecord, ProcessExit, RunningRecord
+from orchestratr.supervisor.leases import Leases
 from orchestratr.supervisor.machine import Transition, build_machine
 from orchestratr.supervisor.roster import Roster
 from orchestratr.supervisor.states import (
@@ -53,6 +55,9 @@ QUICK_EXIT_S = 1.0  # a non-zero exit this soon after spawning is a launch failu
 # in all for the exits, so the whole daemon still stops in under 2 s.
 SHUTDOWN_GRACE_S = 1.0
 SHUTDOWN_WAIT_S = 1.5
+# How long a launch waits for the daemon to finish adopting what an earlier daemon left
+# running (it must not race the adoption and spawn a duplicate), before it is refused.
+ADMIT_WAIT_S = 10.0
 
 
 @attrs.frozen
@@ -68,19 +73,24 @@ class Renewal:
 
 
 class Supervisor:
-    """``launcher`` reaches the OS; ``monotonic`` and ``wall`` are the clocks; ``schedule``
-    runs a function after a delay (restarts), returning a function that cancels it."""
+    """``launcher`` reaches the OS; ``record`` keeps the durable record of what runs;
+    ``monotonic`` and ``wall`` are the clocks; ``schedule`` runs a function after a delay
+    (restarts), returning a function that cancels it."""
 
     def __init__(
         self,
         launcher: Launcher,
         bus: EventBus | None = None,
         *,
+        record: RunningRecord | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         schedule: restarts.Schedule = restarts.thread_timer,
     ) -> None:
         self._launcher = launcher
+        self._record = record or NoRecord()
+        self._admitting = threading.Event()
+        self._admitting.set()
         self.bus = bus or EventBus()
         self._mono = monotonic
         self._wall = wall
@@ -90,6 +100,21 @@ class Supervisor:
         self._roster = Roster(self._new_app, self._machine.remove_model, self.changes)
         self._leases = Leases(lambda: self._roster.apps, self._on_lease_due, monotonic)
         self._closing = False
+
+    # ------------------------------------------------------------- admission
+
+    def hold_launches(self) -> None:
+        """Launches wait (bounded) until ``admit_launches``: the daemon adopts survivors."""
+        self._admitting.clear()
+
+    def admit_launches(self) -> None:
+        self._admitting.set()
+
+    def _admitted(self) -> None:
+        if not self._admitting.wait(ADMIT_WAIT_S):
+            raise UnavailableError(
+                f"the daemon is still taking over the apps an earlier daemon left running "
+                f"(waited {ADMIT_WAIT_S:g} s); try again shortly")
 
     # ----------------------------------------------------------------- registry
 
@@ -152,6 +177,7 @@ class Supervisor:
         app = self._app(name)
         if app.removed:
             raise UnknownAppError(f"app {name!r} was removed from the configuration")
+        self._admitted()
         with app.lock:
             app.cancel_restart()
             if cause is not Cause.restart:  # a person asking again resets the crash loop
@@ -204,27 +230,32 @@ class Supervisor:
                 self._refuse_second_process(app, pid)
                 self._track_adopted(app, pid, group=False)
             self._fire(app, Trigger.notify_launched, cause, pid=pid, lease_secs=lease_s)
+            if pid is not None and app.pid == pid and app.started_at is not None:
+                self._record.started(name, pid, app.group, app.started_at)
             if lease_s is not None:
                 self._leases.hold(app, lease_s)
             return app.snapshot()
 
     def adopt(
-        self, name: str, pid: int, group: bool, ready: bool, started_at: float | None = None
+        self, name: str, pid: int, group: bool, ready: bool, started_at: float | None = None,
+        members: tuple[int, ...] = (),
     ) -> AppSnapshot:
         """Take over an app a previous daemon left running (``started_at``: when its process
-        was created, as that daemon recorded it).
+        was created, as that daemon recorded it; ``members``: its processes, as found).
 
         Raises:
             ConflictError: the app already runs here. NoSuchProcessError: the process is gone.
         """
         app = self._app(name)
         with app.lock:
-            if app.state not in IDLE:
+            if app.state not in IDLE or app.pid is not None:
                 raise ConflictError(f"app {name!r} is already {app.state.value} here")
-            self._track_adopted(app, pid, group, started_at)
+            self._track_adopted(app, pid, group, started_at, members)
             self._fire(app, Trigger.notify_launched, Cause.daemon, pid=pid, resumed=True)
             if ready:
                 self._fire(app, Trigger.notify_ready, Cause.daemon)
+            assert app.started_at is not None
+            self._record.started(name, pid, group, app.started_at, ready, wait=False)
             return app.snapshot()
 
     def notify_ready(self, name: str, cause: Cause) -> AppSnapshot:
@@ -245,12 +276,23 @@ class Supervisor:
             return app.snapshot()
 
     def heartbeat(self, name: str, cause: Cause) -> Renewal:
-        """Renew the app's lease, starting one (the default length) if it holds none. A
-        heartbeat from an unresponsive app revives it; one from a stopped app means ready."""
+        """Renew the app's lease. A heartbeat from an unresponsive app revives it; one from a
+        stopped app means ready.
+
+        Raises:
+            ConflictError: the app never asked for a lease. Starting one here would make a
+                single heartbeat (typed by hand, say) fail a healthy app once it ran out.
+        """
         app = self._app(name)
         with app.lock:
+            lease_s = app.lease_s or app.spec.lease_secs
+            if lease_s is None:
+                raise ConflictError(
+                    f"app {name!r} holds no heartbeat lease, so there is nothing to renew; "
+                    f"declare one with lease_secs in its manifest (e.g. lease_secs: 30), "
+                    f"register it with --lease SECS, or announce it: POST "
+                    f"/apps/{name}/launched with {{\"lease_secs\": 30}}")
             self._fire(app, Trigger.heartbeat, cause)
-            lease_s = app.lease_s or app.spec.lease_secs or DEFAULT_LEASE_S
             self._leases.hold(app, lease_s)
             return Renewal(app.snapshot(), lease_s)
 
@@ -338,7 +380,12 @@ class Supervisor:
         app: App = transition.model
         if transition.dst is None:
             return
+        held = app.pid
         entry = app.apply(transition.src, transition.trigger, transition.kwargs)
+        if held is not None and app.pid != held:
+            self._record.ended(app.name, held)
+        elif entry.dst is AppState.ready and app.pid is not None:
+            self._record.ready(app.name, app.pid)
         self._leases.follow(app, entry)
         self.bus.publish("state", app=app.name, **entry.fields())
         previous = app.history[-2].at if len(app.history) > 1 else None
@@ -369,8 +416,8 @@ class Supervisor:
             app.want_relaunch()
             assert app.pid is not None
             self._terminate(app.pid, app.group, app.spec)
-        elif app.state is AppState.failed:
-            app.new_run()  # its process is left alone, and its exit no longer concerns the app
+        # failed: its process stays tracked (``held``), so a launch spawns nothing, a stop
+        # ends it, and its exit is still seen
 
     # ----------------------------------------------------------------- spawning
 
@@ -386,6 +433,8 @@ class Supervisor:
             pid = self._launcher.spawn(spec)
         except LaunchError as exc:
             return self._spawn_failed(app, run, spec, cause, str(exc))
+        if not spec.detached:  # on disk before anyone hears of the pid: see RunningRecord
+            self._record.started(spec.name, pid, True, born)
         spawn_ms = round((self._mono() - started) * 1000, 3)
         with app.lock:
             app.spawn_ended(self._mono())
@@ -432,9 +481,11 @@ class Supervisor:
         if a stop came first, it is terminated at once.
         """
         if app.pid is not None and not self._launcher.same_group(app.pid, pid):
-            self._launcher.track(pid, lambda _exit: None)
+            self._launcher.track(pid, lambda _exit: self._record.ended(spec.name, pid))
             self._terminate(pid, True, spec)
             return app.snapshot()
+        if app.pid is not None and app.pid != pid:
+            self._record.ended(app.name, app.pid)
         run = app.take_group(pid, born)
         self._launcher.track(pid, partial(self._on_exit, app, run))
         if app.state not in LIVE:
@@ -444,29 +495,41 @@ class Supervisor:
     # ----------------------------------------------------- callbacks from threads
 
     def _on_exit(self, app: App, run: int, exit: ProcessExit) -> None:
-        """The tracker saw the app's process (group) end."""
+        """The tracker saw the app's processes end."""
         with app.lock:
             if app.run != run:
                 return
             app.new_run()
             app.cancel_probe()
-            if app.state not in (AppState.stopping, *ALIVE):  # stopped before its spawn ended
+            if app.state is AppState.failed and app.pid is not None:
+                # failed (its lease ran out, its process held), and now the process ended too
+                self._try(self._fire, app, Trigger.exited, Cause.tracker, pid=app.pid,
+                          code=exit.code, error=app.error)
+            elif app.state not in (AppState.stopping, *ALIVE):  # stopped before its spawn ended
+                if app.pid is not None:
+                    self._record.ended(app.name, app.pid)
                 app.lose_process()
                 return
-            uptime_s = self._mono() - app.started
-            stopping = app.state is AppState.stopping
-            clean = exit.code in (0, None)
-            error = (None if clean or stopping
-                     else _exit_error(app.spec, exit, uptime_s < QUICK_EXIT_S))
-            self._try(self._fire, app, Trigger.exited, Cause.tracker, pid=app.pid,
-                      code=exit.code, error=error, uptime_ms=round(uptime_s * 1000, 3))
-            if app.take_relaunch():
-                self._launch_later(app, 0.0)
-            elif not stopping and not app.removed:
-                self._follow_policy(app, clean, uptime_s, error)
+            else:
+                self._exited(app, exit)
             removed = app.removed
         if removed:
             self._roster.forget(app)
+
+    def _exited(self, app: App, exit: ProcessExit) -> None:
+        """A running (or stopping) app's processes ended (lock held): record it, then restart
+        or fail it as its policy says."""
+        uptime_s = self._mono() - app.started
+        stopping = app.state is AppState.stopping
+        clean = exit.code in (0, None)
+        error = (None if clean or stopping
+                 else _exit_error(app.spec, exit, uptime_s < QUICK_EXIT_S))
+        self._try(self._fire, app, Trigger.exited, Cause.tracker, pid=app.pid,
+                  code=exit.code, error=error, uptime_ms=round(uptime_s * 1000, 3))
+        if app.take_relaunch():
+            self._launch_later(app, 0.0)
+        elif not stopping and not app.removed:
+            self._follow_policy(app, clean, uptime_s, error)
 
     def _on_probe_ready(self, app: App, run: int) -> None:
         with app.lock:
@@ -531,14 +594,16 @@ class Supervisor:
         return pid == tracked or (group and self._launcher.same_group(pid, tracked))
 
     def _track_adopted(
-        self, app: App, pid: int, group: bool, started_at: float | None = None
+        self, app: App, pid: int, group: bool, started_at: float | None = None,
+        members: tuple[int, ...] = (),
     ) -> None:
         """Track a process we did not spawn (lock held).
 
         Raises:
             NoSuchProcessError: it is gone. UnadoptablePidError: it is the daemon's own.
         """
-        born = self._launcher.adopt(pid, partial(self._on_exit, app, app.run + 1), group)
+        born = self._launcher.adopt(pid, partial(self._on_exit, app, app.run + 1), group,
+                                    members, app.name)
         app.adopt(pid, group, born if started_at is None else min(born, started_at),
                   self._mono())
 
@@ -549,7 +614,7 @@ class Supervisor:
             ConflictError: the app already runs as another process (its group is not
                 ``pid``'s), or ``pid`` is another app's process.
         """
-        if app.state in LIVE and app.pid is not None:
+        if app.state in (*LIVE, AppState.failed) and app.pid is not None:
             what = "process group" if app.group else "process"
             raise ConflictError(
                 f"app {app.name!r} already runs as {what} {app.pid}, which pid {pid} is not "
