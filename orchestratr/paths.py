@@ -86,6 +86,24 @@ def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
     """Replace ``path`` with ``text`` so a reader sees the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half file behind
+        raise
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged state file to ``<name>.corrupt-<timestamp>`` (kept for a person to
+    look at, out of the daemon's way); return the new path.
+
+    Raises:
+        OSError: it could not be renamed.
+    """
+    import time
+
+    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    path.replace(target)
+    return target

@@ -22,7 +22,7 @@ from orchestratr.api.transport import Limits
 from orchestratr.api.wire import MAX_DEPTH, MAX_PID, AppStatus
 from orchestratr.controls import HotkeyStatus
 from orchestratr.registry.model import APP_FIELDS, AppSpec
-from orchestratr.registry.validate import MAX_LEASE_S
+from orchestratr.registry.validate import MAX_LEASE_S, MAX_MS
 from orchestratr.supervisor.bus import EVENT_TYPES
 from orchestratr.supervisor.states import AppState, Cause, Trigger
 
@@ -133,6 +133,9 @@ STATE = {"type": "string", "enum": [s.value for s in AppState]}
 SPEC_LIMITS: dict[str, dict[str, Any]] = {
     "lease_secs": {"exclusiveMinimum": 0, "maximum": MAX_LEASE_S},
     "grace_secs": {"minimum": 0, "maximum": MAX_LEASE_S},
+    "ready_timeout_ms": {"maximum": MAX_MS},
+    "restart_delay_ms": {"minimum": 0, "maximum": MAX_MS},
+    "stop_timeout_ms": {"minimum": 0, "maximum": MAX_MS},
 }
 
 
@@ -159,9 +162,17 @@ SCHEMAS: dict[str, Any] = {
         },
         ["error", "code"],
     ),
-    "Health": _obj({"status": {"const": "ok"}, "version": STRING,
-                    "pid": {"type": "integer", "description": "the daemon's"},
-                    "started_at": TIME}, ["status", "version", "pid", "started_at"]),
+    "Health": _obj({"status": {"enum": ["ok", "degraded"],
+                               "description": "degraded: an internal part crashed recently "
+                                              "(it was restarted; see degraded)"},
+                    "version": STRING,
+                    "pid": {"type": "integer"},
+                    "started_at": TIME,
+                    "degraded": {"type": "array", "items": _obj({
+                        "part": STRING, "restarts": {"type": "integer"},
+                        "error": {"type": ["string", "null"]}, "down": {"type": "boolean"}},
+                        ["part", "restarts", "error", "down"])}},
+                   ["status", "version", "pid", "started_at", "degraded"]),
     "App": _obj(APP_PROPERTIES, list(APP_PROPERTIES)),
     "HistoryEntry": _obj(
         {

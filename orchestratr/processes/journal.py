@@ -26,13 +26,13 @@ import contextlib
 import json
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import attrs
 import structlog
 
+from orchestratr import paths
 from orchestratr.processes.proctable import MAX_PID
 from orchestratr.threads import supervised
 
@@ -78,10 +78,8 @@ def valid(entry: Any) -> Survivor | None:
 
 def move_aside(path: Path, why: str) -> None:
     """Keep a damaged state file for a person to look at, out of the daemon's way."""
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
     try:
-        path.replace(target)
+        target = paths.move_aside(path)
     except OSError as exc:
         log.error("state_file_corrupt", path=str(path), problem=why, error=str(exc))
         return
