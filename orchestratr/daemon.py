@@ -55,7 +55,7 @@ from orchestratr.registry.watch import ConfigWatcher
 from orchestratr.supervisor.app import AppSnapshot
 from orchestratr.supervisor.bus import EventBus
 from orchestratr.supervisor.core import Supervisor
-from orchestratr.supervisor.states import Cause
+from orchestratr.supervisor.states import AppState, Cause
 
 log = structlog.get_logger("orchestratr.daemon")
 
@@ -174,10 +174,14 @@ class Daemon:
         """
         assert self.supervisor is not None
         with self._reload_lock:
-            self._runtime.remove(name, self.supervisor.registry)
-            if not keep_running:
-                self.supervisor.stop(name, Cause.api)  # valid in every state
-            snapshot = self.supervisor.snapshot(name, with_history=False)
+            spec = self._runtime.remove(name, self.supervisor.registry)
+            if self.supervisor.registry.get(name) is None:  # shadowed: it never ran here
+                snapshot = AppSnapshot(spec, AppState.stopped, None, False, None, None, None,
+                                       None, True)
+            else:
+                if not keep_running:
+                    self.supervisor.stop(name, Cause.api)  # valid in every state
+                snapshot = self.supervisor.snapshot(name, with_history=False)
             self._apply(self._runtime.merge(self._files), Cause.api, announce=False)
         self.supervisor.bus.publish("unregistered", app=name, source=Cause.api.value,
                                     kept_running=keep_running)

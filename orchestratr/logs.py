@@ -12,6 +12,7 @@ active, so ``exc_info=True`` would show none.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import logging
@@ -125,25 +126,65 @@ class _Sink:
 
 
 def _dropped_record(count: int) -> logging.LogRecord:
+    """The one warning, built as structlog hands records over (``wrap_for_formatter``)."""
     record = logging.LogRecord("orchestratr.logs", logging.WARNING, "", 0, "", None, None)
     record.msg = {"event": "log_records_dropped", "dropped": count, "level": "warning",
                   "logger": "orchestratr.logs",
                   "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
                   "hint": "the log could not be written (a full disk?); logging resumed"}
+    record._logger = None
+    record._name = "warning"
     return record
 
 
 class _Console(_Sink):
+    """stderr, written by a thread of its own through a bounded buffer: a console nobody
+    reads (a pipe left full) drops console lines, and never holds up the log file."""
+
+    MAX_PENDING = 1024 * 1024  # characters waiting for the console
+
     def __init__(self, formatter: logging.Formatter, stream: TextIO) -> None:
         super().__init__(formatter)
         self._stream = stream
+        self._pending: deque[str] = deque()
+        self._size = 0
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
 
     def write(self, lines: list[str]) -> None:
-        try:
-            self._stream.write("".join(lines))
-            self._stream.flush()
-        except ValueError:  # closed
-            raise OSError("the console is closed") from None
+        text = "".join(lines)
+        with self._ready:
+            if self._size + len(text) > self.MAX_PENDING:
+                return  # the console is stuck: its lines are lost, the file's are not
+            self._pending.append(text)
+            self._size += len(text)
+            self._ready.notify()
+            if self._thread is None:
+                self._thread = supervised("log-console", self._run)
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._pending and not self._closed:
+                    self._ready.wait()
+                if not self._pending:
+                    return
+                text = "".join(self._pending)
+                self._pending.clear()
+                self._size = 0
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.write(text)
+                self._stream.flush()
+
+    def close(self) -> None:
+        """Write what is pending (for at most a second), then end the thread."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=1)
 
 
 class _RotatingFile(_Sink):
@@ -177,11 +218,15 @@ class _RotatingFile(_Sink):
         if not data:
             return
         assert self._fd is not None
-        written = os.write(self._fd, data)
+        try:
+            written = os.write(self._fd, data)
+            if written < len(data):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError:
+            with contextlib.suppress(OSError):  # the disk filled mid-batch: no torn line
+                os.ftruncate(self._fd, self._size)
+            raise
         self._size += written
-        if written < len(data):  # the disk filled mid-batch: end the torn line
-            os.write(self._fd, b"\n")
-            raise OSError(errno.ENOSPC, "short write")
 
     def _rollover(self) -> None:
         if self._fd is not None:

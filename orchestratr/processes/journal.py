@@ -6,7 +6,7 @@ group it started, and the next daemon adopts them instead of launching a duplica
 
 The record is two files in the config dir:
 
-* ``running.journal``: one JSON line per change, appended (``start``, ``ready``, ``end``);
+* ``running.journal``: one JSON line per change, appended (``start``, ``ok``: ready, ``end``);
 * ``running.json``: the compacted list of the apps running at the last compaction.
 
 Appending is O(1) per launch, and every launch of the same instant shares one fsync (group
@@ -56,14 +56,16 @@ class Survivor:
     create_time: float  # wall clock: when the process (for a group: the group) was created
 
 
+_FIELDS = tuple(field.name for field in attrs.fields(Survivor))
+
+
 def valid(entry: Any) -> Survivor | None:
     """A recorded entry, or None if it is damaged: a hand-edited or torn entry is dropped,
     never half-trusted (a pid of 2**63 once crashed every start-up)."""
     if not isinstance(entry, dict):
         return None
     try:
-        survivor = Survivor(**{field: entry[field] for field in
-                               ("name", "pid", "group", "ready", "create_time")})
+        survivor = Survivor(**{field: entry[field] for field in _FIELDS})
     except (KeyError, TypeError):
         return None
     number = (int, float)
@@ -200,18 +202,18 @@ class Journal:
         if kind == "end":
             self._live.pop((name, pid), None)
             return True
-        if kind == "ready" and (name, pid) in self._live:
+        if kind == "ok" and (name, pid) in self._live:
             self._live[(name, pid)] = attrs.evolve(self._live[(name, pid)], ready=True)
             return True
-        return kind == "ready"
+        return kind == "ok"
 
     # ---------------------------------------------------------------- changes
 
     def started(self, name: str, pid: int, group: bool, born: float, ready: bool = False,
                 wait: bool = True) -> None:
         """Record a process (group) of ``name``; returns once it is on disk (``wait``)."""
-        seq = self._append({"op": "start", "name": name, "pid": pid, "group": group,
-                            "ready": ready, "create_time": born})
+        entry = attrs.asdict(Survivor(name, pid, group, ready, born))
+        seq = self._append({"op": "start", **entry})
         if wait:
             self._wait(seq)
 
@@ -222,7 +224,7 @@ class Journal:
             self._cond.notify()
 
     def ready(self, name: str, pid: int) -> None:
-        self._append({"op": "ready", "name": name, "pid": pid})
+        self._append({"op": "ok", "name": name, "pid": pid})
 
     def ended(self, name: str, pid: int) -> None:
         """The process is gone (or no longer the app's): written soon, not waited for (a
