@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import logging
 import selectors
 import socket
 import socketserver
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +45,7 @@ from orchestratr.api.transport import (
 from orchestratr.api.wire import decode_json
 from orchestratr.errors import OrchestratrError, clip
 from orchestratr.paths import write_atomically
+from orchestratr.threads import supervised
 
 log = structlog.get_logger("orchestratr.api")
 
@@ -52,6 +55,9 @@ BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 STREAM_SNDBUF = 64 * 1024
 DISCARD_LIMIT_S = 2.0  # how long an oversized body is read and thrown away after a 413
 IDLE_POLL_S = 3600.0  # serve_forever's wake-ups are idle CPU; stop() wakes it by connecting
+ACCEPT_BACKOFF_S = 0.01  # the first pause when accept runs out of descriptors; doubled ...
+MAX_ACCEPT_BACKOFF_S = 1.0  # ... up to this
+MAX_PENDING_LOG_LINES = 10_000  # request lines waiting for their logger; more are dropped
 CODE_OF = {status: code for code, status in reversed(STATUS.items())}  # the first code wins
 
 
@@ -78,8 +84,33 @@ class _Server(ThreadingHTTPServer):
         self.limits = limits
         self._slots = threading.BoundedSemaphore(limits.connections)
         self._turned_away = 0
+        self._accept_backoff = 0.0  # while accept fails for lack of descriptors
         self.hangups = Hangups()
+        self.requests = RequestLog()
         super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        """Accept, backing off while the daemon is out of file descriptors: the listening
+        socket stays readable, and retrying at once spun a whole core (issue 16)."""
+        try:
+            request = super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                self._out_of_descriptors(exc)
+            raise
+        if self._accept_backoff:
+            log.warning("http_accept_resumed")
+            self._accept_backoff = 0.0
+        return request
+
+    def _out_of_descriptors(self, exc: OSError) -> None:
+        if not self._accept_backoff:
+            log.error("http_accept_failed", error=exc.strerror,
+                      hint="out of file descriptors: new connections wait until some "
+                           "close; stop apps or raise the hard limit (ulimit -Hn)")
+        self._accept_backoff = min(max(self._accept_backoff * 2, ACCEPT_BACKOFF_S),
+                                   MAX_ACCEPT_BACKOFF_S)
+        time.sleep(self._accept_backoff)  # this thread only accepts: nothing else waits
 
     def server_bind(self) -> None:
         """Bind without HTTPServer's ``socket.getfqdn``: a reverse DNS lookup of 127.0.0.1 at
@@ -114,6 +145,34 @@ class _Server(ThreadingHTTPServer):
             log.warning("http_too_many_connections", limit=self.limits.connections,
                         turned_away=self._turned_away, peer=client_address[0])
         turn_away(request, BUSY)
+
+
+class RequestLog:
+    """The ``http_request`` lines, logged on a thread of their own: a request's thread only
+    queues its line (a tuple), so formatting a log line per request is no longer paid by
+    the next request on the connection (GET /apps p99 2.27 ms with it, 0.44 ms without)."""
+
+    def __init__(self) -> None:
+        self._lines: deque[dict[str, Any]] = deque()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._logger = logging.getLogger("orchestratr.api")
+
+    def add(self, **fields: Any) -> None:
+        if not self._logger.isEnabledFor(logging.INFO) or \
+                len(self._lines) >= MAX_PENDING_LOG_LINES:
+            return
+        self._lines.append(fields)
+        if self._thread is None:
+            self._thread = supervised("api-request-log", self._run)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._lines:
+                log.info("http_request", **self._lines.popleft())
 
 
 class Hangups:
@@ -421,11 +480,13 @@ class _Handler(BaseHTTPRequestHandler):
             stream.close()
 
     def _log(self, status: int) -> None:
-        """The one ``http_request`` line of every request, answered or refused."""
+        """The one ``http_request`` line of every request, answered or refused (logged on
+        the request log's thread)."""
         path = self._path if self._path is not None else (self.path or None)
-        log.info("http_request", method=self.command or None,
-                 path=path and clip(path, MAX_ECHO), status=status,
-                 duration_ms=round((time.perf_counter() - self._started) * 1000, 3))
+        self.server.requests.add(method=self.command or None,
+                                 path=path and clip(path, MAX_ECHO), status=status,
+                                 duration_ms=round((time.perf_counter() - self._started) * 1000,
+                                                   3))
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Nothing: ``_log`` logs every request once, with its duration."""

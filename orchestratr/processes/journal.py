@@ -10,7 +10,8 @@ The record is two files in the config dir:
 * ``running.json``: the compacted list of the apps running at the last compaction.
 
 Appending is O(1) per launch, and every launch of the same instant shares one fsync (group
-commit: the writer thread writes and syncs whatever was appended while the previous sync ran).
+commit: whoever writes next, the first launch waiting or the writer thread, writes and syncs
+everything appended while the previous sync ran).
 When the journal has grown past twice the running apps (and a floor), the writer compacts it:
 the whole list goes to ``running.json`` (atomically, synced), then the journal is emptied.
 Replaying any suffix of the journal over a newer snapshot gives the same apps (every line sets
@@ -124,6 +125,7 @@ class Journal:
         self._lines = 0  # lines in the journal file since the last compaction
         self._compact_wanted = False
         self._reopen_wanted = False
+        self._writing = False  # a thread is writing (the writer, or a waiter leading)
         self._failing = False
         self._fd: int | None = None
         self._stopping = False
@@ -260,17 +262,36 @@ class Journal:
             return self._appended
 
     def _wait(self, seq: int) -> None:
+        """Until line ``seq`` is on disk. The first waiter writes and syncs everything
+        appended so far itself (no hand-off to the writer thread on a launch's path); those
+        that come meanwhile wait for its sync or the next (group commit)."""
         with self._cond:
             while self._durable < seq and not self._stopping:
-                self._cond.wait(1.0)
+                if self._writing or self._compact_wanted or self._failing:
+                    self._cond.wait(1.0)
+                    continue
+                self._writing = True
+                lines, self._buffer = self._buffer, []
+                upto = self._appended
+                self._cond.release()
+                try:
+                    ok = self._write(lines, None)
+                finally:
+                    self._cond.acquire()
+                self._writing = False
+                self._durable = max(self._durable, upto)
+                self._failing = self._failing or not ok
+                self._cond.notify_all()
 
     # ------------------------------------------------------------------ writer
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not (self._buffer or self._compact_wanted or self._stopping):
+                while self._writing or not (self._buffer or self._compact_wanted
+                                            or self._stopping):
                     self._cond.wait()
+                self._writing = True
                 lines, self._buffer = self._buffer, []
                 seq = self._appended
                 compact = self._compact_wanted or self._failing or (
@@ -284,6 +305,7 @@ class Journal:
                 self._fd = None
             ok = self._write(lines, snapshot)
             with self._cond:
+                self._writing = False
                 self._durable = max(self._durable, seq)
                 self._cond.notify_all()
                 if not ok:

@@ -120,6 +120,17 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def own_children() -> list[int]:
+    """The children of this process's main thread: one read. Orphans come back to a
+    subreaper there (the kernel hands them to its first live thread, the main one)."""
+    me = os.getpid()
+    try:
+        with open(f"{PROC}/{me}/task/{me}/children", "rb") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return children(me)
+
+
 def descendants(roots: Iterable[int]) -> set[int]:
     """Every process below ``roots`` (not the roots themselves)."""
     found: set[int] = set()

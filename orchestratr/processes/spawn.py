@@ -140,9 +140,14 @@ def _spawn_error(shell: str, exc: OSError) -> str:
     return f"cannot run {shell}: {exc.strerror or exc}"
 
 
+_MADE: set[Path] = set()  # log directories known to exist: one mkdir each, not per launch
+
+
 def _open_log(path: Path, spec: AppSpec) -> int:
     """Open the app's log for appending, rotating it first when it has grown too big."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent not in _MADE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _MADE.add(path.parent)
     with contextlib.suppress(FileNotFoundError):
         if path.stat().st_size > LOG_MAX_BYTES:
             for index in range(LOG_BACKUPS - 1, 0, -1):
@@ -150,7 +155,11 @@ def _open_log(path: Path, spec: AppSpec) -> int:
                 if older.exists():
                     older.replace(path.with_name(f"{path.name}.{index + 1}"))
             path.replace(path.with_name(f"{path.name}.1"))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except FileNotFoundError:  # the log dir went away (a re-created config dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     os.write(fd, f"--- orchestratr: {stamp} launching {spec.command!r}\n".encode())
     return fd

@@ -335,12 +335,17 @@ class ProcessTracker:
         """Watch the children that came back to us (subreaper) as processes of their app:
         the app of the process that just died (``dying``), or the one their markers or their
         group name. Zombies nobody waits for are reaped."""
-        with self._spawns:  # a child still being spawned is no orphan: wait for its pid
-            self._spawns.wait_for(lambda: self._in_flight == 0, SPAWN_WAIT_S)
-        me = os.getpid()
+        children = proctable.own_children()
         with self._lock:
             known = set(self._by_member) | self._expected | self._ignored
-        for child in proctable.children(me):
+        unknown = [child for child in children if child not in known]
+        if not unknown:
+            return
+        with self._spawns:  # a child still being spawned is no orphan: wait for its pid
+            self._spawns.wait_for(lambda: self._in_flight == 0, SPAWN_WAIT_S)
+        with self._lock:
+            known = set(self._by_member) | self._expected | self._ignored
+        for child in unknown:
             if child in known:
                 continue
             proc = proctable.info(child, with_markers=True)

@@ -58,6 +58,7 @@ SHUTDOWN_WAIT_S = 1.5
 # How long a launch waits for the daemon to finish adopting what an earlier daemon left
 # running (it must not race the adoption and spawn a duplicate), before it is refused.
 ADMIT_WAIT_S = 10.0
+AUTOSTART_WORKERS = 4  # launches in flight at once while autostarting
 
 
 @attrs.frozen
@@ -147,10 +148,32 @@ class Supervisor:
         return change.added
 
     def autostart(self, cause: Cause, names: list[str] | None = None) -> None:
-        """Launch the ``autostart`` apps (of ``names``, or all) that are not running."""
-        for spec in self.registry.apps:
-            if spec.autostart and (names is None or spec.name in names):
-                self._try(self.launch, spec.name, cause)
+        """Launch the ``autostart`` apps (of ``names``, or all) that are not running, a few at
+        a time: one app's fork, exec and record overlap the next one's (a login with 1,000
+        apps is not 1,000 launches in a row). Returns once every launch has returned."""
+        todo = [spec.name for spec in self.registry.apps
+                if spec.autostart and (names is None or spec.name in names)]
+        due = iter(todo)
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    name = next(due, None)
+                if name is None:
+                    return
+                try:
+                    self._try(self.launch, name, cause)
+                except Exception:  # a bug in one launch must not end the others' worker
+                    log.exception("autostart_failed", app=name)
+
+        workers = [threading.Thread(target=work, name="autostart", daemon=True)
+                   for _ in range(min(AUTOSTART_WORKERS, len(todo)) - 1)]
+        for worker in workers:
+            worker.start()
+        work()
+        for worker in workers:
+            worker.join()
 
     def find_chord(self, chord: str) -> str:
         spec = self.registry.by_chord(chord)
