@@ -381,7 +381,16 @@ def workdir() -> Iterator[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer trials")
+    parser.add_argument("--only", choices=["exits"], help="one figure only")
     args = parser.parse_args()
+    if args.only == "exits":
+        with workdir() as work:
+            in_log, on_stream = exits(work, 100, 100, restart=False)
+            line("kill -9 -> `exited` in the log, 100 apps", dist(in_log), "p50 <= 1 ms")
+            line("kill -9 -> `exited` on the SSE stream", dist(on_stream), "p50 <= 1 ms")
+            _, again = exits(work, 100, 90, restart=True)
+            line("kill -9 (on-failure, delay 0) -> ready again", dist(again), "p50 <= 3 ms")
+        return
     trials = 3 if args.quick else 10
     kills = 30 if args.quick else 200
     print(f"orchestratr scale bench: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "

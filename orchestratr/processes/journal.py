@@ -39,6 +39,7 @@ from orchestratr.threads import supervised
 
 log = structlog.get_logger("orchestratr.processes")
 
+LAZY_S = 0.05  # how long lines nobody waits for gather before the writer writes them
 COMPACT_FLOOR = 1000  # journal lines kept before a compaction is worth its cost
 MAX_LINE = 64 * 1024  # a longer journal line is damage, not a record
 MAX_FILE = 64 * 1024 * 1024  # a larger record is damage too (1,000 apps take about 150 KiB)
@@ -219,6 +220,12 @@ class Journal:
         if wait:
             self._wait(seq)
 
+    def durable(self) -> None:
+        """Return once every line appended so far is on disk."""
+        with self._cond:
+            seq = self._appended
+        self._wait(seq)
+
     def reopen(self) -> None:
         """The config dir was re-created: write the whole record into the new one."""
         with self._cond:
@@ -273,9 +280,10 @@ class Journal:
                 self._writing = True
                 lines, self._buffer = self._buffer, []
                 upto = self._appended
+                snapshot = list(self._live.values()) if self._too_long(len(lines)) else None
                 self._cond.release()
                 try:
-                    ok = self._write(lines, None)
+                    ok = self._write(lines, snapshot)
                 finally:
                     self._cond.acquire()
                 self._writing = False
@@ -291,11 +299,16 @@ class Journal:
                 while self._writing or not (self._buffer or self._compact_wanted
                                             or self._stopping):
                     self._cond.wait()
+                if not (self._compact_wanted or self._stopping):
+                    # only ends and readiness wait here (a launch writes its own line): let
+                    # them gather, off the path of the exit that caused them
+                    self._cond.wait(LAZY_S)
+                    if self._writing:
+                        continue
                 self._writing = True
                 lines, self._buffer = self._buffer, []
                 seq = self._appended
-                compact = self._compact_wanted or self._failing or (
-                    self._lines + len(lines) > max(COMPACT_FLOOR, 2 * len(self._live)))
+                compact = self._compact_wanted or self._failing or self._too_long(len(lines))
                 snapshot = list(self._live.values()) if compact else None
                 self._compact_wanted = False
                 reopen, self._reopen_wanted = self._reopen_wanted, False
@@ -312,6 +325,10 @@ class Journal:
                     self._failing = True
             if stopping:
                 return
+
+    def _too_long(self, adding: int) -> bool:
+        """Whether the journal, with ``adding`` more lines, is worth compacting (lock held)."""
+        return self._lines + adding > max(COMPACT_FLOOR, 2 * len(self._live))
 
     def _write(self, lines: list[bytes], snapshot: list[Survivor] | None) -> bool:
         """Append ``lines`` (after compacting to ``snapshot``) and sync; False on failure."""

@@ -405,10 +405,6 @@ class Supervisor:
             return
         held = app.pid
         entry = app.apply(transition.src, transition.trigger, transition.kwargs)
-        if held is not None and app.pid != held:
-            self._record.ended(app.name, held)
-        elif entry.dst is AppState.ready and app.pid is not None:
-            self._record.ready(app.name, app.pid)
         self._leases.follow(app, entry)
         self.bus.publish("state", app=app.name, **entry.fields())
         previous = app.history[-2].at if len(app.history) > 1 else None
@@ -424,6 +420,10 @@ class Supervisor:
             in_state_ms=round((entry.at - previous) * 1000, 3) if previous else None,
             **{k: v for k, v in entry.detail.items() if k != "pid"},
         )
+        if held is not None and app.pid != held:  # after the news: nobody waits for this
+            self._record.ended(app.name, held)
+        elif entry.dst is AppState.ready and app.pid is not None:
+            self._record.ready(app.name, app.pid)
 
     def _on_lease_due(self, app: App) -> None:
         """A lease or a grace period ran out (lock held): fire what ``leases.expiry`` says."""
@@ -456,8 +456,18 @@ class Supervisor:
             pid = self._launcher.spawn(spec)
         except LaunchError as exc:
             return self._spawn_failed(app, run, spec, cause, str(exc))
-        if not spec.detached:  # on disk before anyone hears of the pid: see RunningRecord
-            self._record.started(spec.name, pid, True, born)
+        if spec.detached:
+            return self._spawned(app, run, spec, cause, pid, born, started)
+        # On disk before the launch returns (see RunningRecord); the sync runs while the
+        # transitions are recorded and published.
+        self._record.started(spec.name, pid, True, born, wait=False)
+        snapshot = self._spawned(app, run, spec, cause, pid, born, started)
+        self._record.durable()
+        return snapshot
+
+    def _spawned(self, app: App, run: int, spec: AppSpec, cause: Cause, pid: int, born: float,
+                 started: float) -> AppSnapshot:
+        """The spawn made ``pid``: the app is launched (and ready, without a ready_cmd)."""
         spawn_ms = round((self._mono() - started) * 1000, 3)
         with app.lock:
             app.spawn_ended(self._mono())

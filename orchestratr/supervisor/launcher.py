@@ -76,6 +76,9 @@ class RunningRecord(Protocol):
         """Record that ``name`` runs as ``pid``; returns once the record is on disk (unless
         not ``wait``: an adopted process, whose record is on disk already)."""
 
+    def durable(self) -> None:
+        """Return once everything recorded so far is on disk."""
+
     def ready(self, name: str, pid: int) -> None:
         """The app is ready (a hint for the next daemon; not waited for)."""
 
@@ -88,6 +91,9 @@ class NoRecord:
 
     def started(self, name: str, pid: int, group: bool, born: float, ready: bool = False,
                 wait: bool = True) -> None:
+        pass
+
+    def durable(self) -> None:
         pass
 
     def ready(self, name: str, pid: int) -> None:
