@@ -17,7 +17,6 @@ import json
 import os
 import select
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -147,7 +146,7 @@ def restart_adopt(work: Path, apps: int, trials: int) -> tuple[list[float], list
         skip = len(events(config_dir))
         began = time.time()
         daemon = start(config_dir)
-        wait(lambda: (config_dir / "port").exists())  # noqa: B023
+        wait(lambda: (config_dir / "port").exists())
         conn = http.client.HTTPConnection("127.0.0.1", port_of(config_dir), timeout=10)
         while True:
             with contextlib.suppress(OSError):
@@ -158,7 +157,7 @@ def restart_adopt(work: Path, apps: int, trials: int) -> tuple[list[float], list
         conn.close()
         resumed: list[dict[str, object]] = []
 
-        def all_resumed(skip: int = skip) -> bool:
+        def all_resumed(skip: int = skip, resumed: list[dict[str, object]] = resumed) -> bool:
             resumed[:] = [e for e in events(config_dir, skip) if e.get("resumed")]
             return len(resumed) >= apps
 
@@ -177,7 +176,7 @@ def shutdown(work: Path, apps: int, trials: int) -> list[float]:
     for _ in range(trials):
         skip = len(events(config_dir))
         daemon = start(config_dir)
-        wait(lambda: any(e.get("event") == "daemon_started"  # noqa: B023
+        wait(lambda: any(e.get("event") == "daemon_started"
                          for e in events(config_dir, skip)))  # noqa: B023
         wait(lambda: len({e["app"] for e in events(config_dir, skip)  # noqa: B023
                           if e.get("dst") == "ready"}) >= apps)

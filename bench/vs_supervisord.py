@@ -24,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-
 import scale  # bench/ is on sys.path when this script runs
 from scale import LogTail, dist, pct, port_of, running, start, stop, wait, write_config
 

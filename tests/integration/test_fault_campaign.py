@@ -102,7 +102,7 @@ def test_kill_9_at_random_instants_loses_and_duplicates_nothing(
             second.wait_event("api_listening", timeout=20)
             launch_all(config_dir)
             client = Client(config_dir=config_dir)
-            wait_for(lambda: all(a["pid"] for a in client.apps()), timeout=10,
+            wait_for(lambda c=client: all(a["pid"] for a in c.apps()), timeout=10,
                      what=f"{label}: every app running")
             check(config_dir, client, label)
             second.stop()
