@@ -30,6 +30,7 @@ bench: $(STAMP) ## print the supervisor, HTTP API, event stream and hotkey figur
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/hotkeys.py
+	$(BIN)/python bench/raise.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from orchestratr.registry.model import Registry
+from orchestratr.registry.model import Registry, described
 from orchestratr.supervisor.app import AppSnapshot
 from orchestratr.supervisor.states import Cause
 
@@ -24,22 +24,19 @@ class BackendName(enum.StrEnum):
     none = "none"
 
 
-def _described(text: str) -> dict[str, str]:
-    return {"description": text}
-
-
 @attrs.frozen
 class HotkeyStatus:
-    enabled: bool = attrs.field(metadata=_described("listening for the leader key"))
-    paused: bool = attrs.field(metadata=_described("keys ignored until POST /hotkeys/resume"))
-    backend: BackendName = attrs.field(metadata=_described("the key backend in use"))
-    leader: str = attrs.field(metadata=_described("the leader key, e.g. ctrl+space"))
+    enabled: bool = attrs.field(
+        metadata=described("listening for the leader key: a key typed now is handled"))
+    paused: bool = attrs.field(metadata=described("keys ignored until POST /hotkeys/resume"))
+    backend: BackendName = attrs.field(metadata=described("the key backend in use"))
+    leader: str = attrs.field(metadata=described("the leader key, e.g. ctrl+space"))
     suppressing: bool = attrs.field(
-        metadata=_described("leader and chord are kept from the focused app"))
+        metadata=described("leader and chord are kept from the focused app"))
     reason: str | None = attrs.field(
-        metadata=_described("why hotkeys are off, or, when on, why keys are not suppressed"))
+        metadata=described("why hotkeys are off, or, when on, why keys are not suppressed"))
     keys_seen: int = attrs.field(
-        metadata=_described("key presses heard so far: 0 with hotkeys on means the listener "
+        metadata=described("key presses heard so far: 0 with hotkeys on means the listener "
                             "hears nothing"))
 
 
@@ -68,3 +65,6 @@ class RegistryControl(Protocol):
     def register(self, fields: Any) -> tuple[AppSnapshot, list[str]]: ...
 
     def unregister(self, name: str, keep_running: bool = False) -> AppSnapshot: ...
+
+    def config_errors(self) -> list[str]:
+        """Why config.yml or a drop-in is rejected now (empty: all of it is in use)."""

@@ -15,6 +15,7 @@ import reprlib
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
 from cattrs.v import transform_error
 
@@ -95,6 +96,46 @@ def _env(value: Any, _: type) -> dict[str, str]:
     return result
 
 
+def field_keys(cls: type) -> dict[str, str]:
+    """Key -> field name, for a class with a field whose key is no Python name (``class``):
+    such a field says its key in ``metadata["key"]``."""
+    return {f.metadata.get("key", f.name): f.name for f in attrs.fields(cls)}
+
+
+def _keyed(cls: type) -> bool:
+    return attrs.has(cls) and any("key" in f.metadata for f in attrs.fields(cls))
+
+
+def _structure_keyed(cls: type) -> Any:
+    """A mapping of string fields (``window: {class: ..., title: ...}``); unknown keys are
+    errors (no older manifest has any)."""
+    keys = field_keys(cls)
+
+    def structure(value: Any, _: type) -> Any:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected a mapping with {' and/or '.join(keys)}, "
+                            f"got {_type_name(value)} {_shown(value)}")
+        unknown = sorted(str(k) for k in value if k not in keys)
+        if unknown:
+            raise ValueError(f"unknown field(s): {', '.join(clip(k, MAX_SHOWN) for k in unknown)}"
+                             f"; expected {' and/or '.join(keys)}")
+        fields = {}
+        for key, item in value.items():
+            if item is not None:
+                try:
+                    fields[keys[key]] = _strict_str(item, str)
+                except TypeError as exc:
+                    raise TypeError(f"{key}: {exc}") from None
+        return cls(**fields)
+
+    return structure
+
+
+def _unstructure_keyed(cls: type) -> Any:
+    keys = field_keys(cls)
+    return lambda value: {key: getattr(value, name) for key, name in keys.items()}
+
+
 def configure_converter(converter: cattrs.Converter) -> None:
     """Add orchestratr's hooks to ``converter``."""
     converter.register_structure_hook(int, _int)
@@ -104,6 +145,8 @@ def configure_converter(converter: cattrs.Converter) -> None:
     converter.register_structure_hook_func(_is_enum, _enum)
     converter.register_structure_hook_func(lambda t: t == Mapping[str, str], _env)
     converter.register_unstructure_hook_func(lambda t: t == Mapping[str, str], dict)
+    converter.register_structure_hook_factory(_keyed, _structure_keyed)
+    converter.register_unstructure_hook_factory(_keyed, _unstructure_keyed)
 
 
 def make_converter(strict: bool = False) -> cattrs.Converter:

@@ -33,6 +33,9 @@ from orchestratr import __version__, threads
 from orchestratr.api.openapi import document
 from orchestratr.api.routes import Api
 from orchestratr.api.server import ApiServer
+from orchestratr.desktop.chords import ChordWindow
+from orchestratr.desktop.notifications import Notifier
+from orchestratr.desktop.windows import X11Windows
 from orchestratr.errors import (
     ConfigError,
     DaemonRunningError,
@@ -47,7 +50,7 @@ from orchestratr.paths import CONFIG_DIR_ENV, Paths
 from orchestratr.processes import proctable, survivors
 from orchestratr.processes.journal import Journal
 from orchestratr.processes.spawn import ProcessLauncher
-from orchestratr.processes.tracker import ProcessTracker
+from orchestratr.processes.tracker import ProcessTracker, app_tree
 from orchestratr.registry.load import ensure_config, load_registry, load_without_config
 from orchestratr.registry.model import Registry
 from orchestratr.registry.runtime import RuntimeApps
@@ -95,6 +98,8 @@ class Daemon:
         self._files = Registry()  # the config files' last good registry, before registrations
         self._journal = Journal(self.paths.running_file, self.paths.running_journal)
         self._lock = DaemonLock(self.paths.config_dir, self.paths.lock_file)
+        self._desktop: tuple[Notifier, ChordWindow] | tuple[()] = ()
+        self._rejected: list[str] = []  # why the config files are rejected now (the last load)
 
     def run(self) -> int:
         """Run in the foreground until SIGTERM or SIGINT; return the exit status (2: the
@@ -138,17 +143,28 @@ class Daemon:
             try:
                 self._files = load_registry(self.paths, previous=self._files)
             except ConfigError as exc:
+                self._rejected = list(exc.errors)
                 _log_problems(exc.warnings, exc.errors)
                 self.supervisor.bus.publish("reload_failed", source=cause.value,
                                             errors=exc.errors)
                 log.error("reload_failed", source=cause.value, errors=len(exc.errors))
                 raise
+            self._rejected = []
             registry = self._runtime.merge(self._files)
             _log_problems(list(registry.warnings), list(registry.skipped))
             self._apply(registry, cause)
+            if registry.skipped:
+                self.supervisor.bus.publish("config_skipped", source=cause.value,
+                                            errors=list(registry.skipped))
             log.info("reloaded", source=cause.value, apps=len(registry.apps),
                      duration_ms=round((time.monotonic() - started) * 1000, 3))
             return registry
+
+    def config_errors(self) -> list[str]:
+        """What is rejected in the config files now: config.yml's errors (the last good
+        registry stays active) and the drop-ins left out for theirs."""
+        skipped = list(self.supervisor.registry.skipped) if self.supervisor else []
+        return self._rejected + skipped
 
     def register(self, fields: Any) -> tuple[AppSnapshot, list[str]]:
         """Add an app through the API; return it and the warnings about its fields.
@@ -224,6 +240,7 @@ class Daemon:
         """Every part, built but not started; logging is configured first, so the rest can
         log from the start."""
         self._files, startup_errors = _initial_registry(self.paths)
+        self._rejected = list(startup_errors.errors) if startup_errors else []
         registry_problems = self._runtime.load()
         registry = self._runtime.merge(self._files)
         stop_logging = configure_logging(
@@ -237,7 +254,8 @@ class Daemon:
         )
         # ids from the wall clock in µs keep growing across restarts (see EventBus)
         bus = EventBus(first_id=time.time_ns() // 1000)
-        self.supervisor = supervisor = Supervisor(launcher, bus, record=self._journal)
+        self.supervisor = supervisor = Supervisor(launcher, bus, record=self._journal,
+                                                  windows=X11Windows(app_tree))
         port = self.options.port if self.options.port is not None else registry.settings.api_port
         settings = registry.settings
         self.hotkeys = hotkeys = HotkeyService(
@@ -250,6 +268,10 @@ class Daemon:
         self.api = ApiServer(Api(supervisor, self, hotkeys, openapi=document),
                              port, self.paths.port_file)
         watcher = ConfigWatcher(self.paths, self._reload_quietly, self._config_dir_recreated)
+        self._desktop = (
+            Notifier(bus, enabled=lambda: supervisor.registry.settings.notifications),
+            ChordWindow(bus, rows=lambda: sorted(
+                (s.spec.chord or "", s.name, s.state.value) for s in supervisor.snapshots())))
         return _Parts(registry, startup_errors, registry_problems, stop_logging, tracker,
                       watcher)
 
@@ -268,6 +290,15 @@ class Daemon:
                            "and registered.json only; fix config.yml and it reloads "
                            "by itself")
         _log_problems(list(registry.warnings), list(registry.skipped) + parts.registry_problems)
+        for follower in self._desktop:
+            follower.start()  # before anything can fail
+        bus = self.supervisor.bus
+        if parts.startup_errors:
+            bus.publish("reload_failed", source=Cause.daemon.value,
+                        errors=parts.startup_errors.errors)
+        if registry.skipped:
+            bus.publish("config_skipped", source=Cause.daemon.value,
+                        errors=list(registry.skipped))
         self.supervisor.hold_launches()
         self.supervisor.apply_registry(registry, Cause.daemon, autostart=False)
         self._journal.open()
@@ -294,6 +325,8 @@ class Daemon:
         assert self.hotkeys is not None
         self.hotkeys.stop()
         parts.watcher.stop()
+        for follower in self._desktop:
+            follower.stop()
         self.api.stop()
         self.supervisor.shutdown(stop_apps=self.supervisor.registry.settings.stop_apps_on_exit)
         left = self._journal.close()

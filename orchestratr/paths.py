@@ -9,6 +9,7 @@ second instances never write into the real home.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -79,7 +80,7 @@ class Paths:
 
     def app_log(self, name: str) -> Path:
         """The file an app's stdout and stderr go to."""
-        return self.log_dir / "apps" / f"{name}.log"
+        return self.log_dir / "apps" / f"{log_stem(name)}.log"
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
@@ -107,3 +108,14 @@ def move_aside(path: Path) -> Path:
     target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
     path.replace(target)
     return target
+
+
+def log_stem(name: str) -> str:
+    """An app name as a file name: itself when it is plain (letters, digits, ``._-`` and
+    spaces, not hidden, not an option, a file name's length at most); otherwise its plain
+    characters and a short hash of the name, so two names never share a log."""
+    plain = "".join(c if c.isalnum() or c in "._- " else "_" for c in name)[:100]
+    if plain == name and not name.startswith((".", "-")):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{plain.lstrip('.-')}-{digest}"

@@ -29,6 +29,7 @@ ALLOWED = {
     "yaml": ("registry/load.py",),
     "cattrs": ("convert.py", "registry/load.py", "api/errors.py"),
     "watchdog": ("registry/watch.py",),
+    "jeepney": ("desktop/notifications.py",),
 }
 ADAPTERS = ("orchestratr.api", "orchestratr.hotkeys", "orchestratr.processes",
             "orchestratr.desktop")
@@ -149,3 +150,20 @@ def test_state_names_are_spelled_in_one_module(path: Path) -> None:
                if isinstance(node, ast.Constant) and node.value in names}
     assert spelled <= {name for where, name in NOT_A_STATE if where == rel}, (
         f"{rel} spells state names {sorted(spelled)}; import them from supervisor/states.py")
+
+
+def _state_members(node: ast.AST) -> int:
+    """How many ``AppState.<name>`` (or ``S.<name>``) references a literal holds."""
+    return sum(isinstance(item, ast.Attribute) and isinstance(item.value, ast.Name)
+               and item.value.id in ("AppState", "S") for item in getattr(node, "elts", []))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=IDS)
+def test_state_groups_are_named_in_one_module(path: Path) -> None:
+    """A tuple, list or set of two or more states is a group: it gets a name in states.py."""
+    if _rel(path) == "supervisor/states.py":
+        return
+    literals = [node for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and _state_members(node) > 1]
+    assert not literals, (f"{_rel(path)}:{literals[0].lineno} spells a group of states; "
+                          "name it in supervisor/states.py")

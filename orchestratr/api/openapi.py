@@ -19,10 +19,10 @@ from orchestratr.api.errors import STATUS
 from orchestratr.api.server import MAX_BODY, MAX_LINE
 from orchestratr.api.sse import KEEPALIVE_S, MAX_IDLE_S, MAX_LIMIT
 from orchestratr.api.transport import Limits
-from orchestratr.api.wire import MAX_DEPTH, MAX_PID, AppStatus
+from orchestratr.api.wire import MAX_DEPTH, MAX_PID, MIN_PID, AppStatus
 from orchestratr.controls import HotkeyStatus
 from orchestratr.registry.model import APP_FIELDS, AppSpec
-from orchestratr.registry.validate import MAX_LEASE_S, MAX_MS
+from orchestratr.registry.validate import MAX_LEASE_S, MAX_MS, NAME_PATTERN
 from orchestratr.supervisor.bus import EVENT_TYPES
 from orchestratr.supervisor.states import AppState, Cause, Trigger
 
@@ -32,17 +32,24 @@ ERROR_TEXT = {
     400: f"Malformed request: bad JSON (nested over {MAX_DEPTH} deep, or a string with a NUL or "
          "half a surrogate pair), wrong types, unknown fields, an invalid app name; two Host "
          "headers, or none on HTTP/1.1",
-    403: "Not from loopback, a foreign Host header or absolute target (DNS rebinding), or a "
-         "foreign Origin, or two",
+    403: "Not from loopback, a foreign Host header or absolute target (DNS rebinding), an "
+         "Origin that is not this server's (port included), or two, or Sec-Fetch-Site "
+         "cross-site or same-site",
     404: "No such app, chord or endpoint",
     405: "Wrong method; the Allow header names the right one",
-    408: f"The body did not arrive within {LIMITS.body_s:g} s (the connection is closed)",
+    408: f"The request line and headers did not arrive within {LIMITS.header_s:g} s, or the "
+         f"body within {LIMITS.body_s:g} s more (the connection is closed)",
     409: "The notification or command does not fit the app's current state, or a name or "
          "chord is taken, or the app belongs to a config file",
     413: f"Request body over {MAX_BODY // 1024 // 1024} MiB",
-    415: "A request body that is not application/json",
+    414: f"Request line over {MAX_LINE // 1024} KiB",
+    415: "A request body that is not application/json, from a browser (a request with an "
+         "Origin or Sec-Fetch-* header); scripts may label JSON as they like",
+    431: f"Request line and headers over {LIMITS.head_bytes // 1024} KiB, or over 100 lines",
+    505: "Not HTTP/1.x",
     500: "Internal error (details in the daemon log), or a command that could not be spawned",
-    503: f"Too many open connections (over {LIMITS.connections}; retry shortly), or, for the "
+    503: f"Too many connections busy at once (over {LIMITS.connections}; retry shortly), or, "
+         "for the "
          "hotkey endpoints, "
          "hotkeys are not running (no X display, --no-hotkeys, or paused)",
 }
@@ -53,7 +60,8 @@ ALLOW = {"Allow": {"description": "the methods this path accepts", "required": T
 TRANSPORT = ("Before any endpoint, the transport may answer 400 (a garbled request line), 408 "
              f"(request line and headers not in within {LIMITS.header_s:g} s), 414 (request line "
              f"over {MAX_LINE // 1024} KiB), 431 "
-             "(headers too large), 503 (too many connections) or 505 (not HTTP/1.x), in the "
+             "(headers too large), 501 (a method HTTP does not define, or a transfer coding "
+             "other than chunked), 503 (too many connections) or 505 (not HTTP/1.x), in the "
              "same error format, and close the connection.")
 
 
@@ -99,7 +107,7 @@ def type_schema(hint: Any) -> dict[str, Any]:
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return {"type": "string", "enum": [member.value for member in hint]}
     if attrs.has(hint):
-        return attrs_schema(hint)
+        return attrs_schema(hint, required=[])  # a part of a manifest: each key optional
     return dict(PRIMITIVES[hint])
 
 
@@ -116,7 +124,7 @@ def attrs_schema(cls: type, required: Sequence[str] | None = None) -> dict[str, 
             _value_schema(schema)["format"] = fmt
         if description := field.metadata.get("description"):
             schema["description"] = description
-        properties[field.alias or field.name] = schema
+        properties[field.metadata.get("key", field.alias or field.name)] = schema
     return _obj(properties, list(properties) if required is None else list(required))
 
 
@@ -166,13 +174,17 @@ SCHEMAS: dict[str, Any] = {
                                "description": "degraded: an internal part crashed recently "
                                               "(it was restarted; see degraded)"},
                     "version": STRING,
-                    "pid": {"type": "integer"},
+                    "pid": {"type": "integer", "description": "the daemon's"},
                     "started_at": TIME,
+                    "config_errors": {"type": "integer", "minimum": 0,
+                                      "description": "problems for which config.yml or a "
+                                                     "drop-in is rejected now (POST /reload "
+                                                     "lists them)"},
                     "degraded": {"type": "array", "items": _obj({
                         "part": STRING, "restarts": {"type": "integer"},
                         "error": {"type": ["string", "null"]}, "down": {"type": "boolean"}},
                         ["part", "restarts", "error", "down"])}},
-                   ["status", "version", "pid", "started_at", "degraded"]),
+                   ["status", "version", "pid", "started_at", "config_errors", "degraded"]),
     "App": _obj(APP_PROPERTIES, list(APP_PROPERTIES)),
     "HistoryEntry": _obj(
         {
@@ -222,7 +234,7 @@ SCHEMAS: dict[str, Any] = {
         },
         ["id", "type", "data"],
     ),
-    "AppState": _obj(
+    "GoAppState": _obj(
         {
             "name": STRING,
             "launched": {"type": "boolean"},
@@ -239,11 +251,21 @@ SCHEMAS: dict[str, Any] = {
             "app": STRING,
             "state": STATE,
             "pid": _nullable({"type": "integer"}),
-            "spawned": {"type": "boolean", "description": "false: it was already running"},
             "status": {"const": "ok"},
         },
         ["app", "state", "pid", "status"],
     ),
+    "Launch": {"allOf": [_ref("Ack"), _obj(
+        {
+            "spawned": {"type": "boolean", "description": "false: it was already running "
+                                                          "(or its window: was found)"},
+            "focused": {"type": "boolean",
+                        "description": "its window was activated (run-or-raise)"},
+            "reason": _nullable({"type": "string",
+                                 "description": "why no window was activated"}),
+        },
+        ["spawned", "focused", "reason"],
+    )]},
     "Reload": _obj(
         {
             "apps": {"type": "array", "items": _ref("App")},
@@ -257,7 +279,7 @@ SCHEMAS: dict[str, Any] = {
     "Ok": _obj({"status": {"const": "ok"}}, ["status"], closed=True),
     "Empty": _obj({}, closed=True),
     "LaunchedBody": _obj({
-        "pid": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_PID}),
+        "pid": _nullable({"type": "integer", "minimum": MIN_PID, "maximum": MAX_PID}),
         "lease_secs": _nullable({"type": "number", "exclusiveMinimum": 0,
                                  "maximum": MAX_LEASE_S}),
     }, closed=True),
@@ -282,12 +304,12 @@ def _operation(summary: str, ok: dict[str, Any], *errors: int, body: str | None 
     op: dict[str, Any] = {
         "summary": summary,
         "responses": {str(status): {"description": "OK", "content": {media: {"schema": ok}}},
-                      **_errors(400, 403, 405, 500, 503, *errors)},
+                      **_errors(400, 403, 405, 408, 414, 431, 500, 503, 505, *errors)},
     }
     if body is not None:
         op["requestBody"] = {"required": status == 201,
                              "content": {JSON: {"schema": _ref(body)}}}
-        op["responses"].update(_errors(408, 413, 415))
+        op["responses"].update(_errors(413, 415))
     if parameters:
         op["parameters"] = parameters
     return op
@@ -330,7 +352,8 @@ SSE_SCHEMA = _obj(
 
 
 NAME = {"name": "name", "in": "path", "required": True, "example": "notes",
-        "description": "the app's name (case-insensitive)", "schema": STRING}
+        "description": "the app's name (case-insensitive, percent-encoded)",
+        "schema": {"type": "string", "pattern": NAME_PATTERN.pattern}}
 
 
 def _app_path(**operations: dict[str, Any]) -> dict[str, Any]:
@@ -358,10 +381,9 @@ def document() -> dict[str, Any]:
         },
         "servers": [{
             "url": "http://127.0.0.1:{port}",
-            "variables": {"port": {
-                "default": "9876",
-                "description": "api_port from config.yml, or --port; the port the daemon got is "
-                               "in <config-dir>/port (~/.config/orchestratr/port)"}},
+            "description": "port: api_port from config.yml, or --port; the port the daemon got "
+                           "is in <config-dir>/port (~/.config/orchestratr/port)",
+            "variables": {"port": {"default": "9876"}},
         }],
         "paths": {
             "/health": {"get": _operation("Liveness and version", _ref("Health"))},
@@ -382,12 +404,14 @@ def document() -> dict[str, Any]:
                                "leave it running (tracked until it exits)")]),
             ),
             "/apps/{name}/state": _app_path(get=_operation(
-                "Go-compatible state (unset fields omitted)", _ref("AppState"), 404)),
+                "Go-compatible state (unset fields omitted)", _ref("GoAppState"), 404)),
             "/apps/{name}/launched": _app_path(**_command(
                 "The app says it started; a pid makes orchestratr track it", "LaunchedBody")),
             "/apps/{name}/ready": _app_path(**_command("The app says it is ready")),
             "/apps/{name}/stopped": _app_path(**_command("The app says it is shutting down")),
-            "/apps/{name}/launch": _app_path(**_command("Launch (nothing new if running)")),
+            "/apps/{name}/launch": _app_path(post=_operation(
+                "Launch, or bring its window forward if it runs", _ref("Launch"), 404, 409,
+                body="Empty")),
             "/apps/{name}/stop": _app_path(**_command("SIGTERM the app's process group")),
             "/apps/{name}/restart": _app_path(**_command("Stop, then launch again")),
             "/apps/{name}/heartbeat": _app_path(**{
@@ -407,7 +431,7 @@ def document() -> dict[str, Any]:
             "/reload": {"post": _reload()},
             "/trigger": {"post": _operation(
                 "Launch the app on a chord, or press the leader key",
-                {"anyOf": [_ref("Ack"), _ref("Ok")]}, 404, 409, body="TriggerBody")},
+                {"anyOf": [_ref("Launch"), _ref("Ok")]}, 404, 409, body="TriggerBody")},
             "/hotkeys": {"get": _operation("Hotkey status", _ref("Hotkeys"))},
             "/hotkeys/pause": {"post": _operation(
                 "Release every key grab and ignore the leader", _ref("Hotkeys"), body="Empty")},

@@ -26,6 +26,7 @@ from orchestratr.api.wire import (
     ack_json,
     app_json,
     iso,
+    launch_json,
     state_json,
 )
 from orchestratr.controls import HotkeyControl, RegistryControl
@@ -37,6 +38,9 @@ from orchestratr.supervisor.states import Cause
 
 MAX_CHORD_LENGTH = 32
 MAX_WARNINGS = 20  # listed in a registration's answer; each quotes a field the client sent
+# RFC 9110's methods and PATCH: one of these not allowed on a path is 405, any other 501
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -141,9 +145,12 @@ class Api:
         """The handler for a request and its path parameters.
 
         Raises:
-            ApiError: not_found (no such path), method_not_allowed (with ``Allow``).
+            ApiError: not_found (no such path), method_not_allowed (with ``Allow``),
+                not_implemented (a method HTTP does not define).
             BadRequestError: an ``{name}`` that is not a valid app name.
         """
+        if method not in KNOWN_METHODS:
+            raise ApiError("not_implemented", f"unknown method {clip(method, 32)!r}")
         segments = [unquote(s) for s in path.split("/")]
         method = "GET" if method == "HEAD" else method  # the server leaves the body out
         allowed: list[str] = []
@@ -168,6 +175,7 @@ class Api:
         degraded = threads.degraded()
         return ok({"status": "degraded" if degraded else "ok", "version": __version__,
                    "pid": os.getpid(), "started_at": iso(self._started),
+                   "config_errors": len(self._registry.config_errors()),
                    "degraded": degraded})
 
     def openapi(self, _: Request) -> Response:
@@ -236,7 +244,7 @@ class Api:
     def launch(self, req: Request) -> Response:
         _body(req, _Empty)
         result = self._sup.launch(req.name, Cause.api)
-        return ok(ack_json(result.app, spawned=result.spawned))
+        return ok(launch_json(result))
 
     def stop(self, req: Request) -> Response:
         _body(req, _Empty)
@@ -262,7 +270,7 @@ class Api:
             if len(chord) > MAX_CHORD_LENGTH:
                 raise BadRequestError(f"chord is longer than {MAX_CHORD_LENGTH} characters")
             result = self._sup.launch(self._sup.find_chord(chord), Cause.api)
-            return ok(ack_json(result.app, spawned=result.spawned))
+            return ok(launch_json(result))
         try:
             self._service().press_leader()
         except RuntimeError as exc:
@@ -320,9 +328,6 @@ def _match(template: list[str], segments: list[str]) -> dict[str, str] | None:
 
 
 def _checked(params: dict[str, str]) -> dict[str, str]:
-    if "name" in params:
-        name = params["name"].lower()
-        if not NAME_PATTERN.match(name):
-            raise BadRequestError("invalid app name")
-        params["name"] = name
+    if "name" in params and not NAME_PATTERN.fullmatch(params["name"]):
+        raise BadRequestError("invalid app name")  # a valid one is looked up case-insensitively
     return params

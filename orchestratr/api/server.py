@@ -13,15 +13,14 @@ import contextlib
 import errno
 import io
 import logging
-import selectors
 import socket
 import socketserver
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Iterator
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -30,15 +29,18 @@ import structlog
 
 from orchestratr import __version__
 from orchestratr.api import guard
+from orchestratr.api.dispatch import Dispatcher, Workers
 from orchestratr.api.errors import MAX_ECHO, STATUS, ApiError, error_body, status_of
 from orchestratr.api.routes import Api, Request, Response, encode
 from orchestratr.api.sse import EventStream
 from orchestratr.api.transport import (
+    ChunkedError,
     DeadlineReader,
     HeadTooLarge,
     Limits,
     declared_length,
     linger,
+    read_chunked,
     settle,
     turn_away,
 )
@@ -53,11 +55,8 @@ MAX_BODY = 1024 * 1024
 MAX_LINE = 65536  # bytes of a request line, as http.server allows
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 STREAM_SNDBUF = 64 * 1024
-DISCARD_LIMIT_S = 2.0  # how long an oversized body is read and thrown away after a 413
-IDLE_POLL_S = 3600.0  # serve_forever's wake-ups are idle CPU; stop() wakes it by connecting
-ACCEPT_BACKOFF_S = 0.01  # the first pause when accept runs out of descriptors; doubled ...
-MAX_ACCEPT_BACKOFF_S = 1.0  # ... up to this
 MAX_PENDING_LOG_LINES = 10_000  # request lines waiting for their logger; more are dropped
+DISCARD_LIMIT_S = 2.0  # how long an oversized body is read and thrown away after a 413
 CODE_OF = {status: code for code, status in reversed(STATUS.items())}  # the first code wins
 
 
@@ -72,45 +71,27 @@ def _canned(status: int, code: str, message: str) -> bytes:
 BUSY = _canned(503, "unavailable", "too many open connections; try again shortly")
 
 
-class _Server(ThreadingHTTPServer):
-    """The standard library's threading server, with the connection cap and a listen queue
-    deep enough for a burst of clients (socketserver's 5 made the 6th wait for a SYN retry)."""
+class _Server(HTTPServer):
+    """The listening socket, the connection and stream budgets, and the threads that serve
+    them (see ``dispatch``): an idle keep-alive connection costs no thread, a request waits
+    only for the requests ahead of it, and event streams have a budget of their own, so
+    readers can never take the room ``/health`` and commands need (item 8 of issue 12)."""
 
-    daemon_threads = True
     request_queue_size = max(socket.SOMAXCONN, 1024)  # the kernel caps it at net.core.somaxconn
     api: Api
 
     def __init__(self, address: tuple[str, int], limits: Limits) -> None:
         self.limits = limits
-        self._slots = threading.BoundedSemaphore(limits.connections)
+        self._lock = threading.Lock()
+        self._open = 0  # connections being served or kept alive, streams not included
+        self._streams: dict[_Handler, EventStream] = {}
         self._turned_away = 0
-        self._accept_backoff = 0.0  # while accept fails for lack of descriptors
-        self.hangups = Hangups()
-        self.requests = RequestLog()
         super().__init__(address, _Handler)
-
-    def get_request(self) -> tuple[Any, Any]:
-        """Accept, backing off while the daemon is out of file descriptors: the listening
-        socket stays readable, and retrying at once spun a whole core (issue 16)."""
-        try:
-            request = super().get_request()
-        except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                self._out_of_descriptors(exc)
-            raise
-        if self._accept_backoff:
-            log.warning("http_accept_resumed")
-            self._accept_backoff = 0.0
-        return request
-
-    def _out_of_descriptors(self, exc: OSError) -> None:
-        if not self._accept_backoff:
-            log.error("http_accept_failed", error=exc.strerror,
-                      hint="out of file descriptors: new connections wait until some "
-                           "close; stop apps or raise the hard limit (ulimit -Hn)")
-        self._accept_backoff = min(max(self._accept_backoff * 2, ACCEPT_BACKOFF_S),
-                                   MAX_ACCEPT_BACKOFF_S)
-        time.sleep(self._accept_backoff)  # this thread only accepts: nothing else waits
+        self.requests = RequestLog()
+        self.workers = Workers(limits.connections)
+        self.dispatcher = Dispatcher(self.socket, self._admit, self._submit, self._close,
+                                     idle_s=limits.header_s)
+        self.dispatcher.pool = self.workers
 
     def server_bind(self) -> None:
         """Bind without HTTPServer's ``socket.getfqdn``: a reverse DNS lookup of 127.0.0.1 at
@@ -118,39 +99,99 @@ class _Server(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = "localhost", self.server_address[1]
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Serve in a new thread, or answer 503 at once when every slot is taken."""
-        if not self._slots.acquire(blocking=False):
-            self._turn_away(request, client_address)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()  # no thread started: nobody else would release it
-            raise
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def _admit(self, sock: socket.socket, peer: Any) -> _Handler | None:
+        """A new connection's handler; over the cap, the connection idle the longest is
+        closed to make room, and only when none is idle is the new one answered 503."""
+        with self._lock:
+            full = self._open >= self.limits.connections
+        if full and not self.dispatcher.shed_idle():
+            self._turn_away(sock, peer)
+            return None
+        with self._lock:
+            self._open += 1
+        return _Handler(sock, peer, self)
+
+    def _submit(self, handler: _Handler) -> None:
+        self.workers.submit(lambda: self._serve(handler))
+
+    def _serve(self, handler: _Handler) -> None:
+        """On a worker: answer what the connection sent, then park it, close it, or leave it
+        to its stream's thread."""
         try:
-            super().process_request_thread(request, client_address)
+            keep = handler.serve()
+        except Exception:
+            log.exception("http_connection_error", peer=handler.client_address[0])
+            keep = False
+        if keep:
+            self.dispatcher.park(handler, handler.connection)
+        elif not handler.streaming:
+            self._close(handler)
+
+    def _close(self, handler: _Handler) -> None:
+        with self._lock:
+            self._open -= 1
+        self._end(handler)
+
+    @staticmethod
+    def _end(handler: _Handler) -> None:
+        try:
+            handler.finish()
+        except OSError:
+            pass
         finally:
-            self._slots.release()
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_WR)
+            handler.connection.close()
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """socketserver prints an escaped exception to stderr; ours goes to the log."""
-        log.exception("http_connection_error", peer=client_address[0])
+    def stream(self, handler: _Handler, stream: EventStream) -> None:
+        """Move a connection from the connection budget to the stream budget and give it a
+        thread; at the stream budget, the reader that was sent nothing for the longest (a
+        filter that lets little through, or a reader that stopped reading) is let go: it
+        reconnects with Last-Event-ID, losing nothing."""
+        with self._lock:
+            self._open -= 1
+            shed = None
+            if len(self._streams) >= self.limits.streams:
+                shed = min(self._streams, key=lambda h: self._streams[h].delivered_at)
+                del self._streams[shed]  # ending: it no longer counts
+            self._streams[handler] = stream
+        if shed is not None:
+            log.info("sse_reader_shed", peer=shed.client_address[0],
+                     streams=self.limits.streams)
+            shed.end_stream()
+        threading.Thread(target=self._run_stream, args=(handler, stream),
+                         name="api-stream", daemon=True).start()
 
-    def _turn_away(self, request: socket.socket, client_address: Any) -> None:
+    def _run_stream(self, handler: _Handler, stream: EventStream) -> None:
+        try:
+            handler.run_stream(stream)
+        except Exception:
+            log.exception("http_connection_error", peer=handler.client_address[0])
+        finally:
+            with self._lock:
+                self._streams.pop(handler, None)
+            self._end(handler)
+
+    def _turn_away(self, sock: socket.socket, peer: Any) -> None:
+        """Over the cap with every connection busy: 503 at once, logged like any answer."""
         self._turned_away += 1
+        log.info("http_request", method=None, path=None, status=503, duration_ms=0.0,
+                 reason="too many connections")
         if self._turned_away == 1 or self._turned_away % 100 == 0:
             log.warning("http_too_many_connections", limit=self.limits.connections,
-                        turned_away=self._turned_away, peer=client_address[0])
-        turn_away(request, BUSY)
+                        turned_away=self._turned_away, peer=peer[0])
+        turn_away(sock, BUSY)
 
 
 class RequestLog:
     """The ``http_request`` lines, logged on a thread of their own: a request's thread only
-    queues its line (a tuple), so formatting a log line per request is no longer paid by
-    the next request on the connection (GET /apps p99 2.27 ms with it, 0.44 ms without)."""
+    queues its fields, so the structlog processing of a line per request is not paid between
+    a connection's requests (GET /apps p99 was 2.27 ms with request logs at info, 0.44 ms at
+    warning: issue 16). Bounded: lines that find it full are dropped."""
 
     def __init__(self) -> None:
         self._lines: deque[dict[str, Any]] = deque()
@@ -175,75 +216,6 @@ class RequestLog:
                 log.info("http_request", **self._lines.popleft())
 
 
-class Hangups:
-    """The open streams: one thread notices their clients hanging up, so their handler
-    threads end at once instead of at their next write (a keep-alive may be 15 s away), and
-    ``close`` ends every one of them when the server stops."""
-
-    def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def watch(self, sock: socket.socket, on_hangup: Callable[[], None]) -> None:
-        with self._lock:
-            if self._closed:
-                on_hangup()
-                return
-            self._selector.register(sock, selectors.EVENT_READ, on_hangup)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="api-hangups",
-                                                daemon=True)
-                self._thread.start()
-        self._wake()
-
-    def forget(self, sock: socket.socket) -> None:
-        with self._lock, contextlib.suppress(KeyError, ValueError, OSError):
-            self._selector.unregister(sock)
-        self._wake()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            open_streams = [key.data for key in self._selector.get_map().values() if key.data]
-        for end in open_streams:
-            end()
-        self._wake()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
-
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-
-    def _loop(self) -> None:
-        while not self._closed:
-            for key, _ in self._selector.select():
-                if key.data is None:
-                    with contextlib.suppress(OSError):
-                        self._wake_r.recv(4096)
-                elif not self._read(key.fileobj):  # type: ignore[arg-type]
-                    self.forget(key.fileobj)  # type: ignore[arg-type]
-                    key.data()
-
-    @staticmethod
-    def _read(sock: socket.socket) -> bool:
-        """Drop what the client sent; False once it has hung up."""
-        try:
-            return bool(sock.recv(4096, getattr(socket, "MSG_DONTWAIT", 0)))
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-
-
 class _Handler(BaseHTTPRequestHandler):
     """One connection's requests: each read under a deadline, answered in JSON and logged once,
     whatever goes wrong (a garbled request line, a timeout, an endpoint's exception)."""
@@ -258,17 +230,49 @@ class _Handler(BaseHTTPRequestHandler):
     _path: str | None = None  # the routed path, once the target has been checked
     _started = 0.0
     _linger = False  # refused before the request was read to its end: see transport.linger
+    _continue = False  # the client waits for "100 Continue" before it sends the body
+    _head_sent = False  # of an event stream's response
+    streaming = False  # the connection now carries an event stream, on a thread of its own
+
+    def __init__(self, request: socket.socket, client_address: Any, server: _Server) -> None:
+        """Set up only: the dispatcher calls ``serve`` each time the client has sent bytes
+        (socketserver's handlers serve the whole connection from their constructor)."""
+        self.request, self.client_address, self.server = request, client_address, server
+        self.setup()
 
     def setup(self) -> None:
         super().setup()
         self.rfile.close()  # the plain socket file: replaced by one that keeps deadlines
         self._reader = DeadlineReader(self.connection)
-        self.rfile = io.BufferedReader(self._reader)
+        self.rfile = self._buffer = io.BufferedReader(self._reader)
 
     def finish(self) -> None:
         super().finish()
         if self._linger:
             linger(self.connection)
+
+    def serve(self) -> bool:
+        """Answer every request that has arrived; True when the connection is to wait for the
+        next one, False when it is done (closed, or handed to a stream)."""
+        while True:
+            self.handle_one_request()
+            if self.close_connection or self.streaming:
+                return False
+            if not self._buffered():
+                return True
+
+    def _buffered(self) -> bool:
+        """Whether the next request is already read into our buffer (pipelined), where the
+        selector cannot see it."""
+        self._reader.expect(0)  # a read from the socket now raises instead of waiting
+        try:
+            return bool(self._buffer.peek(1))
+        except (TimeoutError, OSError):
+            return False
+
+    def version_string(self) -> str:
+        """``Server: orchestratr/X`` (http.server appends a space and its own versions)."""
+        return self.server_version
 
     def handle_one_request(self) -> None:
         """Read one request within the header deadline, then answer it.
@@ -301,8 +305,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.raw_requestline = b""
         self.requestline = self.command = self.path = ""
         self.request_version = self.default_request_version
+        self.close_connection = True  # until a request line and headers say otherwise
         self._path = None
         self._unread = 0
+        self._continue = False
 
     def _read_request_line(self) -> bool:
         """Read the request line; False when there is none to parse (the client closed, or
@@ -321,16 +327,23 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def parse_request(self) -> bool:
-        """http.server's parsing, minus its silences: an empty line and HTTP/0.9 are refused."""
-        if not self.raw_requestline.split():
+        """http.server's parsing, minus its silences: an empty line and HTTP/0.9 are refused
+        at once (http.server went on to wait for headers an HTTP/0.9 client never sends)."""
+        words = self.raw_requestline.split()
+        if not words:
             self.send_error(400, "empty request line")
             return False
-        if not super().parse_request():
-            return False  # answered through send_error
-        if self.request_version == "HTTP/0.9":
+        if len(words) == 2:
             self.send_error(400, "HTTP/0.9 requests are not supported; end the line with "
                                  "HTTP/1.1")
             return False
+        return super().parse_request()  # False: answered through send_error
+
+    def handle_expect_100(self) -> bool:
+        """Note the wish; ``_read_body`` sends "100 Continue" once the request has passed
+        every check that could refuse it (http.server sent it before any: curl then uploaded
+        a body only to be told 413, 403 or 404)."""
+        self._continue = True
         return True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
@@ -358,15 +371,20 @@ class _Handler(BaseHTTPRequestHandler):
             response = Response(500, {"error": "internal error (see the daemon log)",
                                       "code": "internal_error"})
         if self._unread:  # a refusal before the body was read: it must never pass for a request
-            self.close_connection = True
+            self.close_connection = self._linger = True
+            if self._continue:
+                self._unread = 0  # the client was told no instead of 100: it sends no body
         if isinstance(response.body, EventStream):
-            self._stream(response.body)
-            self._log(response.status)
-        else:
-            self._answer(response, headers)
+            self.streaming = True
+            self._stream_body = response.body
+            self.server.stream(self, response.body)
+            return  # the stream's thread answers, logs and closes
+        self._answer(response, headers)
         self._discard_unread_body()
 
     def _respond(self) -> Response:
+        if self.path == "*" and self.command == "OPTIONS":  # RFC 9110 9.3.7: the server itself
+            return Response(200, {"status": "ok"})
         path, query = guard.admit(self.client_address[0], self.path, self.headers,
                                   self.server.server_port,
                                   host_required=self.request_version != "HTTP/1.0")
@@ -377,27 +395,76 @@ class _Handler(BaseHTTPRequestHandler):
                                parse_qs(query, keep_blank_values=True), self.headers))
 
     def _read_body(self) -> Any:
-        if self.headers.get("Transfer-Encoding"):
-            raise ApiError("bad_request", "chunked bodies are not supported; send Content-Length")
-        if self._unread < 0:
+        """The request's JSON body (None when it has none), checked before a byte of it is
+        read: framing, size and media type. Only then is "100 Continue" sent."""
+        chunked = self._chunked()
+        if not chunked and self._unread < 0:
             raise ApiError("bad_request", "invalid Content-Length")
         if self._unread > MAX_BODY:
             raise ApiError("payload_too_large", f"body is over {MAX_BODY} bytes")
-        raw = self._receive(self._unread) if self._unread else b""
+        if chunked or self._unread:
+            self._check_media_type()
+        if self._continue and (chunked or self._unread):
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        raw = self._receive_chunked() if chunked else self._receive(self._unread)
         if not raw.strip():
             return None
+        value = decode_json(raw)
+        if value is None:
+            raise ApiError("bad_request", "the body must be a JSON object, not null")
+        return value
+
+    def _chunked(self) -> bool:
+        """Whether the body is chunked (RFC 9112 6.1). Another transfer coding is 501; with a
+        Content-Length as well, the connection closes after the request (the two could be
+        read two ways by something between us and the client)."""
+        codings = self.headers.get_all("Transfer-Encoding") or []
+        if not codings:
+            return False
+        if [c.strip().lower() for c in ",".join(codings).split(",")] != ["chunked"]:
+            raise ApiError("not_implemented", "the only transfer coding understood is chunked")
+        if self.request_version == "HTTP/1.0" or "Content-Length" in self.headers:
+            self.close_connection = True
+        return True
+
+    def _check_media_type(self) -> None:
+        """JSON only, from a browser: any other type is a form or text a page can send
+        cross-site without asking. Scripts (no Origin, no Sec-Fetch-* header) may label JSON
+        as they like: curl's default is a form type, and the Go orchestratr took it."""
         media_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if media_type != "application/json":
+        if media_type != "application/json" and guard.from_browser(self.headers):
             raise ApiError("unsupported_media_type", "request bodies must be application/json")
-        return decode_json(raw)
 
     def _receive(self, length: int) -> bytes:
         """The body, which must arrive whole within the body deadline (a client trickling a
         byte every few seconds held its thread for as long as it liked)."""
+        if not length:
+            return b""
+        with self._body_deadline():
+            raw = self.rfile.read(length)
+        self._unread = 0
+        if len(raw) < length:
+            self.close_connection = True
+            raise ApiError("bad_request", "the body is shorter than its Content-Length")
+        return raw
+
+    def _receive_chunked(self) -> bytes:
+        """A chunked body (RFC 9112 7.1), within the same size and time limits. A body
+        framed this way cannot be skipped if refused, so the connection closes after it."""
+        with self._body_deadline():
+            try:
+                raw = read_chunked(self.rfile, MAX_BODY)
+            except ChunkedError as exc:
+                raise ApiError(exc.code, str(exc)) from None
+        self._unread = 0
+        return raw
+
+    @contextlib.contextmanager
+    def _body_deadline(self) -> Iterator[None]:
         limit_s = self.server.limits.body_s
         self._reader.expect(limit_s)
         try:
-            raw = self.rfile.read(length)
+            yield
         except TimeoutError:
             self._unread = -1  # the rest may still come: the connection cannot be reused
             raise ApiError("request_timeout",
@@ -405,11 +472,6 @@ class _Handler(BaseHTTPRequestHandler):
         except ConnectionError:  # the client went away mid-body: no bug of ours to log
             self._unread = -1
             raise ApiError("bad_request", "the connection broke during the body") from None
-        self._unread = 0
-        if len(raw) < length:
-            self.close_connection = True
-            raise ApiError("bad_request", "the body is shorter than its Content-Length")
-        return raw
 
     def _discard_unread_body(self) -> None:
         """Read and drop the rest of a refused body, in small chunks and for a bounded time.
@@ -447,17 +509,31 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         if self.close_connection:
             self.send_header("Connection", "close")
+        elif self.request_version == "HTTP/1.0":  # kept open only if it says so (RFC 9112 9.3)
+            self.send_header("Connection", "keep-alive")
         self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
             self._headers_buffer.append(payload)  # one write: headers and body in one segment
         self.flush_headers()
 
-    def _stream(self, stream: EventStream) -> None:
-        """Send an event stream until it ends, the client leaves or the server stops.
+    def end_stream(self) -> None:
+        """End this connection's stream from any thread, even one stalled mid-write; one not
+        yet begun still sends its head, so its reader sees a 200 that ends (and reconnects),
+        not a connection closed without an answer."""
+        self._stream_body.close()
+        if self._head_sent:
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
 
-        The response has no length: it ends when the connection closes.
-        """
+    def run_stream(self, stream: EventStream) -> None:
+        """Send an event stream until it ends, the client leaves or the server stops, then
+        log the request. The response has no length: it ends when the connection closes."""
+        self._send_stream(stream)
+        self._log(200)
+
+    def _send_stream(self, stream: EventStream) -> None:
         self.close_connection = True
+        dispatcher = self.server.dispatcher
         try:
             settle(self.connection, self.server.limits.write_s)
             self.send_response(200)
@@ -465,23 +541,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Cache-Control", "no-store")
             self.send_header("Connection", "close")
             self.end_headers()
+            self._head_sent = True
             if self.command == "HEAD":
                 return
             # Little kernel buffering: a reader that stops reading overflows its own bounded
             # queue soon, instead of after megabytes sit in the socket.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
-            self.server.hangups.watch(self.connection, stream.close)
+            dispatcher.watch(self.connection, self.end_stream)
             for chunk in stream:
                 self.wfile.write(chunk)
         except OSError:
             pass  # the client went away mid-write, or stalled for longer than the timeout
         finally:
-            self.server.hangups.forget(self.connection)
+            dispatcher.forget(self.connection)
             stream.close()
 
     def _log(self, status: int) -> None:
-        """The one ``http_request`` line of every request, answered or refused (logged on
-        the request log's thread)."""
+        """The one ``http_request`` line of every request, answered or refused (formatted
+        and logged on the request log's thread)."""
         path = self._path if self._path is not None else (self.path or None)
         self.server.requests.add(method=self.command or None,
                                  path=path and clip(path, MAX_ECHO), status=status,
@@ -518,8 +595,9 @@ class ApiServer:
         """Bind (a free port if ours is taken), start serving, then write the port file."""
         self._server = self._bind()
         self._server.api = self._api
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        args=(IDLE_POLL_S,), name="api", daemon=True)
+        self._server.workers.start()
+        self._thread = threading.Thread(target=self._server.dispatcher.run, name="api",
+                                        daemon=True)
         self._thread.start()
         self.write_port_file()
         log.info("api_listening", host="127.0.0.1", port=self.port)
@@ -535,12 +613,9 @@ class ApiServer:
             return
         if self._port_file is not None and _read_port(self._port_file) == self.port:
             self._port_file.unlink(missing_ok=True)
-        self._server.hangups.close()  # ends every open stream
-        stopper = threading.Thread(target=self._server.shutdown)
-        stopper.start()
-        with contextlib.suppress(OSError):  # wake the idle select so shutdown is seen now
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-        stopper.join()
+        self._server.dispatcher.stop()  # closes idle connections, ends every open stream
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         self._server.server_close()
         self._server = None
 

@@ -20,6 +20,7 @@ import attrs
 
 from orchestratr.api.wire import event_json, reset_json
 from orchestratr.errors import BadRequestError
+from orchestratr.registry.model import name_key
 from orchestratr.registry.validate import NAME_PATTERN
 from orchestratr.supervisor.bus import EVENT_TYPES, BusEvent, EventBus, Subscription
 
@@ -47,7 +48,7 @@ class EventQuery:
 
     def accepts(self, event: BusEvent) -> bool:
         return (not self.types or event.type in self.types) and (
-            not self.apps or event.data.get("app") in self.apps)
+            not self.apps or name_key(str(event.data.get("app"))) in self.apps)
 
 
 def parse_query(
@@ -59,15 +60,16 @@ def parse_query(
     unknown = set(query) - known
     if unknown:
         raise BadRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
-    apps = frozenset(name.lower() for name in query.get("app", []))
-    if bad := sorted(a for a in apps if not NAME_PATTERN.match(a)):
+    names = query.get("app", [])
+    if bad := sorted(a for a in names if not NAME_PATTERN.fullmatch(a)):
         raise BadRequestError(f"app: invalid app name {bad[0][:64]!r}")
+    apps = frozenset(name_key(name) for name in names)
     types = frozenset(query.get("type", []))
     if bad := sorted(types - EVENT_TYPES):
         raise BadRequestError(f"type: unknown event type {bad[0][:64]!r}; known: "
                               + ", ".join(sorted(EVENT_TYPES)))
     since = _one(query, "since")
-    if since is None and last_event_id:
+    if last_event_id and last_event_id.strip():  # a reconnection: the URL's since is stale
         since = last_event_id.strip()
     return EventQuery(
         apps=apps,
@@ -97,8 +99,13 @@ class EventStream:
     def __init__(self, bus: EventBus, query: EventQuery, settings: StreamSettings) -> None:
         self._query = query
         self._settings = settings
+        self._last_id = bus.last_id  # before subscribing: resuming after it misses nothing
+        # An id this bus has not given out yet is another daemon's: everything buffered is new
+        self._foreign = query.since is not None and query.since > self._last_id
         self._subscription: Subscription = bus.subscribe(
-            since=query.since, maxsize=settings.queue_size, accept=query.accepts)
+            since=0 if self._foreign else query.since, maxsize=settings.queue_size,
+            accept=query.accepts)
+        self.delivered_at = time.monotonic()  # the last event sent (the server sheds by it)
 
     def close(self) -> None:
         self._subscription.close()
@@ -106,12 +113,18 @@ class EventStream:
     def __iter__(self) -> Iterator[bytes]:
         sub = self._subscription
         yield b"retry: 1000\n\n"  # reconnect quickly; Last-Event-ID then resumes the stream
-        if not sub.complete:
-            yield _frame("reset", reset_json(self._query.since or 0, sub.backlog)["data"])
-        else:
-            for event in sub.backlog:
-                yield _encoded(event)
+        if self._foreign or not sub.complete:
+            yield self._reset(sub.backlog)
+        for event in sub.backlog:
+            yield _encoded(event)
         yield from self._live(sub)
+
+    def _reset(self, backlog: list[BusEvent]) -> bytes:
+        """The reset that starts a resumption past the buffer (or from another daemon's id),
+        with an ``id:`` to resume from: just before the events that follow it. Without one,
+        an EventSource kept its stale id and every reconnection was another bare reset."""
+        resume_id = backlog[0].id - 1 if backlog else self._last_id
+        return _frame("reset", reset_json(self._query.since or 0, backlog)["data"], resume_id)
 
     def _live(self, sub: Subscription) -> Iterator[bytes]:
         idle_for = self._query.idle_for or math.inf
@@ -124,7 +137,7 @@ class EventStream:
             event = sub.get(timeout=max(0.0, wait))
             if event is not None:
                 yield _encoded(event)
-                last_event = last_write = time.monotonic()
+                last_event = last_write = self.delivered_at = time.monotonic()
             elif sub.overflowed:
                 yield _frame("overflow", {"error": "this reader fell too far behind; reconnect "
                                                    "with Last-Event-ID to resume"})

@@ -2,8 +2,8 @@
 
 http.server times each socket read on its own, so a client sending one header line (or one
 body byte) every few seconds was never cut off, and a few hundred such clients held a thread
-each. Here a request has deadlines over all its reads, and the number of connections (event
-streams included) is capped: beyond the cap a connection is answered 503 at once and closed.
+each. Here a request has deadlines over all its reads, and the number of connections and of
+event streams is capped (see ``server`` for what happens at each cap).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import attrs
 
 LINGER_S = 0.5  # how long a refused request's remaining bytes are read and dropped
 SLACK_S = 0.05  # how far a socket's timeout may be from the time left before it is reset
+MAX_CHUNK_LINE = 4096  # bytes of a chunk-size line (with extensions) or a trailer field
+MAX_TRAILERS = 100  # trailer fields after a chunked body, as http.client allows header lines
 
 
 @attrs.frozen
@@ -33,7 +35,8 @@ class Limits:
     body_s: float = 5.0  # the whole body (up to 1 MiB), in total
     write_s: float = 5.0  # each answer; each write of an event stream
     head_bytes: int = 128 * 1024  # request line and headers together
-    connections: int = 256  # open at once; one thread each
+    connections: int = 256  # open at once, idle keep-alive ones included; streams not
+    streams: int = 256  # event streams open at once, one thread each; past it the quietest goes
 
 
 class HeadTooLarge(Exception):
@@ -81,6 +84,45 @@ def settle(sock: socket.socket, seconds: float) -> None:
     current = sock.gettimeout()
     if current is None or abs(current - seconds) > SLACK_S:
         sock.settimeout(seconds)
+
+
+class ChunkedError(Exception):
+    """A chunked body that is malformed (``bad_request``) or too large."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def read_chunked(rfile: io.BufferedIOBase, limit: int) -> bytes:
+    """A chunked body's data (RFC 9112 7.1), at most ``limit`` bytes; extensions and trailer
+    fields are read and dropped. Reads go through ``rfile``, so its deadline holds."""
+    body = bytearray()
+    while True:
+        line = rfile.readline(MAX_CHUNK_LINE + 1)
+        size_text = line.split(b";", 1)[0].strip()
+        if not line.endswith(b"\n") or not size_text or not _is_hex(size_text):
+            raise ChunkedError("bad_request", "malformed chunked body (chunk size line)")
+        size = int(size_text, 16)
+        if size == 0:
+            break
+        if len(body) + size > limit:
+            raise ChunkedError("payload_too_large", f"body is over {limit} bytes")
+        data = rfile.read(size)
+        if len(data) < size or rfile.readline(3) not in (b"\r\n", b"\n"):
+            raise ChunkedError("bad_request", "malformed chunked body (chunk data)")
+        body += data
+    for _ in range(MAX_TRAILERS + 1):
+        line = rfile.readline(MAX_CHUNK_LINE + 1)
+        if line in (b"\r\n", b"\n"):
+            return bytes(body)
+        if not line.endswith(b"\n"):
+            break
+    raise ChunkedError("bad_request", "malformed chunked body (trailer section)")
+
+
+def _is_hex(text: bytes) -> bool:
+    return len(text) <= 16 and all(c in b"0123456789abcdefABCDEF" for c in text)
 
 
 def declared_length(headers: Message) -> int:

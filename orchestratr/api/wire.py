@@ -14,11 +14,14 @@ import attrs
 
 from orchestratr.convert import converter
 from orchestratr.errors import BadRequestError
+from orchestratr.registry.model import described
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
 from orchestratr.supervisor.bus import BusEvent
+from orchestratr.supervisor.core import LaunchResult
 from orchestratr.supervisor.states import ANNOUNCED, AppState
 
+MIN_PID = 2  # 0 and 1 (the kernel's and init's) never are an app's: 400 in any state
 MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
 MAX_DEPTH = 32  # arrays and objects inside each other in a request body
 TIMESTAMP = {"format": "date-time"}  # RFC 3339 in UTC, as ``iso`` writes them
@@ -84,7 +87,7 @@ class LaunchedBody:
 
     pid: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.and_(
-            attrs.validators.ge(1), attrs.validators.le(MAX_PID))))
+            attrs.validators.ge(MIN_PID), attrs.validators.le(MAX_PID))))
     lease_secs: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.and_(
             attrs.validators.gt(0.0), attrs.validators.le(MAX_LEASE_S))))
@@ -112,8 +115,7 @@ class AppStatus:
     launched_at: str | None = attrs.field(metadata=TIMESTAMP)
     ready_at: str | None = attrs.field(metadata=TIMESTAMP)
     error: str | None
-    removed: bool = attrs.field(metadata={"description": "dropped from the config, still "
-                                                         "running"})
+    removed: bool = attrs.field(metadata=described("dropped from the config, still running"))
 
 
 def app_json(snap: AppSnapshot, with_history: bool = False) -> dict[str, Any]:
@@ -166,6 +168,12 @@ def state_json(snap: AppSnapshot) -> dict[str, Any]:
 def ack_json(snap: AppSnapshot, **extra: Any) -> dict[str, Any]:
     """The answer to a notification or command: ``{"app", "state", "status": "ok"}``."""
     return {"app": snap.name, "state": snap.state.value, "pid": snap.pid, **extra, "status": "ok"}
+
+
+def launch_json(result: LaunchResult) -> dict[str, Any]:
+    """A launch's answer: the ack, whether it spawned, and what became of the app's window."""
+    return ack_json(result.app, spawned=result.spawned, focused=result.focus.focused,
+                    reason=result.focus.reason)
 
 
 def event_json(event: BusEvent) -> dict[str, Any]:

@@ -55,7 +55,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "daemon": ("daemon_verb", "run", "run the supervisor in the foreground"),
     "status": ("verbs", "status", "daemon pid, port, version, uptime, hotkeys, app counts"),
     "list": ("verbs", "list_apps", "every app: chord, state, pid, uptime, source, error"),
-    "launch": ("verbs", "launch", "launch an app (a running one is left as it is)"),
+    "launch": ("verbs", "launch", "launch an app (a running one: its window is raised)"),
     "stop": ("verbs", "stop", "stop an app"),
     "restart": ("verbs", "restart", "stop an app, then launch it again"),
     "reload": ("verbs", "reload", "reload the configuration now"),
@@ -121,6 +121,14 @@ def _wait_args(p: argparse.ArgumentParser) -> None:
                    help="return once it is done (the daemon answers as soon as it has begun)")
 
 
+def _launch_args(p: argparse.ArgumentParser) -> None:
+    _name_arg(p)
+    p.add_argument("--no-wait", action="store_true",
+                   help="return once the daemon has begun, without seeing whether it failed")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="SECS",
+                   help="wait at most this long for a failure (default 2)")
+
+
 def _trigger_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("chord", metavar="CHORD", nargs="?", help="a chord key; none: the leader")
 
@@ -166,7 +174,7 @@ def _heartbeat_args(p: argparse.ArgumentParser) -> None:
 
 _ARGUMENTS = {
     "daemon": _daemon_args,
-    "launch": _name_arg,
+    "launch": _launch_args,
     "stop": _wait_args,
     "restart": _wait_args,
     "trigger": _trigger_args,

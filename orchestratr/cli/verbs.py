@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orchestratr.cli.render import STATE_COLOURS, duration, parse_time
-from orchestratr.supervisor.states import IDLE, RUNNING, UP, AppState
+from orchestratr.supervisor.states import IDLE, QUICK_EXIT_S, RUNNING, UP, AppState
 
 if TYPE_CHECKING:
     from orchestratr.cli.main import Context
@@ -37,6 +37,7 @@ def status(ctx: Context) -> int:
         "version": health.get("version"),
         **_daemon_identity(client, health),
         "config_dir": str(client.config_dir),
+        "config_errors": health.get("config_errors", 0),
         "hotkeys": client.hotkeys(),
         "apps": _counts(client.apps()),
     }
@@ -66,7 +67,12 @@ def _status_lines(ctx: Context, data: dict[str, Any]) -> list[str]:
     states = ", ".join(f"{n} {out.paint(s, STATE_COLOURS.get(s))}"
                        for s, n in counts["by_state"].items())
     apps = f"{counts['total']}" + (f": {states}" if states else "")
-    rows = [("daemon", daemon), ("config", data["config_dir"]),
+    config = data["config_dir"]
+    if errors := data["config_errors"]:
+        count = f"{errors} error" + ("s" if errors != 1 else "")
+        config = (f"{out.paint('rejected', 'red')}, {count} — run `orchestratr reload` to "
+                  f"see them ({config})")
+    rows = [("daemon", daemon), ("config", config),
             ("hotkeys", _hotkeys_text(ctx, data["hotkeys"])), ("apps", apps)]
     return [f"{key:<8}  {value}" for key, value in rows]
 
@@ -109,8 +115,35 @@ def _app_row(app: dict[str, Any], now: float) -> list[str]:
 
 # ------------------------------------------------------------------ commands
 
+POLL_S = 0.05
+
+
 def launch(ctx: Context) -> int:
-    return _ack(ctx, ctx.client().launch(ctx.args.name), verb="launched")
+    """Launch, then wait (at most ``--timeout``) until the launch has failed or the app has
+    outlived its first second: a missing command must not read as launched."""
+    client = ctx.client()
+    answer = client.launch(ctx.args.name)
+    if answer.get("spawned") and not ctx.args.no_wait:
+        answer = _settled(client, answer, ctx.args.timeout)
+        if answer["state"] == AppState.failed.value:
+            ctx.out.error(f"{answer['app']} failed to launch: {answer.get('error')}",
+                          "launch_failed")
+            return 1
+    return _ack(ctx, answer, verb="launched")
+
+
+def _settled(client: Client, answer: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """The launch answer, updated with the app's state once it has failed, run QUICK_EXIT_S, or
+    ``timeout_s`` is over."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = client.app(answer["app"])
+        started = parse_time(app.get("launched_at"))
+        up = time.time() - started if started is not None else 0.0
+        if (_in(app, IDLE) or time.monotonic() >= deadline
+                or (_in(app, RUNNING) and up >= QUICK_EXIT_S)):
+            return {**answer, "state": app["state"], "pid": app["pid"], "error": app["error"]}
+        time.sleep(POLL_S)
 
 
 def stop(ctx: Context) -> int:
@@ -171,6 +204,11 @@ def _ack(ctx: Context, answer: dict[str, Any], verb: str | None = None) -> int:
     with_pid = f" (pid {pid})" if pid else ""
     if answer.get("spawned") is False and _in(answer, UP):
         text = f"{name} is already running (pid {pid}, {state})"
+        if "focused" in answer:
+            text += ("; window raised" if answer["focused"]
+                     else f"; no window raised: {answer.get('reason')}")
+    elif answer.get("spawned") is False and answer.get("focused"):
+        text = f"{name}: its window was raised (window: match; nothing launched)"
     elif verb is not None:
         text = f"{verb} {name}{with_pid}"
     else:

@@ -40,6 +40,10 @@ class Grab(Protocol):
     @property
     def alive(self) -> bool: ...
 
+    def arm(self) -> bool:
+        """Hold the keyboard now, as the leader's press does (the API's leader press);
+        whether it is held, once it is."""
+
     def stop(self) -> None: ...
 
 

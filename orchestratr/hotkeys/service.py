@@ -70,7 +70,11 @@ class HotkeyService:
         self._reason = ("disabled by --no-hotkeys" if not enabled
                         else self._backend.unavailable_reason())
         if self._reason is None:
-            self._backend.start(self.press, self.release)
+            try:
+                self._backend.start(self.press, self.release)
+            except Exception as exc:  # noqa: BLE001 - the server went away, or never records
+                self._reason = f"the key listener did not start: {exc}"
+        if self._reason is None:
             self._listening = True
             self._running = True
             self._sync_grab()
@@ -85,6 +89,8 @@ class HotkeyService:
                 log.warning("hotkeys_limited", reason=note)
         else:
             log.warning("hotkeys_unavailable", reason=self._reason, fallback=FALLBACK)
+            if enabled:
+                self._publish("hotkey", action="unavailable", reason=self._reason)
         return status
 
     def stop(self) -> None:
@@ -154,6 +160,9 @@ class HotkeyService:
         """
         if not self._listening or self._paused:
             raise RuntimeError(self._reason or "hotkeys are paused")
+        grab = self._grab
+        if grab is not None and grab.alive:
+            grab.arm()  # the keyboard is held before the chord can come, as after the leader
         with self._lock:
             self._act(self._engine.arm())
 
@@ -270,7 +279,10 @@ class HotkeyService:
         return f"{problem or 'no key grab'}; {NOT_SUPPRESSED}"
 
     def _warn_if_commonly_taken(self) -> None:
+        """Only when the grab failed: a leader we hold is not taken by anyone else."""
         leader = self._engine.leader
+        if self.status().suppressing:
+            return
         if owner := desktop_owner(leader):
             log.warning("hotkeys_leader_often_taken", leader=str(leader), usual_owner=owner,
                         hint="set leader_key in config.yml if it does not fire")

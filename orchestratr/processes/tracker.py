@@ -525,6 +525,21 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def app_tree(pid: int) -> set[int]:
+    """Every live process of the app led by ``pid``: its process group (a launcher shell that
+    forked the GUI and exited leaves the GUI there, reparented to the daemon) and every
+    descendant of those (a child that called ``setsid`` left the group, not the tree)."""
+    members = set(group_members(pid)) | {pid}
+    if proctable.available():
+        return members | proctable.descendants(members)
+    import psutil
+
+    for member in list(members):
+        with contextlib.suppress(psutil.Error):
+            members.update(child.pid for child in psutil.Process(member).children(recursive=True))
+    return members
+
+
 def _alive(proc: psutil.Process) -> bool:
     import psutil
 

@@ -31,10 +31,17 @@ import attrs
 import cattrs
 import yaml
 
-from orchestratr.convert import converter, describe_errors
+from orchestratr.convert import MAX_SHOWN, converter, describe_errors
 from orchestratr.errors import ConfigError, clip
 from orchestratr.paths import Paths
-from orchestratr.registry.model import APP_FIELDS, SETTINGS_FIELDS, AppSpec, Registry, Settings
+from orchestratr.registry.model import (
+    APP_FIELDS,
+    SETTINGS_FIELDS,
+    AppSpec,
+    Registry,
+    Settings,
+    name_key,
+)
 from orchestratr.registry.validate import (
     app_warnings,
     check_app,
@@ -270,7 +277,7 @@ def structure_app(
         errors.append(f"{label}: expected a mapping of app fields, got {type(entry).__name__}")
         return None
     name = entry.get("name")
-    where = f"{label} ({name})" if isinstance(name, str) and name else label
+    where = f"{label} ({clip(name, MAX_SHOWN)})" if isinstance(name, str) and name else label
     notes = unknown_fields(entry, APP_FIELDS)
     fields, legacy = go_defaults({k: v for k, v in _drop_nulls(entry).items() if k in APP_FIELDS})
     problems = _type_problems(fields)
@@ -364,7 +371,7 @@ def _merge(
 
 def first_clash(spec: AppSpec, others: list[AppSpec]) -> tuple[str, str] | None:
     for other in others:
-        if other.name == spec.name:
+        if name_key(other.name) == name_key(spec.name):
             return ("name", spec.name)
         if spec.chord and other.chord and other.chord.casefold() == spec.chord.casefold():
             return ("chord", spec.chord)
@@ -379,7 +386,7 @@ def _clash_groups(entries: list[_Key]) -> list[tuple[str, str, list[_Key]]]:
     by_key: dict[tuple[str, str], list[_Key]] = defaultdict(list)
     for entry in entries:
         _, name, chord = entry
-        by_key[("name", name)].append(entry)
+        by_key[("name", name_key(name))].append(entry)
         if chord:
             by_key[("chord", chord.casefold())].append(entry)
     return [(field, value, group) for (field, value), group in by_key.items() if len(group) > 1]

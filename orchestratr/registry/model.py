@@ -24,9 +24,28 @@ class RestartPolicy(enum.Enum):
     always = "always"
 
 
-def _doc(text: str) -> dict[str, str]:
-    """A field's description, for the API's document (the model's only word about it)."""
+def described(text: str) -> dict[str, str]:
+    """A field's ``metadata``: its description in the API's document (the one word a model
+    says about how it is shown)."""
     return {"description": text}
+
+
+def name_key(name: str) -> str:
+    """What app names are compared by: case-insensitively, as the Go orchestratr looked them
+    up (``Firefox`` and ``firefox`` are one app, and two apps so named clash)."""
+    return name.casefold()
+
+
+@attrs.frozen
+class WindowMatch:
+    """Which existing window is the app's, for apps that hand off to a process orchestratr did
+    not start (Firefox, Electron, any single-instance app): case-insensitive regexes searched
+    in WM_CLASS (instance or class) and the title; both must match when both are given."""
+
+    class_: str | None = attrs.field(default=None, metadata={
+        "key": "class", "description": "a regex searched in WM_CLASS (instance or class)"})
+    title: str | None = attrs.field(default=None, metadata={
+        "description": "a regex searched in the window title"})
 
 
 @attrs.frozen
@@ -48,12 +67,14 @@ class AppSpec:
     cwd: str | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
     lease_secs: float | None = attrs.field(
-        default=None, metadata=_doc("heartbeat at least this often once running"))
+        default=None, metadata=described("heartbeat at least this often once running"))
     grace_secs: float = attrs.field(
-        default=30.0, metadata=_doc("how long an unresponsive app may still revive"))
+        default=30.0, metadata=described("how long an unresponsive app may still revive"))
+    window: WindowMatch | None = attrs.field(default=None, metadata=described(
+        "raise a matching window instead of launching (single-instance apps)"))
     # Its key in files and on the wire is "source", as the Go orchestratr named it.
     declared_in: str = attrs.field(default="config", alias="source",
-                                   metadata=_doc("config, apps.d/<file>, or api"))
+                                   metadata=described("config, apps.d/<file>, or api"))
 
 
 @attrs.frozen
@@ -65,6 +86,7 @@ class Settings:
     api_port: int = 9876
     log_level: str = "info"
     stop_apps_on_exit: bool = False
+    notifications: bool = True  # failures as desktop notifications
 
 
 @attrs.frozen
@@ -82,7 +104,8 @@ class Registry:
     skipped: tuple[str, ...] = ()
 
     def get(self, name: str) -> AppSpec | None:
-        return next((a for a in self.apps if a.name == name), None)
+        key = name_key(name)
+        return next((a for a in self.apps if name_key(a.name) == key), None)
 
     @cached_property
     def chords(self) -> dict[str, str]:

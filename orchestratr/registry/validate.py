@@ -10,10 +10,18 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from orchestratr.convert import field_keys
+from orchestratr.errors import clip
 from orchestratr.registry.keys import DEAD_CHORDS, KEY_NAMES, RESERVED_CHORDS, parse_leader
-from orchestratr.registry.model import AppSpec, Settings
+from orchestratr.registry.model import AppSpec, Settings, WindowMatch
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+MAX_NAME = 128
+# Any name the Go orchestratr took, but what a URL path segment, a file name or a log line
+# cannot carry: a slash or backslash, a control character, space around it, "." or "..".
+# The same text is the OpenAPI document's pattern, so it stays valid in ECMA regexes too.
+NAME_PATTERN = re.compile(
+    r"^(?!\s)(?!\.{1,2}$)[^/\\\x00-\x1f\x7f-\x9f]{1,"
+    + str(MAX_NAME) + r"}(?<!\s)$")
 DEFAULT_READY_TIMEOUT_MS = AppSpec("", "").ready_timeout_ms
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_LEASE_S = 86400.0  # a day; beyond that a lease says nothing
@@ -29,10 +37,10 @@ Problem = tuple[str, str]
 def check_app(spec: AppSpec) -> list[Problem]:
     """Everything wrong with one app on its own (conflicts between apps are the loader's job)."""
     problems: list[Problem] = []
-    if not NAME_PATTERN.match(spec.name):
-        problems.append(
-            ("name", f"{spec.name!r} must match {NAME_PATTERN.pattern} (lowercase, used in URLs)")
-        )
+    if not NAME_PATTERN.fullmatch(spec.name):
+        problems.append(("name", f"{clip(repr(spec.name), 40)} must be 1 to {MAX_NAME} "
+                                 "characters, without '/', '\\', control characters or space "
+                                 "around it, and not '.' or '..'"))
     if not spec.command.strip():
         problems.append(("command", "must not be empty"))
     if spec.chord is not None:
@@ -51,6 +59,28 @@ def check_app(spec: AppSpec) -> list[Problem]:
     if not 0 <= spec.grace_secs <= MAX_LEASE_S:
         problems.append(("grace_secs", f"must be from 0 to {MAX_LEASE_S:g}"))
     problems.extend(_unpassable(spec))
+    if spec.window is not None:
+        problems.extend(_window_problems(spec.window))
+    return problems
+
+
+def _window_problems(match: WindowMatch) -> list[Problem]:
+    """Both regexes compile (Python's ``re``, searched case-insensitively); one is given."""
+    problems: list[Problem] = []
+    keys = field_keys(WindowMatch)
+    given = 0
+    for key, name in keys.items():
+        pattern = getattr(match, name)
+        if pattern is None:
+            continue
+        given += 1
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problems.append((f"window.{key}", f"{clip(repr(pattern), 60)} is not a valid "
+                                              f"regular expression: {exc}"))
+    if not given:
+        problems.append(("window", f"give {' and/or '.join(keys)} (regular expressions)"))
     return problems
 
 

@@ -33,6 +33,7 @@ EVENT_TYPES = frozenset({
     "state",  # a transition: app, from, to, trigger, source, at, detail
     "registered", "unregistered",  # an app added or removed through the API
     "reloaded", "reload_failed",  # the configuration was applied, or refused
+    "config_skipped",  # drop-ins (apps.d/) left out of an applied configuration for errors
     "launch_failed",  # a command could not be spawned
     "ready_timeout",  # ready_cmd did not pass in time; the app stays launched
     "lease_expired",  # no heartbeat in time: the app is unresponsive for its grace period

@@ -33,14 +33,17 @@ from orchestratr.registry.model import AppSpec, Registry
 from orchestratr.supervisor import leases, restarts
 from orchestratr.supervisor.app import App, AppSnapshot, Changes, HistoryEntry
 from orchestratr.supervisor.bus import EventBus
+from orchestratr.supervisor.focus import SPAWNED, Focus, NoWindows, Windows
 from orchestratr.supervisor.launcher import Launcher, NoRecord, ProcessExit, RunningRecord
 from orchestratr.supervisor.leases import Leases
 from orchestratr.supervisor.machine import Transition, build_machine
 from orchestratr.supervisor.roster import Roster
 from orchestratr.supervisor.states import (
-    ALIVE,
+    FACTS,
     IDLE,
     LIVE,
+    MOVING,
+    QUICK_EXIT_S,
     AppState,
     Cause,
     Trigger,
@@ -50,7 +53,6 @@ from orchestratr.supervisor.states import (
 
 log = structlog.get_logger("orchestratr.supervisor")
 
-QUICK_EXIT_S = 1.0  # a non-zero exit this soon after spawning is a launch failure
 # Shutdown with stop_apps_on_exit: SIGKILL at min(stop_timeout_ms, this), and wait this long
 # in all for the exits, so the whole daemon still stops in under 2 s.
 SHUTDOWN_GRACE_S = 1.0
@@ -59,12 +61,15 @@ SHUTDOWN_WAIT_S = 1.5
 # running (it must not race the adoption and spawn a duplicate), before it is refused.
 ADMIT_WAIT_S = 10.0
 AUTOSTART_WORKERS = 4  # launches in flight at once while autostarting
+# Who may be shown a window: a launch from autostart or a restart must not steal the focus.
+PEOPLE = frozenset({Cause.hotkey, Cause.api, Cause.cli})
 
 
 @attrs.frozen
 class LaunchResult:
     app: AppSnapshot
     spawned: bool  # False: the app was already running (or launching) and nothing was spawned
+    focus: Focus = SPAWNED  # what became of its window
 
 
 @attrs.frozen
@@ -87,11 +92,13 @@ class Supervisor:
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         schedule: restarts.Schedule = restarts.thread_timer,
+        windows: Windows | None = None,
     ) -> None:
         self._launcher = launcher
         self._record = record or NoRecord()
         self._admitting = threading.Event()
         self._admitting.set()
+        self._windows = windows or NoWindows()
         self.bus = bus or EventBus()
         self._mono = monotonic
         self._wall = wall
@@ -201,15 +208,24 @@ class Supervisor:
         if app.removed:
             raise UnknownAppError(f"app {name!r} was removed from the configuration")
         self._admitted()
+        if (cause in PEOPLE and app.spec.window is not None and app.state in IDLE
+                and app.pid is None):
+            focus = self._windows.bring_forward(app.spec, None)  # a window we did not start
+            if focus.focused:
+                return LaunchResult(app.snapshot(), spawned=False, focus=focus)
         with app.lock:
             app.cancel_restart()
             if cause is not Cause.restart:  # a person asking again resets the crash loop
                 app.forget_restarts()
             run = self._begin_launch(app, cause)
             if run is None:
-                # Bringing its window forward would go here; no portable way on Linux yet.
-                log.debug("already_running", app=name, pid=app.pid, source=cause.value)
-                return LaunchResult(app.snapshot(), spawned=False)
+                snapshot = app.snapshot()
+        if run is None:  # already running: bring its window forward (outside the lock: X)
+            focus = (self._windows.bring_forward(app.spec, snapshot.pid) if cause in PEOPLE
+                     else Focus(False, f"not raised for a launch by {cause.value}"))
+            log.debug("already_running", app=name, pid=snapshot.pid, source=cause.value,
+                      focused=focus.focused, reason=focus.reason)
+            return LaunchResult(snapshot, spawned=False, focus=focus)
         return LaunchResult(self._spawn(app, run, app.spec, cause), spawned=True)
 
     def stop(self, name: str, cause: Cause) -> AppSnapshot:
@@ -236,7 +252,7 @@ class Supervisor:
         app = self._app(name)
         with app.lock:  # never take the roster's lock under it: apply_registry nests them
             self._stop(app, cause)
-            if app.state in (AppState.stopping, AppState.launching):
+            if app.state in MOVING:
                 app.want_relaunch()
                 return app.snapshot()
         return self.launch(name, cause).app
@@ -538,7 +554,7 @@ class Supervisor:
                 # failed (its lease ran out, its process held), and now the process ended too
                 self._try(self._fire, app, Trigger.exited, Cause.tracker, pid=app.pid,
                           code=exit.code, error=app.error)
-            elif app.state not in (AppState.stopping, *ALIVE):  # stopped before its spawn ended
+            elif app.state in IDLE:  # stopped before its spawn ended
                 if app.pid is not None:
                     self._record.ended(app.name, app.pid)
                 app.lose_process()
@@ -670,7 +686,7 @@ def _log_level(entry: HistoryEntry) -> int:
     """Failures are warnings (a crash loop an error), so ``log_level: warning`` shows them."""
     if entry.trigger is Trigger.crash_loop:
         return logging.ERROR
-    if entry.dst in (AppState.failed, AppState.unresponsive):
+    if FACTS[entry.dst].trouble:
         return logging.WARNING
     return logging.INFO
 

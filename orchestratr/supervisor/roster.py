@@ -13,7 +13,7 @@ from collections.abc import Callable
 import attrs
 import structlog
 
-from orchestratr.registry.model import AppSpec, Registry
+from orchestratr.registry.model import AppSpec, Registry, name_key
 from orchestratr.supervisor.app import App, Changes
 from orchestratr.supervisor.states import IDLE
 
@@ -37,23 +37,25 @@ class Roster:
         self._drop = drop
         self.changes = changes
         self._lock = threading.RLock()  # the dict and the registry; taken before app locks
-        self._by_name: dict[str, App] = {}
+        self._by_name: dict[str, App] = {}  # by name_key: names are case-insensitive
         self.apps: tuple[App, ...] = ()
         self.registry = Registry()
 
     def get(self, name: str) -> App | None:
         with self._lock:
-            return self._by_name.get(name)
+            return self._by_name.get(name_key(name))
 
     def apply(self, registry: Registry) -> RosterChange:
         """Swap in ``registry``; running apps are never touched (see the module's docstring)."""
         with self._lock:
-            added = [spec.name for spec in registry.apps if spec.name not in self._by_name]
+            added = [spec.name for spec in registry.apps
+                     if name_key(spec.name) not in self._by_name]
             for spec in registry.apps:
                 self._upsert(spec)
-            removed = [name for name in self._by_name if registry.get(name) is None]
+            removed = [app.name for key, app in self._by_name.items()
+                       if registry.get(key) is None]
             for name in removed:
-                self.retire(self._by_name[name])
+                self.retire(self._by_name[name_key(name)])
             self.registry = registry
         return RosterChange(added, removed)
 
@@ -68,16 +70,16 @@ class Roster:
     def forget(self, app: App) -> None:
         """Drop a retired app that has no process any more."""
         with self._lock:
-            if app.removed and self._by_name.get(app.name) is app:
-                del self._by_name[app.name]
+            if app.removed and self._by_name.get(name_key(app.name)) is app:
+                del self._by_name[name_key(app.name)]
                 self._changed()
                 self._drop(app)
                 log.info("app_forgotten", app=app.name)
 
     def _upsert(self, spec: AppSpec) -> None:
-        app = self._by_name.get(spec.name)
+        app = self._by_name.get(name_key(spec.name))
         if app is None:
-            self._by_name[spec.name] = self._make(spec)
+            self._by_name[name_key(spec.name)] = self._make(spec)
             self._changed()
             return
         with app.lock:

@@ -65,7 +65,14 @@ RUNNING = (S.launched, S.ready)  # a process runs and answers
 LIVE = (*RUNNING, S.unresponsive)  # a process runs
 ALIVE = (S.launching, *LIVE)  # a process runs or is being spawned
 UP = (*LIVE, S.stopping)  # a process runs, maybe on its way out: what has an uptime
+MOVING = (S.launching, S.stopping)  # a process is on its way in or out: a restart waits
 ANNOUNCED = (*RUNNING, S.stopping)  # the Go orchestratr's ``launched: true``
+
+
+# A non-zero exit this soon after the spawn is a failed launch ("command not found"), not the
+# crash of an app that ran: its error says so, and ``orchestratr launch`` waits this long
+# before it calls a launch good.
+QUICK_EXIT_S = 1.0
 
 
 class Stamp(enum.Enum):
@@ -104,6 +111,7 @@ class Facts:
     error: Error = Error.keep
     launched_at: Stamp = Stamp.keep
     ready_at: Stamp = Stamp.keep
+    trouble: bool = False  # entering it is logged as a warning (log_level: warning shows it)
 
 
 FACTS: Mapping[AppState, Facts] = {
@@ -112,8 +120,8 @@ FACTS: Mapping[AppState, Facts] = {
     S.launched: Facts(Process.take, Error.clear, Stamp.now, Stamp.clear),
     S.ready: Facts(Process.take, Error.clear, Stamp.first, Stamp.first),
     S.stopping: Facts(),
-    S.failed: Facts(Process.hold, Error.set, Stamp.clear, Stamp.clear),
-    S.unresponsive: Facts(),
+    S.failed: Facts(Process.hold, Error.set, Stamp.clear, Stamp.clear, trouble=True),
+    S.unresponsive: Facts(trouble=True),
 }
 
 

@@ -145,7 +145,7 @@ class TestStartAndStop:
 
         def stacks_printed() -> bool:
             printed.append(stderr.read() or "")
-            return "in serve_forever" in "".join(printed)
+            return "dispatch.py" in "".join(printed)
 
         wait_for(stacks_printed, what="the stacks on stderr")
         assert daemon.proc.poll() is None
@@ -219,7 +219,7 @@ class TestSurvivors:
         first = start_daemon()
         pid = first.wait_event("app_transition", app="a", dst="ready")["pid"]
         first.stop()
-        write_config(config_dir, good.replace("name: a", "name: A"))
+        write_config(config_dir, good.replace("name: a", "name: a/b"))
         second = start_daemon()
         assert second.wait_event("survivors_waiting")["apps"] == ["a"]
         assert [s["name"] for s in json.loads((config_dir / "running.json").read_text())] == ["a"]
@@ -302,7 +302,7 @@ class TestHotReload:
             sup = running.supervisor
             pid = sup.snapshot("a").pid
             failures = sup.bus.subscribe(accept=lambda e: e.type == "reload_failed")
-            write_config(config_dir, "apps:\n  - {name: A, chord: '?', command: 1}\n"
+            write_config(config_dir, "apps:\n  - {name: a/b, chord: '?', command: 1}\n"
                          "  - {name: b}\n")
             event = failures.get(timeout=2)
             assert event is not None

@@ -41,6 +41,8 @@ KEYSYM_NAMES = {"escape": "Escape", "enter": "Return", "tab": "Tab", "backspace"
 # 2 ms lost repeats under CPU load; paid on the real release of each key held in a window.
 AUTOREPEAT_LOOKAHEAD_S = 0.03
 STOP_JOIN_S = 2.0
+ARM_WAIT_S = 1.0  # for the grab thread to take the keyboard on the API's leader press
+STOP, ARM = b"x", b"a"  # what the wake socket carries to the grab thread
 
 
 def keysym_of(key: Key) -> int:
@@ -65,6 +67,8 @@ class LeaderGrab:
         self._display: Display | None = None
         self._thread: threading.Thread | None = None
         self._backlog: collections.deque[Any] = collections.deque()
+        self._armed = threading.Event()  # set by the thread once an ``arm`` holds the keyboard
+        self._arm_lock = threading.Lock()  # one ``arm`` at a time
 
     @property
     def alive(self) -> bool:
@@ -89,12 +93,24 @@ class LeaderGrab:
         self._thread = threading.Thread(target=self._run, name="hotkey-grab", daemon=True)
         self._thread.start()
 
+    def arm(self) -> bool:
+        """Take the keyboard now, as a leader press does (the passive grab cannot fire for the
+        API's leader press): otherwise the chord typed next would reach the focused app.
+        Returns once the grab thread holds the keyboard (False: it could not, in time)."""
+        with self._arm_lock:
+            self._armed.clear()
+            try:
+                self._wake_w.send(ARM)
+            except OSError:
+                return False  # the thread is gone
+            return self._armed.wait(ARM_WAIT_S) and self.grabbed
+
     def stop(self) -> None:
         """Ungrab everything and end the thread (again: a no-op). One caller at a time."""
         if self._thread is None:
             return
         try:
-            self._wake_w.send(b"x")
+            self._wake_w.send(STOP)
         except OSError:
             pass  # the thread is gone and closed its end
         self._thread.join(timeout=STOP_JOIN_S)
@@ -174,7 +190,11 @@ class LeaderGrab:
             wake = self._wake_r.fileno()
             ready, _, _ = select.select([display.fileno(), wake], [], [], wait)
             if wake in ready:
-                return
+                commands = self._wake_r.recv(64)
+                if not commands or STOP in commands:
+                    return
+                window = window or self._grab(display, None)  # ARM
+                self._armed.set()
 
     def _on_event(self, display: Display, event: Any,
                   window: GrabWindow | None) -> GrabWindow | None:
@@ -203,13 +223,15 @@ class LeaderGrab:
         self._ungrab(display)
         return None
 
-    def _grab(self, display: Display, event: Any) -> GrabWindow | None:
+    def _grab(self, display: Display, event: Any | None) -> GrabWindow | None:
         """Turn the passive grab into an active, *synchronous* one: the server hands over one
         key at a time and holds the rest until ``_next_key``. So the ungrab always comes before
         any key typed after the chord, which then reaches the app however slow this thread is
-        (asynchronously, keys typed while the ungrab was on its way were lost)."""
+        (asynchronously, keys typed while the ungrab was on its way were lost). ``event`` is
+        the leader's press, or None for ``arm``."""
         root = display.screen().root
-        status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeSync, event.time)
+        when = X.CurrentTime if event is None else event.time
+        status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeSync, when)
         if status == X.GrabInvalidTime:  # a late event carries a stale time
             status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeSync, X.CurrentTime)
         self.grabbed = status == X.GrabSuccess
@@ -218,7 +240,8 @@ class LeaderGrab:
             self._ungrab(display)
             return None
         self._next_key(display)
-        return GrabWindow.open(event.detail, time.monotonic(), self.timeout_s)
+        leader = None if event is None else event.detail
+        return GrabWindow.open(leader, time.monotonic(), self.timeout_s)
 
     def _next_key(self, display: Display) -> None:
         display.allow_events(X.SyncKeyboard, X.CurrentTime)

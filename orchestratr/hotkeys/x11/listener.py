@@ -7,12 +7,14 @@ connections.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from orchestratr.hotkeys.x11 import keysyms
 from orchestratr.registry.keys import Key
 
+RECORDING_TIMEOUT_S = 3.0  # a healthy server starts recording within milliseconds
 SPECIAL = {"esc": "escape", "page_up": "pageup", "page_down": "pagedown"}
 UNKNOWN = Key("unknown")  # pynput could not read the keycode; the grab still sees a key
 
@@ -54,17 +56,25 @@ class KeyListener:
     """One pynput Listener calling ``on_press``/``on_release`` with our Keys."""
 
     def __init__(self, on_press: Callable[[Key], None], on_release: Callable[[Key], None]):
-        from pynput import keyboard
-
-        self.keys_seen = 0  # tests wait for the first one: pynput's wait() returns too early
+        self.keys_seen = 0
         self._on_press = on_press
         self._on_release = on_release
-        self._listener = keyboard.Listener(on_press=self._press, on_release=self._release)
+        self._listener = _recording_listener()(on_press=self._press, on_release=self._release)
         self._listener.daemon = True
 
     def start(self) -> None:
+        """Return once a key typed now is heard. pynput's ``wait()`` returns before XRecord
+        is enabled (keys typed straight after it were lost 28 times in 30), so this waits for
+        the server's StartOfData reply, which it sends once the context records.
+
+        Raises:
+            RuntimeError: the server did not start recording in time.
+        """
         self._listener.start()
-        self._listener.wait()
+        if not self._listener.recording.wait(RECORDING_TIMEOUT_S):
+            self.stop()
+            raise RuntimeError(f"the X server did not start recording keys within "
+                               f"{RECORDING_TIMEOUT_S:g} s")
 
     def stop(self) -> None:
         """pynput's join blocks until one more key arrives (its bug); the thread is a daemon."""
@@ -81,3 +91,37 @@ class KeyListener:
         key = to_key(pynput_key)
         if key is not None:
             self._on_release(key)
+
+
+def _recording_listener() -> type[Any]:
+    """pynput's Listener, telling when the server has started recording (``recording``).
+    Built on first use: importing pynput needs the display check first."""
+    from pynput import keyboard
+    from Xlib import X
+    from Xlib.ext import record
+
+    class RecordingListener(keyboard.Listener):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.recording = threading.Event()
+            self._shifts_down: set[int] = set()  # keycodes of Shift keys now held
+
+        def _handler(self, events: Any) -> None:
+            if events.category == record.StartOfData:
+                self.recording.set()
+            super()._handler(events)  # type: ignore[misc]  # the X11 listener's, not stubbed
+
+        def _handle_message(self, display: Any, event: Any, injected: bool) -> None:
+            """Give a key the Shift it was typed with. While the leader's grab holds the
+            keyboard, XRecord reported a key pressed right after Shift without Shift in its
+            state (Shift+/ read as "/", not "?": the help chord, or a chord such as "!",
+            was missed); this listener saw the Shift go down, so it says so."""
+            keysym = display.keycode_to_keysym(event.detail, 0)
+            if keysyms.modifier_name(keysym) == "shift":
+                held = self._shifts_down
+                (held.add if event.type == X.KeyPress else held.discard)(event.detail)
+            elif event.type == X.KeyPress and self._shifts_down:
+                event._data["state"] |= X.ShiftMask
+            super()._handle_message(display, event, injected)  # type: ignore[misc]
+
+    return RecordingListener

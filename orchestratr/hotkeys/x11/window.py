@@ -23,9 +23,11 @@ class GrabWindow:
     over: bool = False  # a chord came or time ran out: no later key is a chord
 
     @classmethod
-    def open(cls, leader: int, now: float, timeout_s: float) -> GrabWindow:
+    def open(cls, leader: int | None, now: float, timeout_s: float) -> GrabWindow:
+        """A window after the leader's press (``leader``: its keycode, held), or, with None,
+        after the API's leader press (no key is down)."""
         deadline = now + timeout_s
-        return cls(deadline, deadline + HELD_KEY_LIMIT_S, {leader})
+        return cls(deadline, deadline + HELD_KEY_LIMIT_S, set() if leader is None else {leader})
 
     def press(self, keycode: int, ends_window: bool, now: float) -> None:
         """A press while grabbed. A key already down is autorepeat (the leader's own repeats

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 import jsonschema
@@ -122,7 +123,7 @@ class HttpApi:
         return self.call("POST", path, body, **kw)
 
     def app(self, name: str) -> dict[str, Any]:
-        reply = self.get(f"/apps/{name}")
+        reply = self.get(f"/apps/{quote(name, safe='')}")
         assert reply.status == 200, reply
         return reply.body
 
@@ -155,12 +156,19 @@ def parse_answer(answer: bytes) -> Reply:
     return Reply(int(status_line.split()[1]), headers, json.loads(body) if body else None)
 
 
+class NoConfig:
+    """A server with no config files: nothing is rejected (GET /health asks)."""
+
+    def config_errors(self) -> list[str]:
+        return []
+
+
 class StandIn(Api):
     """An Api over no supervisor with two routes a daemon lacks: one that fails, one that echoes
     its body. For what only an in-process server can show: a 500, and short limits."""
 
     def __init__(self) -> None:
-        super().__init__(None, None, None, dict)  # type: ignore[arg-type]
+        super().__init__(None, NoConfig(), None, dict)  # type: ignore[arg-type]
         self.routes += [("GET", "/explode", self.explode), ("POST", "/echo", self.echo)]
 
     def explode(self, _: Request) -> Response:

@@ -191,12 +191,12 @@ class TestReload:
         self, api: HttpApi, config_dir: Path
     ) -> None:
         before = api.get("/apps").body
-        write_config(config_dir, "apps:\n  - name: Bad Name\n    command: x\n  - chord: q\n")
+        write_config(config_dir, "apps:\n  - name: bad/name\n    command: x\n  - chord: q\n")
         reply = api.post("/reload")
         assert (reply.status, reply.body["code"]) == (400, "invalid_config")
         assert reply.body["errors"] == [
-            "config.yml: apps[0] (Bad Name): name: 'Bad Name' must match "
-            "^[a-z0-9][a-z0-9._-]{0,63}$ (lowercase, used in URLs)",
+            "config.yml: apps[0] (bad/name): name: 'bad/name' must be 1 to 128 characters, "
+            "without '/', '\\', control characters or space around it, and not '.' or '..'",
             "config.yml: apps[1]: name: required field missing",
             "config.yml: apps[1]: command: required field missing"]
         assert api.get("/apps").body == before

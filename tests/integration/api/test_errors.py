@@ -99,19 +99,39 @@ class TestErrorCodes:
 
     @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
                                               None])
-    def test_415_for_a_body_that_is_not_json(
-        self, api: HttpApi, content_type: str | None
+    @pytest.mark.parametrize("browser", [{"Sec-Fetch-Mode": "no-cors"},
+                                         {"Origin": "http://127.0.0.1:{port}"}])
+    def test_415_for_a_browser_body_that_is_not_json(
+        self, api: HttpApi, content_type: str | None, browser: dict[str, str]
     ) -> None:
-        """The Go orchestratr's B1: a page's "simple" text/plain POST launched apps."""
-        headers = {"Content-Type": content_type} if content_type else {}
+        """The Go orchestratr's B1: a page's "simple" text/plain POST launched apps. A browser
+        says it is one (Origin, Sec-Fetch-*), even on a page of our own origin."""
+        headers = {k: v.format(port=api.port) for k, v in browser.items()}
+        if content_type:
+            headers["Content-Type"] = content_type
         reply = api.call("POST", "/trigger", raw=b'{"chord": "n"}', headers=headers)
         assert (reply.status, reply.body["code"]) == (415, "unsupported_media_type")
         assert api.app("notes")["state"] == "stopped"
 
-    def test_chunked_bodies_are_refused(self, api: HttpApi) -> None:
-        reply = api.call("POST", "/apps/notes/ready", raw=b"",
-                         headers={"Transfer-Encoding": "chunked"})
-        assert (reply.status, reply.body["code"]) == (400, "bad_request")
+    @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                              None])
+    def test_a_script_may_send_json_under_any_content_type(
+        self, api: HttpApi, content_type: str | None
+    ) -> None:
+        """Scripts for the Go orchestratr POST with curl's default form type, or none."""
+        headers = {"Content-Type": content_type} if content_type else {}
+        reply = api.call("POST", "/trigger", raw=b'{"chord": "n"}', headers=headers)
+        assert (reply.status, reply.body["app"]) == (200, "notes")
+        assert api.app("notes")["state"] in ("launching", "launched", "ready")
+
+    @pytest.mark.parametrize(("coding", "status"), [("gzip, chunked", 501), ("gzip", 501)])
+    def test_transfer_codings_but_chunked_are_501(
+        self, api: HttpApi, coding: str, status: int
+    ) -> None:
+        reply = api.raw(f"POST /apps/notes/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        f"Transfer-Encoding: {coding}\r\n\r\n0\r\n\r\n".encode())
+        assert (reply.status, reply.body["code"]) == (status, "not_implemented")
+        assert reply.headers["connection"] == "close"
 
     @pytest.mark.parametrize(("path", "body"), [
         ("/trigger", {"chord": "q" * 100_000}),
@@ -179,11 +199,39 @@ class TestHardening:
         assert api.app("notes")["state"] == "stopped"
 
     @pytest.mark.parametrize("origin", ["http://127.0.0.1:{port}", "http://localhost:{port}",
-                                        "http://localhost"])
+                                        "http://[::1]:{port}", "HTTP://LOCALHOST:{port}"])
     def test_our_own_origin_passes(self, api: HttpApi, origin: str) -> None:
         reply = api.get("/health", headers={"Origin": origin.format(port=api.port)})
         assert reply.status == 200
         assert not any(h.startswith("access-control-") for h in reply.headers)
+
+    @pytest.mark.parametrize("origin", [
+        "http://localhost", "http://127.0.0.1", "http://[::1]",  # port 80: another origin
+        "http://localhost:1", "http://127.0.0.1:{port}0", "https://localhost:{port}", "null"])
+    @pytest.mark.parametrize(("method", "path"), [
+        ("POST", "/apps/notes/launch"), ("POST", "/reload"), ("GET", "/apps")])
+    def test_another_loopback_origin_is_refused(
+        self, api: HttpApi, origin: str, method: str, path: str
+    ) -> None:
+        """A page on http://localhost (port 80) passed as ours and launched apps."""
+        reply = api.call(method, path, raw=b"{}", headers={
+            "Origin": origin.format(port=api.port), "Content-Type": "application/json"})
+        assert (reply.status, reply.body["code"]) == (403, "forbidden")
+        assert api.app("notes")["state"] == "stopped"
+
+    @pytest.mark.parametrize("site", ["cross-site", "same-site", "Cross-Site"])
+    def test_a_foreign_sec_fetch_site_is_refused(self, api: HttpApi, site: str) -> None:
+        """A no-cors fetch or a beacon from another site, whatever Origin it carries."""
+        reply = api.call("POST", "/apps/notes/launch", raw=b"{}", headers={
+            "Sec-Fetch-Site": site, "Content-Type": "application/json"})
+        assert (reply.status, reply.body["code"]) == (403, "forbidden")
+        assert api.app("notes")["state"] == "stopped"
+
+    @pytest.mark.parametrize("site", ["same-origin", "none"])
+    def test_our_own_or_no_site_passes(self, api: HttpApi, site: str) -> None:
+        """``none``: typed into the address bar; ``same-origin``: a page the daemon served."""
+        reply = api.get("/health", headers={"Sec-Fetch-Site": site})
+        assert reply.status == 200
 
     @pytest.mark.parametrize(("head", "status", "message"), [
         ("Host: 127.0.0.1\r\nHost: evil.example", 400, "more than one Host header"),
@@ -235,7 +283,9 @@ class TestHardening:
             theirs, _ = listener.accept()
         with ours, theirs:
             ours.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            _Handler(theirs, ("192.0.2.7", 40000), api_server._server)
+            handler = _Handler(theirs, ("192.0.2.7", 40000), api_server._server)
+            assert handler.serve() is False  # refused and closed
+            handler.finish()
             theirs.shutdown(socket.SHUT_WR)
             answer = ours.makefile("rb").read().decode()
         assert answer.startswith("HTTP/1.1 403"), answer

@@ -41,16 +41,17 @@ class TestRegister:
         assert fragment in reply.body["error"]
 
     def test_every_validation_error_is_listed(self, api: HttpApi) -> None:
-        reply = api.post("/apps", {"name": "Bad Name", "chord": "?", "lease_secs": -1,
+        reply = api.post("/apps", {"name": "bad/name", "chord": "?", "lease_secs": -1,
                                    "restart": "sometimes", "env": {"A=B": "x"}})
         assert (reply.status, reply.body["code"]) == (400, "invalid_config")
         errors = "\n".join(reply.body["errors"])
         for fragment in ("command: required field missing", "restart: expected one of",
                          "env.A=B: a variable name must be non-empty, without '='",
-                         "name: 'Bad Name' must match", "chord: chord '?' is reserved",
+                         "name: 'bad/name' must be 1 to 128 characters, without '/'",
+                         "chord: chord '?' is reserved",
                          "lease_secs: must be more than 0"):
             assert fragment in errors
-        assert "bad name" not in [a["name"] for a in api.get("/apps").body]
+        assert "bad/name" not in [a["name"] for a in api.get("/apps").body]
 
     def test_an_autostart_registration_launches_at_once(self, api: HttpApi) -> None:
         api.post("/apps", {"name": "auto", "command": "sleep 60", "autostart": True})

@@ -115,27 +115,50 @@ class TestDeadlines:
 
 
 class TestConnections:
-    def test_over_the_cap_connections_get_503_at_once_and_no_thread(
+    def test_idle_connections_cost_no_thread_and_make_room_for_new_ones(
         self, make_server: MakeServer
     ) -> None:
-        """400 slow clients used to hold 390 threads; now the cap holds, and the next client is
-        told at once rather than left waiting."""
+        """Idle keep-alive connections wait in the selector, not in threads; at the cap the one
+        idle the longest is closed (without a word) for a newcomer."""
         server = make_server(connections=3, header_s=5)
         threads = threading.active_count()
-        quiet = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
-        wait_for(lambda: threading.active_count() == threads + 3, what="3 handler threads")
+        quiet = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                 for _ in range(3)]
         try:
-            for _ in range(10):
-                started = time.monotonic()
-                reply = exchange(server.port, HEALTH)
-                assert (reply.status, reply.body["code"]) == (503, "unavailable")
-                assert time.monotonic() - started < 0.5
-            assert threading.active_count() == threads + 3
-            quiet.pop().close()  # a slot comes free
-            wait_for(lambda: exchange(server.port, HEALTH).status == 200, what="a free slot")
+            wait_for(lambda: server._server._open == 3, what="3 open connections")  # type: ignore[union-attr]
+            assert threading.active_count() == threads
+            for n in range(3):
+                assert exchange(server.port, HEALTH).status == 200
+                assert quiet[n].recv(100) == b""  # shed, oldest first, unanswered
         finally:
             for sock in quiet:
                 sock.close()
+
+    def test_over_the_cap_busy_connections_get_503_at_once_and_logged(
+        self, make_server: MakeServer, tmp_path: Path
+    ) -> None:
+        """With every connection busy (a request half sent) there is nothing to shed: the next
+        client is told at once rather than left waiting, and the refusal is logged."""
+        with daemon_logging(tmp_path / "daemon.log"):
+            server = make_server(connections=3, header_s=5)
+            busy = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+            for sock in busy:
+                sock.sendall(b"GET /health HTTP/1.1\r\n")
+            wait_for(lambda: server._server.dispatcher.idle_count() == 0  # type: ignore[union-attr]
+                     and server._server._open == 3, what="3 busy connections")  # type: ignore[union-attr]
+            try:
+                for _ in range(10):
+                    started = time.monotonic()
+                    reply = exchange(server.port, HEALTH)
+                    assert (reply.status, reply.body["code"]) == (503, "unavailable")
+                    assert time.monotonic() - started < 0.5
+                busy.pop().sendall(b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                wait_for(lambda: exchange(server.port, HEALTH).status == 200, what="a free slot")
+            finally:
+                for sock in busy:
+                    sock.close()
+            wait_for(lambda: len([e for e in logged(tmp_path / "daemon.log", "http_request")
+                                  if e["status"] == 503]) >= 10, what="10 refusals logged")
 
     def test_a_burst_of_128_connections_is_served_at_once(self, api_server: ApiServer) -> None:
         """socketserver's listen queue of 5 overflowed, and the clients that did not fit waited

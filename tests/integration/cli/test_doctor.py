@@ -93,15 +93,15 @@ class TestDaemonDown:
     def test_broken_config_and_drop_ins_fail_each_with_its_reason(
         self, cli: Callable[..., Run], config_dir: Path
     ) -> None:
-        write_config(config_dir, "apps:\n  - name: Bad\n    command: x\n    chrod: y\n")
+        write_config(config_dir, "apps:\n  - name: b/d\n    command: x\n    chrod: y\n")
         apps = config_dir / "apps.d"
         (apps / "good.yml").write_text("name: good\nchord: g\ncommand: no-such-program-xyz\n")
         (apps / "yaml.yml").write_text("name: [\n")
         (apps / "path.yml").write_text("name: p\nchord: p\ncommand: ./not-here --x\n")
         run = timed(cli)
         assert run.code == 1
-        assert has_line(run, r"^FAIL  config\.yml +apps\[0\] \(Bad\): name: 'Bad' must match")
-        assert has_line(run, r"^WARN  config\.yml +apps\[0\] \(Bad\): chrod: unknown field, ignored; "
+        assert has_line(run, r"^FAIL  config\.yml +apps\[0\] \(b/d\): name: 'b/d' must be 1 to")
+        assert has_line(run, r"^WARN  config\.yml +apps\[0\] \(b/d\): chrod: unknown field, ignored; "
                                  r"did you mean 'chord'\?")
         assert has_line(run, r"^FAIL  apps\.d/yaml\.yml +invalid YAML \(line 2, column 1\)")
         assert has_line(run, r"^PASS  apps\.d/good\.yml +app 'good', chord 'g'")

@@ -27,10 +27,13 @@ class TestRequests:
                        {"ready": "sleeper"}, {"restart": "sleeper"})
         launched, again, ready, restarted = replies
         pid = launched["launched"]["pid"]
+        fresh = launched["launched"].pop("reason")
         assert launched == {"launched": {"app": "sleeper", "state": "ready", "pid": pid,
-                                         "spawned": True}}
+                                         "spawned": True, "focused": False}}
+        assert "new process" in fresh
+        assert again["launched"].pop("reason")  # sleep has no window to raise
         assert again == {"launched": {"app": "sleeper", "state": "ready", "pid": pid,
-                                      "spawned": False},
+                                      "spawned": False, "focused": False},
                          "warning": "sleeper was already running; nothing was spawned"}
         assert ready == {"ready": {"app": "sleeper", "state": "ready", "pid": pid}}
         assert set(restarted) == {"restarted"} and restarted["restarted"]["app"] == "sleeper"

@@ -38,11 +38,11 @@ def test_register_heartbeat_unregister(shared_daemon: Shared) -> None:
 
 
 def test_the_daemon_refuses_a_bad_or_duplicate_registration(shared_daemon: Shared) -> None:
-    bad = shared_daemon.cli("register", "Bad Name", "--command", "true", "--json")
+    bad = shared_daemon.cli("register", "bad/name", "--command", "true", "--json")
     assert bad.code == 1 and bad.json["code"] == "invalid_config"
-    assert "name: 'Bad Name' must match" in bad.json["errors"][0]
-    human = shared_daemon.cli("register", "Bad Name", "--command", "true")
-    assert human.err.splitlines()[-1].startswith("  - app (Bad Name): name: 'Bad Name' must")
+    assert "name: 'bad/name' must be 1 to 128 characters" in bad.json["errors"][0]
+    human = shared_daemon.cli("register", "bad/name", "--command", "true")
+    assert human.err.splitlines()[-1].startswith("  - app (bad/name): name: 'bad/name' must")
     taken = shared_daemon.cli("register", "notes", "--command", "true", "--json")
     assert taken.code == 1 and taken.json["code"] == "conflict"
     assert names(shared_daemon).count("notes") == 1

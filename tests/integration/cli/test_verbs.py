@@ -144,8 +144,11 @@ class TestCommands:
         again = cli("launch", "sleeper", "--json")
         assert again.code == 0
         assert again.json == {"app": "sleeper", "state": "ready", "pid": pid, "spawned": False,
+                              "focused": False, "reason": "no display (DISPLAY is not set)",
                               "status": "ok"}
-        assert cli("launch", "sleeper").out == f"sleeper is already running (pid {pid}, ready)\n"
+        assert cli("launch", "sleeper").out == (f"sleeper is already running (pid {pid}, "
+                                                "ready); no window raised: no display "
+                                                "(DISPLAY is not set)\n")
         restarted = cli("restart", "sleeper", "--wait")
         assert restarted.code == 0, restarted.err
         new_pid = cli("list", "--json").json[1]["pid"]
@@ -314,13 +317,13 @@ class TestReload:
         assert ok.lines[0] == "reloaded: 4 apps"
         assert any(line.startswith("skipped: apps.d/bad.yml: invalid YAML") for line in ok.lines)
         assert cli("reload", "--json").json["status"] == "ok"
-        write_config(config_dir, "apps:\n  - name: Bad\n    command: x\n  - name: b\n    chord: '?'\n")
+        write_config(config_dir, "apps:\n  - name: b/d\n    command: x\n  - name: b\n    chord: '?'\n")
         bad = cli("reload")
         assert bad.code == 1
         assert "config validation failed with 3 error(s)" in bad.err
         problems = [line for line in bad.err.splitlines() if line.startswith("  - ")]
         assert len(problems) >= 3
-        assert any("apps[0] (Bad): name" in p for p in problems)
+        assert any("apps[0] (b/d): name" in p for p in problems)
         assert any("apps[1] (b): command" in p for p in problems)
         as_json = cli("reload", "--json")
         assert as_json.code == 1

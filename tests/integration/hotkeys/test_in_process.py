@@ -169,3 +169,26 @@ def test_concurrent_pause_resume_and_reload_leave_one_working_grab(
     assert service.status().suppressing
     assert [t.name for t in threading.enumerate()].count("hotkey-grab") == 1
     assert chord_is_suppressed(keyboard, window, launched)
+
+
+def test_a_chord_typed_as_soon_as_start_returns_is_handled(
+    x_display: str, keyboard: Keyboard, window: Window
+) -> None:
+    """``enabled`` means a key typed now is handled: start() used to return before XRecord
+    recorded, and the first leader+chord was lost (issue 13; 28 of 30 in the notes)."""
+    for attempt in range(5):
+        launched: list[str] = []
+        service = HotkeyService("ctrl+space", 500, launch=launched.append,
+                                chords=lambda: {"e": "editor"}, publish=EventBus().publish,
+                                backend=X11Backend())
+        try:
+            assert service.start().enabled
+            keyboard.leader()
+            keyboard.tap("e")
+            wait_for(lambda: launched == ["editor"], timeout=3,  # noqa: B023 - this attempt's
+                     what=f"the first chord of start {attempt} to launch")
+        finally:
+            listener = service._backend._listener._listener  # noqa: SLF001 - pynput's thread
+            service.stop()
+            keyboard.tap("Shift_L")  # pynput's stop returns only after one more key (its bug)
+            listener.join(timeout=2)

@@ -149,9 +149,9 @@ class TestAppErrors:
              "config.yml: apps[0] (a): chord: chord 'ctrl+a' is not one character or a known key name"),
             ("{name: a, chord: f13, command: x}",
              "config.yml: apps[0] (a): chord: chord 'f13' is not one character"),
-            ("{name: Espansr, command: x}",
-             "config.yml: apps[0] (Espansr): name: 'Espansr' must match"),
-            ("{name: a/b, command: x}", "config.yml: apps[0] (a/b): name: 'a/b' must match"),
+            ("{name: ' padded', command: x}",
+             "config.yml: apps[0] ( padded): name: ' padded' must be 1 to 128 characters"),
+            ("{name: a/b, command: x}", "config.yml: apps[0] (a/b): name: 'a/b' must be 1 to"),
             ("{name: a, command: '  '}", "config.yml: apps[0] (a): command: must not be empty"),
             ("{name: a, command: x, environment: Native}",
              "config.yml: apps[0] (a): environment: 'Native' must be native, wsl or wsl:<distro>"),
@@ -182,7 +182,7 @@ class TestAppErrors:
 
     def test_all_errors_of_one_app_at_once(self, tmp_path: Path) -> None:
         """A type error does not hide the app's other problems."""
-        paths = setup(tmp_path, "apps:\n  - {name: Bad, chord: '?', command: '', ready_timeout_ms: x}\n")
+        paths = setup(tmp_path, "apps:\n  - {name: b/d, chord: '?', command: '', ready_timeout_ms: x}\n")
         fields = sorted(e.split(": ")[2] for e in errors_of(paths))
         assert fields == ["chord", "command", "name", "ready_timeout_ms"]
 
