@@ -52,7 +52,9 @@ class _Records:
     def __init__(self, limit: int = MAX_QUEUED) -> None:
         self._limit = limit
         self._items: deque[Any] = deque()
-        self._ready = threading.Condition(threading.Lock())
+        # re-entrant: a signal handler that logs runs on whatever thread it interrupted, maybe
+        # one inside ``put`` already (a plain lock deadlocked SIGTERM during a busy start-up)
+        self._ready = threading.Condition(threading.RLock())
         self.dropped = 0
 
     def put(self, item: Any, force: bool = False) -> None:
