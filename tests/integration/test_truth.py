@@ -396,3 +396,21 @@ def test_the_daemon_is_a_subreaper() -> None:
 def _no_strays(config_dir: Path) -> Iterator[None]:
     yield
     kill_apps_of(config_dir)
+
+
+def test_a_signal_handler_that_logs_cannot_deadlock_the_log_queue() -> None:
+    """A signal handler runs on the thread it interrupts; when that thread was inside the log
+    queue's put, the handler's own log line (``signal_received``) must not wait for it (a
+    SIGTERM during a busy start-up hung the daemon for good)."""
+    from orchestratr import logs
+
+    records = logs._Records()
+    done = threading.Event()
+
+    def interrupted_inside_put() -> None:
+        with records._ready:  # where the interrupted thread was
+            records.put("the handler's line")
+        done.set()
+
+    threading.Thread(target=interrupted_inside_put, daemon=True).start()
+    assert done.wait(5), "the log queue deadlocked"
