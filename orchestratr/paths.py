@@ -9,7 +9,6 @@ second instances never write into the real home.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -117,5 +116,7 @@ def log_stem(name: str) -> str:
     plain = "".join(c if c.isalnum() or c in "._- " else "_" for c in name)[:100]
     if plain == name and not name.startswith((".", "-")):
         return name
+    import hashlib  # only for such names: it loads OpenSSL's libcrypto (3 MiB of idle RSS)
+
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{plain.lstrip('.-')}-{digest}"
