@@ -414,3 +414,38 @@ def test_a_signal_handler_that_logs_cannot_deadlock_the_log_queue() -> None:
 
     threading.Thread(target=interrupted_inside_put, daemon=True).start()
     assert done.wait(5), "the log queue deadlocked"
+
+
+def test_a_launch_waits_for_the_adoption_then_goes_on(make_supervisor) -> None:
+    """Defect 1: the restarted daemon answered launches before it had adopted the survivors,
+    and a launch in that window duplicated the app. Launches now wait (bounded) until the
+    adoption is done."""
+    from orchestratr.registry.model import AppSpec
+    from orchestratr.supervisor.states import Cause
+
+    sup = make_supervisor(AppSpec("a", "sleep 30"))
+    sup.hold_launches()
+    results: list[object] = []
+    waiting = threading.Thread(target=lambda: results.append(sup.launch("a", Cause.hotkey)))
+    waiting.start()
+    time.sleep(0.2)  # a window in which nothing may happen: the launch must wait
+    assert not results and sup.snapshot("a").state is S.stopped
+    sup.admit_launches()
+    waiting.join(timeout=5)
+    assert results and results[0].spawned  # type: ignore[attr-defined]
+
+
+def test_a_launch_that_waits_too_long_is_refused(
+    make_supervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestratr.errors import UnavailableError
+    from orchestratr.registry.model import AppSpec
+    from orchestratr.supervisor import core
+    from orchestratr.supervisor.states import Cause
+
+    monkeypatch.setattr(core, "ADMIT_WAIT_S", 0.1)
+    sup = make_supervisor(AppSpec("a", "sleep 30"))
+    sup.hold_launches()
+    with pytest.raises(UnavailableError, match="try again shortly"):
+        sup.launch("a", Cause.api)
+    assert sup.snapshot("a").state is S.stopped
