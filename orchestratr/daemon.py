@@ -17,6 +17,7 @@ import faulthandler
 import gc
 import os
 import platform
+import select
 import signal
 import sys
 import threading
@@ -88,6 +89,12 @@ class Daemon:
         self.options = options
         self.paths = Paths.resolve(options.config_dir)
         self._stop = threading.Event()
+        # The main thread sleeps on this pipe, not on an Event: a signal the kernel hands to
+        # another thread never interrupts a lock wait, so SIGTERM could go unheard for good;
+        # set_wakeup_fd writes to the pipe whichever thread the signal lands on.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._status = 0  # the exit status once stopped: non-zero when a part failed for good
         self._reload_lock = threading.Lock()
         self.supervisor: Supervisor | None = None
@@ -123,6 +130,16 @@ class Daemon:
 
     def request_stop(self) -> None:
         self._stop.set()
+        with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+            os.write(self._wake_w, b"\0")
+
+    def _wait_for_stop(self) -> None:
+        """Sleep until ``request_stop`` (a signal's handler runs as the main thread wakes)."""
+        while not self._stop.is_set():
+            select.select([self._wake_r], [], [])
+            with contextlib.suppress(OSError):
+                while os.read(self._wake_r, 4096):
+                    pass
 
     def _fatal(self, message: str) -> None:
         """A part failed for good (see ``threads``): stop with status 1 and say why."""
@@ -223,10 +240,10 @@ class Daemon:
         threads.on_fatal(self._fatal)
         parts = self._build()
         restore = _catch_signals(self.request_stop, parts.watcher.poke,
-                                 parts.tracker.children_changed)
+                                 parts.tracker.children_changed, self._wake_w)
         try:
             self._start(parts)
-            self._stop.wait()
+            self._wait_for_stop()
             log.info("daemon_stopping")
         except OSError as exc:
             log.error("daemon_start_failed", error=str(exc))
@@ -461,7 +478,8 @@ def _log_problems(warnings: list[str], errors: list[str]) -> None:
 
 
 def _catch_signals(
-    stop: Callable[[], None], reload: Callable[[], None], children: Callable[[], None]
+    stop: Callable[[], None], reload: Callable[[], None], children: Callable[[], None],
+    wakeup_fd: int,
 ) -> Callable[[], None]:
     """SIGTERM and SIGINT call ``stop``, SIGHUP ``reload`` (as supervisord and most daemons
     do), SIGCHLD ``children``; SIGUSR1 prints every thread's stack to stderr. Returns a
@@ -484,8 +502,10 @@ def _catch_signals(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, on_child)
+    previous_fd = signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
 
     def restore() -> None:
+        signal.set_wakeup_fd(previous_fd)
         for sig, old in previous.items():
             signal.signal(sig, old)
 

@@ -70,12 +70,13 @@ def plan(recorded: list[Survivor], config_dir: Path) -> Plan:
     found = []
     for name in sorted(set(latest) | set(table.marked)):
         record = latest.get(name)
-        members = table.members(name, record)
+        under = table.recorded(name, record) if record is not None else set()
+        members = table.with_descendants(under | table.marked_pids(name))
+        if record is not None and not under:
+            gone.append(record)  # nothing runs under its number: never show a stale pid
         if not members:
-            if record is not None:
-                gone.append(record)
             continue
-        if record is None:
+        if record is None or not under:
             found.append(table.unrecorded(name, members))
         else:
             found.append(Found(name, record.pid, record.group, record.ready,
@@ -100,23 +101,30 @@ class _Table:
             if proc.app is not None and proctable.same_dir(proc.config_dir, config_dir):
                 self.marked[proc.app].append(proc)
 
-    def members(self, name: str, survivor: Survivor | None) -> set[int]:
-        marked = self.marked.get(name, ())
-        found = {p.pid for p in marked}
-        if survivor is not None and survivor.group:
+    def marked_pids(self, name: str) -> set[int]:
+        return {p.pid for p in self.marked.get(name, ())}
+
+    def recorded(self, name: str, survivor: Survivor) -> set[int]:
+        """The processes still running under the record's number: its group or session when
+        a marked process of the app is among them (created after the group, so a reused
+        number never passes), or the announced pid with the recorded create time."""
+        if survivor.group:
             session = [p for p in self._by_session.get(survivor.pid, ())
                        if p.create_time > survivor.create_time - CLOCK_SLACK_S]
-            if any(p in marked for p in session):  # the group is the app's: all of it is
-                found |= {p.pid for p in session}
-        elif survivor is not None:
-            proc = self.live.get(survivor.pid)
-            if proc is not None and abs(proc.create_time - survivor.create_time) < CLOCK_SLACK_S:
-                found.add(proc.pid)
-        return found | self._descendants(found)
+            marked = self.marked.get(name, ())
+            return {p.pid for p in session} if any(p in marked for p in session) else set()
+        proc = self.live.get(survivor.pid)
+        if proc is not None and abs(proc.create_time - survivor.create_time) < CLOCK_SLACK_S:
+            return {proc.pid}
+        return set()
+
+    def with_descendants(self, roots: set[int]) -> set[int]:
+        return roots | self._descendants(roots)
 
     def unrecorded(self, name: str, members: set[int]) -> Found:
-        """A marked app with no record (forked in the instant before its record was
-        written): its key is its first process's group."""
+        """A marked app with no record of its own (forked in the instant before its record
+        was written, or the record names a number nothing of it runs under any more): its
+        key is its first process's group."""
         first = min((self.live[pid] for pid in members if pid in self.live),
                     key=lambda p: p.create_time)
         key = first.pgrp if first.pgrp not in self._skip else first.pid

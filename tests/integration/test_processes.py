@@ -480,6 +480,22 @@ class TestRunningRecord:
         assert [g.name for g in plan.gone] == ["b"]
         assert survivors.plan([record], tmp_path / "elsewhere").found == []
 
+    def test_a_stale_record_never_lends_its_number_to_a_live_app(
+        self, make_supervisor: MakeSup, tmp_path: Path
+    ) -> None:
+        """The newest record of the app names a group that is gone, while a marked process
+        of the app runs (forked before its own record reached the disk): the app is adopted
+        under its live group's number, and the stale record is let go (the fault campaign
+        once saw the dead number shown as the app's pid)."""
+        sup = make_supervisor(app("a", "sleep 30"))
+        live = sup.launch("a", Cause.cli).app.pid
+        gone = subprocess.Popen(["true"], start_new_session=True)
+        gone.wait()
+        stale = Survivor("a", gone.pid, True, True, time.time())
+        plan = survivors.plan([stale], tmp_path)
+        (found,) = plan.found
+        assert found.pid == live and plan.gone == [stale]
+
     def test_unmarked_groups_and_reused_pids_are_not_ours(self, tmp_path: Path) -> None:
         stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)
         try:

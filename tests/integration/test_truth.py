@@ -449,3 +449,19 @@ def test_a_launch_that_waits_too_long_is_refused(
     with pytest.raises(UnavailableError, match="try again shortly"):
         sup.launch("a", Cause.api)
     assert sup.snapshot("a").state is S.stopped
+
+
+def test_sigterm_delivered_to_any_thread_stops_the_daemon(config_dir: Path, start_daemon) -> None:
+    """The kernel hands a process's signal to any thread; one that landed on a worker thread
+    left the main thread asleep in a lock wait, and the daemon never stopped (seen as a hung
+    shutdown). Here SIGTERM is sent to a thread that is not the main one, on purpose."""
+    import ctypes
+
+    daemon = start_daemon()
+    pid = daemon.proc.pid
+    worker = next(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
+    sys_tgkill = 234  # x86-64
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(sys_tgkill, pid, worker, signal.SIGTERM) == 0
+    assert daemon.proc.wait(timeout=10) == 0
+    daemon.wait_event("daemon_stopped")
