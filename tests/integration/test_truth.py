@@ -25,7 +25,14 @@ from orchestratr.client import Client, OrchestratrClientError
 from orchestratr.processes import proctable
 from orchestratr.processes.tracker import ProcessTracker
 from orchestratr.supervisor.states import AppState
-from tests.conftest import PYTHON, alive, kill_apps_of, wait_for, write_config
+from tests.conftest import (
+    PYTHON,
+    alive,
+    ignores_sigterm,
+    kill_apps_of,
+    wait_for,
+    write_config,
+)
 
 S = AppState
 ROOT = os.geteuid() == 0
@@ -119,6 +126,7 @@ class TestThreads:
         exited = threading.Event()
         try:
             tracker.watch_child(proc, lambda _exit: exited.set())
+            wait_for(lambda: ignores_sigterm(proc.pid), what="the trap")
             tracker.terminate(proc.pid, True, 2**40)  # what epoll.poll could not take
             os.killpg(proc.pid, signal.SIGKILL)
             assert exited.wait(5), "the exit was not noticed"
