@@ -196,16 +196,15 @@ class RequestLog:
     def __init__(self) -> None:
         self._lines: deque[dict[str, Any]] = deque()
         self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
         self._logger = logging.getLogger("orchestratr.api")
+        # started with the server, so a request never adds a thread (tests count them)
+        self._thread = supervised("api-request-log", self._run)
 
     def add(self, **fields: Any) -> None:
         if not self._logger.isEnabledFor(logging.INFO) or \
                 len(self._lines) >= MAX_PENDING_LOG_LINES:
             return
         self._lines.append(fields)
-        if self._thread is None:
-            self._thread = supervised("api-request-log", self._run)
         self._wake.set()
 
     def _run(self) -> None:
