@@ -32,14 +32,16 @@ lint: $(STAMP) ## ruff (rules in pyproject.toml), then mypy (strict on superviso
 system: ## install the system packages the tests drive (or name the command that does)
 	tools/system-packages
 
-bench: $(STAMP) ## print the supervisor, HTTP API, event stream, hotkey and log figures
+bench: $(STAMP) ## print every figure: supervisor, scale, HTTP API, events, messaging, hotkeys, logs, vs supervisord
 	$(BIN)/python bench/supervisor.py
+	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/messaging.py
 	$(BIN)/python bench/hotkeys.py
 	$(BIN)/python bench/raise.py
 	$(BIN)/python bench/logs.py
+	$(BIN)/python bench/vs_supervisord.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

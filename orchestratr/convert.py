@@ -11,6 +11,7 @@ not come back in a 1 MB error (the Go orchestratr's bug B2).
 from __future__ import annotations
 
 import enum
+import reprlib
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -26,9 +27,15 @@ MAX_SHOWN = 40  # characters of a quoted value or key in an error message
 MAX_UNKNOWN_SHOWN = 5  # unknown keys named in one message
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = MAX_SHOWN
+_REPR.maxlevel = 2
+
+
 def _shown(value: object) -> str:
-    """``repr(value)``, clipped."""
-    return clip(repr(value), MAX_SHOWN)
+    """``repr(value)``, clipped, and bounded before it is built: a YAML file's shared aliases
+    make a small value whose full repr is gigabytes (a billion-laughs drop-in)."""
+    return clip(_REPR.repr(value), MAX_SHOWN)
 
 
 def _type_name(value: object) -> str:

@@ -1,7 +1,10 @@
 """The composition root: build every part, start them in order, stop them in reverse.
 
-    lock -> config -> logging -> tracker, output -> supervisor (+ adopted survivors,
-    autostart) -> watcher
+    lock -> config -> logging -> tracker, output -> record -> supervisor (+ adopted
+    survivors) -> API -> autostart -> watcher -> hotkeys
+
+Survivors of an earlier daemon are adopted before anything can launch (API, autostart,
+hotkeys), with one scan of the process table for all of them.
 
 Nothing here decides anything about apps; it wires the parts and turns signals into a clean
 shutdown.
@@ -14,6 +17,7 @@ import faulthandler
 import gc
 import os
 import platform
+import select
 import signal
 import sys
 import threading
@@ -26,7 +30,7 @@ from typing import Any
 import attrs
 import structlog
 
-from orchestratr import __version__
+from orchestratr import __version__, threads
 from orchestratr.api.openapi import document
 from orchestratr.api.routes import Api
 from orchestratr.api.server import ApiServer
@@ -34,13 +38,19 @@ from orchestratr.applog import AppLogs
 from orchestratr.desktop.chords import ChordWindow
 from orchestratr.desktop.notifications import Notifier
 from orchestratr.desktop.windows import X11Windows
-from orchestratr.errors import ConfigError, DaemonRunningError, OrchestratrError
+from orchestratr.errors import (
+    ConfigError,
+    DaemonRunningError,
+    NoSuchProcessError,
+    OrchestratrError,
+)
 from orchestratr.hotkeys.backend import default_backend
 from orchestratr.hotkeys.service import HotkeyService
 from orchestratr.lockfile import DaemonLock
 from orchestratr.logs import configure_logging, set_level
 from orchestratr.paths import CONFIG_DIR_ENV, Paths
-from orchestratr.processes import output, survivors
+from orchestratr.processes import output, proctable, survivors
+from orchestratr.processes.journal import Journal
 from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker, in_app
 from orchestratr.registry.load import ensure_config, load_registry, load_without_config
@@ -50,7 +60,7 @@ from orchestratr.registry.watch import ConfigWatcher
 from orchestratr.supervisor.app import AppSnapshot
 from orchestratr.supervisor.bus import EventBus
 from orchestratr.supervisor.core import Supervisor
-from orchestratr.supervisor.states import Cause
+from orchestratr.supervisor.states import AppState, Cause
 
 log = structlog.get_logger("orchestratr.daemon")
 
@@ -81,34 +91,65 @@ class Daemon:
         self.options = options
         self.paths = Paths.resolve(options.config_dir)
         self._stop = threading.Event()
+        # The main thread sleeps on this pipe, not on an Event: a signal the kernel hands to
+        # another thread never interrupts a lock wait, so SIGTERM could go unheard for good;
+        # set_wakeup_fd writes to the pipe whichever thread the signal lands on.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._status = 0  # the exit status once stopped: non-zero when a part failed for good
         self._reload_lock = threading.Lock()
         self.supervisor: Supervisor | None = None
         self.api: ApiServer | None = None
         self.hotkeys: HotkeyService | None = None
-        self._launcher: ProcessLauncher | None = None
         self.started = threading.Event()  # set once every part is up
         self._runtime = RuntimeApps(self.paths.registered_file)
         self._files = Registry()  # the config files' last good registry, before registrations
+        self._journal = Journal(self.paths.running_file, self.paths.running_journal)
+        self._lock = DaemonLock(self.paths.config_dir, self.paths.lock_file)
         self._desktop: tuple[Notifier, ChordWindow] | tuple[()] = ()
         self._rejected: list[str] = []  # why the config files are rejected now (the last load)
-        self._record = survivors.Recorder(self.paths.running_file, list)  # replaced at start
+        self._launcher: ProcessLauncher | None = None
 
     def run(self) -> int:
-        """Run in the foreground until SIGTERM or SIGINT; return the exit status."""
-        lock = DaemonLock(self.paths.lock_file)
+        """Run in the foreground until SIGTERM or SIGINT; return the exit status (2: the
+        log file cannot be written)."""
+        log_file = self.options.log_file or self.paths.daemon_log
+        problem = _unwritable(log_file)
+        if problem:
+            print(f"orchestratr: cannot write the log file {log_file}: {problem}",
+                  file=sys.stderr)
+            return 2
         try:
             ensure_config(self.paths)
-            lock.acquire()
+            self._lock.acquire()
         except (OSError, DaemonRunningError) as exc:
             print(f"orchestratr: {exc}", file=sys.stderr)
             return 1
         try:
             return self._run_locked()
         finally:
-            lock.release()
+            self._lock.release()
 
     def request_stop(self) -> None:
         self._stop.set()
+        with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+            os.write(self._wake_w, b"\0")
+
+    def _wait_for_stop(self) -> None:
+        """Sleep until ``request_stop`` (a signal's handler runs as the main thread wakes)."""
+        while not self._stop.is_set():
+            select.select([self._wake_r], [], [])
+            with contextlib.suppress(OSError):
+                while os.read(self._wake_r, 4096):
+                    pass
+
+    def _fatal(self, message: str) -> None:
+        """A part failed for good (see ``threads``): stop with status 1 and say why."""
+        print(f"orchestratr: {message}", file=sys.stderr, flush=True)
+        log.critical("daemon_failing", reason=message)
+        self._status = 1
+        self.request_stop()
 
     def reload(self, cause: Cause = Cause.reload) -> Registry:
         """Load the config again and apply it; on error keep the current registry.
@@ -169,10 +210,14 @@ class Daemon:
         """
         assert self.supervisor is not None
         with self._reload_lock:
-            self._runtime.remove(name, self.supervisor.registry)
-            if not keep_running:
-                self.supervisor.stop(name, Cause.api)  # valid in every state
-            snapshot = self.supervisor.snapshot(name, with_history=False)
+            spec = self._runtime.remove(name, self.supervisor.registry)
+            if self.supervisor.registry.get(name) is None:  # shadowed: it never ran here
+                snapshot = AppSnapshot(spec, AppState.stopped, None, False, None, None, None,
+                                       None, True)
+            else:
+                if not keep_running:
+                    self.supervisor.stop(name, Cause.api)  # valid in every state
+                snapshot = self.supervisor.snapshot(name, with_history=False)
             self._apply(self._runtime.merge(self._files), Cause.api, announce=False)
         self.supervisor.bus.publish("unregistered", app=name, source=Cause.api.value,
                                     kept_running=keep_running)
@@ -194,11 +239,14 @@ class Daemon:
                                    registry.settings.chord_timeout_ms)
 
     def _run_locked(self) -> int:
+        threads.reset()
+        threads.on_fatal(self._fatal)
         parts = self._build()
-        restore = _catch_signals(self.request_stop)
+        restore = _catch_signals(self.request_stop, parts.watcher.poke,
+                                 parts.tracker.children_changed, self._wake_w)
         try:
             self._start(parts)
-            self._stop.wait()
+            self._wait_for_stop()
             log.info("daemon_stopping")
         except OSError as exc:
             log.error("daemon_start_failed", error=str(exc))
@@ -206,7 +254,7 @@ class Daemon:
         finally:
             restore()
             self._shutdown(parts)
-        return 0
+        return self._status
 
     def _build(self) -> _Parts:
         """Every part, built but not started; logging is configured first, so the rest can
@@ -218,15 +266,17 @@ class Daemon:
         stop_logging = configure_logging(
             registry.settings.log_level, self.options.log_file or self.paths.daemon_log
         )
-        tracker = ProcessTracker()
+        _raise_fd_limit()
+        subreaper = proctable.become_subreaper()
+        tracker = ProcessTracker(subreaper=subreaper)
         logs = AppLogs(self.paths.app_log)
         pump = output.OutputPump(logs.written) if output.HAVE_PIPES else None
         self._launcher = launcher = ProcessLauncher(
             self.paths.app_log, tracker, extra_env=self._marker, output=pump)
         # ids from the wall clock in µs keep growing across restarts (see EventBus)
         bus = EventBus(first_id=time.time_ns() // 1000)
-        self.supervisor = supervisor = Supervisor(launcher, bus, windows=X11Windows(in_app))
-        self._record = survivors.Recorder(self.paths.running_file, supervisor.running)
+        self.supervisor = supervisor = Supervisor(launcher, bus, record=self._journal,
+                                                  windows=X11Windows(in_app))
         port = self.options.port if self.options.port is not None else registry.settings.api_port
         settings = registry.settings
         self.hotkeys = hotkeys = HotkeyService(
@@ -238,7 +288,7 @@ class Daemon:
         )
         self.api = ApiServer(Api(supervisor, self, hotkeys, openapi=document, logs=logs),
                              port, self.paths.port_file)
-        watcher = ConfigWatcher(self.paths, self._reload_quietly)
+        watcher = ConfigWatcher(self.paths, self._reload_quietly, self._config_dir_recreated)
         self._desktop = (
             Notifier(bus, enabled=lambda: supervisor.registry.settings.notifications),
             ChordWindow(bus, rows=lambda: sorted(
@@ -272,10 +322,12 @@ class Daemon:
         if registry.skipped:
             bus.publish("config_skipped", source=Cause.daemon.value,
                         errors=list(registry.skipped))
+        self.supervisor.hold_launches()
         self.supervisor.apply_registry(registry, Cause.daemon, autostart=False)
+        self._journal.open()
+        self._adopt_survivors(scan_all=True)
+        self.supervisor.admit_launches()
         self.api.start()
-        self._record.start(self.supervisor.bus)
-        self._adopt_survivors()
         self.supervisor.autostart(Cause.daemon)
         parts.watcher.start()
         self.hotkeys.start(enabled=self.options.hotkeys)
@@ -300,47 +352,64 @@ class Daemon:
             follower.stop()
         self.api.stop()
         self.supervisor.shutdown(stop_apps=self.supervisor.registry.settings.stop_apps_on_exit)
-        left = self._record.stop()
-        parts.tracker.stop()
+        left = self._journal.close()
         if parts.output is not None:
             self._hand_over_output(parts.output)
+        parts.tracker.stop()
         log.info("daemon_stopped", apps_left_running=left)
         parts.stop_logging()
 
-    def _adopt_survivors(self) -> None:
+    def _adopt_survivors(self, scan_all: bool = False) -> None:
         """Adopt the apps a previous daemon left running, so none is launched twice.
 
-        A survivor whose app is not in the registry (config.yml broken at start-up, or the app
-        removed meanwhile) waits, still recorded, until a reload brings its app back.
+        ``scan_all`` (start-up): also look for marked processes with no record (forked in the
+        instant before their record reached the disk). A survivor whose app is not in the
+        registry (config.yml broken at start-up, or the app removed meanwhile) waits, still
+        recorded, until a reload brings its app back.
         """
         assert self.supervisor is not None
-        if not self._record.pending:
+        recorded = [s for s in self._journal.live if not self._tracks(s.name, s.pid)]
+        if not recorded and not scan_all:
             return
+        plan = survivors.plan(recorded, self.paths.config_dir)
+        for gone in plan.gone:
+            log.info("survivor_gone", app=gone.name, pid=gone.pid)
+            self._journal.ended(gone.name, gone.pid)
         waiting = []
-        for survivor in self._record.pending:
-            if not survivors.is_ours(survivor, self.paths.config_dir):
-                log.info("survivor_gone", app=survivor.name, pid=survivor.pid)
-            elif self.supervisor.registry.get(survivor.name) is None:
-                waiting.append(survivor)
+        for found in plan.found:
+            if self._tracks(found.name, found.pid):
+                continue
+            if self.supervisor.registry.get(found.name) is None:
+                waiting.append(found.name)
+                self._journal.started(found.name, found.pid, found.group, found.create_time,
+                                      found.ready)
             else:
-                self._adopt_survivor(survivor)
+                self._adopt_survivor(found)
         if waiting:
-            log.warning("survivors_waiting", apps=[s.name for s in waiting],
+            log.warning("survivors_waiting", apps=waiting,
                         hint="still running, but not in the configuration: adopted once "
                              "they are back in it")
-        self._record.set_pending(waiting)
 
-    def _adopt_survivor(self, survivor: survivors.Survivor) -> None:
+    def _tracks(self, name: str, pid: int) -> bool:
         assert self.supervisor is not None
         try:
-            self.supervisor.adopt(survivor.name, survivor.pid, survivor.group,
-                                   survivor.ready, survivor.create_time)
+            return self.supervisor.snapshot(name, with_history=False).pid == pid
+        except OrchestratrError:
+            return False
+
+    def _adopt_survivor(self, found: survivors.Found) -> None:
+        assert self.supervisor is not None
+        try:
+            self.supervisor.adopt(found.name, found.pid, found.group, found.ready,
+                                  found.create_time, found.members)
         except OrchestratrError as exc:
-            log.warning("resume_failed", app=survivor.name, pid=survivor.pid, error=str(exc))
+            log.warning("resume_failed", app=found.name, pid=found.pid, error=str(exc))
+            if isinstance(exc, NoSuchProcessError):
+                self._journal.ended(found.name, found.pid)
             return
         assert self._launcher is not None
-        if not self._launcher.reattach_output(survivor.name, survivor.pid, survivor.group):
-            log.info("survivor_output_not_found", app=survivor.name, pid=survivor.pid,
+        if not self._launcher.reattach_output(found.name, found.pid, found.group):
+            log.info("survivor_output_not_found", app=found.name, pid=found.pid,
                      hint="its output goes where it went before; it is not in its log file")
 
     def _hand_over_output(self, pump: output.OutputPump) -> None:
@@ -363,6 +432,19 @@ class Daemon:
         """Set in the environment of every process the daemon starts for this config dir."""
         return {CONFIG_DIR_ENV: str(self.paths.config_dir)}
 
+    def _config_dir_recreated(self) -> None:
+        """The config dir was deleted and made again: lock the new one (or stop, if another
+        daemon has it), and put the pid, port and running-app record back into it."""
+        if not self._lock.relock():
+            self._fatal(f"the config dir {self.paths.config_dir} was re-created and another "
+                        "daemon now holds it")
+            return
+        self._lock.write_pid()
+        if self.api is not None:
+            self.api.write_port_file()
+        self._journal.reopen()
+        log.warning("config_dir_recreated", config_dir=str(self.paths.config_dir))
+
     def _reload_quietly(self) -> None:
         """The watcher's callback: errors are already logged, and the old registry stays."""
         try:
@@ -381,6 +463,37 @@ def _initial_registry(paths: Paths) -> tuple[Registry, ConfigError | None]:
         return load_without_config(paths), exc
 
 
+def _unwritable(path: Path) -> str | None:
+    """Why the daemon cannot append to its log file ``path``, or None if it can."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _raise_fd_limit() -> None:
+    """Raise the soft limit on open files to the hard one: each running app holds a few
+    descriptors (its pidfd, ...), and 1,024 (a common soft limit) is reached at ~1,000 apps.
+    supervisord raises its own (``minfds``), systemd sets one per unit."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("fd_limit_unchanged", soft=soft, hard=hard, error=str(exc))
+            return
+    log.info("fd_limit", soft_was=soft, soft=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+             hard=hard)
+
+
 def _return_free_memory() -> None:
     """Give the heap pages that start-up garbage left free back to the system (glibc keeps
     them otherwise): about 0.5 MiB of an idle daemon's resident memory."""
@@ -397,20 +510,35 @@ def _log_problems(warnings: list[str], errors: list[str]) -> None:
         log.error("config_error", problem=message)
 
 
-def _catch_signals(handler: Callable[[], None]) -> Callable[[], None]:
-    """SIGTERM and SIGINT call ``handler``, SIGUSR1 prints every thread's stack to stderr;
-    return a function restoring the previous handlers."""
+def _catch_signals(
+    stop: Callable[[], None], reload: Callable[[], None], children: Callable[[], None],
+    wakeup_fd: int,
+) -> Callable[[], None]:
+    """SIGTERM and SIGINT call ``stop``, SIGHUP ``reload`` (as supervisord and most daemons
+    do), SIGCHLD ``children``; SIGUSR1 prints every thread's stack to stderr. Returns a
+    function restoring the previous handlers."""
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal_received", signal=signal.Signals(signum).name)
-        handler()
+        stop()
+
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        log.info("signal_received", signal="SIGHUP", action="reload")
+        reload()
+
+    def on_child(_signum: int, _frame: FrameType | None) -> None:
+        children()
 
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # a hung daemon shows its stacks
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+    previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, on_child)
+    previous_fd = signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
 
     def restore() -> None:
+        signal.set_wakeup_fd(previous_fd)
         for sig, old in previous.items():
             signal.signal(sig, old)
 

@@ -87,6 +87,19 @@ class LaunchError(OrchestratrError):
     code = "launch_failed"
 
 
+class UnavailableError(OrchestratrError):
+    """The daemon cannot do this right now (it is starting up): try again shortly."""
+
+    code = "unavailable"
+
+
+class StorageError(OrchestratrError):
+    """A file the daemon must write could not be written (a read-only or full config dir);
+    nothing was changed."""
+
+    code = "storage_failed"
+
+
 class DaemonRunningError(OrchestratrError):
     """Another daemon already holds the lock on this config dir."""
 

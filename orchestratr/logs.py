@@ -3,29 +3,34 @@
 structlog events go through the stdlib so third-party loggers (transitions, watchdog) land in
 the same place: JSON lines in a rotated file, and readable, coloured lines on stderr when it
 is a terminal (under systemd or a redirect, the file already holds every line). Records are
-formatted and written on one writer thread, so a log call made while an app's lock is held
-costs a queue put, never a disk write; the writer takes them a batch at a time (see
-``_Writer``). Tracebacks are rendered to text before that hand-off: on the writer
-thread no exception is active, so ``exc_info=True`` would show none.
+formatted and written on one writer thread, so a log call made while
+an app's lock is held costs a queue put, never a disk write; the writer takes them a batch at a
+time (see ``_Writer``). The queue is bounded and a write error drops records (counted, and
+reported once writing works again): a full disk neither kills logging nor grows memory.
+Tracebacks are rendered to text before the hand-off: on the writer thread no exception is
+active, so ``exc_info=True`` would show none.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import errno
 import logging
-import logging.handlers
-import queue
+import os
 import sys
 import threading
-import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
 
+from orchestratr.threads import supervised
+
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
-BATCH_S = 0.005  # how long the writer, woken by a record, waits for the rest of its burst
 
 _SHARED: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
@@ -38,93 +43,246 @@ _SHARED: list[structlog.typing.Processor] = [
 ]
 
 
-class _RecordQueueHandler(logging.handlers.QueueHandler):
+MAX_QUEUED = 10_000  # records waiting for the writer; more are dropped (and counted)
+
+
+class _Records:
+    """The queue between logging callers and the writer, bounded: when the writer cannot
+    keep up (or cannot write at all), records are dropped and counted, and memory stays put."""
+
+    def __init__(self, limit: int = MAX_QUEUED) -> None:
+        self._limit = limit
+        self._items: deque[Any] = deque()
+        # re-entrant: a signal handler that logs runs on whatever thread it interrupted, maybe
+        # one inside ``put`` already (a plain lock deadlocked SIGTERM during a busy start-up)
+        self._ready = threading.Condition(threading.RLock())
+        self.dropped = 0
+
+    def put(self, item: Any, force: bool = False) -> None:
+        with self._ready:
+            if len(self._items) >= self._limit and not force:
+                self.dropped += 1
+                return
+            self._items.append(item)
+            self._ready.notify()
+
+    def take_all(self) -> list[Any]:
+        """Every queued record, waiting for one if there is none."""
+        with self._ready:
+            while not self._items:
+                self._ready.wait()
+            items = list(self._items)
+            self._items.clear()
+            return items
+
+    def take_dropped(self) -> int:
+        with self._ready:
+            count, self.dropped = self.dropped, 0
+            return count
+
+
+class _RecordQueueHandler(logging.Handler):
     """Hands the record over untouched: ProcessorFormatter needs the event dict, not a string."""
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
-
-
-class _Batched:
-    """A handler whose stream the writer flushes once per batch, not once per record."""
-
-    stream: Any
-    lock: Any
-
-    def flush(self) -> None:
-        """Nothing per record: see ``flush_batch``."""
-
-    def flush_batch(self) -> None:
-        with self.lock:
-            if self.stream is not None:
-                self.stream.flush()
-
-
-class _Console(_Batched, logging.StreamHandler):
-    pass
-
-
-class _RotatingFile(_Batched, logging.handlers.RotatingFileHandler):
-    """The rotated JSON log, minus RotatingFileHandler's per-record cost: to decide on a
-    rollover it formatted every record a second time and stat'ed the file twice. Here the size
-    is counted as lines are written (the lines are ASCII JSON: characters are bytes)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS,
-                         encoding="utf-8")
-        self._size = path.stat().st_size
+    def __init__(self, records: _Records) -> None:
+        super().__init__()
+        self._records = records
 
     def emit(self, record: logging.LogRecord) -> None:
+        self._records.put(record)
+
+
+class _Sink:
+    """Where formatted lines go, a batch at a time, never raising: a line that cannot be
+    written is dropped and counted, and once writing works again one warning says how many
+    were lost (a full disk once killed the writer, and memory grew without end)."""
+
+    def __init__(self, formatter: logging.Formatter) -> None:
+        self.formatter = formatter
+        self.lines: list[str] = []
+        self.dropped = 0
+
+    def add(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
-            if self._size + len(line) > self.maxBytes:
-                self.doRollover()
+            self.lines.append(self.formatter.format(record) + "\n")
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted is dropped
+            self.dropped += 1
+
+    def commit(self) -> None:
+        lines, self.lines = self.lines, []
+        if not lines:
+            return
+        if self.dropped:
+            lines.insert(0, self.formatter.format(_dropped_record(self.dropped)) + "\n")
+        try:
+            self.write(lines)
+        except OSError:
+            self.dropped += len(lines) - (1 if self.dropped else 0)
+            return
+        self.dropped = 0
+
+    def write(self, lines: list[str]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _dropped_record(count: int) -> logging.LogRecord:
+    """The one warning, built as structlog hands records over (``wrap_for_formatter``)."""
+    record = logging.LogRecord("orchestratr.logs", logging.WARNING, "", 0, "", None, None)
+    record.msg = {"event": "log_records_dropped", "dropped": count, "level": "warning",
+                  "logger": "orchestratr.logs",
+                  "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
+                  "hint": "the log could not be written (a full disk?); logging resumed"}
+    record._logger = None
+    record._name = "warning"
+    return record
+
+
+class _Console(_Sink):
+    """stderr, written by a thread of its own through a bounded buffer: a console nobody
+    reads (a pipe left full) drops console lines, and never holds up the log file."""
+
+    MAX_PENDING = 1024 * 1024  # characters waiting for the console
+
+    def __init__(self, formatter: logging.Formatter, stream: TextIO) -> None:
+        super().__init__(formatter)
+        self._stream = stream
+        self._pending: deque[str] = deque()
+        self._size = 0
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def write(self, lines: list[str]) -> None:
+        text = "".join(lines)
+        with self._ready:
+            if self._size + len(text) > self.MAX_PENDING:
+                return  # the console is stuck: its lines are lost, the file's are not
+            self._pending.append(text)
+            self._size += len(text)
+            self._ready.notify()
+            if self._thread is None:
+                self._thread = supervised("log-console", self._run)
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._pending and not self._closed:
+                    self._ready.wait()
+                if not self._pending:
+                    return
+                text = "".join(self._pending)
+                self._pending.clear()
                 self._size = 0
-            if self.stream is None:  # closed at shutdown, and a thread still logs
-                self.stream = self._open()
-            self.stream.write(line)
-            self._size += len(line)
-        except Exception:  # noqa: BLE001 - the logging module's contract: handleError reports it
-            self.handleError(record)
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.write(text)
+                self._stream.flush()
+
+    def close(self) -> None:
+        """Write what is pending (for at most a second), then end the thread."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=1)
+
+
+class _RotatingFile(_Sink):
+    """The rotated JSON log. The size is counted as lines are written (the lines are ASCII
+    JSON: characters are bytes), so a rollover costs no second formatting and no stat."""
+
+    def __init__(self, formatter: logging.Formatter, path: Path) -> None:
+        super().__init__(formatter)
+        self._path = path
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
+
+    def write(self, lines: list[str]) -> None:
+        """One write per run of lines that fits before the size limit."""
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._size = os.fstat(self._fd).st_size
+        chunk: list[bytes] = []
+        size = self._size
+        for line in lines:
+            data = line.encode("utf-8", "replace")
+            if size and size + len(data) > LOG_MAX_BYTES:
+                self._write(b"".join(chunk))
+                self._rollover()
+                chunk, size = [], 0
+            chunk.append(data)
+            size += len(data)
+        self._write(b"".join(chunk))
+
+    def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        assert self._fd is not None
+        try:
+            written = os.write(self._fd, data)
+            if written < len(data):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError:
+            with contextlib.suppress(OSError):  # the disk filled mid-batch: no torn line
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += written
+
+    def _rollover(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        for index in range(LOG_BACKUPS - 1, 0, -1):
+            older = self._path.with_name(f"{self._path.name}.{index}")
+            if older.exists():
+                older.replace(self._path.with_name(f"{self._path.name}.{index + 1}"))
+        self._path.replace(self._path.with_name(f"{self._path.name}.1"))
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = 0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class _Writer:
     """The thread that formats and writes every record.
 
-    The stdlib's QueueListener wakes once per record; at a few thousand requests a second, each
-    with its log line, those wake-ups (and the GIL hand-overs they force on the serving threads)
-    cost more than the formatting itself. This writer sleeps until a record comes, waits
-    BATCH_S for the rest of the burst, then writes them all with one flush per handler: a
-    line reaches the file at most BATCH_S late, and an idle daemon still never wakes.
+    It sleeps until a record comes, then takes every record queued, formats them and writes
+    each sink's lines in one write: under load, records queue while a batch is written, so
+    bursts share writes without any added wait, and an idle daemon never wakes.
     """
 
     _STOP = object()
 
-    def __init__(self, records: queue.SimpleQueue[Any], handlers: list[logging.Handler]) -> None:
+    def __init__(self, records: _Records, sinks: list[_Sink]) -> None:
         self._records = records
-        self._handlers = handlers
-        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._sinks = sinks
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        self._thread = supervised("log-writer", self._run)
 
     def stop(self) -> None:
         """Write what is queued, then end the thread."""
-        self._records.put(self._STOP)
-        self._thread.join()
+        self._records.put(self._STOP, force=True)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         while True:
-            batch = [self._records.get()]
-            time.sleep(BATCH_S)
-            while not self._records.empty():
-                batch.append(self._records.get())
-            for record in batch:
-                if record is not self._STOP:
-                    for handler in self._handlers:
-                        handler.handle(record)
-            for handler in self._handlers:
-                handler.flush_batch()  # type: ignore[attr-defined]
+            batch = self._records.take_all()
+            dropped = self._records.take_dropped()
+            for sink in self._sinks:
+                sink.dropped += dropped
+                for record in batch:
+                    if record is not self._STOP:
+                        sink.add(record)
+                sink.commit()
             if self._STOP in batch:
                 return
 
@@ -133,24 +291,24 @@ def configure_logging(
     level: str = "info", log_file: Path | None = None, stream: TextIO | None = None
 ) -> Callable[[], None]:
     """Route every log through structlog's processors; return a function that flushes and stops.
-    Readable lines go to ``stream`` if given, else to stderr when it is a terminal."""
-    handlers: list[logging.Handler] = []
+    Readable lines go to ``stream`` if given, else to stderr when it is a terminal.
+
+    Raises:
+        OSError: the log file's directory cannot be made.
+    """
+    sinks: list[_Sink] = []
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = _RotatingFile(log_file)
-        file_handler.setFormatter(_formatter(structlog.processors.JSONRenderer()))
-        handlers.append(file_handler)
+        sinks.append(_RotatingFile(_formatter(structlog.processors.JSONRenderer()), log_file))
     if stream is None and _is_terminal(sys.stderr):
         stream = sys.stderr
     if stream is not None:
-        console = _Console(stream)
-        console.setFormatter(_formatter(structlog.dev.ConsoleRenderer(
-            colors=_is_terminal(stream))))
-        handlers.append(console)
+        renderer = structlog.dev.ConsoleRenderer(colors=_is_terminal(stream))
+        sinks.append(_Console(_formatter(renderer), stream))
 
     _skip_unused_record_fields()
-    records: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    writer = _Writer(records, handlers)
+    records = _Records()
+    writer = _Writer(records, sinks)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -175,8 +333,8 @@ def configure_logging(
 
     def stop() -> None:
         writer.stop()
-        for handler in handlers:
-            handler.close()
+        for sink in sinks:
+            sink.close()
 
     return stop
 

@@ -9,7 +9,6 @@ second instances never write into the real home.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -61,8 +60,13 @@ class Paths:
 
     @property
     def running_file(self) -> Path:
-        """Apps left running by a daemon that shut down, for the next daemon to adopt."""
+        """The apps running (as last compacted), for a daemon restarted after any exit."""
         return self.config_dir / "running.json"
+
+    @property
+    def running_journal(self) -> Path:
+        """Changes to ``running_file`` since it was last compacted (see processes/journal.py)."""
+        return self.config_dir / "running.journal"
 
     @property
     def registered_file(self) -> Path:
@@ -82,9 +86,27 @@ def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
     """Replace ``path`` with ``text`` so a reader sees the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half file behind
+        raise
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged state file to ``<name>.corrupt-<timestamp>`` (kept for a person to
+    look at, out of the daemon's way); return the new path.
+
+    Raises:
+        OSError: it could not be renamed.
+    """
+    import time
+
+    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    path.replace(target)
+    return target
 
 
 def log_stem(name: str) -> str:
@@ -94,5 +116,7 @@ def log_stem(name: str) -> str:
     plain = "".join(c if c.isalnum() or c in "._- " else "_" for c in name)[:100]
     if plain == name and not name.startswith((".", "-")):
         return name
+    import hashlib  # only for such names: it loads OpenSSL's libcrypto (3 MiB of idle RSS)
+
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{plain.lstrip('.-')}-{digest}"

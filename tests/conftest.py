@@ -23,6 +23,7 @@ from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker, group_members
 from orchestratr.registry.model import AppSpec, Registry
 from orchestratr.supervisor.core import Supervisor
+from orchestratr.supervisor.launcher import RunningRecord
 from orchestratr.supervisor.states import AppState
 
 PYTHON = sys.executable
@@ -106,14 +107,14 @@ def make_supervisor(tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
     Apps are marked as a daemon's on config dir ``tmp_path`` (see processes/survivors.py)."""
     made: list[tuple[Supervisor, ProcessTracker, OutputPump]] = []
 
-    def make(*apps: AppSpec) -> Supervisor:
+    def make(*apps: AppSpec, record: RunningRecord | None = None) -> Supervisor:
         tracker = ProcessTracker()
         tracker.start()
         pump = OutputPump()
         pump.start()
         launcher = ProcessLauncher(Paths(tmp_path, tmp_path / "logs").app_log, tracker, shell="/bin/sh",
                                    extra_env={CONFIG_DIR_ENV: str(tmp_path)}, output=pump)
-        sup = Supervisor(launcher)
+        sup = Supervisor(launcher, record=record)
         sup.apply_registry(Registry(apps=apps))
         made.append((sup, tracker, pump))
         return sup

@@ -21,6 +21,7 @@ write there wedged the whole daemon when hundreds of readers hung up together (i
 from __future__ import annotations
 
 import contextlib
+import errno
 import selectors
 import socket
 import threading
@@ -38,6 +39,10 @@ CORE_WORKERS = 4  # enough to keep 2 cores busy while one waits on a client
 GROW_AFTER_S = 0.05  # work waiting this long while no job ends: the workers are stuck
 WORKER_IDLE_S = 0.5  # a worker beyond the core ends after this long without work
 ACCEPT_BATCH = 64  # connections accepted per wake-up before the others get a turn
+ACCEPT_BACKOFF_S = 0.01  # out of descriptors: accepting pauses this long, doubled per failure
+MAX_ACCEPT_BACKOFF_S = 1.0  # ... up to this (the listener stays readable: retrying at once
+# spun a whole core, issue 16)
+OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 Job = Callable[[], None]
 
@@ -149,6 +154,8 @@ class Dispatcher:
         listener.setblocking(False)
         self._selector.register(listener, selectors.EVENT_READ, self._accept_batch)
         self._stopping = False
+        self._accept_paused_until: float | None = None
+        self._accept_backoff = 0.0
         self.pool: Workers | None = None
 
     # ------------------------------------------------------------ from any thread
@@ -210,6 +217,7 @@ class Dispatcher:
                 for key, _ in self._selector.select(self._timeout()):
                     self._ready(key)
                 self._expire()
+                self._resume_accepting()
         finally:
             self._shutdown()
 
@@ -224,6 +232,9 @@ class Dispatcher:
         timeout = None if first is None else max(0.0, first[1] - time.monotonic())
         if pending:
             timeout = GROW_AFTER_S if timeout is None else min(timeout, GROW_AFTER_S)
+        if self._accept_paused_until is not None:
+            left = max(0.0, self._accept_paused_until - time.monotonic())
+            timeout = left if timeout is None else min(timeout, left)
         return timeout
 
     def _ready(self, key: selectors.SelectorKey) -> None:
@@ -254,12 +265,37 @@ class Dispatcher:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # out of descriptors: leave the rest in the queue
-                log.error("http_accept_failed", error=str(exc))
+                if exc.errno in OUT_OF_DESCRIPTORS:
+                    self._pause_accepting(exc)
+                else:
+                    log.error("http_accept_failed", error=str(exc))
                 return
+            if self._accept_backoff:
+                log.warning("http_accept_resumed")
+                self._accept_backoff = 0.0
             sock.setblocking(True)
             conn = _quietly(partial(self._accept, sock, peer))
             if conn is not None:
                 self.park(conn, sock)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        """Stop watching the listener for a while (logged once per episode): connections
+        wait in the kernel's queue, and the others are served meanwhile."""
+        if not self._accept_backoff:
+            log.error("http_accept_failed", error=exc.strerror,
+                      hint="out of file descriptors: new connections wait until some close; "
+                           "stop apps or raise the hard limit (ulimit -Hn)")
+        self._accept_backoff = min(max(self._accept_backoff * 2, ACCEPT_BACKOFF_S),
+                                   MAX_ACCEPT_BACKOFF_S)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(self._listener)
+        self._accept_paused_until = time.monotonic() + self._accept_backoff
+
+    def _resume_accepting(self) -> None:
+        if self._accept_paused_until is None or time.monotonic() < self._accept_paused_until:
+            return
+        self._accept_paused_until = None
+        self._selector.register(self._listener, selectors.EVENT_READ, self._accept_batch)
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(OSError):

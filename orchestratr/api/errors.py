@@ -25,6 +25,7 @@ STATUS: dict[str, int] = {
     "headers_too_large": 431,
     "internal_error": 500,
     "launch_failed": 500,
+    "storage_failed": 507,
     "not_implemented": 501,
     "unavailable": 503,
     "http_version_not_supported": 505,

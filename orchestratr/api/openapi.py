@@ -34,6 +34,7 @@ from orchestratr.controls import HotkeyStatus
 from orchestratr.registry.model import APP_FIELDS, AppSpec, ServiceSpec
 from orchestratr.registry.validate import (
     MAX_LEASE_S,
+    MAX_MS,
     MAX_PORT,
     MAX_SERVICE_NAME,
     MIN_PORT,
@@ -43,7 +44,6 @@ from orchestratr.registry.validate import (
 from orchestratr.supervisor.bus import EVENT_TYPES, NOTICES, OWN_TYPES, PUBLISHED_TYPE
 from orchestratr.supervisor.core import Delivery
 from orchestratr.supervisor.inbox import INBOX_SIZE, MESSAGE
-from orchestratr.supervisor.leases import DEFAULT_LEASE_S
 from orchestratr.supervisor.services import ServiceRecord
 from orchestratr.supervisor.states import SERVING, AppState, Cause, Trigger
 
@@ -168,6 +168,9 @@ STATE = {"type": "string", "enum": [s.value for s in AppState]}
 SPEC_LIMITS: dict[str, dict[str, Any]] = {
     "lease_secs": {"exclusiveMinimum": 0, "maximum": MAX_LEASE_S},
     "grace_secs": {"minimum": 0, "maximum": MAX_LEASE_S},
+    "ready_timeout_ms": {"maximum": MAX_MS},
+    "restart_delay_ms": {"minimum": 0, "maximum": MAX_MS},
+    "stop_timeout_ms": {"minimum": 0, "maximum": MAX_MS},
 }
 
 
@@ -204,14 +207,21 @@ SCHEMAS: dict[str, Any] = {
         },
         ["error", "code"],
     ),
-    "Health": _obj({"status": {"const": "ok"}, "version": STRING,
+    "Health": _obj({"status": {"enum": ["ok", "degraded"],
+                               "description": "degraded: an internal part crashed recently "
+                                              "(it was restarted; see degraded)"},
+                    "version": STRING,
                     "pid": {"type": "integer", "description": "the daemon's"},
                     "started_at": TIME,
                     "config_errors": {"type": "integer", "minimum": 0,
                                       "description": "problems for which config.yml or a "
                                                      "drop-in is rejected now (POST /reload "
-                                                     "lists them)"}},
-                   ["status", "version", "pid", "started_at", "config_errors"]),
+                                                     "lists them)"},
+                    "degraded": {"type": "array", "items": _obj({
+                        "part": STRING, "restarts": {"type": "integer"},
+                        "error": {"type": ["string", "null"]}, "down": {"type": "boolean"}},
+                        ["part", "restarts", "error", "down"])}},
+                   ["status", "version", "pid", "started_at", "config_errors", "degraded"]),
     "App": _obj(APP_PROPERTIES, list(APP_PROPERTIES)),
     "HistoryEntry": _obj(
         {
@@ -558,9 +568,9 @@ def document() -> dict[str, Any]:
             "/apps/{name}/stop": _app_path(**_command("SIGTERM the app's process group")),
             "/apps/{name}/restart": _app_path(**_command("Stop, then launch again")),
             "/apps/{name}/heartbeat": _app_path(**{
-                method: _operation(f"Renew the app's lease (starting one of "
-                                   f"{DEFAULT_LEASE_S:g} s if it has none); revives an "
-                                   "unresponsive app", _ref("Renewed"),
+                method: _operation("Renew the app's lease; revives an unresponsive app. An "
+                                   "app that holds no lease (no lease_secs) gets 409",
+                                   _ref("Renewed"),
                                    404, 409, body="Empty")
                 for method in ("post", "put")}),
             "/apps/{name}/drain": _app_path(**_command("Start the grace period now")),

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import attrs
 
-from orchestratr import __version__
+from orchestratr import __version__, threads
 from orchestratr.api import sse
 from orchestratr.api.errors import MAX_ECHO, ApiError
 from orchestratr.api.sse import FLAGS, StreamSettings
@@ -192,10 +192,13 @@ class Api:
     # ------------------------------------------------------------- endpoints
 
     def health(self, _: Request) -> Response:
-        """Liveness, and which daemon answers: a client sees a restart as a new pid."""
-        return ok({"status": "ok", "version": __version__, "pid": os.getpid(),
-                   "started_at": iso(self._started),
-                   "config_errors": len(self._registry.config_errors())})
+        """Liveness, and which daemon answers: a client sees a restart as a new pid. Parts
+        that crashed recently (and were restarted) make it ``degraded``."""
+        degraded = threads.degraded()
+        return ok({"status": "degraded" if degraded else "ok", "version": __version__,
+                   "pid": os.getpid(), "started_at": iso(self._started),
+                   "config_errors": len(self._registry.config_errors()),
+                   "degraded": degraded})
 
     def openapi(self, _: Request) -> Response:
         return ok(self._openapi())

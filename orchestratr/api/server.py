@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import logging
 import socket
 import socketserver
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -45,6 +47,7 @@ from orchestratr.api.transport import (
 from orchestratr.api.wire import decode_json
 from orchestratr.errors import OrchestratrError, clip
 from orchestratr.paths import write_atomically
+from orchestratr.threads import supervised
 
 log = structlog.get_logger("orchestratr.api")
 
@@ -52,6 +55,7 @@ MAX_BODY = 1024 * 1024
 MAX_LINE = 65536  # bytes of a request line, as http.server allows
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 STREAM_SNDBUF = 64 * 1024
+MAX_PENDING_LOG_LINES = 10_000  # request lines waiting for their logger; more are dropped
 DISCARD_LIMIT_S = 2.0  # how long an oversized body is read and thrown away after a 413
 CODE_OF = {status: code for code, status in reversed(STATUS.items())}  # the first code wins
 
@@ -83,6 +87,7 @@ class _Server(HTTPServer):
         self._streams: dict[_Handler, Stream] = {}
         self._turned_away = 0
         super().__init__(address, _Handler)
+        self.requests = RequestLog()
         self.workers = Workers(limits.connections)
         self.dispatcher = Dispatcher(self.socket, self._admit, self._submit, self._close,
                                      idle_s=limits.header_s)
@@ -180,6 +185,34 @@ class _Server(HTTPServer):
             log.warning("http_too_many_connections", limit=self.limits.connections,
                         turned_away=self._turned_away, peer=peer[0])
         turn_away(sock, BUSY)
+
+
+class RequestLog:
+    """The ``http_request`` lines, logged on a thread of their own: a request's thread only
+    queues its fields, so the structlog processing of a line per request is not paid between
+    a connection's requests (GET /apps p99 was 2.27 ms with request logs at info, 0.44 ms at
+    warning: issue 16). Bounded: lines that find it full are dropped."""
+
+    def __init__(self) -> None:
+        self._lines: deque[dict[str, Any]] = deque()
+        self._wake = threading.Event()
+        self._logger = logging.getLogger("orchestratr.api")
+        # started with the server, so a request never adds a thread (tests count them)
+        self._thread = supervised("api-request-log", self._run)
+
+    def add(self, **fields: Any) -> None:
+        if not self._logger.isEnabledFor(logging.INFO) or \
+                len(self._lines) >= MAX_PENDING_LOG_LINES:
+            return
+        self._lines.append(fields)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._lines:
+                log.info("http_request", **self._lines.popleft())
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -523,11 +556,13 @@ class _Handler(BaseHTTPRequestHandler):
             stream.close()
 
     def _log(self, status: int) -> None:
-        """The one ``http_request`` line of every request, answered or refused."""
+        """The one ``http_request`` line of every request, answered or refused (formatted
+        and logged on the request log's thread)."""
         path = self._path if self._path is not None else (self.path or None)
-        log.info("http_request", method=self.command or None,
-                 path=path and clip(path, MAX_ECHO), status=status,
-                 duration_ms=round((time.perf_counter() - self._started) * 1000, 3))
+        self.server.requests.add(method=self.command or None,
+                                 path=path and clip(path, MAX_ECHO), status=status,
+                                 duration_ms=round((time.perf_counter() - self._started) * 1000,
+                                                   3))
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Nothing: ``_log`` logs every request once, with its duration."""
@@ -563,10 +598,14 @@ class ApiServer:
         self._thread = threading.Thread(target=self._server.dispatcher.run, name="api",
                                         daemon=True)
         self._thread.start()
-        if self._port_file is not None:
-            write_atomically(self._port_file, f"{self.port}\n", mode=0o644)
+        self.write_port_file()
         log.info("api_listening", host="127.0.0.1", port=self.port)
         return self.port
+
+    def write_port_file(self) -> None:
+        """Clients find the port here (written again if the config dir was re-created)."""
+        if self._port_file is not None:
+            write_atomically(self._port_file, f"{self.port}\n", mode=0o644)
 
     def stop(self) -> None:
         if self._server is None:

@@ -13,12 +13,19 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from orchestratr.threads import supervised
+
+if TYPE_CHECKING:
+    from orchestratr.processes.tracker import ProcessTracker
 
 INTERVAL_S = 0.5
 ATTEMPT_LIMIT_S = 5.0
 
 
 def start_probe(
+    tracker: ProcessTracker,
     argv: list[str],
     timeout_s: float,
     on_ready: Callable[[], None],
@@ -27,14 +34,15 @@ def start_probe(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
 ) -> Callable[[], None]:
-    """Start polling in a daemon thread; return a function that cancels it."""
+    """Start polling in a thread; return a function that cancels it. Each attempt's process
+    is announced to ``tracker`` as no app's (the daemon is a subreaper: see the tracker)."""
     cancelled = threading.Event()
 
     def run() -> None:
         deadline = time.monotonic() + timeout_s
         while not cancelled.is_set():
             started = time.monotonic()
-            ok = _attempt(argv, min(ATTEMPT_LIMIT_S, deadline - started), env, cwd)
+            ok = _attempt(tracker, argv, min(ATTEMPT_LIMIT_S, deadline - started), env, cwd)
             if cancelled.is_set():
                 return
             if ok:
@@ -45,23 +53,26 @@ def start_probe(
                 return
             cancelled.wait(max(0.0, min(started + INTERVAL_S, deadline) - time.monotonic()))
 
-    threading.Thread(target=run, name="ready-probe", daemon=True).start()
+    supervised("ready-probe", run)
     return cancelled.set
 
 
 def _attempt(
-    argv: list[str], limit_s: float, env: Mapping[str, str] | None, cwd: str | None
+    tracker: ProcessTracker, argv: list[str], limit_s: float, env: Mapping[str, str] | None,
+    cwd: str | None,
 ) -> bool:
     try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-            cwd=cwd,
-        )
+        with tracker.spawning() as note:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+                cwd=cwd,
+            )
+            note(proc.pid, False)
     except OSError:
         return False
     try:
@@ -71,3 +82,5 @@ def _attempt(
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         return False
+    finally:
+        tracker.forget_child(proc.pid)

@@ -7,10 +7,11 @@ questions about CPU and memory to ``Usage``.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ import attrs
 
 from orchestratr import applog
 from orchestratr.errors import LaunchError
-from orchestratr.paths import APP_ENV
+from orchestratr.paths import APP_ENV, CONFIG_DIR_ENV
 from orchestratr.processes import readiness
 from orchestratr.processes.output import OutputPump
 from orchestratr.processes.tracker import ProcessTracker
@@ -51,7 +52,7 @@ class ProcessLauncher:
         self._shell = shell or user_shell()
         self._extra_env = dict(extra_env or {})
         self._lock = threading.Lock()
-        self._spawned: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
+        self._spawned: dict[int, tuple[subprocess.Popen[bytes], Path, str]] = {}
 
     def spawn(self, spec: AppSpec) -> int:
         cwd = self._cwd(spec)
@@ -60,31 +61,35 @@ class ProcessLauncher:
             log_fd = (self._output.open(output, spec.command) if self._output is not None
                       else _open_log(output, spec))
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise LaunchError(_spawn_error(self._shell, exc)) from None
             raise LaunchError(f"cannot open its log file {output}: {exc.strerror}") from None
         try:
-            proc = subprocess.Popen(
-                [self._shell, "-c", spec.command],
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=self._env(spec),
-                start_new_session=True,
-            )
+            with self._tracker.spawning() as note:
+                proc = subprocess.Popen(
+                    [self._shell, "-c", spec.command],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=subprocess.STDOUT,
+                    cwd=cwd,
+                    env=self._env(spec),
+                    start_new_session=True,
+                )
+                note(proc.pid, True)
         except OSError as exc:
-            raise LaunchError(f"cannot run {self._shell}: {exc.strerror or exc}") from None
+            raise LaunchError(_spawn_error(self._shell, exc)) from None
         except (ValueError, UnicodeError) as exc:  # what no exec can carry (a NUL, say)
             raise LaunchError(f"cannot be passed to a process: {exc}") from None
         finally:
             os.close(log_fd)
         with self._lock:
-            self._spawned[proc.pid] = (proc, output)
+            self._spawned[proc.pid] = (proc, output, spec.name)
         return proc.pid
 
     def track(self, pid: int, on_exit: OnExit) -> None:
         with self._lock:
-            proc, output = self._spawned.pop(pid)
-        self._tracker.watch_child(proc, self._quoting_output(on_exit, output))
+            proc, output, name = self._spawned.pop(pid)
+        self._tracker.watch_child(proc, self._quoting_output(on_exit, output), app=name)
 
     def _quoting_output(self, on_exit: OnExit, output: Path) -> OnExit:
         """``on_exit``, given the app's last line of output when it failed (copied from its
@@ -101,11 +106,15 @@ class ProcessLauncher:
 
     def reap(self, pid: int) -> None:
         with self._lock:
-            proc, _ = self._spawned.pop(pid)
+            proc, _, _ = self._spawned.pop(pid)
         self._tracker.reap(proc)
 
-    def adopt(self, pid: int, on_exit: OnExit, group: bool = False) -> float:
-        return self._tracker.watch_pid(pid, on_exit, group)
+    def adopt(
+        self, pid: int, on_exit: OnExit, group: bool = False, members: Collection[int] = (),
+        app: str | None = None,
+    ) -> float:
+        config_dir = self._extra_env.get(CONFIG_DIR_ENV)
+        return self._tracker.watch_pid(pid, on_exit, group, members, app, config_dir)
 
     def reattach_output(self, name: str, pid: int, group: bool) -> bool:
         """Copy the output of an adopted app to its file again (its pipe is reopened)."""
@@ -123,10 +132,7 @@ class ProcessLauncher:
         return self._usage.of(pid, group)
 
     def same_group(self, pid: int, leader: int) -> bool:
-        try:
-            return os.getpgid(pid) == leader
-        except OSError:
-            return False
+        return self._tracker.belongs(pid, leader)
 
     def terminate(self, pid: int, group: bool, grace_s: float) -> None:
         self._tracker.terminate(pid, group, grace_s)
@@ -136,6 +142,7 @@ class ProcessLauncher:
     ) -> Callable[[], None]:
         assert spec.ready_cmd is not None
         return readiness.start_probe(
+            self._tracker,
             [self._shell, "-c", spec.ready_cmd],
             spec.ready_timeout_ms / 1000,
             on_ready,
@@ -158,12 +165,32 @@ class ProcessLauncher:
         return cwd
 
 
+def _spawn_error(shell: str, exc: OSError) -> str:
+    """Why a process could not be started; running out of descriptors says so plainly."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return (f"cannot run {shell}: out of file descriptors (the daemon's limit is {soft}, "
+                f"hard limit {hard}); stop some apps or raise the hard limit (ulimit -Hn)")
+    return f"cannot run {shell}: {exc.strerror or exc}"
+
+
+_MADE: set[Path] = set()  # log directories known to exist: one mkdir each, not per launch
+
+
 def _open_log(path: Path, spec: AppSpec) -> int:
     """Without an output pump: the app's log for it to append to, rotated first when it has
     passed the limit (the only time it can be, since the app holds the file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent not in _MADE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _MADE.add(path.parent)
     if path.exists() and path.stat().st_size >= applog.LOG_MAX_BYTES:
         applog.rotate(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except FileNotFoundError:  # the log dir went away (a re-created config dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.write(fd, applog.header(spec.command))
     return fd

@@ -1,203 +1,141 @@
-"""The record of running apps (``running.json``), so that a restarted daemon adopts them.
+"""Which apps a previous daemon left running, found with one scan of the process table.
 
-Without it, a daemon restart would forget running apps and the next hotkey press would spawn a
-duplicate. The record is rewritten whenever the set of running apps changes, not only at
-shutdown, so it is also right after the daemon is killed with SIGKILL.
+Without this a daemon restart would forget running apps and the next hotkey press would spawn
+a duplicate. Two sources are joined, so that a daemon killed at any instant loses nothing:
 
-Nothing is adopted that is not really ours (``is_ours``):
+* the durable record (``journal``): every process group the daemon started or took over;
+* the markers every app is spawned with (``ORCHESTRATR_CONFIG_DIR`` naming this config dir,
+  ``ORCHESTRATR_APP`` the app), which every descendant inherits: they find a group that was
+  forked in the instant before its record reached the disk, and processes that ``setsid()``
+  away from the app's session.
 
-* a group we spawned is recognised by its live members, not by its first process (a launcher
-  script may have exited long ago): a member must still be in the session we created for the
-  app (its session id is the recorded group id) and carry the markers every app is spawned
-  with (``ORCHESTRATR_CONFIG_DIR`` naming this config dir, ``ORCHESTRATR_APP`` the app);
-* a single process an app announced is recognised by its pid and create time, so a pid reused
-  meanwhile by another program never passes.
+An app's processes are then its marked processes, the members of its recorded group or
+session when a marked process is among them (created after the group, so a reused number
+never passes), an announced pid whose create time matches the record, and every process
+descended from any of those. Nothing is
+adopted that is not really ours: the daemon itself and its ancestors never are.
+
+What stays out of reach: a process that both left the app's tree before the daemon restarted
+(its parent died while no orchestratr daemon was its subreaper) and cleared its environment.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import threading
-from collections.abc import Callable
+from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import attrs
-import structlog
 
-from orchestratr.errors import UnadoptablePidError
-from orchestratr.paths import APP_ENV, CONFIG_DIR_ENV, write_atomically
-from orchestratr.processes.tracker import check_adoptable, group_members
-from orchestratr.supervisor.app import AppSnapshot
-from orchestratr.supervisor.bus import EventBus, Subscription
-from orchestratr.supervisor.states import AppState
+from orchestratr.processes import proctable
+from orchestratr.processes.journal import Survivor
+from orchestratr.processes.tracker import ancestors
 
-log = structlog.get_logger("orchestratr.processes")
-
-# psutil derives create times from the boot time, which Linux gives in whole seconds and which
-# moves when the clock is adjusted: two daemons may see one process's create time 1 s apart.
+# psutil and /proc derive create times from the boot time, which Linux gives in whole seconds
+# and which moves when the clock is adjusted: two daemons may see one process 1 s apart.
 CLOCK_SLACK_S = 1.0
 
 
 @attrs.frozen
-class Survivor:
+class Found:
+    """A running app to adopt: its key (group id, or the announced pid) and its processes."""
+
     name: str
-    pid: int  # for a group: the group's id
+    pid: int
     group: bool
     ready: bool
-    create_time: float  # wall clock: when the process (for a group: the group) was created
+    create_time: float
+    members: tuple[int, ...]
 
 
-def from_snapshot(snap: AppSnapshot) -> Survivor | None:
-    if snap.pid is None or snap.started_at is None:
-        return None
-    return Survivor(snap.name, snap.pid, snap.group, snap.state is AppState.ready,
-                    snap.started_at)
+@attrs.frozen
+class Plan:
+    found: list[Found]
+    gone: list[Survivor]  # recorded, but nothing of it runs any more
 
 
-def read(path: Path) -> list[Survivor]:
-    """The recorded apps (unverified); a missing or damaged file records none."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    survivors = []
-    for entry in raw if isinstance(raw, list) else []:
-        with contextlib.suppress(TypeError):
-            survivor = Survivor(**entry)
-            if _well_typed(survivor):
-                survivors.append(survivor)
-    return survivors
+def plan(recorded: list[Survivor], config_dir: Path) -> Plan:
+    """Match the record against one scan of the process table."""
+    if not proctable.available():
+        return Plan([Found(s.name, s.pid, s.group, s.ready, s.create_time, ())
+                     for s in recorded], [])
+    table = _Table(proctable.scan(), str(config_dir))
+    latest: dict[str, Survivor] = {}
+    gone: list[Survivor] = []
+    for survivor in sorted(recorded, key=lambda s: s.create_time, reverse=True):
+        if survivor.name in latest:
+            gone.append(survivor)  # an older record of the same app
+        else:
+            latest[survivor.name] = survivor
+    found = []
+    for name in sorted(set(latest) | set(table.marked)):
+        record = latest.get(name)
+        under = table.recorded(name, record) if record is not None else set()
+        members = table.with_descendants(under | table.marked_pids(name))
+        if record is not None and not under:
+            gone.append(record)  # nothing runs under its number: never show a stale pid
+        if not members:
+            continue
+        if record is None or not under:
+            found.append(table.unrecorded(name, members))
+        else:
+            found.append(Found(name, record.pid, record.group, record.ready,
+                               record.create_time, tuple(sorted(members))))
+    return Plan(found, gone)
 
 
-def _well_typed(survivor: Survivor) -> bool:
-    """A hand-edited or damaged entry is dropped, never half-trusted."""
-    number = (int, float)
-    return (isinstance(survivor.name, str) and type(survivor.pid) is int
-            and isinstance(survivor.group, bool) and isinstance(survivor.ready, bool)
-            and isinstance(survivor.create_time, number)
-            and not isinstance(survivor.create_time, bool))
+class _Table:
+    """The scan, indexed the ways adoption asks it."""
 
+    def __init__(self, procs: list[proctable.ProcInfo], config_dir: str) -> None:
+        self._skip = {os.getpid(), *ancestors()}
+        self.live = {p.pid: p for p in procs if not p.zombie and p.pid not in self._skip}
+        self._children: dict[int, list[int]] = defaultdict(list)
+        self._by_session: dict[int, list[proctable.ProcInfo]] = defaultdict(list)
+        self.marked: dict[str, list[proctable.ProcInfo]] = defaultdict(list)
+        for proc in self.live.values():
+            self._children[proc.ppid].append(proc.pid)
+            self._by_session[proc.session].append(proc)
+            if proc.pgrp != proc.session:
+                self._by_session[proc.pgrp].append(proc)
+            if proc.app is not None and proctable.same_dir(proc.config_dir, config_dir):
+                self.marked[proc.app].append(proc)
 
-def is_ours(survivor: Survivor, config_dir: Path) -> bool:
-    """Whether the recorded process (group) is still alive and still the app's."""
-    import psutil
+    def marked_pids(self, name: str) -> set[int]:
+        return {p.pid for p in self.marked.get(name, ())}
 
-    try:
-        check_adoptable(survivor.pid, survivor.group)
-    except UnadoptablePidError:
-        return False
-    if survivor.group:
-        return any(_member_is_ours(member, survivor, config_dir)
-                   for member in group_members(survivor.pid))
-    try:
-        proc = psutil.Process(survivor.pid)
-        return (proc.status() != psutil.STATUS_ZOMBIE
-                and abs(proc.create_time() - survivor.create_time) < CLOCK_SLACK_S)
-    except psutil.Error:
-        return False
+    def recorded(self, name: str, survivor: Survivor) -> set[int]:
+        """The processes still running under the record's number: its group or session when
+        a marked process of the app is among them (created after the group, so a reused
+        number never passes), or the announced pid with the recorded create time."""
+        if survivor.group:
+            session = [p for p in self._by_session.get(survivor.pid, ())
+                       if p.create_time > survivor.create_time - CLOCK_SLACK_S]
+            marked = self.marked.get(name, ())
+            return {p.pid for p in session} if any(p in marked for p in session) else set()
+        proc = self.live.get(survivor.pid)
+        if proc is not None and abs(proc.create_time - survivor.create_time) < CLOCK_SLACK_S:
+            return {proc.pid}
+        return set()
 
+    def with_descendants(self, roots: set[int]) -> set[int]:
+        return roots | self._descendants(roots)
 
-def _member_is_ours(pid: int, survivor: Survivor, config_dir: Path) -> bool:
-    import psutil
+    def unrecorded(self, name: str, members: set[int]) -> Found:
+        """A marked app with no record of its own (forked in the instant before its record
+        was written, or the record names a number nothing of it runs under any more): its
+        key is its first process's group."""
+        first = min((self.live[pid] for pid in members if pid in self.live),
+                    key=lambda p: p.create_time)
+        key = first.pgrp if first.pgrp not in self._skip else first.pid
+        return Found(name, key, True, False, first.create_time, tuple(sorted(members)))
 
-    try:
-        proc = psutil.Process(pid)
-        env = proc.environ()
-        return (
-            os.getsid(pid) == survivor.pid
-            and env.get(APP_ENV) == survivor.name
-            and _same_dir(env.get(CONFIG_DIR_ENV), config_dir)
-            and proc.create_time() > survivor.create_time - CLOCK_SLACK_S
-        )
-    except (psutil.Error, OSError):
-        return False
-
-
-def _same_dir(value: str | None, config_dir: Path) -> bool:
-    return value is not None and os.path.realpath(value) == os.path.realpath(config_dir)
-
-
-class Recorder:
-    """Keeps ``running.json`` in step with the running apps, from the event bus.
-
-    A thread waits on the bus (no polling: an idle daemon never wakes it) and, after each
-    burst of transitions, rewrites the file if its content changed. ``pending`` survivors
-    (recorded apps that are not in the registry yet) are kept in the file too, so that a
-    config error at start-up or a second restart loses none of them.
-    """
-
-    def __init__(self, path: Path, running: Callable[[], list[AppSnapshot]]) -> None:
-        self._path = path
-        self._running = running
-        self._lock = threading.Lock()
-        self._pending: tuple[Survivor, ...] = ()
-        self._written: str | None = None
-        self._bus: EventBus | None = None
-        self._subscription: Subscription | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def pending(self) -> tuple[Survivor, ...]:
-        return self._pending
-
-    def start(self, bus: EventBus) -> None:
-        """Load the file's entries as ``pending`` and follow the bus from now on."""
-        self._bus = bus
-        self._pending = tuple(read(self._path))
-        self._subscription = self._subscribe()
-        self._thread = threading.Thread(target=self._run, name="running-record", daemon=True)
-        self._thread.start()
-
-    def set_pending(self, survivors: list[Survivor]) -> None:
-        self._pending = tuple(survivors)
-        self.write()
-
-    def stop(self) -> int:
-        """Stop following the bus and write the final record; return how many apps it holds.
-        Before ``start`` it writes nothing: a daemon that failed to start keeps the record."""
-        if self._thread is None:
-            return 0
-        self._bus = None
-        if self._subscription is not None:
-            self._subscription.close()
-        self._thread.join(timeout=2)
-        return self.write()
-
-    def write(self) -> int:
-        """Rewrite the file if what it should hold changed; return how many apps it holds."""
-        with self._lock:
-            entries = self._entries()
-            text = json.dumps(entries, indent=1)
-            if text != self._written:
-                try:
-                    if entries:
-                        write_atomically(self._path, text)
-                    else:
-                        self._path.unlink(missing_ok=True)
-                    self._written = text
-                except OSError as exc:
-                    log.error("running_record_failed", path=str(self._path), error=str(exc))
-            return len(entries)
-
-    def _entries(self) -> list[dict[str, Any]]:
-        running = [s for s in map(from_snapshot, self._running()) if s is not None]
-        names = {s.name for s in running}
-        kept = [s for s in self._pending if s.name not in names]
-        return [attrs.asdict(s) for s in running + kept]
-
-    def _subscribe(self) -> Subscription:
-        assert self._bus is not None
-        return self._bus.subscribe(accept=lambda event: event.type == "state")
-
-    def _run(self) -> None:
-        while (subscription := self._subscription) is not None:
-            if subscription.get() is None:  # closed: stopping, or it fell behind
-                if not subscription.overflowed or self._bus is None:
-                    return
-                self._subscription = self._subscribe()
-            while subscription.get(timeout=0) is not None:  # a burst makes one write
-                pass
-            self.write()
+    def _descendants(self, roots: set[int]) -> set[int]:
+        found: set[int] = set()
+        todo = list(roots)
+        while todo:
+            for child in self._children.get(todo.pop(), ()):
+                if child not in found and child not in roots:
+                    found.add(child)
+                    todo.append(child)
+        return found

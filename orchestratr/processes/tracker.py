@@ -1,15 +1,20 @@
-"""One thread that notices every tracked process ending, the moment it ends.
+"""One thread that notices every tracked app ending, the moment it ends.
 
 On Linux each process is watched through a pidfd in one epoll set, so an exit wakes the thread
 at once and an idle daemon uses no CPU. A pidfd names one process, not a pid number, so a reused
-pid can never pass for the app. Elsewhere, watches are polled with psutil every 0.5 s
-(``Process.is_running`` compares create times, for the same reason).
+pid can never pass for the app. Elsewhere, watches are polled with psutil every 0.5 s.
 
-A spawned app is alive while any process of its group is: when the group leader exits, the
-group's other live members are looked up and watched in turn.
+An app is every process descended from its spawn. The daemon is a child subreaper
+(``subreaper=True``): when a watched process dies, its children come back to the daemon, even
+those that called ``setsid()``, and are watched in its place, so the app lives while any of
+them does, and ``terminate`` reaches them all. Finding them is a read of the daemon's own
+children list at that moment: no scan of the process table on the exit path. A process the
+daemon did not spawn (a survivor of an earlier daemon) is watched with the members the start-up
+scan found; when the last of them ends, one more scan looks for processes still carrying the
+app's markers before the exit is reported.
 
-psutil is imported on first use: a daemon whose apps it spawned itself never needs it, and it
-costs about 2 MiB of resident memory.
+Without the subreaper (a supervisor built by a test), a spawned app is its process group, as
+before: when the watched members are gone the group's remaining members are looked up.
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING
 
 import attrs
 import structlog
 
 from orchestratr.errors import NoSuchProcessError, UnadoptablePidError
+from orchestratr.processes import proctable
 from orchestratr.supervisor.launcher import OnExit, ProcessExit
+from orchestratr.threads import supervised
 
 if TYPE_CHECKING:
     import psutil
@@ -39,27 +46,33 @@ POLL_INTERVAL_S = 0.5
 # Members that outlive their leader by less than this died with it (a group kill, a crash):
 # the leader's status stands. Longer, and the app's status is no longer the leader's to tell.
 LINGER_S = 1.0
+SPAWN_WAIT_S = 0.05  # how long an orphan sweep waits for spawns in flight to be registered
+MAX_WAIT_S = 3600.0  # epoll takes milliseconds in a C int: a longer wait is cut to this
 HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(select, "epoll")
 
 
 @attrs.define(eq=False)
 class _Watch:
-    pid: int  # the group leader we spawned, or the adopted process
+    pid: int  # the group leader we spawned, or the adopted process (group): the app's key
     on_exit: OnExit
     popen: subprocess.Popen[bytes] | None  # ours to reap, for the exit status
     group: bool
+    app: str | None = None  # the ORCHESTRATR_APP marker its processes carry
+    config_dir: str | None = None  # ... with this ORCHESTRATR_CONFIG_DIR (adopted watches)
     members: set[int] = attrs.field(factory=set)  # pids currently watched (pidfd or poll)
     code: int | None = None
     leader_exited_at: float | None = None
-    lingered: bool = False  # the group outlived its leader by more than LINGER_S
+    lingered: bool = False  # the app outlived its leader by more than LINGER_S
     kill_at: float | None = None
 
 
 class ProcessTracker:
-    def __init__(self, poll_interval: float = POLL_INTERVAL_S) -> None:
+    def __init__(self, poll_interval: float = POLL_INTERVAL_S, subreaper: bool = False) -> None:
         self._poll_interval = poll_interval
+        self._subreaper = subreaper and HAVE_PIDFD and proctable.available()
         self._lock = threading.Lock()
         self._watches: dict[int, _Watch] = {}
+        self._by_member: dict[int, _Watch] = {}
         self._fds: dict[int, tuple[_Watch, int]] = {}  # pidfd -> (watch, member pid)
         self._polled: dict[int, tuple[_Watch, psutil.Process]] = {}  # member pid -> ...
         self._epoll = select.epoll() if HAVE_PIDFD else None
@@ -68,23 +81,30 @@ class ProcessTracker:
         if self._epoll is not None:
             self._epoll.register(self._wake_r, select.EPOLLIN)
         self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="process-tracker", daemon=True)
+        self._spawns = threading.Condition()
+        self._in_flight = 0
+        self._expected: set[int] = set()  # spawned, not yet watched: not orphans
+        self._ignored: set[int] = set()  # our children that are no app's (readiness probes)
+        self._sweep = False  # SIGCHLD came: look for orphans nobody's death announced
+        self._my_session = os.getsid(0)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        self._thread = supervised("process-tracker", self._loop)
 
     def stop(self) -> None:
         """Stop watching (the processes keep running) and release every descriptor."""
         with self._lock:
             self._stopping = True
         self._wake()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=2)
         with self._lock:
             for fd in self._fds:
                 os.close(fd)
             self._fds.clear()
             self._watches.clear()
+            self._by_member.clear()
         if self._epoll is not None:
             self._epoll.close()
         os.close(self._wake_r)
@@ -92,56 +112,111 @@ class ProcessTracker:
 
     # ------------------------------------------------------------- registering
 
-    def watch_child(self, popen: subprocess.Popen[bytes], on_exit: OnExit) -> None:
-        """Watch a group we spawned (``start_new_session``): report when all of it is gone."""
-        watch = _Watch(popen.pid, on_exit, popen, group=True)
+    @contextlib.contextmanager
+    def spawning(self) -> Iterator[Callable[[int, bool], None]]:
+        """Around a fork: yields ``note(pid, app)`` to call once the pid is known (an app's
+        process, or a probe that is no app's). Until then no orphan sweep runs, so a fresh
+        child is never taken for an orphan, nor reaped behind ``subprocess``'s back."""
+        with self._spawns:
+            self._in_flight += 1
+
+        def note(pid: int, app: bool) -> None:
+            with self._lock:
+                (self._expected if app else self._ignored).add(pid)
+
+        try:
+            yield note
+        finally:
+            with self._spawns:
+                self._in_flight -= 1
+                self._spawns.notify_all()
+
+    def forget_child(self, pid: int) -> None:
+        """A probe's process was waited for: its number may be anybody's from now on."""
+        with self._lock:
+            self._ignored.discard(pid)
+
+    def watch_child(
+        self, popen: subprocess.Popen[bytes], on_exit: OnExit, app: str | None = None
+    ) -> None:
+        """Watch an app we spawned (``start_new_session``): report when all of it is gone."""
+        watch = _Watch(popen.pid, on_exit, popen, group=True, app=app)
+        with self._lock:
+            self._expected.discard(popen.pid)
         self._add(watch, [popen.pid])
 
-    def watch_pid(self, pid: int, on_exit: OnExit, group: bool = False) -> float:
-        """Watch a process we did not spawn (or its whole group, led by ``pid``); return its
-        create time (a group's: its oldest live member's).
+    def watch_pid(
+        self, pid: int, on_exit: OnExit, group: bool = False, members: Collection[int] = (),
+        app: str | None = None, config_dir: str | None = None,
+    ) -> float:
+        """Watch a process we did not spawn (or, with ``group``, the app whose processes are
+        ``members`` or else the group led by ``pid``); return its create time (the oldest
+        member's). ``app`` and ``config_dir``: the markers a later rescan looks for.
 
         Raises:
             NoSuchProcessError: it is not running.
             UnadoptablePidError: pid 0 or 1, the daemon itself or one of its ancestors.
         """
-        import psutil
-
         check_adoptable(pid, group)
-        if group:
-            members = group_members(pid)
-            if not members:
+        if group or members:
+            found = list(members) or group_members(pid)
+            times = [t for t in map(_create_time, found) if t is not None]
+            if not times:
                 raise NoSuchProcessError(f"no running process in group {pid}")
-            born = min(_create_time(member) for member in members)
-            self._add(_Watch(pid, on_exit, None, group=True), members)
-            return born
-        try:
-            proc = psutil.Process(pid)
-            alive = proc.status() != psutil.STATUS_ZOMBIE
-            born = proc.create_time()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            alive = False
-        if not alive:
+            self._add(_Watch(pid, on_exit, None, group=group, app=app, config_dir=config_dir),
+                      found)
+            return min(times)
+        born = _create_time(pid)
+        if born is None:
             raise NoSuchProcessError(f"no running process with pid {pid}")
         self._add(_Watch(pid, on_exit, None, group=False), [pid])
-        if not proc.is_running():  # died or was replaced while we set up the watch
+        if _create_time(pid) != born:  # died or was replaced while we set up the watch
             self._member_gone(pid)
         return born
 
     def reap(self, popen: subprocess.Popen[bytes]) -> None:
         """Wait for a child we do not track (a detached app) so it leaves no zombie behind;
         its group and its exit are nobody's concern."""
+        with self._lock:
+            self._expected.discard(popen.pid)
         self._add(_Watch(popen.pid, _ignore_exit, popen, group=False), [popen.pid])
 
     def terminate(self, pid: int, group: bool, grace_s: float) -> None:
-        """SIGTERM now; SIGKILL after ``grace_s`` unless the watch has ended by then."""
-        _signal(pid, group, signal.SIGTERM)
+        """SIGTERM to every process of the app now; SIGKILL after ``grace_s`` unless the
+        watch has ended by then."""
+        self._signal_app(pid, group, signal.SIGTERM)
         with self._lock:
             watch = self._watches.get(pid)
             if watch is not None:  # a repeated stop must not postpone the SIGKILL
-                deadline = time.monotonic() + grace_s
+                deadline = time.monotonic() + min(grace_s, MAX_WAIT_S)
                 watch.kill_at = min(watch.kill_at or deadline, deadline)
         self._wake()
+
+    def belongs(self, pid: int, key: int) -> bool:
+        """Whether ``pid`` is one of the processes of the app watched as ``key``."""
+        with self._lock:
+            watch = self._watches.get(key)
+            members = set(watch.members) if watch is not None else set()
+        if pid in members or _pgid(pid) == key:
+            return True
+        return proctable.available() and pid in proctable.descendants(members)
+
+    def processes(self, key: int) -> set[int]:
+        """Every live process of the app watched as ``key``: its members and their
+        descendants (empty when it is not watched)."""
+        with self._lock:
+            watch = self._watches.get(key)
+            members = set(watch.members) if watch is not None else set()
+        if proctable.available():
+            members |= proctable.descendants(members)
+        return members
+
+    def children_changed(self) -> None:
+        """SIGCHLD: an orphan may have come back to us without a watched death saying so (its
+        parent was a process the app runs under a watched one); look on the tracker thread."""
+        if self._subreaper:
+            self._sweep = True
+            self._wake()
 
     # ------------------------------------------------------------------- loop
 
@@ -152,11 +227,13 @@ class ProcessTracker:
             self._watches[watch.pid] = watch
             opened = [pid for pid in pids if self._open(watch, pid)]
         if not opened:
-            self._member_gone(watch.pid)
+            self._member_gone(watch.pid, watch)
         self._wake()
 
     def _open(self, watch: _Watch, pid: int) -> bool:
         """Start watching one member (lock held). False if it is already gone."""
+        if pid in watch.members:
+            return True
         if self._epoll is None:
             import psutil
 
@@ -167,11 +244,12 @@ class ProcessTracker:
         else:
             try:
                 fd = os.pidfd_open(pid)
-            except ProcessLookupError:
+            except (ProcessLookupError, OSError):
                 return False
             self._fds[fd] = (watch, pid)
             self._epoll.register(fd, select.EPOLLIN)
         watch.members.add(pid)
+        self._by_member[pid] = watch
         return True
 
     def _loop(self) -> None:
@@ -184,6 +262,9 @@ class ProcessTracker:
                         os.close(fd)
                 if entry is not None:
                     self._member_gone(entry[1], entry[0])
+            if self._sweep:
+                self._sweep = False
+                self._adopt_orphans(None)
             self._poll_members()
             self._kill_overdue()
 
@@ -205,27 +286,86 @@ class ProcessTracker:
         waits = [max(0.0, d - time.monotonic()) for d in deadlines]
         if polling:
             waits.append(self._poll_interval)
-        return min(waits) if waits else None
+        return min(min(waits), MAX_WAIT_S) if waits else None
 
     def _member_gone(self, pid: int, watch: _Watch | None = None) -> None:
-        """One watched process ended; if it was the last of its watch, report the exit."""
+        """One watched process ended; if it was the last of its app, report the exit."""
         with self._lock:
-            watch = watch or self._watches.get(pid)
+            watch = watch or self._by_member.get(pid)
             if watch is None or self._watches.get(watch.pid) is not watch:
                 return
             watch.members.discard(pid)
+            if self._by_member.get(pid) is watch:
+                del self._by_member[pid]
             if pid == watch.pid and watch.popen is not None:
                 watch.code = watch.popen.wait()
                 watch.leader_exited_at = time.monotonic()
-            if watch.members:
+            elif self._subreaper:
+                _reap(pid)  # an orphan that came back to us: ours to collect
+        if self._subreaper and watch.popen is not None:
+            self._adopt_orphans(watch)
+        with self._lock:
+            if watch.members or self._watches.get(watch.pid) is not watch:
                 return
-            while watch.group and (members := group_members(watch.pid)):
-                if any([self._open(watch, member) for member in members]):  # noqa: C419 - open all
-                    return
+            if self._find_more(watch):
+                return
             if watch.leader_exited_at is not None:
                 watch.lingered = time.monotonic() - watch.leader_exited_at > LINGER_S
             del self._watches[watch.pid]
         self._report(watch)
+
+    def _find_more(self, watch: _Watch) -> bool:
+        """The watched members are gone (lock held): are other processes of the app left?
+        Spawned under the subreaper, its orphans have come to us already; otherwise look for
+        the rest of its group, or (adopted) for processes that carry its markers."""
+        if watch.popen is not None and self._subreaper:
+            return False
+        if not watch.group:
+            return False
+        more = group_members(watch.pid)
+        if watch.app is not None and watch.config_dir is not None:
+            more += [p.pid for p in proctable.scan() if not p.zombie and p.app == watch.app
+                     and proctable.same_dir(p.config_dir, watch.config_dir)]
+        return any([self._open(watch, member) for member in set(more)])  # noqa: C419 - open all
+
+    def _adopt_orphans(self, dying: _Watch | None) -> None:
+        """Watch the children that came back to us (subreaper) as processes of their app:
+        the app of the process that just died (``dying``), or the one their markers or their
+        group name. Zombies nobody waits for are reaped."""
+        children = proctable.own_children()
+        with self._lock:
+            known = set(self._by_member) | self._expected | self._ignored
+        unknown = [child for child in children if child not in known]
+        if not unknown:
+            return
+        with self._spawns:  # a child still being spawned is no orphan: wait for its pid
+            self._spawns.wait_for(lambda: self._in_flight == 0, SPAWN_WAIT_S)
+        with self._lock:
+            known = set(self._by_member) | self._expected | self._ignored
+        for child in unknown:
+            if child in known:
+                continue
+            proc = proctable.info(child, with_markers=True)
+            if proc is None or proc.session == self._my_session:
+                continue  # not an app's: someone in the daemon runs it and waits for it
+            if proc.zombie:
+                _reap(child)
+                continue
+            with self._lock:
+                watch = self._owner(proc, dying)
+                if watch is not None:
+                    self._open(watch, child)
+                    log.info("orphan_adopted", pid=child, app=watch.app, key=watch.pid)
+
+    def _owner(self, proc: proctable.ProcInfo, dying: _Watch | None) -> _Watch | None:
+        """Whose process an orphan is (lock held)."""
+        if proc.app is not None and (dying is None or proc.app != dying.app):
+            named = [w for w in self._watches.values() if w.app == proc.app]
+            if named:
+                return named[0]
+        if dying is not None:
+            return dying
+        return self._watches.get(proc.pgrp) or self._watches.get(proc.session)
 
     def _report(self, watch: _Watch) -> None:
         code = None if watch.lingered or watch.popen is None else watch.code
@@ -252,7 +392,15 @@ class ProcessTracker:
                 watch.kill_at = None
         for watch in due:
             log.warning("stop_timeout_kill", pid=watch.pid, group=watch.group)
-            _signal(watch.pid, watch.group, signal.SIGKILL)
+            self._signal_app(watch.pid, watch.group, signal.SIGKILL)
+
+    def _signal_app(self, key: int, group: bool, sig: signal.Signals) -> None:
+        """``sig`` to the app's group and to every process of the app, wherever its session."""
+        targets = self.processes(key)
+        if group and (not targets or any(_pgid(p) == key for p in targets)):
+            _signal(key, True, sig)  # a number that leads no group of ours is left alone
+        for pid in targets:
+            _signal(pid, False, sig)
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):
@@ -285,27 +433,67 @@ def check_adoptable(pid: int, group: bool = False) -> None:
         UnadoptablePidError: pid 0 or 1, the daemon, one of its ancestors, or (for a group)
             the daemon's own process group or session.
     """
-    import psutil
-
-    if pid <= 1:
+    if pid <= 1 or pid > proctable.MAX_PID:
         raise UnadoptablePidError(f"pid {pid} cannot be an app's process")
-    daemon = psutil.Process()
-    if pid == daemon.pid:
+    me = os.getpid()
+    if pid == me:
         raise UnadoptablePidError(f"pid {pid} is the orchestratr daemon itself")
-    if pid in {parent.pid for parent in daemon.parents()}:
+    if pid in ancestors():
         raise UnadoptablePidError(
-            f"pid {pid} is an ancestor of the orchestratr daemon (pid {daemon.pid})")
+            f"pid {pid} is an ancestor of the orchestratr daemon (pid {me})")
     if group and pid in (os.getpgid(0), os.getsid(0)):
         raise UnadoptablePidError(f"group {pid} is the orchestratr daemon's own")
 
 
-def _create_time(pid: int) -> float:
+def ancestors() -> set[int]:
+    """The daemon's parent, its parent, ... up to init (kept while the parent stays)."""
+    parent = os.getppid()
+    cached = _ANCESTORS.get(parent)
+    if cached is None:
+        cached = _ANCESTORS[parent] = frozenset(_walk_ancestors())
+    return set(cached)
+
+
+_ANCESTORS: dict[int, frozenset[int]] = {}
+
+
+def _walk_ancestors() -> set[int]:
+    found: set[int] = set()
+    if proctable.available():
+        proc = proctable.info(os.getpid())
+        while proc is not None and proc.ppid > 0 and proc.ppid not in found:
+            found.add(proc.ppid)
+            proc = proctable.info(proc.ppid)
+        return found
+    import psutil
+
+    return {parent.pid for parent in psutil.Process().parents()}
+
+
+def _create_time(pid: int) -> float | None:
+    """When a live process was created (None: gone or a zombie)."""
+    if proctable.available():
+        proc = proctable.info(pid)
+        return None if proc is None or proc.zombie else proc.create_time
     import psutil
 
     try:
-        return psutil.Process(pid).create_time()
+        process = psutil.Process(pid)
+        return None if process.status() == psutil.STATUS_ZOMBIE else process.create_time()
     except psutil.Error:
-        return time.time()  # gone meanwhile: its exit is reported through the watch
+        return None
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def _ignore_exit(_exit: ProcessExit) -> None:
@@ -316,10 +504,13 @@ def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of the process group ``pgid``."""
     try:
         os.killpg(pgid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return []
     except PermissionError:
         pass
+    if proctable.available():
+        table = proctable.scan(with_markers=False)
+        return [p.pid for p in table if p.pgrp == pgid and not p.zombie]
     import psutil
 
     members = []
@@ -333,11 +524,13 @@ def group_members(pgid: int) -> list[int]:
 def app_tree(pid: int) -> set[int]:
     """Every live process of the app led by ``pid``: its process group (a launcher shell that
     forked the GUI and exited leaves the GUI there, reparented to the daemon) and every
-    descendant of those (a child that called ``setsid`` left the group, not the tree). A scan
-    of the process table: for one app's details, not for a hot path (see ``in_app``)."""
+    descendant of those (a child that called ``setsid`` left the group, not the tree). For one
+    app's details, not for a hot path (see ``in_app``)."""
+    members = set(group_members(pid)) | {pid}
+    if proctable.available():
+        return members | proctable.descendants(members)
     import psutil
 
-    members = set(group_members(pid)) | {pid}
     for member in list(members):
         with contextlib.suppress(psutil.Error):
             members.update(child.pid for child in psutil.Process(member).children(recursive=True))
@@ -380,5 +573,5 @@ def _alive(proc: psutil.Process) -> bool:
 
 def _signal(pid: int, group: bool, sig: signal.Signals) -> None:
     send: Callable[[int, int], None] = os.killpg if group else os.kill
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    with contextlib.suppress(ProcessLookupError, PermissionError, OverflowError):
         send(pid, sig)

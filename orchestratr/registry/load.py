@@ -11,11 +11,18 @@ Rules (see the README's "Configuration" section):
   clashes with config.yml on name or chord loses, with a warning naming both. Drop-ins that
   clash with each other are all rejected.
 * Unknown fields are warnings that name the closest known field.
+* Bad files never stop the daemon: only regular files are read (a FIFO or a directory named
+  ``*.yml`` is reported and skipped, never opened for a blocking read), a file is at most
+  MAX_FILE_BYTES, YAML may nest at most MAX_DEPTH deep and use at most MAX_ALIASES aliases
+  (a "billion laughs" file stays small), and any failure of a drop-in, of whatever kind, is
+  that file's alone.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -73,6 +80,38 @@ apps: []
 """
 
 APP_SUFFIXES = (".yml", ".yaml")
+MAX_FILE_BYTES = 1024 * 1024  # a config file larger than this is refused, not parsed
+MAX_DEPTH = 50  # YAML nesting; a manifest needs 3 or 4 levels
+MAX_ALIASES = 20  # YAML aliases (*name) per file; each may double what a reader walks
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with limits: its composer recurses per level of nesting (1000
+    levels raised RecursionError and killed start-up), and aliases share one object that any
+    walk over the result expands (a 0.5 KB file held the reload lock for 20 s)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def _mark(self) -> Any:
+        return self.peek_event().start_mark  # type: ignore[no-untyped-call]
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_ALIASES} aliases", self._mark())
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} deep", self._mark())
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 @attrs.define
@@ -84,9 +123,11 @@ class _Candidate:
 
 
 def ensure_config(paths: Paths) -> bool:
-    """Create the config dir, a commented config.yml and apps.d/ if missing. True if created."""
+    """Create the config dir, a commented config.yml and apps.d/ if missing. True if created.
+    (An ``apps.d`` that is not a directory is the loader's to report.)"""
     paths.config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    paths.apps_dir.mkdir(mode=0o700, exist_ok=True)
+    if not os.path.lexists(paths.apps_dir):
+        paths.apps_dir.mkdir(mode=0o700, exist_ok=True)
     if paths.config_file.exists():
         return False
     paths.config_file.write_text(DEFAULT_CONFIG, encoding="utf-8")
@@ -122,33 +163,71 @@ def _with_drop_ins(
     previous: Registry | None,
 ) -> Registry:
     skipped: list[str] = []
-    drop_ins = _load_drop_ins(paths.apps_dir, skipped, warnings, previous)
+    try:
+        drop_ins = _load_drop_ins(paths.apps_dir, skipped, warnings, previous)
+    except Exception as exc:  # noqa: BLE001 - bad drop-ins never stop a reload
+        skipped.append(f"apps.d: cannot be loaded: {type(exc).__name__}: {exc}")
+        drop_ins = []
     apps = config_apps + _merge(config_apps, drop_ins, skipped, warnings)
     return Registry(
         settings=settings, apps=tuple(apps), warnings=tuple(warnings), skipped=tuple(skipped)
     )
 
 
-def app_files(apps_dir: Path) -> list[Path]:
-    """The drop-in manifests, in the order they are merged."""
+def app_files(apps_dir: Path, problems: list[str] | None = None) -> list[Path]:
+    """The drop-in manifests, in the order they are merged: every entry named ``*.yml`` or
+    ``*.yaml``, whatever it is (reading one that is no regular file reports it). Why the
+    directory cannot be listed goes to ``problems``."""
     try:
-        entries = sorted(os.scandir(apps_dir), key=lambda e: e.name)
+        names = sorted(os.listdir(apps_dir))
     except FileNotFoundError:
         return []
-    return [
-        Path(e.path)
-        for e in entries
-        if e.name.lower().endswith(APP_SUFFIXES) and not e.name.startswith(".") and e.is_file()
-    ]
+    except OSError as exc:
+        what = "is not a directory" if isinstance(exc, NotADirectoryError) else \
+            f"cannot be read: {exc.strerror or exc}"
+        if problems is not None:
+            problems.append(f"apps.d: {what}; no drop-in is loaded (apps.d/ should be a "
+                            "directory of *.yml files)")
+        return []
+    return [apps_dir / name for name in names
+            if name.lower().endswith(APP_SUFFIXES) and not name.startswith(".")]
+
+
+def read_text(path: Path) -> str:
+    """A config file's text: a regular file (a FIFO would block the reader for ever), at most
+    MAX_FILE_BYTES.
+
+    Raises:
+        OSError: it cannot be read, or is not a regular file, or is too large (the message
+            says which); UnicodeDecodeError: it is not UTF-8.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a device or socket")
+            raise OSError(f"not a regular file ({kind}); only regular files are read")
+        raw = handle.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise OSError(f"larger than {MAX_FILE_BYTES // 1024} KiB; not read")
+    return raw.decode("utf-8")
 
 
 def _read_yaml(path: Path, label: str, errors: list[str]) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(read_text(path), Loader=_BoundedLoader)
     except FileNotFoundError:
         errors.append(f"{label}: file not found")
-    except (OSError, UnicodeDecodeError) as exc:
-        errors.append(f"{label}: cannot read: {exc}")
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.ELOOP:
+            why = "a symbolic link loop"
+        errors.append(f"{label}: cannot read: {why}")
+    except UnicodeDecodeError as exc:
+        errors.append(f"{label}: cannot read: not UTF-8 ({exc.reason} at byte {exc.start})")
+    except RecursionError:
+        errors.append(f"{label}: invalid YAML: nested too deep")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -243,11 +322,16 @@ def _load_drop_ins(
     apps_dir: Path, skipped: list[str], warnings: list[str], previous: Registry | None
 ) -> list[_Candidate]:
     candidates = []
-    for path in app_files(apps_dir):
+    for path in app_files(apps_dir, skipped):
         label = f"apps.d/{path.name}"
         errors: list[str] = []
-        raw = _read_yaml(path, label, errors)
-        spec = None if errors else structure_app(raw, label, label, errors, warnings)
+        try:
+            raw = _read_yaml(path, label, errors)
+            spec = None if errors else structure_app(raw, label, label, errors, warnings)
+        except Exception as exc:  # noqa: BLE001 - whatever goes wrong is this file's alone
+            errors.append(f"{label}: cannot be loaded: {type(exc).__name__}: "
+                          f"{clip(str(exc), 200)}")
+            spec = None
         last_good = None if spec or previous is None else _from_file(previous, label)
         if spec is not None:
             candidates.append(_Candidate(label, spec))

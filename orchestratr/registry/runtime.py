@@ -15,9 +15,9 @@ from typing import Any
 import attrs
 
 from orchestratr.convert import converter
-from orchestratr.errors import ConfigError, ConflictError, UnknownAppError
-from orchestratr.paths import write_atomically
-from orchestratr.registry.load import first_clash, structure_app
+from orchestratr.errors import ConfigError, ConflictError, StorageError, UnknownAppError, clip
+from orchestratr.paths import move_aside, write_atomically
+from orchestratr.registry.load import first_clash, read_text, structure_app
 from orchestratr.registry.model import AppSpec, Registry
 
 SOURCE = "api"
@@ -30,21 +30,32 @@ class RuntimeApps:
         self._specs: list[AppSpec] = []
 
     def load(self) -> list[str]:
-        """Read the file; return the problems of the entries left out (a hand-edited file)."""
+        """Read the file; return the problems of the entries left out (a hand-edited file).
+        A file that is not a JSON list at all is moved aside as ``registered.json.corrupt-*``
+        (and said so): the daemon starts without it."""
         try:
-            raw = json.loads(self._path.read_text(encoding="utf-8"))
+            raw = json.loads(read_text(self._path))
         except FileNotFoundError:
             return []
-        except (OSError, ValueError) as exc:
-            return [f"{LABEL}: cannot read: {exc}"]
+        except OSError as exc:
+            return [f"{LABEL}: cannot read: {exc.strerror or exc}"]
+        except (ValueError, RecursionError) as exc:  # RecursionError: 100,000 nested "["
+            return [self._move_aside(f"not valid JSON ({clip(str(exc), 200)})")]
         if not isinstance(raw, list):
-            return [f"{LABEL}: expected a list of apps, got {type(raw).__name__}"]
+            return [self._move_aside(f"expected a list of apps, got {type(raw).__name__}")]
         errors: list[str] = []
         for index, entry in enumerate(raw):
             spec = structure_app(entry, SOURCE, f"{LABEL}: [{index}]", errors, [])
             if spec is not None and first_clash(spec, self._specs) is None:
                 self._specs.append(spec)
         return errors
+
+    def _move_aside(self, why: str) -> str:
+        try:
+            moved = move_aside(self._path)
+        except OSError as exc:
+            return f"{LABEL}: {why}; it could not be moved aside ({exc.strerror or exc})"
+        return f"{LABEL}: {why}; moved aside to {moved.name}, starting without it"
 
     def merge(self, files: Registry) -> Registry:
         """``files`` plus every registration that does not clash with them."""
@@ -77,8 +88,11 @@ class RuntimeApps:
                 what, value = clash
                 raise ConflictError(f"{what} {value!r} is taken by app {other.name!r} "
                                     f"({other.declared_in})")
+        if any(kept.name == spec.name for kept in self._specs):  # shadowed, but registered
+            raise ConflictError(f"app {spec.name!r} is already registered (shadowed by the "
+                                "config files for now); unregister it first")
+        self._save([*self._specs, spec])
         self._specs.append(spec)
-        self._save()
         return spec, warnings
 
     def remove(self, name: str, current: Registry) -> AppSpec:
@@ -95,12 +109,22 @@ class RuntimeApps:
         spec = next((s for s in self._specs if s.name == name), None)
         if spec is None:
             raise UnknownAppError(f"app {name!r} not found")
-        self._specs.remove(spec)
-        self._save()
+        kept = [s for s in self._specs if s.name != name]
+        self._save(kept)
+        self._specs = kept
         return spec
 
-    def _save(self) -> None:
-        entries = [converter.unstructure(spec) for spec in self._specs]
+    def _save(self, specs: list[AppSpec]) -> None:
+        """Write ``specs`` to the file; nothing changes in memory unless this succeeds.
+
+        Raises:
+            StorageError: the config dir cannot be written (read-only, full).
+        """
+        entries = [converter.unstructure(spec) for spec in specs]
         for entry in entries:
             del entry["source"]  # set again on load: registered.json holds only API apps
-        write_atomically(self._path, json.dumps(entries, indent=1) + "\n")
+        try:
+            write_atomically(self._path, json.dumps(entries, indent=1) + "\n")
+        except OSError as exc:
+            raise StorageError(f"cannot save {self._path}: {exc.strerror or exc}; nothing "
+                               "was changed") from None

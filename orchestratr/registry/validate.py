@@ -32,6 +32,11 @@ SERVICE_TYPE_PATTERN = re.compile(r"^_[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9
 MIN_PORT, MAX_PORT = 1, 65535
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_LEASE_S = 86400.0  # a day; beyond that a lease says nothing
+# Upper bounds of the millisecond fields: an hour is longer than any app should take to get
+# ready, stop or be restarted, and far below what a timer can hold (stop_timeout_ms above
+# 2**31-1 once killed the exit tracker).
+MAX_MS = 3_600_000
+MAX_CHORD_TIMEOUT_MS = 60_000  # a minute to press a chord after the leader
 
 Problem = tuple[str, str]
 
@@ -54,6 +59,8 @@ def check_app(spec: AppSpec) -> list[Problem]:
     for field in ("ready_timeout_ms", "restart_delay_ms", "stop_timeout_ms"):
         if getattr(spec, field) < 0:
             problems.append((field, "must not be negative"))
+        elif getattr(spec, field) > MAX_MS:
+            problems.append((field, f"must be at most {MAX_MS} (an hour)"))
     if spec.lease_secs is not None and not 0 < spec.lease_secs <= MAX_LEASE_S:
         problems.append(("lease_secs", f"must be more than 0 and at most {MAX_LEASE_S:g}"))
     if not 0 <= spec.grace_secs <= MAX_LEASE_S:
@@ -157,8 +164,8 @@ def check_settings(settings: Settings) -> list[Problem]:
         parse_leader(settings.leader_key)
     except ValueError as exc:
         problems.append(("leader_key", str(exc)))
-    if settings.chord_timeout_ms <= 0:
-        problems.append(("chord_timeout_ms", "must be positive"))
+    if not 0 < settings.chord_timeout_ms <= MAX_CHORD_TIMEOUT_MS:
+        problems.append(("chord_timeout_ms", f"must be from 1 to {MAX_CHORD_TIMEOUT_MS}"))
     if settings.log_level.lower() not in LOG_LEVELS:
         choices = ", ".join(LOG_LEVELS)
         problems.append(("log_level", f"{settings.log_level!r} must be one of {choices}"))

@@ -2,7 +2,9 @@
 
 The directories are watched, not the files, so editors that save by writing a temporary file
 and renaming it over the original are seen (the Go orchestratr missed those). Bursts of events
-are folded into one callback after a 100 ms quiet period.
+are folded into one callback after a 100 ms quiet period. The config dir's parent is watched
+too: a config dir deleted and made again is watched again (and ``on_recreated`` told).
+``poke`` asks for a reload as an edit would (SIGHUP).
 
 On Linux the watch is inotify, read directly through libc: watchdog's observer costs about
 1 MiB of resident memory for the same two watches (a fifth of the daemon's idle budget).
@@ -25,6 +27,7 @@ import structlog
 
 from orchestratr.paths import Paths
 from orchestratr.registry.load import APP_SUFFIXES
+from orchestratr.threads import supervised
 
 log = structlog.get_logger("orchestratr.registry")
 
@@ -43,28 +46,39 @@ class _Backend(Protocol):
 
 
 class ConfigWatcher:
-    def __init__(self, paths: Paths, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self, paths: Paths, on_change: Callable[[], None],
+        on_recreated: Callable[[], None] | None = None,
+    ) -> None:
         self._paths = paths
         self._on_change = on_change
+        self._on_recreated = on_recreated
         self._backend: _Backend | None = None
         self._apps_inode: int | None = None
+        self._config_inode: int | None = None
         self._dirty = threading.Event()
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="config-watcher", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._backend = _inotify_or_none(self.changed) or _watchdog(self.changed)
-        self._backend.watch(self._paths.config_dir)
+        with contextlib.suppress(OSError):
+            self._backend.watch(self._paths.config_dir.parent)
+        self._watch_config_dir()
         self._watch_apps_dir()
         self._backend.start()
-        self._thread.start()
+        self._thread = supervised("config-watcher", self._run)
+
+    def poke(self) -> None:
+        """Reload as if a file had changed (SIGHUP)."""
+        self._dirty.set()
 
     def stop(self) -> None:
         self._stopping.set()
         self._dirty.set()
         if self._backend is not None:
             self._backend.stop()
-        if self._thread.is_alive():  # a daemon that failed to start never started it
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=2)
 
     def changed(self, paths: list[Path]) -> None:
@@ -73,7 +87,7 @@ class ConfigWatcher:
             self._dirty.set()
 
     def _relevant(self, path: Path) -> bool:
-        if path in (self._paths.config_file, self._paths.apps_dir):
+        if path in (self._paths.config_file, self._paths.apps_dir, self._paths.config_dir):
             return True
         return path.parent == self._paths.apps_dir and path.name.lower().endswith(APP_SUFFIXES)
 
@@ -84,25 +98,44 @@ class ConfigWatcher:
                 self._dirty.clear()
                 if self._stopping.wait(DEBOUNCE_S):
                     return
+            if self._watch_config_dir() and self._on_recreated is not None:
+                self._on_recreated()
             self._watch_apps_dir()
             try:
                 self._on_change()
             except Exception:
                 log.exception("reload_callback_failed")
 
+    def _watch_config_dir(self) -> bool:
+        """Watch the config dir, which may have been re-created; True if it was."""
+        assert self._backend is not None
+        inode = _inode(self._paths.config_dir)
+        if inode == self._config_inode:
+            return False
+        self._backend.unwatch(self._paths.config_dir)
+        if inode is not None:
+            self._backend.watch(self._paths.config_dir)
+        recreated = self._config_inode is not None and inode is not None
+        self._config_inode = inode
+        return recreated
+
     def _watch_apps_dir(self) -> None:
         """Watch apps.d/, which may have been created or recreated since we last looked."""
         assert self._backend is not None
-        try:
-            inode = self._paths.apps_dir.stat().st_ino if self._paths.apps_dir.is_dir() else None
-        except OSError:
-            inode = None
+        inode = _inode(self._paths.apps_dir)
         if inode == self._apps_inode:
             return
         self._backend.unwatch(self._paths.apps_dir)
         if inode is not None:
             self._backend.watch(self._paths.apps_dir)
         self._apps_inode = inode
+
+
+def _inode(directory: Path) -> int | None:
+    try:
+        return directory.stat().st_ino if directory.is_dir() else None
+    except OSError:
+        return None
 
 
 # ---------------------------------------------------------------- inotify (Linux)
@@ -126,10 +159,10 @@ class _Inotify:
         self._dirs: dict[int, Path] = {}  # watch descriptor -> directory
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._loop, name="inotify", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        self._thread = supervised("inotify", self._loop)
 
     def watch(self, directory: Path) -> None:
         wd = self._libc.inotify_add_watch(self._fd, os.fsencode(directory), IN_MASK)
@@ -146,7 +179,8 @@ class _Inotify:
 
     def stop(self) -> None:
         os.write(self._wake_w, b"x")
-        self._thread.join(timeout=2)
+        if self._thread is not None:
+            self._thread.join(timeout=2)
         for fd in (self._fd, self._wake_r, self._wake_w):
             os.close(fd)
 

@@ -168,7 +168,8 @@ class App:
         facts = FACTS[self.state]
         if facts.process is Process.take:
             self.pid = kwargs.get("pid", self.pid)
-        elif facts.process is Process.drop:
+        elif facts.process is Process.drop or (facts.process is Process.hold
+                                               and not kwargs.get("held")):
             self.pid = self.started_at = None
             self.group = False
         if facts.error is not Error.keep:

@@ -12,6 +12,7 @@ the restart policy in ``restarts``, the lease rules in ``leases``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -26,6 +27,7 @@ from orchestratr.errors import (
     InvalidTransitionError,
     LaunchError,
     OrchestratrError,
+    UnavailableError,
     UnknownAppError,
 )
 from orchestratr.registry.model import AppSpec, Registry, ServiceSpec
@@ -34,8 +36,14 @@ from orchestratr.supervisor.app import App, AppSnapshot, Changes, HistoryEntry
 from orchestratr.supervisor.bus import OWN_TYPES, PUBLISHED_TYPE, BusEvent, EventBus, weight_of
 from orchestratr.supervisor.focus import SPAWNED, Focus, NoWindows, Windows
 from orchestratr.supervisor.inbox import Inbox, Inboxes
-from orchestratr.supervisor.launcher import Launcher, ProcessExit, ProcessUsage
-from orchestratr.supervisor.leases import DEFAULT_LEASE_S, Leases
+from orchestratr.supervisor.launcher import (
+    Launcher,
+    NoRecord,
+    ProcessExit,
+    ProcessUsage,
+    RunningRecord,
+)
+from orchestratr.supervisor.leases import Leases
 from orchestratr.supervisor.machine import Transition, build_machine
 from orchestratr.supervisor.roster import Roster
 from orchestratr.supervisor.services import Services
@@ -59,6 +67,10 @@ log = structlog.get_logger("orchestratr.supervisor")
 # in all for the exits, so the whole daemon still stops in under 2 s.
 SHUTDOWN_GRACE_S = 1.0
 SHUTDOWN_WAIT_S = 1.5
+# How long a launch waits for the daemon to finish adopting what an earlier daemon left
+# running (it must not race the adoption and spawn a duplicate), before it is refused.
+ADMIT_WAIT_S = 10.0
+AUTOSTART_WORKERS = 4  # launches in flight at once while autostarting
 # Who may be shown a window: a launch from autostart or a restart must not steal the focus.
 PEOPLE = frozenset({Cause.hotkey, Cause.api, Cause.cli})
 
@@ -86,20 +98,25 @@ class Delivery:
 
 
 class Supervisor:
-    """``launcher`` reaches the OS; ``monotonic`` and ``wall`` are the clocks; ``schedule``
-    runs a function after a delay (restarts), returning a function that cancels it."""
+    """``launcher`` reaches the OS; ``record`` keeps the durable record of what runs;
+    ``monotonic`` and ``wall`` are the clocks; ``schedule`` runs a function after a delay
+    (restarts), returning a function that cancels it."""
 
     def __init__(
         self,
         launcher: Launcher,
         bus: EventBus | None = None,
         *,
+        record: RunningRecord | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         schedule: restarts.Schedule = restarts.thread_timer,
         windows: Windows | None = None,
     ) -> None:
         self._launcher = launcher
+        self._record = record or NoRecord()
+        self._admitting = threading.Event()
+        self._admitting.set()
         self._windows = windows or NoWindows()
         self.bus = bus or EventBus()
         self._mono = monotonic
@@ -113,6 +130,21 @@ class Supervisor:
         self.services = Services(lambda: self.bus, lambda: ((a.name, a.spec.services)
                                                             for a in self._roster.apps))
         self._closing = False
+
+    # ------------------------------------------------------------- admission
+
+    def hold_launches(self) -> None:
+        """Launches wait (bounded) until ``admit_launches``: the daemon adopts survivors."""
+        self._admitting.clear()
+
+    def admit_launches(self) -> None:
+        self._admitting.set()
+
+    def _admitted(self) -> None:
+        if not self._admitting.wait(ADMIT_WAIT_S):
+            raise UnavailableError(
+                f"the daemon is still taking over the apps an earlier daemon left running "
+                f"(waited {ADMIT_WAIT_S:g} s); try again shortly")
 
     # ----------------------------------------------------------------- registry
 
@@ -146,10 +178,32 @@ class Supervisor:
         return change.added
 
     def autostart(self, cause: Cause, names: list[str] | None = None) -> None:
-        """Launch the ``autostart`` apps (of ``names``, or all) that are not running."""
-        for spec in self.registry.apps:
-            if spec.autostart and (names is None or spec.name in names):
-                self._try(self.launch, spec.name, cause)
+        """Launch the ``autostart`` apps (of ``names``, or all) that are not running, a few at
+        a time: one app's fork, exec and record overlap the next one's (a login with 1,000
+        apps is not 1,000 launches in a row). Returns once every launch has returned."""
+        todo = [spec.name for spec in self.registry.apps
+                if spec.autostart and (names is None or spec.name in names)]
+        due = iter(todo)
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    name = next(due, None)
+                if name is None:
+                    return
+                try:
+                    self._try(self.launch, name, cause)
+                except Exception:  # a bug in one launch must not end the others' worker
+                    log.exception("autostart_failed", app=name)
+
+        workers = [threading.Thread(target=work, name="autostart", daemon=True)
+                   for _ in range(min(AUTOSTART_WORKERS, len(todo)) - 1)]
+        for worker in workers:
+            worker.start()
+        work()
+        for worker in workers:
+            worker.join()
 
     def find_chord(self, chord: str) -> str:
         spec = self.registry.by_chord(chord)
@@ -183,7 +237,9 @@ class Supervisor:
         app = self._app(name)
         if app.removed:
             raise UnknownAppError(f"app {name!r} was removed from the configuration")
-        if cause in PEOPLE and app.spec.window is not None and app.state in IDLE:
+        self._admitted()
+        if (cause in PEOPLE and app.spec.window is not None and app.state in IDLE
+                and app.pid is None):
             focus = self._windows.bring_forward(app.spec, None)  # a window we did not start
             if focus.focused:
                 return LaunchResult(app.snapshot(), spawned=False, focus=focus)
@@ -249,27 +305,32 @@ class Supervisor:
             if services is not None:
                 self.services.declare(app.name, services, live=app.state in SERVING)
             self._fire(app, Trigger.notify_launched, cause, pid=pid, lease_secs=lease_s)
+            if pid is not None and app.pid == pid and app.started_at is not None:
+                self._record.started(name, pid, app.group, app.started_at)
             if lease_s is not None:
                 self._leases.hold(app, lease_s)
             return app.snapshot()
 
     def adopt(
-        self, name: str, pid: int, group: bool, ready: bool, started_at: float | None = None
+        self, name: str, pid: int, group: bool, ready: bool, started_at: float | None = None,
+        members: tuple[int, ...] = (),
     ) -> AppSnapshot:
         """Take over an app a previous daemon left running (``started_at``: when its process
-        was created, as that daemon recorded it).
+        was created, as that daemon recorded it; ``members``: its processes, as found).
 
         Raises:
             ConflictError: the app already runs here. NoSuchProcessError: the process is gone.
         """
         app = self._app(name)
         with app.lock:
-            if app.state not in IDLE:
+            if app.state not in IDLE or app.pid is not None:
                 raise ConflictError(f"app {name!r} is already {app.state.value} here")
-            self._track_adopted(app, pid, group, started_at)
+            self._track_adopted(app, pid, group, started_at, members)
             self._fire(app, Trigger.notify_launched, Cause.daemon, pid=pid, resumed=True)
             if ready:
                 self._fire(app, Trigger.notify_ready, Cause.daemon)
+            assert app.started_at is not None
+            self._record.started(name, pid, group, app.started_at, ready, wait=False)
             return app.snapshot()
 
     def notify_ready(self, name: str, cause: Cause) -> AppSnapshot:
@@ -290,12 +351,23 @@ class Supervisor:
             return app.snapshot()
 
     def heartbeat(self, name: str, cause: Cause) -> Renewal:
-        """Renew the app's lease, starting one (the default length) if it holds none. A
-        heartbeat from an unresponsive app revives it; one from a stopped app means ready."""
+        """Renew the app's lease. A heartbeat from an unresponsive app revives it; one from a
+        stopped app means ready.
+
+        Raises:
+            ConflictError: the app never asked for a lease. Starting one here would make a
+                single heartbeat (typed by hand, say) fail a healthy app once it ran out.
+        """
         app = self._app(name)
         with app.lock:
+            lease_s = app.lease_s or app.spec.lease_secs
+            if lease_s is None:
+                raise ConflictError(
+                    f"app {name!r} holds no heartbeat lease, so there is nothing to renew; "
+                    f"declare one with lease_secs in its manifest (e.g. lease_secs: 30), "
+                    f"register it with --lease SECS, or announce it: POST "
+                    f"/apps/{name}/launched with {{\"lease_secs\": 30}}")
             self._fire(app, Trigger.heartbeat, cause)
-            lease_s = app.lease_s or app.spec.lease_secs or DEFAULT_LEASE_S
             self._leases.hold(app, lease_s)
             return Renewal(app.snapshot(), lease_s)
 
@@ -460,6 +532,7 @@ class Supervisor:
         app: App = transition.model
         if transition.dst is None:
             return
+        held = app.pid
         entry = app.apply(transition.src, transition.trigger, transition.kwargs)
         self._leases.follow(app, entry)
         self.bus.publish("state", app=app.name, **entry.fields())
@@ -477,6 +550,10 @@ class Supervisor:
             in_state_ms=round((entry.at - previous) * 1000, 3) if previous else None,
             **{k: v for k, v in entry.detail.items() if k != "pid"},
         )
+        if held is not None and app.pid != held:  # after the news: nobody waits for this
+            self._record.ended(app.name, held)
+        elif entry.dst is AppState.ready and app.pid is not None:
+            self._record.ready(app.name, app.pid)
 
     def _on_lease_due(self, app: App) -> None:
         """A lease or a grace period ran out (lock held): fire what ``leases.expiry`` says."""
@@ -492,8 +569,8 @@ class Supervisor:
             app.want_relaunch()
             assert app.pid is not None
             self._terminate(app.pid, app.group, app.spec)
-        elif app.state is AppState.failed:
-            app.new_run()  # its process is left alone, and its exit no longer concerns the app
+        # failed: its process stays tracked (``held``), so a launch spawns nothing, a stop
+        # ends it, and its exit is still seen
 
     # ----------------------------------------------------------------- spawning
 
@@ -509,6 +586,18 @@ class Supervisor:
             pid = self._launcher.spawn(spec)
         except LaunchError as exc:
             return self._spawn_failed(app, run, spec, cause, str(exc))
+        if spec.detached:
+            return self._spawned(app, run, spec, cause, pid, born, started)
+        # On disk before the launch returns (see RunningRecord); the sync runs while the
+        # transitions are recorded and published.
+        self._record.started(spec.name, pid, True, born, wait=False)
+        snapshot = self._spawned(app, run, spec, cause, pid, born, started)
+        self._record.durable()
+        return snapshot
+
+    def _spawned(self, app: App, run: int, spec: AppSpec, cause: Cause, pid: int, born: float,
+                 started: float) -> AppSnapshot:
+        """The spawn made ``pid``: the app is launched (and ready, without a ready_cmd)."""
         spawn_ms = round((self._mono() - started) * 1000, 3)
         with app.lock:
             app.spawn_ended(self._mono())
@@ -555,9 +644,11 @@ class Supervisor:
         if a stop came first, it is terminated at once.
         """
         if app.pid is not None and not self._launcher.same_group(app.pid, pid):
-            self._launcher.track(pid, lambda _exit: None)
+            self._launcher.track(pid, lambda _exit: self._record.ended(spec.name, pid))
             self._terminate(pid, True, spec)
             return app.snapshot()
+        if app.pid is not None and app.pid != pid:
+            self._record.ended(app.name, app.pid)
         run = app.take_group(pid, born)
         self._launcher.track(pid, partial(self._on_exit, app, run))
         if app.state not in LIVE:
@@ -567,30 +658,42 @@ class Supervisor:
     # ----------------------------------------------------- callbacks from threads
 
     def _on_exit(self, app: App, run: int, exit: ProcessExit) -> None:
-        """The tracker saw the app's process (group) end."""
+        """The tracker saw the app's processes end."""
         with app.lock:
             if app.run != run:
                 return
             app.new_run()
             app.cancel_probe()
             app.exited(exit.code, self._wall())
-            if app.state in IDLE:  # stopped before its spawn ended
+            if app.state is AppState.failed and app.pid is not None:
+                # failed (its lease ran out, its process held), and now the process ended too
+                self._try(self._fire, app, Trigger.exited, Cause.tracker, pid=app.pid,
+                          code=exit.code, error=app.error)
+            elif app.state in IDLE:  # stopped before its spawn ended
+                if app.pid is not None:
+                    self._record.ended(app.name, app.pid)
                 app.lose_process()
                 return
-            uptime_s = self._mono() - app.started
-            stopping = app.state is AppState.stopping
-            clean = exit.code in (0, None)
-            error = (None if clean or stopping
-                     else _exit_error(app.spec, exit, uptime_s < QUICK_EXIT_S))
-            self._try(self._fire, app, Trigger.exited, Cause.tracker, pid=app.pid,
-                      code=exit.code, error=error, uptime_ms=round(uptime_s * 1000, 3))
-            if app.take_relaunch():
-                self._launch_later(app, 0.0)
-            elif not stopping and not app.removed:
-                self._follow_policy(app, clean, uptime_s, error)
+            else:
+                self._exited(app, exit)
             removed = app.removed
         if removed:
             self._roster.forget(app)
+
+    def _exited(self, app: App, exit: ProcessExit) -> None:
+        """A running (or stopping) app's processes ended (lock held): record it, then restart
+        or fail it as its policy says."""
+        uptime_s = self._mono() - app.started
+        stopping = app.state is AppState.stopping
+        clean = exit.code in (0, None)
+        error = (None if clean or stopping
+                 else _exit_error(app.spec, exit, uptime_s < QUICK_EXIT_S))
+        self._try(self._fire, app, Trigger.exited, Cause.tracker, pid=app.pid,
+                  code=exit.code, error=error, uptime_ms=round(uptime_s * 1000, 3))
+        if app.take_relaunch():
+            self._launch_later(app, 0.0)
+        elif not stopping and not app.removed:
+            self._follow_policy(app, clean, uptime_s, error)
 
     def _on_probe_ready(self, app: App, run: int) -> None:
         with app.lock:
@@ -656,14 +759,16 @@ class Supervisor:
         return pid == tracked or (group and self._launcher.same_group(pid, tracked))
 
     def _track_adopted(
-        self, app: App, pid: int, group: bool, started_at: float | None = None
+        self, app: App, pid: int, group: bool, started_at: float | None = None,
+        members: tuple[int, ...] = (),
     ) -> None:
         """Track a process we did not spawn (lock held).
 
         Raises:
             NoSuchProcessError: it is gone. UnadoptablePidError: it is the daemon's own.
         """
-        born = self._launcher.adopt(pid, partial(self._on_exit, app, app.run + 1), group)
+        born = self._launcher.adopt(pid, partial(self._on_exit, app, app.run + 1), group,
+                                    members, app.name)
         # the time recorded at its spawn, exact, rather than one derived from the boot time
         app.adopt(pid, group, born if started_at is None else started_at, self._mono())
 
@@ -674,7 +779,7 @@ class Supervisor:
             ConflictError: the app already runs as another process (its group is not
                 ``pid``'s), or ``pid`` is another app's process.
         """
-        if app.state in LIVE and app.pid is not None:
+        if app.state in (*LIVE, AppState.failed) and app.pid is not None:
             what = "process group" if app.group else "process"
             raise ConflictError(
                 f"app {app.name!r} already runs as {what} {app.pid}, which pid {pid} is not "

@@ -6,7 +6,7 @@ sees pids and ``ProcessExit`` values, so it stays free of OS code and tests can 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 import attrs
@@ -51,9 +51,13 @@ class Launcher(Protocol):
         """A process we spawned but will not track (a detached app): collect its exit status
         when it ends, so it leaves no zombie and no handle behind."""
 
-    def adopt(self, pid: int, on_exit: OnExit, group: bool = False) -> float:
-        """Call ``on_exit`` once ``pid`` (or, with ``group``, its whole group) has ended.
-        Returns the process's create time (wall clock), for the record of running apps.
+    def adopt(
+        self, pid: int, on_exit: OnExit, group: bool = False, members: Collection[int] = (),
+        app: str | None = None,
+    ) -> float:
+        """Call ``on_exit`` once ``pid`` (or, with ``group``, the app whose processes are
+        ``members``, else the group led by ``pid``) has ended; ``app`` names the marker its
+        processes carry. Returns the create time (wall clock), for the record of running apps.
 
         Raises:
             NoSuchProcessError: no such process.
@@ -61,7 +65,8 @@ class Launcher(Protocol):
         """
 
     def same_group(self, pid: int, leader: int) -> bool:
-        """Whether ``pid`` belongs to the process group led by ``leader``."""
+        """Whether ``pid`` is one of the processes of the app tracked as ``leader`` (its group,
+        or a process descended from it)."""
 
     def terminate(self, pid: int, group: bool, grace_s: float) -> None:
         """SIGTERM now, SIGKILL after ``grace_s`` if still alive. Returns at once."""
@@ -74,3 +79,39 @@ class Launcher(Protocol):
         self, spec: AppSpec, on_ready: Callable[[], None], on_timeout: Callable[[], None]
     ) -> Callable[[], None]:
         """Poll ``spec.ready_cmd`` in the background; return a function that cancels it."""
+
+
+class RunningRecord(Protocol):
+    """The durable record of the processes the supervisor tracks, so that a daemon killed at
+    any instant leaves a record of every app it started (``processes.journal`` keeps it)."""
+
+    def started(self, name: str, pid: int, group: bool, born: float, ready: bool = False,
+                wait: bool = True) -> None:
+        """Record that ``name`` runs as ``pid``; returns once the record is on disk (unless
+        not ``wait``: an adopted process, whose record is on disk already)."""
+
+    def durable(self) -> None:
+        """Return once everything recorded so far is on disk."""
+
+    def ready(self, name: str, pid: int) -> None:
+        """The app is ready (a hint for the next daemon; not waited for)."""
+
+    def ended(self, name: str, pid: int) -> None:
+        """``pid`` is no longer the app's (not waited for)."""
+
+
+class NoRecord:
+    """A supervisor without a record (tests, benchmarks of the core alone)."""
+
+    def started(self, name: str, pid: int, group: bool, born: float, ready: bool = False,
+                wait: bool = True) -> None:
+        pass
+
+    def durable(self) -> None:
+        pass
+
+    def ready(self, name: str, pid: int) -> None:
+        pass
+
+    def ended(self, name: str, pid: int) -> None:
+        pass

@@ -27,8 +27,6 @@ from orchestratr.supervisor.states import LIVE, RUNNING, AppState, Trigger
 
 log = structlog.get_logger("orchestratr.supervisor")
 
-DEFAULT_LEASE_S = 90.0  # a heartbeat from an app without a lease starts one this long (Koi's)
-
 
 class LeaseClock:
     def __init__(
@@ -108,7 +106,9 @@ def expiry(app: App) -> Expiry | None:
     error = ("drained and not revived within the grace period" if drained
              else "heartbeat lease expired")
     restart = app.spec.restart is not RestartPolicy.never
-    return Expiry(Trigger.grace_expired, {"error": error, "restart": restart or None})
+    # without a restart policy the app fails, but its process is not forgotten (``held``)
+    return Expiry(Trigger.grace_expired, {"error": error, "restart": restart or None,
+                                          "held": (not restart and app.pid is not None) or None})
 
 
 class Leases:

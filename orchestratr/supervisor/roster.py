@@ -63,7 +63,7 @@ class Roster:
         """An app left the registry: forget it now, or once its process has exited."""
         with app.lock:
             app.retire()
-            idle = app.state in IDLE
+            idle = app.state in IDLE and app.pid is None
         if idle:
             self.forget(app)
 

@@ -60,7 +60,7 @@ class Cause(enum.Enum):
 
 S = AppState
 # The groups every other module names states by; none of them spells a group by hand.
-IDLE = (S.stopped, S.failed)  # no process is known
+IDLE = (S.stopped, S.failed)  # no process runs (a failed app may still hold one: see FACTS)
 RUNNING = (S.launched, S.ready)  # a process runs and answers
 LIVE = (*RUNNING, S.unresponsive)  # a process runs
 ALIVE = (S.launching, *LIVE)  # a process runs or is being spawned
@@ -99,6 +99,9 @@ class Process(enum.Enum):
     keep = "keep"
     take = "take"  # the trigger's ``pid``, when it names one
     drop = "drop"  # none is known any more
+    # dropped, unless the trigger says the process lives on (``held``): a live process is
+    # never forgotten, so ``launch`` spawns nothing and ``stop`` ends it
+    hold = "hold"
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ FACTS: Mapping[AppState, Facts] = {
     S.launched: Facts(Process.take, Error.clear, Stamp.now, Stamp.clear),
     S.ready: Facts(Process.take, Error.clear, Stamp.first, Stamp.first),
     S.stopping: Facts(),
-    S.failed: Facts(Process.drop, Error.set, Stamp.clear, Stamp.clear, trouble=True),
+    S.failed: Facts(Process.hold, Error.set, Stamp.clear, Stamp.clear, trouble=True),
     S.unresponsive: Facts(trouble=True),
 }
 
@@ -163,6 +166,7 @@ class Row:
 
 
 TABLE: tuple[Row, ...] = (
+    Row(Trigger.launch, (S.failed,), None, when=_has_process),  # failed, but its process lives
     Row(Trigger.launch, IDLE, S.launching),
     Row(Trigger.launch, ALIVE, None),  # already running: the supervisor reports the pid
     Row(Trigger.spawned, (S.launching,), S.stopped, when=_detached),
@@ -172,14 +176,15 @@ TABLE: tuple[Row, ...] = (
     Row(Trigger.notify_launched, LIVE, None),
     Row(Trigger.notify_ready, (*IDLE, S.launching, S.launched, S.unresponsive), S.ready),
     Row(Trigger.notify_ready, (S.ready,), None),
-    Row(Trigger.notify_stopped, ALIVE, S.stopping, when=_has_process),
+    Row(Trigger.notify_stopped, (*ALIVE, S.failed), S.stopping, when=_has_process),
     Row(Trigger.notify_stopped, (*ALIVE, S.failed), S.stopped),
     Row(Trigger.notify_stopped, (S.stopped, S.stopping), None),
     Row(Trigger.exited, (S.stopping,), S.stopped),
     Row(Trigger.exited, ALIVE, S.stopped, when=_clean_exit),
     Row(Trigger.exited, ALIVE, S.failed),
+    Row(Trigger.exited, (S.failed,), S.failed, when=_has_process),  # the held process ended
     Row(Trigger.stop, (S.launching,), S.stopping),
-    Row(Trigger.stop, LIVE, S.stopping, when=_has_process),
+    Row(Trigger.stop, (*LIVE, S.failed), S.stopping, when=_has_process),
     Row(Trigger.stop, (*LIVE, S.failed), S.stopped),
     Row(Trigger.stop, (S.stopped, S.stopping), None),
     Row(Trigger.crash_loop, IDLE, S.failed),

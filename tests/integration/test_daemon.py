@@ -210,8 +210,7 @@ class TestSurvivors:
         write_config(config_dir, autostart("a", "sleep 60"))
         first = start_daemon()
         pid = first.wait_event("app_transition", app="a", dst="ready")["pid"]
-        wait_for(lambda: (config_dir / "running.json").exists(), what="the record")
-        first.stop(signal.SIGKILL)
+        first.stop(signal.SIGKILL)  # no wait for the record: it is on disk before the pid
         second = start_daemon()
         resumed = second.wait_event("app_transition", app="a", dst="ready")
         assert resumed["pid"] == pid and resumed["source"] == "daemon"

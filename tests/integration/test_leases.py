@@ -10,10 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
-from orchestratr.errors import InvalidTransitionError
+from orchestratr.errors import ConflictError, InvalidTransitionError
 from orchestratr.registry.model import AppSpec, RestartPolicy
 from orchestratr.supervisor.core import Supervisor
-from orchestratr.supervisor.leases import DEFAULT_LEASE_S
 from orchestratr.supervisor.states import AppState, Cause, Trigger
 from tests.conftest import alive, ignores_sigterm, wait_for, wait_state
 
@@ -34,7 +33,8 @@ class TestExpiry:
     def test_a_missed_lease_makes_the_app_unresponsive_then_failed(
         self, make_supervisor: MakeSup
     ) -> None:
-        """Without a restart policy the process is left alone once grace runs out."""
+        """Without a restart policy the process is left alone once grace runs out, and stays
+        tracked: the app is failed with its pid shown (issue 11, defect 2)."""
         sup = make_supervisor(app(lease_secs=0.2, grace_secs=0.2))
         launched = time.monotonic()
         pid = sup.launch("a", Cause.cli).app.pid
@@ -48,6 +48,30 @@ class TestExpiry:
         assert snap.error == "heartbeat lease expired"
         assert last(sup) == (Trigger.grace_expired, Cause.lease, S.failed)
         assert alive(pid)  # left alone, as the issue asks
+        assert snap.pid == pid  # ... and never forgotten
+
+    def test_an_expired_app_is_never_launched_twice_and_stop_ends_it(
+        self, make_supervisor: MakeSup
+    ) -> None:
+        """Defect 2: after the lease expired, a launch (a chord) spawned a second instance and
+        a stop answered ``stopped`` while the old process ran on."""
+        sup = make_supervisor(app(lease_secs=0.1, grace_secs=0.1))
+        pid = sup.launch("a", Cause.cli).app.pid
+        wait_state(sup, "a", S.failed)
+        again = sup.launch("a", Cause.hotkey)
+        assert not again.spawned and again.app.pid == pid
+        sup.stop("a", Cause.cli)
+        wait_state(sup, "a", S.stopped)
+        assert not alive(pid)  # type: ignore[arg-type]
+        assert sup.snapshot("a").pid is None
+
+    def test_an_expired_apps_own_exit_is_still_seen(self, make_supervisor: MakeSup) -> None:
+        sup = make_supervisor(AppSpec("a", "sleep 0.6", lease_secs=0.1, grace_secs=0.1))
+        sup.launch("a", Cause.cli)
+        wait_state(sup, "a", S.failed)
+        wait_for(lambda: sup.snapshot("a").pid is None, what="the held process's exit")
+        snap = sup.snapshot("a")
+        assert (snap.state, snap.error) == (S.failed, "heartbeat lease expired")
 
     def test_heartbeats_keep_the_lease(self, make_supervisor: MakeSup) -> None:
         sup = make_supervisor(app(lease_secs=0.2, grace_secs=0.1))
@@ -96,16 +120,15 @@ class TestExpiry:
 
 
 class TestHeartbeat:
-    def test_without_a_lease_a_heartbeat_starts_the_default_one(
-        self, make_supervisor: MakeSup
-    ) -> None:
+    def test_without_a_lease_a_heartbeat_is_refused(self, make_supervisor: MakeSup) -> None:
+        """Defect 2: a heartbeat typed once by hand started a 90 s lease whose expiry failed
+        a healthy app. Now it is refused, saying how to declare a lease."""
         sup = make_supervisor(app())
         sup.launch("a", Cause.cli)
-        assert sup.snapshot("a").lease_s is None
-        renewal = sup.heartbeat("a", Cause.api)
-        assert renewal.expires_in_s == DEFAULT_LEASE_S
+        with pytest.raises(ConflictError, match="lease_secs"):
+            sup.heartbeat("a", Cause.api)
         snap = sup.snapshot("a")
-        assert snap.lease_s == DEFAULT_LEASE_S and 89 < snap.expires_in_s <= 90  # type: ignore[operator]
+        assert (snap.state, snap.lease_s, snap.expires_in_s) == (S.ready, None, None)
 
     def test_launched_with_a_lease(self, make_supervisor: MakeSup) -> None:
         """An app that announces itself can ask for a lease of its own."""
@@ -115,11 +138,12 @@ class TestHeartbeat:
         wait_state(sup, "a", S.unresponsive)
 
     def test_a_heartbeat_from_a_stopped_app_means_ready(self, make_supervisor: MakeSup) -> None:
-        sup = make_supervisor(app())
+        sup = make_supervisor(app(lease_secs=30))
         assert sup.heartbeat("a", Cause.api).app.state is S.ready
 
     def test_a_heartbeat_while_stopping_is_refused(self, make_supervisor: MakeSup) -> None:
-        sup = make_supervisor(AppSpec("a", "trap '' TERM; sleep 30", stop_timeout_ms=2000))
+        sup = make_supervisor(AppSpec("a", "trap '' TERM; sleep 30", stop_timeout_ms=2000,
+                                      lease_secs=30))
         pid = sup.launch("a", Cause.cli).app.pid
         wait_for(lambda: ignores_sigterm(pid), what="the trap")
         sup.stop("a", Cause.cli)

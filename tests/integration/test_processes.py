@@ -29,6 +29,7 @@ from orchestratr.errors import (
 )
 from orchestratr.paths import Paths
 from orchestratr.processes import survivors
+from orchestratr.processes.journal import COMPACT_FLOOR, Journal, Survivor
 from orchestratr.processes.tracker import group_members, in_app
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
 from orchestratr.supervisor.core import SHUTDOWN_GRACE_S, SHUTDOWN_WAIT_S, Supervisor
@@ -427,27 +428,46 @@ class TestReload:
 
 
 class TestRunningRecord:
-    """running.json: kept in step with the running apps; adoption only of what is ours."""
+    """The durable record (processes/journal.py) and adoption only of what is ours."""
 
-    def test_record_follows_spawns_and_exits(self, make_supervisor: MakeSup, tmp_path: Path) -> None:
-        sup = make_supervisor(app("a", "sleep 30 & exit 0"), app("b", "sleep 30"))
-        path = tmp_path / "running.json"
-        recorder = survivors.Recorder(path, sup.running)
-        recorder.start(sup.bus)
+    def test_a_launch_is_on_disk_before_it_returns(
+        self, make_supervisor: MakeSup, tmp_path: Path
+    ) -> None:
+        """Issue 11, defect 1: running.json was written asynchronously, so a daemon killed
+        during launches left groups nobody had recorded. Now a launch returns only once a
+        fresh reader of the files (the next daemon) finds its group."""
+        files = (tmp_path / "running.json", tmp_path / "running.journal")
+        journal = Journal(*files)
+        journal.open()
+        sup = make_supervisor(app("a", "sleep 30 & exit 0"), app("b", "sleep 30"),
+                              record=journal)
         try:
             before = time.time()
             group = sup.launch("a", Cause.cli).app.pid
+            assert [(s.name, s.pid) for s in Journal(*files).read()] == [("a", group)]
             other = sup.launch("b", Cause.cli).app.pid
-            wait_for(lambda: [s.name for s in survivors.read(path)] == ["a", "b"])
+            assert {s.name for s in Journal(*files).read()} == {"a", "b"}
             os.killpg(other, signal.SIGKILL)  # type: ignore[arg-type]
-            wait_for(lambda: [s.name for s in survivors.read(path)] == ["a"])
-            (entry,) = survivors.read(path)
-            assert (entry.pid, entry.group, entry.ready) == (group, True, True)
-            assert before <= entry.create_time <= time.time()  # when the group was spawned
+            wait_for(lambda: [s.name for s in Journal(*files).read()] == ["a"])
+            (entry,) = Journal(*files).read()
+            assert (entry.pid, entry.group) == (group, True)
+            assert before - 1 <= entry.create_time <= time.time()  # when it was spawned
             sup.stop("a", Cause.cli)
-            wait_for(lambda: not path.exists(), what="an empty record to be removed")
+            wait_for(lambda: not Journal(*files).read(), what="an empty record")
         finally:
-            recorder.stop()
+            journal.close()
+
+    def test_the_journal_is_compacted(self, tmp_path: Path) -> None:
+        files = (tmp_path / "running.json", tmp_path / "running.journal")
+        journal = Journal(*files)
+        journal.open()
+        for pid in range(2, 2 + COMPACT_FLOOR * 2):
+            journal.started("a", pid, True, 1.0)
+            journal.ended("a", pid)
+        journal.started("b", 77, True, 1.0)
+        assert files[1].stat().st_size < COMPACT_FLOOR * 200  # not every line ever written
+        assert [s.name for s in Journal(*files).read()] == ["b"]
+        assert journal.close() == 1
 
     def test_a_group_is_recognised_by_its_live_members(
         self, make_supervisor: MakeSup, tmp_path: Path
@@ -457,28 +477,50 @@ class TestRunningRecord:
         sup = make_supervisor(app("a", "sleep 30 & exit 0"))
         sup.launch("a", Cause.cli)
         snap = sup.snapshot("a")
-        assert snap.pid
+        assert snap.pid and snap.started_at
         wait_for(lambda: not alive(snap.pid), what="the launcher shell to exit")  # type: ignore[arg-type]
-        survivor = survivors.from_snapshot(sup.snapshot("a"))
-        assert survivor is not None and survivor.group
-        assert survivors.is_ours(survivor, tmp_path)
-        assert not survivors.is_ours(attrs.evolve(survivor, name="b"), tmp_path)
-        assert not survivors.is_ours(survivor, tmp_path / "elsewhere")
+        record = Survivor("a", snap.pid, True, True, snap.started_at)
+        (found,) = survivors.plan([record], tmp_path).found
+        assert (found.name, found.pid) == ("a", snap.pid) and len(found.members) == 1
+        plan = survivors.plan([attrs.evolve(record, name="b")], tmp_path)
+        assert [f.name for f in plan.found] == ["a"]  # by its markers, though unrecorded
+        assert [g.name for g in plan.gone] == ["b"]
+        assert survivors.plan([record], tmp_path / "elsewhere").found == []
+
+    def test_a_stale_record_never_lends_its_number_to_a_live_app(
+        self, make_supervisor: MakeSup, tmp_path: Path
+    ) -> None:
+        """The newest record of the app names a group that is gone, while a marked process
+        of the app runs (forked before its own record reached the disk): the app is adopted
+        under its live group's number, and the stale record is let go (the fault campaign
+        once saw the dead number shown as the app's pid)."""
+        sup = make_supervisor(app("a", "sleep 30"))
+        live = sup.launch("a", Cause.cli).app.pid
+        gone = subprocess.Popen(["true"], start_new_session=True)
+        gone.wait()
+        stale = Survivor("a", gone.pid, True, True, time.time())
+        plan = survivors.plan([stale], tmp_path)
+        (found,) = plan.found
+        assert found.pid == live and plan.gone == [stale]
 
     def test_unmarked_groups_and_reused_pids_are_not_ours(self, tmp_path: Path) -> None:
         stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)
         try:
             born = psutil.Process(stranger.pid).create_time()
-            group = survivors.Survivor("a", stranger.pid, True, True, born)
+            group = Survivor("a", stranger.pid, True, True, born)
             single = attrs.evolve(group, group=False)
-            assert not survivors.is_ours(group, tmp_path)  # no markers
-            assert survivors.is_ours(single, tmp_path)  # an announced pid: its create time
-            assert not survivors.is_ours(attrs.evolve(single, create_time=born - 60), tmp_path)
-            assert not survivors.is_ours(attrs.evolve(single, pid=1), tmp_path)
+
+            def found(record: Survivor) -> bool:
+                return bool(survivors.plan([record], tmp_path).found)
+
+            assert not found(group)  # no markers
+            assert found(single)  # an announced pid: its create time
+            assert not found(attrs.evolve(single, create_time=born - 60))
+            assert not found(attrs.evolve(single, pid=1))
         finally:
             stranger.kill()
             stranger.wait()
-        assert not survivors.is_ours(single, tmp_path)  # gone
+        assert not found(single)  # gone
 
     def test_resume_refuses_an_app_that_already_runs(self, make_supervisor: MakeSup) -> None:
         sup = make_supervisor(app("a", "sleep 30"))
@@ -535,14 +577,20 @@ def _live_members(pgid: int) -> list[psutil.Process]:
 
 
 def test_damaged_record_entries_are_dropped(tmp_path: Path) -> None:
-    """A hand-edited running.json: entries of the wrong shape are ignored, not trusted."""
-    path = tmp_path / "running.json"
+    """A hand-edited running.json: entries of the wrong shape are ignored, not trusted (a
+    group pid of 2**63 crashed every start-up: issue 11, defect 7); a file that is not JSON
+    at all is moved aside, and the record starts empty."""
+    path, journal = tmp_path / "running.json", tmp_path / "running.journal"
     good = {"name": "a", "pid": 4242, "group": True, "ready": False, "create_time": 1.5}
     path.write_text(json.dumps([good, {**good, "create_time": "soon"}, {**good, "pid": "1"},
-                                {**good, "extra": 1}, ["a"], "junk"]))
-    assert survivors.read(path) == [survivors.Survivor(**good)]
-    path.write_text("{not json")
-    assert survivors.read(path) == []
+                                {**good, "pid": 2**63}, {**good, "extra": 1}, ["a"], "junk"]))
+    assert Journal(path, journal).read() == [Survivor(**good)]
+    for damage in ("{not json", "[" * 100_000):
+        path.write_text(damage)
+        assert Journal(path, journal).read() == []
+        (moved,) = tmp_path.glob("running.json.corrupt-*")
+        assert moved.read_text() == damage
+        moved.unlink()
 
 
 def test_in_app_knows_the_group_its_descendants_and_nothing_else(tmp_path: Path) -> None:

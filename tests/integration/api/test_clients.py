@@ -214,7 +214,7 @@ class TestChunkedBodies:
         with socket.create_connection(("127.0.0.1", api.port), timeout=5) as sock:
             for _ in range(2):  # the connection stays usable after a chunked body
                 sock.sendall(client.send(h11.Request(
-                    method="POST", target="/apps/notes/heartbeat",
+                    method="POST", target="/apps/notes/ready",
                     headers=[("Host", "127.0.0.1"), ("Transfer-Encoding", "chunked"),
                              ("Content-Type", "application/json")])))
                 for piece in (b"{", b"}"):
@@ -228,7 +228,7 @@ class TestChunkedBodies:
                 client.start_next_cycle()
 
     def test_a_chunk_extension_is_read_past(self, api: HttpApi) -> None:
-        reply = api.raw(b"POST /apps/notes/heartbeat HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        reply = api.raw(b"POST /apps/notes/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                         b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
                         b"1;name=value\r\n{\r\n1\r\n}\r\n0\r\n\r\n")
         assert reply.status == 200

@@ -1,0 +1,194 @@
+"""orchestratr and supervisord side by side, the same workload, each figure as a ratio.
+
+Run with `make bench` (or `.venv/bin/python bench/vs_supervisord.py [--apps N] [--kills N]`).
+supervisord (PyPI ``supervisor``) is installed into a venv of its own under
+``$XDG_CACHE_HOME/orchestratr-bench`` the first time (pip, from the package index). Both run
+``APPS`` programs of ``sleep 600``, started at once, with exits and restarts observed the
+same way: the line each daemon writes to its own log, seen the moment it is written, and the
+answer of its list call (GET /apps; XML-RPC getAllProcessInfo, what supervisorctl status
+calls). A ratio above 1 means orchestratr is ahead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import scale  # bench/ is on sys.path when this script runs
+from scale import LogTail, dist, pct, port_of, running, start, stop, wait, write_config
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "orchestratr-bench"
+
+
+def supervisord_venv() -> Path:
+    venv = CACHE / "supervisord-venv"
+    if not (venv / "bin" / "supervisord").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "supervisor"],
+                       check=True)
+    return venv
+
+
+def supervisord_conf(work: Path, apps: int, autorestart: bool) -> tuple[Path, int]:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lines = ["[supervisord]", f"logfile={work}/supervisord.log", "loglevel=info",
+             f"pidfile={work}/supervisord.pid", "nodaemon=true", "minfds=4096",
+             "[inet_http_server]", f"port=127.0.0.1:{port}",
+             "[rpcinterface:supervisor]",
+             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface"]
+    for i in range(apps):
+        lines += [f"[program:app{i:04d}]", "command=sleep 600", "startsecs=0",
+                  f"autorestart={'true' if autorestart else 'false'}", "startretries=1000",
+                  "stopsignal=KILL", "stdout_logfile=NONE", "stderr_logfile=NONE"]
+    conf = work / "supervisord.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    return conf, port
+
+
+class Supervisord:
+    def __init__(self, venv: Path, work: Path, apps: int, autorestart: bool = False) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        self.work, self.apps = work, apps
+        conf, self.port = supervisord_conf(work, apps, autorestart)
+        self.log = work / "supervisord.log"
+        self.log.write_text("")
+        self.started = time.time()
+        self.proc = subprocess.Popen([str(venv / "bin" / "supervisord"), "-c", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.rpc = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{self.port}/RPC2")
+
+    def running_lines(self) -> list[str]:
+        return [x for x in self.log.read_text().splitlines() if "entered RUNNING state" in x]
+
+    def all_running_at(self) -> float:
+        """When the last program entered RUNNING, from supervisord's own log time stamps."""
+        wait(lambda: len(self.running_lines()) >= self.apps, timeout=120)
+        last = max(self.running_lines())[:23]
+        return time.mktime(time.strptime(last[:19], "%Y-%m-%d %H:%M:%S")) + int(last[20:]) / 1000
+
+    def pid(self, name: str) -> int:
+        return int(self.rpc.supervisor.getProcessInfo(name)["pid"])
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+
+def ratio(label: str, ours: float, theirs: float, unit: str = "ms") -> None:
+    print(f"{label:<44} orchestratr {ours:9.2f} {unit:<4} supervisord {theirs:9.2f} {unit:<4}"
+          f" ratio {theirs / ours if ours else float('inf'):7.2f}x", flush=True)
+
+
+def kill_and_see(pid_of: Callable[[str], int], tail: LogTail, needle: Callable[[str], bytes],
+                 names: list[str], after: Callable[[str], None]) -> list[float]:
+    samples = []
+    for name in names:
+        pid = pid_of(name)
+        time.sleep(0.02)  # a pace between trials, not a wait for anything
+        killed = time.time()
+        os.kill(pid, signal.SIGKILL)
+        samples.append((tail.wait_for(needle(name)) - killed) * 1000)
+        after(name)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--apps", type=int, default=100)
+    parser.add_argument("--kills", type=int, default=50)
+    args = parser.parse_args()
+    venv = supervisord_venv()
+    version = subprocess.run([str(venv / "bin" / "supervisord"), "--version"],
+                             capture_output=True, text=True).stdout.strip()
+    print(f"orchestratr vs supervisord {version}: {args.apps} apps of `sleep 600`, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    names = [f"app{i:04d}" for i in range(args.kills)]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        # cold start, idle RSS, list, kill -> exited: autorestart off on both sides
+        config_dir = work / "orch"
+        write_config(config_dir, args.apps, autostart=True)
+        began = time.time()
+        ours = start(config_dir)
+        found: list[dict[str, object]] = []
+        wait(lambda: found.extend(running(config_dir, args.apps)) or found)
+        ours_cold = (max(map(scale.stamp, found)) - began) * 1000
+        sup = Supervisord(venv, work / "sup", args.apps)
+        theirs_cold = (sup.all_running_at() - sup.started) * 1000
+        ratio("cold start -> all running", ours_cold, theirs_cold)
+        time.sleep(2)
+        ratio("idle RSS", psutil.Process(ours.pid).memory_info().rss / 2**20,
+              psutil.Process(sup.proc.pid).memory_info().rss / 2**20, "MiB")
+        conn = http.client.HTTPConnection("127.0.0.1", port_of(config_dir), timeout=10)
+        ours_list, theirs_list = [], []
+        for _ in range(300):
+            t = time.perf_counter()
+            scale.get(conn, "/apps")
+            ours_list.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            sup.rpc.supervisor.getAllProcessInfo()
+            theirs_list.append((time.perf_counter() - t) * 1000)
+        ratio("list all apps, p50", pct(ours_list, 50), pct(theirs_list, 50))
+        ratio("list all apps, p99", pct(ours_list, 99), pct(theirs_list, 99))
+
+        def our_pid(name: str) -> int:
+            conn.request("GET", f"/apps/{name}")
+            response = conn.getresponse()
+            return int(__import__("json").loads(response.read())["pid"])
+
+        def relaunch(name: str) -> None:
+            conn.request("POST", f"/apps/{name}/launch")
+            conn.getresponse().read()
+
+        tail = LogTail(config_dir / "logs" / "orchestratr.log")
+        ours_exit = kill_and_see(our_pid, tail, lambda n: f'"app": "{n}", "src": "ready", '
+                                 '"dst": "failed"'.encode(), names, relaunch)
+        tail.close()
+        tail = LogTail(sup.log)
+        theirs_exit = kill_and_see(sup.pid, tail, lambda n: f"exited: {n} ".encode(), names,
+                                   lambda n: sup.rpc.supervisor.startProcess(n))
+        tail.close()
+        ratio("kill -9 -> exit in the log, p50", pct(ours_exit, 50), pct(theirs_exit, 50))
+        ratio("kill -9 -> exit in the log, p99", pct(ours_exit, 99), pct(theirs_exit, 99))
+        conn.close()
+        stop(ours, config_dir)
+        sup.close()
+        # crash -> running again: autorestart on both sides, delay 0 for orchestratr
+        config_dir = work / "orch-restart"
+        write_config(config_dir, args.apps, autostart=True, restart="on-failure")
+        ours = start(config_dir)
+        wait(lambda: running(config_dir, args.apps))
+        conn = http.client.HTTPConnection("127.0.0.1", port_of(config_dir), timeout=10)
+        tail = LogTail(config_dir / "logs" / "orchestratr.log")
+        ours_again = kill_and_see(our_pid, tail, lambda n: f'"app": "{n}", "src": "launched", '
+                                  '"dst": "ready"'.encode(), names[:5], lambda n: None)
+        tail.close()
+        sup = Supervisord(venv, work / "sup-restart", args.apps, autorestart=True)
+        sup.all_running_at()
+        tail = LogTail(sup.log)
+        theirs_again = kill_and_see(sup.pid, tail, lambda n: f"success: {n} entered RUNNING"
+                                    .encode(), names[:5], lambda n: None)
+        tail.close()
+        ratio("kill -9 -> running again, p50", pct(ours_again, 50), pct(theirs_again, 50))
+        print("  (orchestratr:", dist(ours_again), "; supervisord:", dist(theirs_again), ")")
+        conn.close()
+        stop(ours, config_dir)
+        sup.close()
+
+
+if __name__ == "__main__":
+    main()
