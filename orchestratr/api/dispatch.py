@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import select
 import selectors
 import socket
 import threading
@@ -355,10 +356,11 @@ def _quietly(call: Callable[[], Any]) -> Any:
 
 
 def _has_bytes(sock: socket.socket) -> bool:
-    """Whether the client has sent something not read yet (or hung up: also not idle)."""
+    """Whether the client has sent something not read yet (or hung up: also not idle). Asked
+    of select, not recv: a socket with a timeout waits out the timeout even when told not to
+    wait."""
     try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) is not None
-    except BlockingIOError:
-        return False
-    except OSError:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):  # closed meanwhile
         return True
+    return bool(readable)

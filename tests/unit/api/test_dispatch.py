@@ -22,6 +22,7 @@ def dispatcher() -> Iterator[tuple[Dispatcher, list[object]]]:
 
 def _pair() -> tuple[socket.socket, socket.socket]:
     server_side, client_side = socket.socketpair()
+    server_side.settimeout(5)  # as the server's own connections have one
     return server_side, client_side
 
 
