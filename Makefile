@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+JOBS ?= 3  # test workers: most tests wait on real processes, so 3 fit on 2 cores (4m30 here)
 
 .PHONY: run install test lint system bench clean
 
@@ -22,8 +23,8 @@ install: ## put `orchestratr` on PATH for this user, in a venv of its own (pipx)
 	@bin=$$(pipx environment --value PIPX_BIN_DIR); case ":$$PATH:" in *":$$bin:"*) ;; \
 	  *) echo "orchestratr is in $$bin, which is not on PATH yet: run \`pipx ensurepath\` and open a new shell" >&2 ;; esac
 
-test: system lint ## system packages, lint, type-check, then the whole test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: system lint ## system packages, lint, type-check, then the whole suite in JOBS workers
+	$(BIN)/python -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (rules in pyproject.toml), then mypy (strict on supervisor/, registry/, api/)
 	$(BIN)/ruff check orchestratr tests bench
