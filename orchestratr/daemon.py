@@ -17,7 +17,6 @@ import faulthandler
 import gc
 import os
 import platform
-import select
 import signal
 import sys
 import threading
@@ -44,6 +43,7 @@ from orchestratr.errors import (
     NoSuchProcessError,
     OrchestratrError,
 )
+from orchestratr.fds import readable
 from orchestratr.hotkeys.backend import default_backend
 from orchestratr.hotkeys.service import HotkeyService
 from orchestratr.lockfile import DaemonLock
@@ -139,7 +139,7 @@ class Daemon:
     def _wait_for_stop(self) -> None:
         """Sleep until ``request_stop`` (a signal's handler runs as the main thread wakes)."""
         while not self._stop.is_set():
-            select.select([self._wake_r], [], [])
+            readable([self._wake_r])
             with contextlib.suppress(OSError):
                 while os.read(self._wake_r, 4096):
                     pass
@@ -408,7 +408,7 @@ class Daemon:
                 self._journal.ended(found.name, found.pid)
             return
         assert self._launcher is not None
-        if not self._launcher.reattach_output(found.name, found.pid, found.group):
+        if not self._launcher.reattach_output(found.name, found.members):
             log.info("survivor_output_not_found", app=found.name, pid=found.pid,
                      hint="its output goes where it went before; it is not in its log file")
 

@@ -172,3 +172,10 @@ def test_state_groups_are_named_in_one_module(path: Path) -> None:
                 if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and _state_members(node) > 1]
     assert not literals, (f"{_rel(path)}:{literals[0].lineno} spells a group of states; "
                           "name it in supervisor/states.py")
+
+
+def test_descriptors_are_waited_on_through_poll() -> None:
+    """select.select refuses descriptors past 1,024, which a daemon running 1,000 apps holds;
+    every wait goes through ``fds.readable``."""
+    waiting = [_rel(p) for p in MODULES if "select.select(" in p.read_text()]
+    assert waiting == [], waiting

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import select
 import selectors
 import socket
 import threading
@@ -33,6 +32,8 @@ from functools import partial
 from typing import Any
 
 import structlog
+
+from orchestratr.fds import readable
 
 log = structlog.get_logger("orchestratr.api")
 
@@ -357,10 +358,9 @@ def _quietly(call: Callable[[], Any]) -> Any:
 
 def _has_bytes(sock: socket.socket) -> bool:
     """Whether the client has sent something not read yet (or hung up: also not idle). Asked
-    of select, not recv: a socket with a timeout waits out the timeout even when told not to
+    of poll, not recv: a socket with a timeout waits out the timeout even when told not to
     wait."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable([sock], 0))
     except (OSError, ValueError):  # closed meanwhile
         return True
-    return bool(readable)

@@ -11,7 +11,6 @@ the window never takes a chord from it.
 from __future__ import annotations
 
 import os
-import select
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from orchestratr.fds import readable
 from orchestratr.supervisor.bus import EventBus, Subscription
 
 log = structlog.get_logger("orchestratr.desktop")
@@ -117,4 +117,4 @@ class ChordWindow:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            select.select([display], [], [], left)
+            readable([display], left)

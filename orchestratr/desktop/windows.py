@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import select
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from orchestratr.fds import readable
 from orchestratr.registry.model import AppSpec, WindowMatch
 from orchestratr.supervisor.focus import Focus
 
@@ -231,7 +231,7 @@ class _Desktop:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            select.select([self.display], [], [], left)
+            readable([self.display], left)
 
 
 def _first(values: Iterable[int]) -> int | None:

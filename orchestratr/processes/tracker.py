@@ -33,6 +33,7 @@ import attrs
 import structlog
 
 from orchestratr.errors import NoSuchProcessError, UnadoptablePidError
+from orchestratr.fds import readable
 from orchestratr.processes import proctable
 from orchestratr.supervisor.launcher import OnExit, ProcessExit
 from orchestratr.threads import supervised
@@ -270,7 +271,7 @@ class ProcessTracker:
 
     def _ready(self, timeout: float | None) -> list[int]:
         if self._epoll is None:
-            select.select([self._wake_r], [], [], timeout)
+            readable([self._wake_r], timeout)
             self._drain_wake()
             return []
         fds = [fd for fd, _ in self._epoll.poll(-1 if timeout is None else timeout)]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import struct
 import sys
 import threading
@@ -25,6 +24,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from orchestratr.fds import readable
 from orchestratr.paths import Paths
 from orchestratr.registry.load import APP_SUFFIXES
 from orchestratr.threads import supervised
@@ -186,7 +186,7 @@ class _Inotify:
 
     def _loop(self) -> None:
         while True:
-            ready, _, _ = select.select([self._fd, self._wake_r], [], [])
+            ready = readable([self._fd, self._wake_r])
             if self._wake_r in ready:
                 return
             try:

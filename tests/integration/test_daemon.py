@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import re
+import resource
 import select
 import signal
 import stat
@@ -299,6 +300,27 @@ class TestHotReload:
             (config_dir / "apps.d" / "b.yml").unlink()
             assert subscription.get(timeout=1.0) is not None
             assert [s.name for s in sup.snapshots()] == ["a"]
+
+    def test_a_daemon_holding_over_1024_descriptors_still_reloads(
+        self, config_dir: Path, in_process_daemon
+    ) -> None:
+        """1,000 apps hold more than 1,024 descriptors and the config watcher starts after
+        them: select.select refused its descriptor, the thread died six times in a row and took
+        the daemon down (issue 16)."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+        held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+        try:
+            with in_process_daemon() as running:
+                subscription = running.supervisor.bus.subscribe(
+                    accept=lambda e: e.type == "reloaded")
+                write_config(config_dir, APP.format(name="a", chord="a", command="true"))
+                assert subscription.get(timeout=2.0) is not None
+                assert [s.name for s in running.supervisor.snapshots()] == ["a"]
+        finally:
+            for fd in held:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
     def test_invalid_edit_keeps_the_last_good_registry(
         self, config_dir: Path, in_process_daemon

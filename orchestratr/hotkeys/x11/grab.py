@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import select
 import socket
 import threading
 import time
@@ -24,6 +23,7 @@ from Xlib import XK, X, error
 from Xlib.display import Display
 from Xlib.protocol import rq
 
+from orchestratr.fds import readable
 from orchestratr.hotkeys.backend import GrabUnavailable
 from orchestratr.hotkeys.x11 import keysyms
 from orchestratr.hotkeys.x11.window import GrabWindow
@@ -188,7 +188,7 @@ class LeaderGrab:
             window = self._let_go_if_finished(display, window)  # the time ran out
             wait = None if window is None else max(0.0, window.next_wake() - time.monotonic())
             wake = self._wake_r.fileno()
-            ready, _, _ = select.select([display.fileno(), wake], [], [], wait)
+            ready = readable([display.fileno(), wake], wait)
             if wake in ready:
                 commands = self._wake_r.recv(64)
                 if not commands or STOP in commands:
@@ -260,7 +260,7 @@ class LeaderGrab:
             return False
         self._next_key(display)  # the keyboard is frozen after the release: let one more in
         if not display.pending_events():
-            select.select([display], [], [], AUTOREPEAT_LOOKAHEAD_S)
+            readable([display], AUTOREPEAT_LOOKAHEAD_S)
         if not display.pending_events():
             return False
         following = display.next_event()
