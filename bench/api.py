@@ -31,8 +31,9 @@ CLIENTS = 8
 
 @contextmanager
 def daemon(config_dir: Path) -> Iterator[int]:
-    """A daemon with APPS stopped apps; yields its port once the port file says it listens."""
-    lines = ["apps:"] + [f"  - {{name: app{i:03}, command: sleep 600, autostart: false}}"
+    """A daemon with APPS stopped apps, each with a lease (events.py heartbeats them: a
+    heartbeat for an app without one is refused); yields its port once it listens."""
+    lines = ["apps:"] + [f"  - {{name: app{i:03}, command: sleep 600, lease_secs: 90}}"
                          for i in range(APPS)]
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "config.yml").write_text("\n".join(lines) + "\n")
