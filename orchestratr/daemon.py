@@ -401,7 +401,7 @@ class Daemon:
         assert self.supervisor is not None
         try:
             self.supervisor.adopt(found.name, found.pid, found.group, found.ready,
-                                  found.create_time, found.members)
+                                  found.create_time, found.members, found.lease_s)
         except OrchestratrError as exc:
             log.warning("resume_failed", app=found.name, pid=found.pid, error=str(exc))
             if isinstance(exc, NoSuchProcessError):

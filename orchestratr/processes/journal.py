@@ -35,6 +35,7 @@ import structlog
 
 from orchestratr import paths
 from orchestratr.processes.proctable import MAX_PID
+from orchestratr.registry.validate import MAX_LEASE_S, MAX_NAME
 from orchestratr.threads import supervised
 
 log = structlog.get_logger("orchestratr.processes")
@@ -56,6 +57,7 @@ class Survivor:
     group: bool
     ready: bool
     create_time: float  # wall clock: when the process (for a group: the group) was created
+    lease_s: float | None = None  # a lease the app announced (not its manifest's), if any
 
 
 _FIELDS = tuple(field.name for field in attrs.fields(Survivor))
@@ -67,17 +69,23 @@ def valid(entry: Any) -> Survivor | None:
     if not isinstance(entry, dict):
         return None
     try:
-        survivor = Survivor(**{field: entry[field] for field in _FIELDS})
+        survivor = Survivor(**{field: entry[field] for field in _FIELDS if field in entry})
     except (KeyError, TypeError):
         return None
     number = (int, float)
-    ok = (isinstance(survivor.name, str) and 0 < len(survivor.name) <= 64
+    ok = (isinstance(survivor.name, str) and 0 < len(survivor.name) <= MAX_NAME
           and type(survivor.pid) is int and 1 < survivor.pid <= MAX_PID
           and isinstance(survivor.group, bool) and isinstance(survivor.ready, bool)
           and isinstance(survivor.create_time, number)
           and not isinstance(survivor.create_time, bool)
-          and 0 <= survivor.create_time < 2**40)
+          and 0 <= survivor.create_time < 2**40
+          and (survivor.lease_s is None or _lease_ok(survivor.lease_s)))
     return survivor if ok else None
+
+
+def _lease_ok(lease_s: Any) -> bool:
+    return (isinstance(lease_s, (int, float)) and not isinstance(lease_s, bool)
+            and 0 < lease_s <= MAX_LEASE_S)
 
 
 def move_aside(path: Path, why: str) -> None:
@@ -205,10 +213,14 @@ class Journal:
         if kind == "end":
             self._live.pop((name, pid), None)
             return True
+        if kind == "lease" and (name, pid) in self._live and _lease_ok(op.get("lease_s")):
+            self._live[(name, pid)] = attrs.evolve(self._live[(name, pid)],
+                                                   lease_s=op["lease_s"])
+            return True
         if kind == "ok" and (name, pid) in self._live:
             self._live[(name, pid)] = attrs.evolve(self._live[(name, pid)], ready=True)
             return True
-        return kind == "ok"
+        return kind in ("ok", "lease")
 
     # ---------------------------------------------------------------- changes
 
@@ -234,6 +246,13 @@ class Journal:
 
     def ready(self, name: str, pid: int) -> None:
         self._append({"op": "ok", "name": name, "pid": pid})
+
+    def leased(self, name: str, pid: int, lease_s: float, wait: bool = True) -> None:
+        """The app announced a lease: the next daemon holds it to it. Waited for, as the
+        announcement is answered only once a daemon killed next would still know it."""
+        seq = self._append({"op": "lease", "name": name, "pid": pid, "lease_s": lease_s})
+        if wait:
+            self._wait(seq)
 
     def ended(self, name: str, pid: int) -> None:
         """The process is gone (or no longer the app's): written soon, not waited for (a

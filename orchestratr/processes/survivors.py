@@ -46,6 +46,7 @@ class Found:
     ready: bool
     create_time: float
     members: tuple[int, ...]
+    lease_s: float | None = None  # the lease it announced to the earlier daemon
 
 
 @attrs.frozen
@@ -57,7 +58,7 @@ class Plan:
 def plan(recorded: list[Survivor], config_dir: Path) -> Plan:
     """Match the record against one scan of the process table."""
     if not proctable.available():
-        return Plan([Found(s.name, s.pid, s.group, s.ready, s.create_time, ())
+        return Plan([Found(s.name, s.pid, s.group, s.ready, s.create_time, (), s.lease_s)
                      for s in recorded], [])
     table = _Table(proctable.scan(), str(config_dir))
     latest: dict[str, Survivor] = {}
@@ -80,7 +81,7 @@ def plan(recorded: list[Survivor], config_dir: Path) -> Plan:
             found.append(table.unrecorded(name, members))
         else:
             found.append(Found(name, record.pid, record.group, record.ready,
-                               record.create_time, tuple(sorted(members))))
+                               record.create_time, tuple(sorted(members)), record.lease_s))
     return Plan(found, gone)
 
 

@@ -309,14 +309,17 @@ class Supervisor:
                 self._record.started(name, pid, app.group, app.started_at)
             if lease_s is not None:
                 self._leases.hold(app, lease_s)
+                if app.pid is not None:
+                    self._record.leased(name, app.pid, lease_s)
             return app.snapshot()
 
     def adopt(
         self, name: str, pid: int, group: bool, ready: bool, started_at: float | None = None,
-        members: tuple[int, ...] = (),
+        members: tuple[int, ...] = (), lease_s: float | None = None,
     ) -> AppSnapshot:
         """Take over an app a previous daemon left running (``started_at``: when its process
-        was created, as that daemon recorded it; ``members``: its processes, as found).
+        was created, as that daemon recorded it; ``members``: its processes, as found;
+        ``lease_s``: a lease the app announced there, which runs afresh from now).
 
         Raises:
             ConflictError: the app already runs here. NoSuchProcessError: the process is gone.
@@ -331,6 +334,9 @@ class Supervisor:
                 self._fire(app, Trigger.notify_ready, Cause.daemon)
             assert app.started_at is not None
             self._record.started(name, pid, group, app.started_at, ready, wait=False)
+            if lease_s is not None:
+                self._leases.hold(app, lease_s)
+                self._record.leased(name, pid, lease_s, wait=False)
             return app.snapshot()
 
     def notify_ready(self, name: str, cause: Cause) -> AppSnapshot:

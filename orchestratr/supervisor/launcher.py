@@ -96,6 +96,9 @@ class RunningRecord(Protocol):
     def ready(self, name: str, pid: int) -> None:
         """The app is ready (a hint for the next daemon; not waited for)."""
 
+    def leased(self, name: str, pid: int, lease_s: float, wait: bool = True) -> None:
+        """The app announced a lease of ``lease_s``; returns once it is on disk (``wait``)."""
+
     def ended(self, name: str, pid: int) -> None:
         """``pid`` is no longer the app's (not waited for)."""
 
@@ -111,6 +114,9 @@ class NoRecord:
         pass
 
     def ready(self, name: str, pid: int) -> None:
+        pass
+
+    def leased(self, name: str, pid: int, lease_s: float, wait: bool = True) -> None:
         pass
 
     def ended(self, name: str, pid: int) -> None:

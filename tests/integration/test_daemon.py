@@ -217,6 +217,24 @@ class TestSurvivors:
         assert resumed["pid"] == pid and resumed["source"] == "daemon"
         assert not [e for e in second.events() if e.get("trigger") == "spawned"]
 
+    def test_a_lease_announced_at_launch_outlives_a_killed_daemon(
+        self, config_dir: Path, start_daemon
+    ) -> None:
+        """An app that announced its lease in the `launched` body heartbeats on across a
+        daemon's kill -9: the record keeps the lease, so the next daemon holds the app to it
+        (it answered 409, "holds no heartbeat lease", to every heartbeat)."""
+        write_config(config_dir, autostart("a", "sleep 60"))
+        first = start_daemon()
+        pid = first.wait_event("app_transition", app="a", dst="ready")["pid"]
+        client = Client(config_dir=config_dir)
+        client.request("POST", "/apps/a/launched", {"lease_secs": 30})
+        first.stop(signal.SIGKILL)
+        second = start_daemon()
+        assert second.wait_event("app_transition", app="a", dst="ready")["pid"] == pid
+        client = Client(config_dir=config_dir)
+        assert client.heartbeat("a")["expires_in_secs"] == pytest.approx(30, abs=1)
+        assert client.app("a")["lease"]["lease_secs"] == 30
+
     def test_survivor_of_a_broken_config_waits_for_the_fix(
         self, config_dir: Path, start_daemon
     ) -> None:

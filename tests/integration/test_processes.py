@@ -32,6 +32,7 @@ from orchestratr.processes import survivors
 from orchestratr.processes.journal import COMPACT_FLOOR, Journal, Survivor
 from orchestratr.processes.tracker import group_members, in_app
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
+from orchestratr.registry.validate import MAX_NAME
 from orchestratr.supervisor.core import SHUTDOWN_GRACE_S, SHUTDOWN_WAIT_S, Supervisor
 from orchestratr.supervisor.states import AppState, Cause, Trigger
 from tests.conftest import alive, ignores_sigterm, run_concurrently, wait_for, wait_state
@@ -468,6 +469,22 @@ class TestRunningRecord:
         assert files[1].stat().st_size < COMPACT_FLOOR * 200  # not every line ever written
         assert [s.name for s in Journal(*files).read()] == ["b"]
         assert journal.close() == 1
+
+    def test_long_names_and_announced_leases_survive_replay_and_compaction(
+        self, tmp_path: Path
+    ) -> None:
+        """A name of 128 characters (the Go orchestratr's limit; the record took 64, so such an
+        app was launched twice after a restart) and a lease announced at launch are read back
+        from the journal and from the compacted snapshot."""
+        files = (tmp_path / "running.json", tmp_path / "running.journal")
+        long_name = "n" * MAX_NAME
+        journal = Journal(*files)
+        journal.open()
+        journal.started(long_name, 42, True, 1.0)
+        journal.leased(long_name, 42, 30.0)
+        assert [(s.name, s.lease_s) for s in Journal(*files).read()] == [(long_name, 30.0)]
+        assert journal.close() == 1  # compacts into running.json
+        assert [(s.name, s.lease_s) for s in Journal(*files).read()] == [(long_name, 30.0)]
 
     def test_a_group_is_recognised_by_its_live_members(
         self, make_supervisor: MakeSup, tmp_path: Path
