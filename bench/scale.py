@@ -265,7 +265,6 @@ def exits(work: Path, apps: int, trials: int, restart: bool) -> tuple[list[float
     wait(lambda: running(config_dir, apps))
     tail = LogTail(config_dir.joinpath(*LOG))
     stream = Stream(port_of(config_dir))
-    time.sleep(0.5)  # the stream's subscription is set up before the first kill
     in_log, on_stream = [], []
     conn = http.client.HTTPConnection("127.0.0.1", port_of(config_dir), timeout=10)
     for trial in range(trials):
@@ -341,34 +340,18 @@ def at_1000(work: Path, apps: int, seconds: float) -> tuple[int, list[float], fl
 
 def launch_durable(work: Path, trials: int) -> list[float]:
     """In-process: Supervisor.launch -> pid known, with the durable record (fsync'd)."""
+    from supervisor import bench_launch  # bench/ is on sys.path when this script runs
+
     from orchestratr.logs import configure_logging
-    from orchestratr.paths import Paths
     from orchestratr.processes.journal import Journal
-    from orchestratr.processes.spawn import ProcessLauncher
-    from orchestratr.processes.tracker import ProcessTracker
-    from orchestratr.registry.model import AppSpec, Registry
-    from orchestratr.supervisor.core import Supervisor
-    from orchestratr.supervisor.states import AppState, Cause
 
     configure_logging("error")
-    tracker = ProcessTracker()
-    tracker.start()
     journal = Journal(work / "running.json", work / "running.journal")
     journal.open()
-    sup = Supervisor(ProcessLauncher(Paths(work, work).app_log, tracker), record=journal)
-    sup.apply_registry(Registry(apps=(AppSpec("a", "sleep 600"),)))
-    samples = []
-    for _ in range(trials):
-        began = time.perf_counter()
-        pid = sup.launch("a", Cause.cli).app.pid
-        samples.append((time.perf_counter() - began) * 1000)
-        assert pid
-        sup.stop("a", Cause.cli)
-        wait(lambda: sup.snapshot("a").state is AppState.stopped)
-    sup.shutdown(stop_apps=True)
-    journal.close()
-    tracker.stop()
-    return samples
+    try:
+        return bench_launch(trials, work, record=journal)
+    finally:
+        journal.close()
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from orchestratr.processes.spawn import ProcessLauncher
 from orchestratr.processes.tracker import ProcessTracker
 from orchestratr.registry.model import AppSpec, Registry, RestartPolicy
 from orchestratr.supervisor.core import Supervisor
+from orchestratr.supervisor.launcher import RunningRecord
 from orchestratr.supervisor.states import AppState, Cause, Trigger
 
 S = AppState
@@ -62,20 +63,24 @@ def close(sup: Supervisor, tracker: ProcessTracker) -> None:
 PUMPS: list[OutputPump] = []  # the apps' output, through pipes as in the daemon
 
 
-def in_process(apps: list[AppSpec], work: Path) -> tuple[Supervisor, ProcessTracker]:
+def in_process(
+    apps: list[AppSpec], work: Path, record: RunningRecord | None = None
+) -> tuple[Supervisor, ProcessTracker]:
     tracker = ProcessTracker()
     tracker.start()
     pump = OutputPump()
     pump.start()
     PUMPS.append(pump)
-    sup = Supervisor(ProcessLauncher(Paths(work, work).app_log, tracker, output=pump))
+    sup = Supervisor(ProcessLauncher(Paths(work, work).app_log, tracker, output=pump),
+                     record=record)
     sup.apply_registry(Registry(apps=tuple(apps)))
     return sup, tracker
 
 
-def bench_launch(trials: int, work: Path) -> list[float]:
-    """supervisor.launch() -> pid known, then stop and wait for stopped."""
-    sup, tracker = in_process([AppSpec("a", "sleep 600")], work)
+def bench_launch(trials: int, work: Path, record: RunningRecord | None = None) -> list[float]:
+    """supervisor.launch() -> pid known, then stop and wait for stopped (``record``: the
+    durable record the daemon keeps; none by default)."""
+    sup, tracker = in_process([AppSpec("a", "sleep 600")], work, record)
     samples = []
     for _ in range(trials):
         started = time.perf_counter()

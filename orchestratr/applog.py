@@ -65,9 +65,10 @@ def rotated(path: Path, index: int) -> Path:
     return path.with_name(f"{path.name}.{index}")
 
 
-def rotate(path: Path) -> None:
-    """Shift ``.1 .. .N-1`` up by one (the oldest falls off) and make ``path`` the new ``.1``."""
-    for index in range(LOG_BACKUPS - 1, 0, -1):
+def rotate(path: Path, backups: int = LOG_BACKUPS) -> None:
+    """Shift ``.1 .. .N-1`` up by one (the oldest falls off) and make ``path`` the new ``.1``
+    (``backups``: N; the daemon's own log keeps more than an app's)."""
+    for index in range(backups - 1, 0, -1):
         older = rotated(path, index)
         if older.exists():
             older.replace(rotated(path, index + 1))

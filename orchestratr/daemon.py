@@ -368,7 +368,8 @@ class Daemon:
         recorded, until a reload brings its app back.
         """
         assert self.supervisor is not None
-        recorded = [s for s in self._journal.live if not self._tracks(s.name, s.pid)]
+        tracked = {(s.name, s.pid) for s in self.supervisor.running()}
+        recorded = [s for s in self._journal.live if (s.name, s.pid) not in tracked]
         if not recorded and not scan_all:
             return
         plan = survivors.plan(recorded, self.paths.config_dir)
@@ -377,7 +378,7 @@ class Daemon:
             self._journal.ended(gone.name, gone.pid)
         waiting = []
         for found in plan.found:
-            if self._tracks(found.name, found.pid):
+            if (found.name, found.pid) in tracked:
                 continue
             if self.supervisor.registry.get(found.name) is None:
                 waiting.append(found.name)
@@ -389,13 +390,6 @@ class Daemon:
             log.warning("survivors_waiting", apps=waiting,
                         hint="still running, but not in the configuration: adopted once "
                              "they are back in it")
-
-    def _tracks(self, name: str, pid: int) -> bool:
-        assert self.supervisor is not None
-        try:
-            return self.supervisor.snapshot(name, with_history=False).pid == pid
-        except OrchestratrError:
-            return False
 
     def _adopt_survivor(self, found: survivors.Found) -> None:
         assert self.supervisor is not None

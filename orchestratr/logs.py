@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from orchestratr import applog
 from orchestratr.threads import supervised
 
 LOG_MAX_BYTES = 10 * 1024 * 1024
@@ -197,13 +198,16 @@ class _RotatingFile(_Sink):
     def __init__(self, formatter: logging.Formatter, path: Path) -> None:
         super().__init__(formatter)
         self._path = path
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd: int | None = self._open()
         self._size = os.fstat(self._fd).st_size
+
+    def _open(self) -> int:
+        return os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, lines: list[str]) -> None:
         """One write per run of lines that fits before the size limit."""
         if self._fd is None:
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = self._open()
             self._size = os.fstat(self._fd).st_size
         chunk: list[bytes] = []
         size = self._size
@@ -235,12 +239,8 @@ class _RotatingFile(_Sink):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        for index in range(LOG_BACKUPS - 1, 0, -1):
-            older = self._path.with_name(f"{self._path.name}.{index}")
-            if older.exists():
-                older.replace(self._path.with_name(f"{self._path.name}.{index + 1}"))
-        self._path.replace(self._path.with_name(f"{self._path.name}.1"))
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        applog.rotate(self._path, LOG_BACKUPS)
+        self._fd = self._open()
         self._size = 0
 
     def close(self) -> None:

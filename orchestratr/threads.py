@@ -59,23 +59,21 @@ def on_fatal(handler: Callable[[str], None]) -> None:
     _fatal[0] = handler
 
 
-def supervised(name: str, target: Callable[[], None], *, restart: bool = True,
-               daemon: bool = True) -> threading.Thread:
+def supervised(name: str, target: Callable[[], None]) -> threading.Thread:
     """Start ``target`` in a thread named ``name`` that is restarted when it raises."""
-    thread = threading.Thread(target=_guard, args=(name, target, restart), name=name,
-                              daemon=daemon)
+    thread = threading.Thread(target=_guard, args=(name, target), name=name, daemon=True)
     thread.start()
     return thread
 
 
-def _guard(name: str, target: Callable[[], None], restart: bool) -> None:
+def _guard(name: str, target: Callable[[], None]) -> None:
     while True:
         try:
             target()
             return
         except Exception as exc:  # noqa: BLE001 - the point: nothing escapes unlogged
             backoff = _crashed(name, exc)
-        if backoff is None or not restart:
+        if backoff is None:
             return
         time.sleep(backoff)
         log.warning("thread_restarted", thread=name)

@@ -69,6 +69,8 @@ ERROR_TEXT = {
          "Origin or Sec-Fetch-* header); scripts may label JSON as they like",
     431: f"Request line and headers over {LIMITS.head_bytes // 1024} KiB, or over 100 lines",
     505: "Not HTTP/1.x",
+    507: "The config dir could not be written (read-only, full): nothing was registered or "
+         "unregistered",
     500: "Internal error (details in the daemon log), or a command that could not be spawned",
     503: f"Too many connections busy at once (over {LIMITS.connections}; retry shortly), or, "
          "for the "
@@ -544,14 +546,15 @@ def document() -> dict[str, Any]:
                 "get": _operation("Every app with its live state",
                                   {"type": "array", "items": _ref("App")}),
                 "post": _operation("Register an app at runtime (kept across restarts)",
-                                   _ref("Registered"), 409, body="Registration", status=201),
+                                   _ref("Registered"), 409, 507, body="Registration",
+                                   status=201),
             },
             "/apps/{name}": _app_path(
                 get=_operation("One app with its recent transitions and its lease",
                                _ref("AppDetail"), 404),
                 delete=_operation(
                     "Unregister an app registered through the API (stopped first unless "
-                    "keep_running)", _ref("Unregistered"), 404, 409, parameters=[
+                    "keep_running)", _ref("Unregistered"), 404, 409, 507, parameters=[
                         _query("keep_running", {"type": "boolean"},
                                "leave it running (tracked until it exits)")]),
             ),

@@ -214,8 +214,8 @@ class Api:
 
     def app(self, req: Request) -> Response:
         snap = self._sup.snapshot(req.name, with_history=True)
-        return ok(detail_json(snap, self._sup.processes(req.name),
-                              str(self._logs.path(req.name)), time.time()))
+        return ok(detail_json(snap, self._sup.processes(snap.name),
+                              str(self._logs.path(snap.name)), time.time()))
 
     def logs(self, req: Request) -> Response:
         """The app's last lines, or (``follow``) a stream of them as they are written."""

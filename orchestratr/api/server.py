@@ -197,6 +197,7 @@ class RequestLog:
         self._lines: deque[dict[str, Any]] = deque()
         self._wake = threading.Event()
         self._logger = logging.getLogger("orchestratr.api")
+        self._closed = False
         # started with the server, so a request never adds a thread (tests count them)
         self._thread = supervised("api-request-log", self._run)
 
@@ -207,8 +208,15 @@ class RequestLog:
         self._lines.append(fields)
         self._wake.set()
 
+    def close(self) -> None:
+        """Log what is queued, then end the thread (a server stopped in a running process,
+        as tests do, left it waiting for good)."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=1)
+
     def _run(self) -> None:
-        while True:
+        while not self._closed:
             self._wake.wait()
             self._wake.clear()
             while self._lines:
@@ -615,6 +623,7 @@ class ApiServer:
         self._server.dispatcher.stop()  # closes idle connections, ends every open stream
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._server.requests.close()
         self._server.server_close()
         self._server = None
 

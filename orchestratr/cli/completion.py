@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from orchestratr.cli.main import Context
 
 APPS_TIMEOUT_S = 0.5
-SHELLS = ("bash", "zsh", "fish")
 
 BASH = r"""# orchestratr completion for bash: `orchestratr completion bash`
 _orchestratr() {
@@ -72,6 +71,8 @@ def script(ctx: Context) -> int:
 
 def complete(argv: list[str]) -> int:
     """``__complete SHELL INDEX WORD...``: print the candidates, one a line."""
+    from orchestratr.cli.main import SHELLS
+
     if len(argv) < 2 or argv[0] not in SHELLS or not argv[1].isdigit():
         return 2
     shell, index, words = argv[0], max(1, int(argv[1])), argv[2:]

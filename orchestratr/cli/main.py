@@ -143,7 +143,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "browse": ("orchestratr browse _http._tcp", "orchestratr browse _http._tcp -f"),
 }
 # verbs whose NAME arguments may be several, or `all`
-MANY = ("launch", "stop", "restart")
+SHELLS = ("bash", "zsh", "fish")  # what `completion` writes scripts for
 
 
 def _common(suppress: bool) -> Parser:
@@ -228,7 +228,7 @@ def _logs_args(p: argparse.ArgumentParser) -> None:
 
 
 def _completion_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("shell", metavar="SHELL", choices=("bash", "zsh", "fish"),
+    p.add_argument("shell", metavar="SHELL", choices=SHELLS,
                    help="bash, zsh or fish")
 
 

@@ -300,15 +300,16 @@ class Journal:
                 lines, self._buffer = self._buffer, []
                 upto = self._appended
                 snapshot = list(self._live.values()) if self._too_long(len(lines)) else None
+                ok = False
                 self._cond.release()
                 try:
                     ok = self._write(lines, snapshot)
-                finally:
+                finally:  # whatever happened, the next writer may go (or every launch waits)
                     self._cond.acquire()
-                self._writing = False
-                self._durable = max(self._durable, upto)
-                self._failing = self._failing or not ok
-                self._cond.notify_all()
+                    self._writing = False
+                    self._durable = max(self._durable, upto)
+                    self._failing = self._failing or not ok
+                    self._cond.notify_all()
 
     # ------------------------------------------------------------------ writer
 
@@ -332,16 +333,18 @@ class Journal:
                 self._compact_wanted = False
                 reopen, self._reopen_wanted = self._reopen_wanted, False
                 stopping = self._stopping
-            if reopen and self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-            ok = self._write(lines, snapshot)
-            with self._cond:
-                self._writing = False
-                self._durable = max(self._durable, seq)
-                self._cond.notify_all()
-                if not ok:
-                    self._failing = True
+            ok = False
+            try:
+                if reopen and self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+                ok = self._write(lines, snapshot)
+            finally:  # a crash here is restarted (supervised): it must not leave _writing set
+                with self._cond:
+                    self._writing = False
+                    self._durable = max(self._durable, seq)
+                    self._failing = self._failing or not ok
+                    self._cond.notify_all()
             if stopping:
                 return
 

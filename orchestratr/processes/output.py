@@ -200,8 +200,11 @@ class OutputPump:
             del self._files[pipe.file.path]
             os.close(pipe.file.fd)
 
-    def _read(self, pipe: _Pipe) -> bool:
-        """Copy what the pipe holds (lock held); False once it has ended (and is released)."""
+    def _read(self, pipe: _Pipe, once: bool = False) -> bool:
+        """Copy what the pipe holds (lock held); False once it has ended (and is released).
+        ``once``: one read only, so an app that writes without pause cannot keep the lock
+        (and every other pipe, and the launches that open one) waiting for its pipe to empty;
+        epoll is level-triggered, so what is left is read on the next pass."""
         while True:
             try:
                 chunk = os.read(pipe.fd, READ_SIZE)
@@ -213,6 +216,8 @@ class OutputPump:
                 self._release(pipe)
                 return False
             self._write(pipe.file, chunk)
+            if once:
+                return True
 
     def _write(self, file: _File, data: bytes) -> None:
         """Append ``data``, rotating first whenever it would pass the limit: at the last line
@@ -250,7 +255,7 @@ class OutputPump:
                         continue
                     pipe = self._pipes.get(fd)
                     if pipe is not None:
-                        self._read(pipe)
+                        self._read(pipe, once=True)
                         wrote = True
             if wrote:
                 self._on_written()

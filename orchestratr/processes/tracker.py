@@ -235,7 +235,15 @@ class ProcessTracker:
         """Start watching one member (lock held). False if it is already gone."""
         if pid in watch.members:
             return True
-        if self._epoll is None:
+        fd = None
+        if self._epoll is not None:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                return False
+            except OSError:  # out of descriptors, say: polled, never taken for gone
+                fd = None
+        if fd is None:
             import psutil
 
             try:
@@ -243,10 +251,7 @@ class ProcessTracker:
             except psutil.NoSuchProcess:
                 return False
         else:
-            try:
-                fd = os.pidfd_open(pid)
-            except (ProcessLookupError, OSError):
-                return False
+            assert self._epoll is not None
             self._fds[fd] = (watch, pid)
             self._epoll.register(fd, select.EPOLLIN)
         watch.members.add(pid)

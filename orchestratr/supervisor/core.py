@@ -293,25 +293,30 @@ class Supervisor:
     ) -> AppSnapshot:
         """The app says it started; with a pid, track that process from now on; with
         ``lease_s``, expect a heartbeat at least that often; with ``services``, that is
-        what it offers (as ``declare_services``)."""
+        what it offers (as ``declare_services``). The answer comes once the record of a
+        newly tracked process or lease is on disk, synced outside the app's lock."""
         app = self._app(name)
         with app.lock:
             self._check(app, Trigger.notify_launched, cause, pid=pid)
             if services is not None:
                 self.services.check(app.name, services)
-            if pid is not None and not self._owns(app, pid):
+            adopted = pid is not None and not self._owns(app, pid)
+            if pid is not None and adopted:
                 self._refuse_second_process(app, pid)
                 self._track_adopted(app, pid, group=False)
             if services is not None:
                 self.services.declare(app.name, services, live=app.state in SERVING)
             self._fire(app, Trigger.notify_launched, cause, pid=pid, lease_secs=lease_s)
-            if pid is not None and app.pid == pid and app.started_at is not None:
-                self._record.started(name, pid, app.group, app.started_at)
+            # only a process tracked now: re-announcing one rewrote its record, as not ready
+            if pid is not None and adopted and app.pid == pid and app.started_at is not None:
+                self._record.started(name, pid, app.group, app.started_at, wait=False)
             if lease_s is not None:
                 self._leases.hold(app, lease_s)
                 if app.pid is not None:
-                    self._record.leased(name, app.pid, lease_s)
-            return app.snapshot()
+                    self._record.leased(name, app.pid, lease_s, wait=False)
+            snapshot = app.snapshot()
+        self._record.durable()
+        return snapshot
 
     def adopt(
         self, name: str, pid: int, group: bool, ready: bool, started_at: float | None = None,

@@ -327,8 +327,9 @@ class TestHotReload:
         the daemon down (issue 16)."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
-        held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+        held: list[int] = []
         try:
+            held.extend(os.open(os.devnull, os.O_RDONLY) for _ in range(1100))
             with in_process_daemon() as running:
                 subscription = running.supervisor.bus.subscribe(
                     accept=lambda e: e.type == "reloaded")

@@ -458,6 +458,28 @@ class TestRunningRecord:
         finally:
             journal.close()
 
+    def test_an_app_announcing_its_tracked_pid_again_keeps_its_record(
+        self, make_supervisor: MakeSup, tmp_path: Path
+    ) -> None:
+        """A second `launched` with the pid already tracked rewrote the record as not ready
+        (and without its lease): the next daemon adopted a ready app as merely launched."""
+        files = (tmp_path / "running.json", tmp_path / "running.journal")
+        journal = Journal(*files)
+        journal.open()
+        sup = make_supervisor(app("a", "sleep 30"), record=journal)
+        try:
+            pid = sup.launch("a", Cause.cli).app.pid
+            assert pid is not None
+            sup.notify_launched("a", Cause.api, pid=pid, lease_s=30.0)
+            sup.notify_ready("a", Cause.api)
+            sup.notify_launched("a", Cause.api, pid=pid)
+            journal.durable()
+            (entry,) = Journal(*files).read()
+            assert (entry.pid, entry.ready, entry.lease_s) == (pid, True, 30.0)
+        finally:
+            sup.stop("a", Cause.cli)
+            journal.close()
+
     def test_the_journal_is_compacted(self, tmp_path: Path) -> None:
         files = (tmp_path / "running.json", tmp_path / "running.journal")
         journal = Journal(*files)

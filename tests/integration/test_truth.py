@@ -109,6 +109,13 @@ def test_a_heartbeat_without_a_lease_is_409_saying_how_to_declare_one(
 # ---------------------------------------------------------------- threads
 
 class TestThreads:
+    @pytest.fixture(autouse=True)
+    def _forget_crashes(self) -> Iterator[None]:
+        """The crashes counted here are process-wide: a later in-process /health in this
+        worker would answer degraded for minutes."""
+        yield
+        threads.reset()
+
     """Defect 4: the exit tracker died on an OverflowError (stop_timeout_ms over 2**31-1)
     with a traceback on stderr only, and from then on no exit was noticed."""
 
@@ -180,13 +187,12 @@ class TestThreads:
         write_config(config_dir, config("{name: a, command: 'sleep 300', autostart: true}"))
         daemon = Daemon(DaemonOptions(config_dir=str(config_dir), port=0))
         status: list[int] = []
-        runner = threading.Thread(target=lambda: status.append(daemon.run()))
+        runner = threading.Thread(target=lambda: status.append(daemon.run()), daemon=True)
         runner.start()
         runner.join(timeout=30)
         assert status == [1]
         err = capfd.readouterr().err
         assert "internal thread 'process-tracker' failed" in err and "broken for good" in err
-        threads.reset()
 
 
 # ---------------------------------------------------------------- the lock and signals

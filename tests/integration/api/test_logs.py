@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -54,17 +54,9 @@ def api(logs_api: tuple[HttpApi, DaemonProcess]) -> HttpApi:
 
 
 @pytest.fixture
-def follow(api: HttpApi) -> Iterator[Callable[..., SseClient]]:
-    clients: list[SseClient] = []
-
-    def connect(name: str, query: str = "follow=true") -> SseClient:
-        client = SseClient(api.port, query, path=f"/apps/{name}/logs")
-        clients.append(client)
-        return client
-
-    yield connect
-    for client in clients:
-        client.close()
+def follow(open_stream: Callable[..., SseClient]) -> Callable[..., SseClient]:
+    """``follow(name, query)``: a reader of the app's log stream, closed after the test."""
+    return lambda name, query="follow=true": open_stream(f"/apps/{name}/logs", query)
 
 
 def log_file(config_dir: Path, name: str) -> Path:
@@ -95,6 +87,8 @@ class TestLines:
 
     def test_the_path_is_also_in_the_apps_details(self, api: HttpApi, config_dir: Path) -> None:
         assert api.app("quiet")["log_path"] == str(log_file(config_dir, "quiet"))
+        # names are found whatever their case; the file is the app's, not the URL's spelling
+        assert api.app("QUIET")["log_path"] == str(log_file(config_dir, "quiet"))
 
     def test_an_app_that_never_ran_has_no_lines(self, api: HttpApi, config_dir: Path) -> None:
         reply = api.get("/apps/quiet/logs")
