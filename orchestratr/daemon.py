@@ -211,7 +211,8 @@ class Daemon:
         assert self.supervisor is not None
         with self._reload_lock:
             spec = self._runtime.remove(name, self.supervisor.registry)
-            if self.supervisor.registry.get(name) is None:  # shadowed: it never ran here
+            active = self.supervisor.registry.get(name)
+            if active is None or active.declared_in != spec.declared_in:  # shadowed: never ran
                 snapshot = AppSnapshot(spec, AppState.stopped, None, False, None, None, None,
                                        None, True)
             else:

@@ -96,18 +96,19 @@ class RuntimeApps:
         return spec, warnings
 
     def remove(self, name: str, current: Registry) -> AppSpec:
-        """Forget a registration.
+        """Forget a registration, also one a config file's app of its name shadows (the
+        file's app stays).
 
         Raises:
             UnknownAppError: no app has that name.
             ConflictError: the app belongs to a config file, not to the API.
         """
-        active = current.get(name)
-        if active is not None and active.declared_in != SOURCE:
-            raise ConflictError(f"app {name!r} comes from {active.declared_in}; remove it from "
-                                "that file instead")
         spec = next((s for s in self._specs if s.name == name), None)
         if spec is None:
+            active = current.get(name)
+            if active is not None:
+                raise ConflictError(f"app {name!r} comes from {active.declared_in}; remove it "
+                                    "from that file instead")
             raise UnknownAppError(f"app {name!r} not found")
         kept = [s for s in self._specs if s.name != name]
         self._save(kept)

@@ -85,6 +85,26 @@ class TestRegister:
         api.post("/reload")
         assert api.app("script")["source"] == "api"
 
+    def test_a_registration_shadowed_by_name_can_be_unregistered(
+        self, api: HttpApi, config_dir: Path
+    ) -> None:
+        """DELETE answered 409 "comes from config.yml": the stale registration stayed for good,
+        and came back the moment the file's app went."""
+        api.post("/apps", SCRIPT)
+        write_config(config_dir, CONFIG + "  - name: script\n    command: sleep 61\n")
+        api.post("/reload")
+        pid = api.post("/apps/script/launch").body["pid"]
+        reply = api.call("DELETE", "/apps/script")
+        assert reply.status == 200 and reply.body["unregistered"] == "script"
+        assert json.loads((config_dir / "registered.json").read_text()) == []
+        assert api.app("script")["source"] == "config" and api.app("script")["pid"] == pid
+        assert api.call("DELETE", "/apps/script").status == 409  # the file's app is not ours
+        api.post("/apps/script/stop")
+        wait_for(lambda: not alive(pid), what="the file's app to stop")
+        write_config(config_dir, CONFIG)
+        api.post("/reload")
+        assert api.get("/apps/script").status == 404  # the registration did not come back
+
 
 class TestUnregister:
     def test_a_running_app_is_stopped_then_forgotten(self, api: HttpApi) -> None:
