@@ -43,7 +43,7 @@ class _File:
     path: Path
     fd: int
     size: int
-    users: int = 0
+    pipes: list[_Pipe] = attrs.field(factory=list)  # the runs writing to it
 
 
 @attrs.define(eq=False)
@@ -150,7 +150,8 @@ class OutputPump:
         """Copy what the pipes of ``path`` hold right now (a run has ended: its last lines
         must be in the file before its error quotes them)."""
         with self._lock:
-            pipes = [p for p in self._pipes.values() if p.file.path == path]
+            file = self._files.get(path)
+            pipes = list(file.pipes) if file is not None else []
             for pipe in pipes:
                 self._read(pipe)
         if pipes:
@@ -160,7 +161,7 @@ class OutputPump:
         """Copy the output of a running app this daemon did not spawn (a survivor): its pipe
         is the read-write pipe on fd 1 of one of ``pids``. False if none has one."""
         with self._lock:
-            if any(p.file.path == path for p in self._pipes.values()):
+            if path in self._files:
                 return True
         for pid in pids:
             fd = _open_app_pipe(pid)
@@ -183,11 +184,10 @@ class OutputPump:
         return file
 
     def _add(self, fd: int, file: _File) -> None:
-        file.users += 1
-        self._pipes[fd] = _Pipe(fd, file)
-        self._epoll.register(fd, select.EPOLLIN)
+        pipe = self._pipes[fd] = _Pipe(fd, file)
+        file.pipes.append(pipe)
+        self._epoll.register(fd, select.EPOLLIN)  # the thread's epoll.poll sees it at once
         self._run()
-        self._wake()
 
     def _release(self, pipe: _Pipe) -> None:
         """Forget a pipe whose writers are all gone (lock held)."""
@@ -195,8 +195,8 @@ class OutputPump:
         with contextlib.suppress(OSError, ValueError):
             self._epoll.unregister(pipe.fd)
         os.close(pipe.fd)
-        pipe.file.users -= 1
-        if pipe.file.users == 0:
+        pipe.file.pipes.remove(pipe)
+        if not pipe.file.pipes:
             del self._files[pipe.file.path]
             os.close(pipe.file.fd)
 

@@ -76,6 +76,7 @@ class ProcessTracker:
         self._by_member: dict[int, _Watch] = {}
         self._fds: dict[int, tuple[_Watch, int]] = {}  # pidfd -> (watch, member pid)
         self._polled: dict[int, tuple[_Watch, psutil.Process]] = {}  # member pid -> ...
+        self._dying: set[_Watch] = set()  # watches with a kill_at: a wake looks at these only
         self._epoll = select.epoll() if HAVE_PIDFD else None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -105,6 +106,7 @@ class ProcessTracker:
                 os.close(fd)
             self._fds.clear()
             self._watches.clear()
+            self._dying.clear()
             self._by_member.clear()
         if self._epoll is not None:
             self._epoll.close()
@@ -191,6 +193,7 @@ class ProcessTracker:
             if watch is not None:  # a repeated stop must not postpone the SIGKILL
                 deadline = time.monotonic() + min(grace_s, MAX_WAIT_S)
                 watch.kill_at = min(watch.kill_at or deadline, deadline)
+                self._dying.add(watch)
         self._wake()
 
     def belongs(self, pid: int, key: int) -> bool:
@@ -226,10 +229,13 @@ class ProcessTracker:
             if self._stopping:  # the daemon is exiting; the process simply outlives it
                 return
             self._watches[watch.pid] = watch
+            polled = len(self._polled)
             opened = [pid for pid in pids if self._open(watch, pid)]
+            polled = len(self._polled) != polled
         if not opened:
             self._member_gone(watch.pid, watch)
-        self._wake()
+        if polled:  # a pidfd joins the epoll set as it waits; a polled member needs a timeout
+            self._wake()
 
     def _open(self, watch: _Watch, pid: int) -> bool:
         """Start watching one member (lock held). False if it is already gone."""
@@ -287,7 +293,7 @@ class ProcessTracker:
 
     def _timeout(self) -> float | None:
         with self._lock:
-            deadlines = [w.kill_at for w in self._watches.values() if w.kill_at is not None]
+            deadlines = [w.kill_at for w in self._dying if w.kill_at is not None]
             polling = bool(self._polled)
         waits = [max(0.0, d - time.monotonic()) for d in deadlines]
         if polling:
@@ -318,6 +324,7 @@ class ProcessTracker:
             if watch.leader_exited_at is not None:
                 watch.lingered = time.monotonic() - watch.leader_exited_at > LINGER_S
             del self._watches[watch.pid]
+            self._dying.discard(watch)
         self._report(watch)
 
     def _find_more(self, watch: _Watch) -> bool:
@@ -393,9 +400,11 @@ class ProcessTracker:
     def _kill_overdue(self) -> None:
         now = time.monotonic()
         with self._lock:
-            due = [w for w in self._watches.values() if w.kill_at is not None and w.kill_at <= now]
+            due = [w for w in self._dying if w.kill_at is not None and w.kill_at <= now]
             for watch in due:
                 watch.kill_at = None
+                self._dying.discard(watch)
+            due = [w for w in due if self._watches.get(w.pid) is w]
         for watch in due:
             log.warning("stop_timeout_kill", pid=watch.pid, group=watch.group)
             self._signal_app(watch.pid, watch.group, signal.SIGKILL)
