@@ -50,8 +50,8 @@ class Roster:
         with self._lock:
             added = [spec.name for spec in registry.apps
                      if name_key(spec.name) not in self._by_name]
-            for spec in registry.apps:
-                self._upsert(spec)
+            if [spec for spec in registry.apps if self._upsert(spec)]:
+                self._changed()
             removed = [app.name for key, app in self._by_name.items()
                        if registry.get(key) is None]
             for name in removed:
@@ -76,14 +76,15 @@ class Roster:
                 self._drop(app)
                 log.info("app_forgotten", app=app.name)
 
-    def _upsert(self, spec: AppSpec) -> None:
+    def _upsert(self, spec: AppSpec) -> bool:
+        """Add or update the app of ``spec``; True if added (the caller calls ``_changed``)."""
         app = self._by_name.get(name_key(spec.name))
         if app is None:
             self._by_name[name_key(spec.name)] = self._make(spec)
-            self._changed()
-            return
+            return True
         with app.lock:
             app.respec(spec)
+        return False
 
     def _changed(self) -> None:
         """After the dict changed (lock held): the tuple first, then the count."""
