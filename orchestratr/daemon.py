@@ -212,7 +212,8 @@ class Daemon:
         with self._reload_lock:
             spec = self._runtime.remove(name, self.supervisor.registry)
             active = self.supervisor.registry.get(name)
-            if active is None or active.declared_in != spec.declared_in:  # shadowed: never ran
+            if active is None or active.declared_in != spec.declared_in:  # shadowed: the
+                # registration never ran here (a file's app of its name, if any, is not ours)
                 snapshot = AppSnapshot(spec, AppState.stopped, None, False, None, None, None,
                                        None, True)
             else:

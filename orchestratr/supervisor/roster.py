@@ -50,7 +50,9 @@ class Roster:
         with self._lock:
             added = [spec.name for spec in registry.apps
                      if name_key(spec.name) not in self._by_name]
-            if [spec for spec in registry.apps if self._upsert(spec)]:
+            for spec in registry.apps:
+                self._upsert(spec)
+            if added:
                 self._changed()
             removed = [app.name for key, app in self._by_name.items()
                        if registry.get(key) is None]
@@ -76,15 +78,14 @@ class Roster:
                 self._drop(app)
                 log.info("app_forgotten", app=app.name)
 
-    def _upsert(self, spec: AppSpec) -> bool:
-        """Add or update the app of ``spec``; True if added (the caller calls ``_changed``)."""
+    def _upsert(self, spec: AppSpec) -> None:
+        """Add or update the app of ``spec`` (the caller calls ``_changed`` once after all)."""
         app = self._by_name.get(name_key(spec.name))
         if app is None:
             self._by_name[name_key(spec.name)] = self._make(spec)
-            return True
+            return
         with app.lock:
             app.respec(spec)
-        return False
 
     def _changed(self) -> None:
         """After the dict changed (lock held): the tuple first, then the count."""
