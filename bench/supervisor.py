@@ -7,7 +7,6 @@ taken from a transition's own timestamp where one exists, never from polling.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -15,10 +14,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import psutil
+from scale import Log, stamp  # bench/ is on sys.path when this script runs
 
 from orchestratr.logs import configure_logging
 from orchestratr.paths import Paths
@@ -149,15 +148,6 @@ def start_daemon(config_dir: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def log_events(config_dir: Path) -> list[dict[str, object]]:
-    try:
-        text = (config_dir / "logs" / "orchestratr.log").read_text()
-    except FileNotFoundError:
-        return []
-    complete = text.split("\n")[:-1]  # the last line may still be being written
-    return [json.loads(line) for line in complete if line.strip()]
-
-
 def stop_daemon(daemon: subprocess.Popen[bytes]) -> None:
     daemon.send_signal(signal.SIGTERM)
     daemon.wait(timeout=30)
@@ -169,19 +159,11 @@ def bench_cold_start(trials: int, work: Path) -> list[float]:
     for trial in range(trials):
         config_dir = work / f"cold{trial}"
         write_config(config_dir, 100, autostart=True, extra="stop_apps_on_exit: true")
+        log = Log(config_dir)
         started = time.time()
         daemon = start_daemon(config_dir)
-        ready: list[dict[str, object]] = []
-
-        def all_ready(config_dir: Path = config_dir) -> bool:
-            nonlocal ready
-            ready = [e for e in log_events(config_dir)
-                     if e.get("event") == "app_transition" and e.get("dst") == "ready"]
-            return len(ready) == 100
-
-        wait(all_ready, timeout=30)
-        last = max(datetime.fromisoformat(str(e["timestamp"])).timestamp() for e in ready)
-        samples.append((last - started) * 1000)
+        wait(lambda: log.ready(100), timeout=30)  # noqa: B023
+        samples.append((max(map(stamp, log.ready(100))) - started) * 1000)
         stop_daemon(daemon)
     return samples
 
@@ -189,8 +171,9 @@ def bench_cold_start(trials: int, work: Path) -> list[float]:
 def bench_idle_rss(work: Path) -> float:
     config_dir = work / "rss"
     write_config(config_dir, 100, autostart=False)
+    log = Log(config_dir)
     daemon = start_daemon(config_dir)
-    wait(lambda: any(e.get("event") == "daemon_started" for e in log_events(config_dir)))
+    wait(lambda: any(e.get("event") == "daemon_started" for e in log.read()))
     time.sleep(2)
     rss = psutil.Process(daemon.pid).memory_info().rss / 2**20
     stop_daemon(daemon)
@@ -200,8 +183,9 @@ def bench_idle_rss(work: Path) -> float:
 def bench_idle_cpu(work: Path, seconds: float) -> float:
     config_dir = work / "cpu"
     write_config(config_dir, 20, autostart=True, extra="stop_apps_on_exit: true")
+    log = Log(config_dir)
     daemon = start_daemon(config_dir)
-    wait(lambda: sum(e.get("dst") == "ready" for e in log_events(config_dir)) == 20)
+    wait(lambda: log.ready(20))
     time.sleep(1)
     proc = psutil.Process(daemon.pid)
     before, clock = proc.cpu_times(), time.monotonic()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 import scale  # bench/ is on sys.path when this script runs
-from scale import LogTail, dist, pct, port_of, running, start, stop, wait, write_config
+from scale import Log, LogTail, dist, pct, port_of, start, stop, wait, write_config
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "orchestratr-bench"
 
@@ -122,11 +122,11 @@ def main() -> None:
         # cold start, idle RSS, list, kill -> exited: autorestart off on both sides
         config_dir = work / "orch"
         write_config(config_dir, args.apps, autostart=True)
+        log = Log(config_dir)
         began = time.time()
         ours = start(config_dir)
-        found: list[dict[str, object]] = []
-        wait(lambda: found.extend(running(config_dir, args.apps)) or found)
-        ours_cold = (max(map(scale.stamp, found)) - began) * 1000
+        wait(lambda: log.ready(args.apps))
+        ours_cold = (max(map(scale.stamp, log.ready(args.apps))) - began) * 1000
         sup = Supervisord(venv, work / "sup", args.apps)
         theirs_cold = (sup.all_running_at() - sup.started) * 1000
         ratio("cold start -> all running", ours_cold, theirs_cold)
@@ -170,8 +170,9 @@ def main() -> None:
         # crash -> running again: autorestart on both sides, delay 0 for orchestratr
         config_dir = work / "orch-restart"
         write_config(config_dir, args.apps, autostart=True, restart="on-failure")
+        log = Log(config_dir)
         ours = start(config_dir)
-        wait(lambda: running(config_dir, args.apps))
+        wait(lambda: log.ready(args.apps))
         conn = http.client.HTTPConnection("127.0.0.1", port_of(config_dir), timeout=10)
         tail = LogTail(config_dir / "logs" / "orchestratr.log")
         ours_again = kill_and_see(our_pid, tail, lambda n: f'"app": "{n}", "src": "launched", '

@@ -2,11 +2,13 @@
 
 structlog events go through the stdlib so third-party loggers (transitions, watchdog) land in
 the same place: JSON lines in a rotated file, and readable, coloured lines on stderr when it
-is a terminal (under systemd or a redirect, the file already holds every line). Records are
-formatted and written on one writer thread, so a log call made while
-an app's lock is held costs a queue put, never a disk write; the writer takes them a batch at a
-time (see ``_Writer``). The queue is bounded and a write error drops records (counted, and
-reported once writing works again): a full disk neither kills logging nor grows memory.
+is a terminal (under systemd or a redirect, the file already holds every line). A record is
+written by the thread that logs it when no other is writing (a page-cache append: an exit's
+line used to wait a third of a millisecond for the writer thread to be scheduled), and
+otherwise queued for the writer thread, which takes them a batch at a time (see ``_Writer``).
+Either way records reach the file in the order they were logged. The queue is bounded and a
+write error drops records (counted, and reported once writing works again): a full disk
+neither kills logging nor grows memory.
 Tracebacks are rendered to text before the hand-off: on the writer thread no exception is
 active, so ``exc_info=True`` would show none.
 """
@@ -59,19 +61,27 @@ class _Records:
         self._ready = threading.Condition(threading.RLock())
         self.dropped = 0
 
-    def put(self, item: Any, force: bool = False) -> None:
+    def put(self, item: Any) -> None:
+        """Queue ``item``, for whoever writes next (``wake`` calls the writer thread)."""
         with self._ready:
-            if len(self._items) >= self._limit and not force:
+            if len(self._items) >= self._limit:
                 self.dropped += 1
                 return
             self._items.append(item)
+
+    def wake(self) -> None:
+        with self._ready:
             self._ready.notify()
 
-    def take_all(self) -> list[Any]:
-        """Every queued record, waiting for one if there is none."""
+    def wait(self, until: Callable[[], bool]) -> None:
+        """Until a record is queued, or ``until()`` (checked at each ``wake``)."""
         with self._ready:
-            while not self._items:
+            while not self._items and not until():
                 self._ready.wait()
+
+    def take_all(self) -> list[Any]:
+        """Every queued record (none, if another writer took them first)."""
+        with self._ready:
             items = list(self._items)
             self._items.clear()
             return items
@@ -85,12 +95,12 @@ class _Records:
 class _RecordQueueHandler(logging.Handler):
     """Hands the record over untouched: ProcessorFormatter needs the event dict, not a string."""
 
-    def __init__(self, records: _Records) -> None:
+    def __init__(self, writer: _Writer) -> None:
         super().__init__()
-        self._records = records
+        self._writer = writer
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._records.put(record)
+        self._writer.submit(record)
 
 
 class _Sink:
@@ -250,41 +260,58 @@ class _RotatingFile(_Sink):
 
 
 class _Writer:
-    """The thread that formats and writes every record.
+    """Formats and writes every record, a batch at a time, in the order they were queued.
 
-    It sleeps until a record comes, then takes every record queued, formats them and writes
-    each sink's lines in one write: under load, records queue while a batch is written, so
-    bursts share writes without any added wait, and an idle daemon never wakes.
+    Whoever holds ``_turn`` writes: the thread that logs a record, when nobody else is
+    writing, or else the writer thread, woken for it. Each takes every record queued and
+    writes each sink's lines in one write, so bursts share writes without any added wait, and
+    an idle daemon never wakes. Records are taken only with ``_turn`` held: two batches are
+    never written at once, nor out of order.
     """
-
-    _STOP = object()
 
     def __init__(self, records: _Records, sinks: list[_Sink]) -> None:
         self._records = records
         self._sinks = sinks
+        self._turn = threading.Lock()
+        self._stopping = False
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._thread = supervised("log-writer", self._run)
 
+    def submit(self, record: logging.LogRecord) -> None:
+        self._records.put(record)
+        # not blocking: a signal handler may log on a thread that is writing already
+        if self._stopping or not self._turn.acquire(blocking=False):
+            self._records.wake()  # whoever writes now may have taken the queue already
+            return
+        try:
+            self._write(self._records.take_all())
+        finally:
+            self._turn.release()
+
     def stop(self) -> None:
         """Write what is queued, then end the thread."""
-        self._records.put(self._STOP, force=True)
+        self._stopping = True
+        self._records.wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
         while True:
-            batch = self._records.take_all()
-            dropped = self._records.take_dropped()
-            for sink in self._sinks:
-                sink.dropped += dropped
-                for record in batch:
-                    if record is not self._STOP:
-                        sink.add(record)
-                sink.commit()
-            if self._STOP in batch:
-                return
+            self._records.wait(lambda: self._stopping)
+            with self._turn:
+                self._write(self._records.take_all())
+                if self._stopping:
+                    return
+
+    def _write(self, batch: list[logging.LogRecord]) -> None:
+        dropped = self._records.take_dropped()
+        for sink in self._sinks:
+            sink.dropped += dropped
+            for record in batch:
+                sink.add(record)
+            sink.commit()
 
 
 def configure_logging(
@@ -307,13 +334,12 @@ def configure_logging(
         sinks.append(_Console(_formatter(renderer), stream))
 
     _skip_unused_record_fields()
-    records = _Records()
-    writer = _Writer(records, sinks)
+    writer = _Writer(_Records(), sinks)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
         old.close()
-    root.addHandler(_RecordQueueHandler(records))
+    root.addHandler(_RecordQueueHandler(writer))
     set_level(level)
     logging.getLogger("transitions").setLevel(logging.WARNING)
     logging.getLogger("watchdog").setLevel(logging.WARNING)

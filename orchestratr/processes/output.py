@@ -285,13 +285,17 @@ def _open_app_pipe(pid: int) -> int | None:
     """A read end of the pipe on ``pid``'s stdout, if it is one of ours: a pipe the process
     holds read-write, as only ``OutputPump.open`` makes them."""
     try:
-        flags = next(line.split()[1] for line in
-                     Path(f"/proc/{pid}/fdinfo/1").read_text().splitlines()
-                     if line.startswith("flags:"))
+        info = os.open(f"/proc/{pid}/fdinfo/1", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(info, 4096)
+        finally:
+            os.close(info)
+        flags = next(line.split()[1] for line in text.splitlines()
+                     if line.startswith(b"flags:"))
         if int(flags, 8) & os.O_ACCMODE != os.O_RDWR:
             return None
         fd = os.open(f"/proc/{pid}/fd/1", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (OSError, StopIteration, ValueError):
+    except (OSError, StopIteration, ValueError, IndexError):
         return None
     if not stat.S_ISFIFO(os.fstat(fd).st_mode):
         os.close(fd)

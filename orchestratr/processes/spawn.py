@@ -111,10 +111,10 @@ class ProcessLauncher:
 
     def adopt(
         self, pid: int, on_exit: OnExit, group: bool = False, members: Collection[int] = (),
-        app: str | None = None,
+        app: str | None = None, born: float | None = None,
     ) -> float:
         config_dir = self._extra_env.get(CONFIG_DIR_ENV)
-        return self._tracker.watch_pid(pid, on_exit, group, members, app, config_dir)
+        return self._tracker.watch_pid(pid, on_exit, group, members, app, config_dir, born)
 
     def reattach_output(self, name: str, members: Collection[int]) -> bool:
         """Copy the output of an adopted app to its file again (its pipe is reopened).

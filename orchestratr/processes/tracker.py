@@ -48,6 +48,9 @@ POLL_INTERVAL_S = 0.5
 # the leader's status stands. Longer, and the app's status is no longer the leader's to tell.
 LINGER_S = 1.0
 SPAWN_WAIT_S = 0.05  # how long an orphan sweep waits for spawns in flight to be registered
+# SIGCHLDs within this gather into one orphan sweep, which runs after the exit that sent them
+# has been reported (a sweep per SIGCHLD ran on the tracker thread on every exit's path)
+SWEEP_DELAY_S = 0.05
 MAX_WAIT_S = 3600.0  # epoll takes milliseconds in a C int: a longer wait is cut to this
 HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(select, "epoll")
 
@@ -87,7 +90,8 @@ class ProcessTracker:
         self._in_flight = 0
         self._expected: set[int] = set()  # spawned, not yet watched: not orphans
         self._ignored: set[int] = set()  # our children that are no app's (readiness probes)
-        self._sweep = False  # SIGCHLD came: look for orphans nobody's death announced
+        # SIGCHLD came: when to look for orphans nobody's death announced
+        self._sweep_at: float | None = None
         self._my_session = os.getsid(0)
         self._thread: threading.Thread | None = None
 
@@ -150,11 +154,13 @@ class ProcessTracker:
 
     def watch_pid(
         self, pid: int, on_exit: OnExit, group: bool = False, members: Collection[int] = (),
-        app: str | None = None, config_dir: str | None = None,
+        app: str | None = None, config_dir: str | None = None, born: float | None = None,
     ) -> float:
         """Watch a process we did not spawn (or, with ``group``, the app whose processes are
         ``members`` or else the group led by ``pid``); return its create time (the oldest
-        member's). ``app`` and ``config_dir``: the markers a later rescan looks for.
+        member's, unless ``born`` gives it: adoption's scan has just read every member, and
+        reading each again was a tenth of a restart with 1,000 apps). ``app`` and
+        ``config_dir``: the markers a later rescan looks for.
 
         Raises:
             NoSuchProcessError: it is not running.
@@ -163,12 +169,13 @@ class ProcessTracker:
         check_adoptable(pid, group)
         if group or members:
             found = list(members) or group_members(pid)
-            times = [t for t in map(_create_time, found) if t is not None]
-            if not times:
+            if born is None:
+                times = [t for t in map(_create_time, found) if t is not None]
+                born = min(times, default=None)
+            watch = _Watch(pid, on_exit, None, group=group, app=app, config_dir=config_dir)
+            if born is None or not self._add(watch, found, report_gone=False):
                 raise NoSuchProcessError(f"no running process in group {pid}")
-            self._add(_Watch(pid, on_exit, None, group=group, app=app, config_dir=config_dir),
-                      found)
-            return min(times)
+            return born
         born = _create_time(pid)
         if born is None:
             raise NoSuchProcessError(f"no running process with pid {pid}")
@@ -218,24 +225,30 @@ class ProcessTracker:
     def children_changed(self) -> None:
         """SIGCHLD: an orphan may have come back to us without a watched death saying so (its
         parent was a process the app runs under a watched one); look on the tracker thread."""
-        if self._subreaper:
-            self._sweep = True
+        if self._subreaper and self._sweep_at is None:
+            self._sweep_at = time.monotonic() + SWEEP_DELAY_S
             self._wake()
 
     # ------------------------------------------------------------------- loop
 
-    def _add(self, watch: _Watch, pids: list[int]) -> None:
+    def _add(self, watch: _Watch, pids: list[int], report_gone: bool = True) -> bool:
+        """Watch ``pids`` as ``watch``; False if none of them runs (then the exit is reported,
+        or with ``report_gone`` False the watch is dropped for the caller to say so)."""
         with self._lock:
             if self._stopping:  # the daemon is exiting; the process simply outlives it
-                return
+                return True
             self._watches[watch.pid] = watch
             polled = len(self._polled)
             opened = [pid for pid in pids if self._open(watch, pid)]
             polled = len(self._polled) != polled
+            if not opened and not report_gone:
+                del self._watches[watch.pid]
+                return False
         if not opened:
             self._member_gone(watch.pid, watch)
         if polled:  # a pidfd joins the epoll set as it waits; a polled member needs a timeout
             self._wake()
+        return bool(opened)
 
     def _open(self, watch: _Watch, pid: int) -> bool:
         """Start watching one member (lock held). False if it is already gone."""
@@ -274,8 +287,8 @@ class ProcessTracker:
                         os.close(fd)
                 if entry is not None:
                     self._member_gone(entry[1], entry[0])
-            if self._sweep:
-                self._sweep = False
+            if self._sweep_at is not None and self._sweep_at <= time.monotonic():
+                self._sweep_at = None  # before the sweep: a SIGCHLD from now on gets its own
                 self._adopt_orphans(None)
             self._poll_members()
             self._kill_overdue()
@@ -295,6 +308,9 @@ class ProcessTracker:
         with self._lock:
             deadlines = [w.kill_at for w in self._dying if w.kill_at is not None]
             polling = bool(self._polled)
+        sweep_at = self._sweep_at
+        if sweep_at is not None:
+            deadlines.append(sweep_at)
         waits = [max(0.0, d - time.monotonic()) for d in deadlines]
         if polling:
             waits.append(self._poll_interval)

@@ -547,6 +547,12 @@ class Supervisor:
             return
         held = app.pid
         entry = app.apply(transition.src, transition.trigger, transition.kwargs)
+        # the record first (an append, not waited for): whoever sees the app without its
+        # process, as a daemon shutting down does, may close the record the next instant
+        if held is not None and app.pid != held:
+            self._record.ended(app.name, held)
+        elif entry.dst is AppState.ready and app.pid is not None:
+            self._record.ready(app.name, app.pid)
         self._leases.follow(app, entry)
         self.bus.publish("state", app=app.name, **entry.fields())
         self.services.follow(app.name, app.state in SERVING, app.spec.services)
@@ -563,10 +569,6 @@ class Supervisor:
             in_state_ms=round((entry.at - previous) * 1000, 3) if previous else None,
             **{k: v for k, v in entry.detail.items() if k != "pid"},
         )
-        if held is not None and app.pid != held:  # after the news: nobody waits for this
-            self._record.ended(app.name, held)
-        elif entry.dst is AppState.ready and app.pid is not None:
-            self._record.ready(app.name, app.pid)
 
     def _on_lease_due(self, app: App) -> None:
         """A lease or a grace period ran out (lock held): fire what ``leases.expiry`` says."""
@@ -780,10 +782,10 @@ class Supervisor:
         Raises:
             NoSuchProcessError: it is gone. UnadoptablePidError: it is the daemon's own.
         """
-        born = self._launcher.adopt(pid, partial(self._on_exit, app, app.run + 1), group,
-                                    members, app.name)
         # the time recorded at its spawn, exact, rather than one derived from the boot time
-        app.adopt(pid, group, born if started_at is None else started_at, self._mono())
+        born = self._launcher.adopt(pid, partial(self._on_exit, app, app.run + 1), group,
+                                    members, app.name, born=started_at)
+        app.adopt(pid, group, born, self._mono())
 
     def _refuse_second_process(self, app: App, pid: int) -> None:
         """An announced pid must not take tracking away from a live process (lock held).

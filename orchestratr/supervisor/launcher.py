@@ -53,11 +53,12 @@ class Launcher(Protocol):
 
     def adopt(
         self, pid: int, on_exit: OnExit, group: bool = False, members: Collection[int] = (),
-        app: str | None = None,
+        app: str | None = None, born: float | None = None,
     ) -> float:
         """Call ``on_exit`` once ``pid`` (or, with ``group``, the app whose processes are
         ``members``, else the group led by ``pid``) has ended; ``app`` names the marker its
-        processes carry. Returns the create time (wall clock), for the record of running apps.
+        processes carry. Returns the create time (wall clock), for the record of running apps:
+        ``born`` when the caller knows it already (the members are then not read again).
 
         Raises:
             NoSuchProcessError: no such process.

@@ -458,6 +458,29 @@ class TestRunningRecord:
         finally:
             journal.close()
 
+    def test_an_exit_is_recorded_before_the_app_is_seen_without_its_process(
+        self, make_supervisor: MakeSup, tmp_path: Path
+    ) -> None:
+        """A daemon stopping its apps on the way out waits until none has a process, then
+        closes the record. The exit was recorded after its news (event, log line): while
+        those were slow, the record was closed with the stopped app still in it, and the next
+        daemon found a running.json of apps that no longer ran."""
+        journal = Journal(tmp_path / "running.json", tmp_path / "running.journal")
+        journal.open()
+        sup = make_supervisor(app("a", "sleep 30"), record=journal)
+
+        def slow_news(event: object) -> bool:
+            time.sleep(0.3)  # the bus calls this with the news of every transition
+            return False
+
+        sup.launch("a", Cause.cli)
+        reader = sup.bus.subscribe(accept=slow_news)
+        try:
+            assert sup.shutdown(stop_apps=True) == []
+            assert journal.close() == 0
+        finally:
+            reader.close()
+
     def test_an_app_announcing_its_tracked_pid_again_keeps_its_record(
         self, make_supervisor: MakeSup, tmp_path: Path
     ) -> None:
