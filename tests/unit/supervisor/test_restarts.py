@@ -25,6 +25,7 @@ from orchestratr.supervisor.restarts import (
     wants_restart,
 )
 from orchestratr.supervisor.states import AppState, Cause, Trigger
+from tests.conftest import wait_for
 
 NEVER, ON_FAILURE, ALWAYS = RestartPolicy.never, RestartPolicy.on_failure, RestartPolicy.always
 
@@ -261,3 +262,27 @@ def test_failures_log_as_warnings_and_a_crash_loop_as_an_error() -> None:
                       ("crash_loop", "failed"): "error"}
     scheduled = [e["delay_ms"] for e in logs if e["event"] == "restart_scheduled"]
     assert scheduled == [100.0, 200.0, 400.0, 800.0]
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.01])
+def test_a_scheduled_call_that_raises_is_logged_and_the_next_still_runs(delay_s: float) -> None:
+    """A restart runs on a kept thread (due at once) or a timer thread: a failure in it is
+    logged with its traceback, not lost on stderr, and the kept threads go on serving."""
+    import threading
+
+    from orchestratr.supervisor.restarts import thread_timer
+
+    ran = threading.Event()
+
+    def boom() -> None:
+        raise RuntimeError("no spawn today")
+
+    def failed() -> list[dict[str, object]]:
+        return [e for e in logs if e["event"] == "scheduled_call_failed"]
+
+    with capture_logs() as logs:
+        thread_timer(delay_s, boom)
+        thread_timer(delay_s, ran.set)
+        assert ran.wait(5)
+        wait_for(failed, timeout=5, what="the failure logged")
+    assert failed()[0]["log_level"] == "error" and failed()[0].get("exc_info")
