@@ -10,6 +10,7 @@ little on a busy machine.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import ctypes
 import http.client
@@ -65,10 +66,35 @@ def write_config(config_dir: Path, apps: int, *, autostart: bool, extra: str = "
 
 
 def start(config_dir: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    return ended_at_exit(subprocess.Popen(
         [sys.executable, "-m", "orchestratr", "daemon", "--config-dir", str(config_dir),
          "--port", "0", "--no-hotkeys", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), config_dir)
+
+
+_STARTED: list[tuple[subprocess.Popen[bytes], Path | None]] = []
+
+
+def ended_at_exit(
+    proc: subprocess.Popen[bytes], config_dir: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """End ``proc`` (and the apps of ``config_dir``) when the bench exits, however it exits:
+    a bench that failed half-way once left a daemon and 1,000 apps running."""
+    _STARTED.append((proc, config_dir))
+    return proc
+
+
+@atexit.register
+def _end_everything() -> None:
+    for proc, config_dir in _STARTED:
+        with contextlib.suppress(Exception):
+            if proc.poll() is None:
+                proc.terminate()  # supervisord stops its own programs on SIGTERM
+                proc.wait(timeout=30)
+        with contextlib.suppress(Exception):
+            proc.kill()
+        if config_dir is not None:
+            kill_apps(config_dir)
 
 
 class Log:

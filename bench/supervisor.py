@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-from scale import Log, stamp  # bench/ is on sys.path when this script runs
+from scale import Log, ended_at_exit, stamp  # bench/ is on sys.path when this script runs
 
 from orchestratr.logs import configure_logging
 from orchestratr.paths import Paths
@@ -142,10 +142,10 @@ def write_config(config_dir: Path, apps: int, autostart: bool, extra: str = "") 
 
 
 def start_daemon(config_dir: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    return ended_at_exit(subprocess.Popen(
         [sys.executable, "-m", "orchestratr", "daemon", "--config-dir", str(config_dir)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    ), config_dir)
 
 
 def stop_daemon(daemon: subprocess.Popen[bytes]) -> None:

@@ -25,7 +25,18 @@ from pathlib import Path
 
 import psutil
 import scale  # bench/ is on sys.path when this script runs
-from scale import Log, LogTail, dist, pct, port_of, start, stop, wait, write_config
+from scale import (
+    Log,
+    LogTail,
+    dist,
+    ended_at_exit,
+    pct,
+    port_of,
+    start,
+    stop,
+    wait,
+    write_config,
+)
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "orchestratr-bench"
 
@@ -67,8 +78,9 @@ class Supervisord:
         self.log = work / "supervisord.log"
         self.log.write_text("")
         self.started = time.time()
-        self.proc = subprocess.Popen([str(venv / "bin" / "supervisord"), "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = ended_at_exit(subprocess.Popen(
+            [str(venv / "bin" / "supervisord"), "-c", str(conf)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         self.rpc = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{self.port}/RPC2")
 
     def running_lines(self) -> list[str]:
