@@ -238,7 +238,8 @@ class Daemon:
             self.supervisor.autostart(cause, added)
         if self.hotkeys is not None:
             self.hotkeys.configure(registry.settings.leader_key,
-                                   registry.settings.chord_timeout_ms)
+                                   registry.settings.chord_timeout_ms,
+                                   registry.settings.chord_hint_ms)
 
     def _run_locked(self) -> int:
         threads.reset()
@@ -282,7 +283,7 @@ class Daemon:
         port = self.options.port if self.options.port is not None else registry.settings.api_port
         settings = registry.settings
         self.hotkeys = hotkeys = HotkeyService(
-            settings.leader_key, settings.chord_timeout_ms,
+            settings.leader_key, settings.chord_timeout_ms, hint_ms=settings.chord_hint_ms,
             launch=lambda name: supervisor.launch(name, Cause.hotkey),
             chords=lambda: supervisor.registry.chords,
             publish=supervisor.bus.publish,

@@ -1,11 +1,13 @@
-"""The chord table on screen: ``?`` after the leader shows every chord, its app and the app's
-state in a small always-on-top window (WM_CLASS ``orchestratr``, title ``orchestratr chords``),
-closed by any key, a click or the timeout.
+"""The chord table on screen: ``?`` after the leader (or ``chord_hint_ms`` after it with no
+chord yet, like which-key) shows every chord, its app and the app's state in a small
+always-on-top window (WM_CLASS ``orchestratr``, title ``orchestratr chords``), closed by any
+key, a click or the timeout.
 
 It follows the event bus (the hotkey service publishes ``hotkey`` with action ``help``) and
 draws with python-xlib on a connection of its own, on its own thread. The keys it closes on
 are typed into it after the grab has let go: the engine hears every key through XRecord, so
-the window never takes a chord from it.
+the window never takes a chord from it. Keys the grab still holds (the chord that follows a
+hint) reach only the engine: the window closes on the engine's next word instead.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ log = structlog.get_logger("orchestratr.desktop")
 WM_CLASS = "orchestratr"
 TITLE = "orchestratr chords"
 SHOWN_S = 8.0  # closed by then if no key or click came
+ENGINE_POLL_S = 0.05  # while shown: how often the engine's news is looked at
 LINE_PX, PAD_PX, CHAR_PX = 16, 10, 7  # the core "fixed" font's cell, roughly
 
 Row = tuple[str, str, str]  # chord, app, state
@@ -43,8 +46,7 @@ class ChordWindow:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._subscription = self._bus.subscribe(
-            accept=lambda e: e.type == "hotkey" and e.data.get("action") == "help")
+        self._subscription = self._bus.subscribe(accept=lambda e: e.type == "hotkey")
         self._thread = threading.Thread(target=self._follow, name="chord-window", daemon=True)
         self._thread.start()
 
@@ -56,7 +58,9 @@ class ChordWindow:
 
     def _follow(self) -> None:
         assert self._subscription is not None
-        for _ in self._subscription:
+        for event in self._subscription:
+            if event.data.get("action") != "help":
+                continue
             try:
                 self.show(self._rows())
             except Exception as exc:  # noqa: BLE001 - a drawing error must not end the thread
@@ -114,7 +118,14 @@ class ChordWindow:
                     display.flush()
                 elif event.type in (X.KeyPress, X.ButtonPress):
                     return
+            if self._engine_moved_on():
+                return
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            readable([display], left)
+            readable([display], min(left, ENGINE_POLL_S))
+
+    def _engine_moved_on(self) -> bool:
+        """A chord, a cancel or a new leader since the table showed (keys it never saw)."""
+        news = self._subscription.waiting(64) if self._subscription is not None else []
+        return any(event.data.get("action") != "help" for event in news)

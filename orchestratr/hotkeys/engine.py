@@ -38,13 +38,16 @@ class Engine:
     thread drives it (the timeout may come from another thread, so callers serialise)."""
 
     def __init__(
-        self, leader: Leader, timeout_s: float, clock: Callable[[], float] = time.monotonic
+        self, leader: Leader, timeout_s: float, clock: Callable[[], float] = time.monotonic,
+        hint_s: float = 0.0,
     ) -> None:
         self.leader = leader
         self.timeout_s = timeout_s
+        self.hint_s = hint_s  # the table shows this long into the window (0: never by itself)
         self._clock = clock
         self._held: set[Key] = set()
         self._deadline: float | None = None
+        self._hint_at: float | None = None
 
     @property
     def listening(self) -> bool:
@@ -53,6 +56,11 @@ class Engine:
     @property
     def deadline(self) -> float | None:
         return self._deadline
+
+    @property
+    def wake_at(self) -> float | None:
+        """When ``tick`` has something to say: the hint, else the window's end."""
+        return self._hint_at if self._hint_at is not None else self._deadline
 
     def press(self, key: Key) -> Outcome | None:
         """What this press means, or None when it means nothing (autorepeat included)."""
@@ -73,19 +81,32 @@ class Engine:
 
     def arm(self) -> Outcome:
         """Start (or restart) the listening window, as the leader key does."""
-        self._deadline = self._clock() + self.timeout_s
+        now = self._clock()
+        self._deadline = now + self.timeout_s
+        self._hint_at = now + self.hint_s if self.hint_s > 0 else None
         return Outcome(Kind.armed)
 
     def expire(self) -> Outcome | None:
         """Cancel the window if it has run out; the adapter calls this from a timer too."""
         if self._deadline is not None and self._clock() >= self._deadline:
-            self._deadline = None
+            self._deadline = self._hint_at = None
             return Outcome(Kind.cancelled, reason="timeout")
+        return None
+
+    def tick(self) -> Outcome | None:
+        """What the time alone says (the adapter calls it at ``wake_at``): the window ran out,
+        or the hint is due (like which-key: the table, while the window stays open)."""
+        expired = self.expire()
+        if expired is not None:
+            return expired
+        if self._hint_at is not None and self._clock() >= self._hint_at:
+            self._hint_at = None
+            return Outcome(Kind.help, reason="hint")
         return None
 
     def reset(self) -> None:
         """Forget the window and every held key (on pause, or when the keyboard was lost)."""
-        self._deadline = None
+        self._deadline = self._hint_at = None
         self._held.clear()
 
     def _is_leader(self, key: Key) -> bool:
@@ -95,7 +116,7 @@ class Engine:
         return key == self.leader.key and self.leader.modifiers == held
 
     def _end_window(self, key: Key) -> Outcome:
-        self._deadline = None
+        self._deadline = self._hint_at = None
         if key in CANCEL_KEYS:
             return Outcome(Kind.cancelled, key, reason=key.name)
         if key == HELP:

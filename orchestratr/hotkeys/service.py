@@ -43,9 +43,10 @@ class HotkeyService:
         publish: Callable[..., object],
         backend: Backend,
         clock: Callable[[], float] = time.monotonic,
+        hint_ms: int = 0,
     ) -> None:
         self._clock = clock
-        self._engine = Engine(parse_leader(leader_key), timeout_ms / 1000, clock)
+        self._engine = Engine(parse_leader(leader_key), timeout_ms / 1000, clock, hint_ms / 1000)
         self._launch = launch
         self._chords = chords
         self._publish = publish
@@ -123,13 +124,13 @@ class HotkeyService:
         log.info("hotkeys_resumed")
         return self.status()
 
-    def configure(self, leader_key: str, timeout_ms: int) -> None:
+    def configure(self, leader_key: str, timeout_ms: int, hint_ms: int = 0) -> None:
         """A reload changed the leader or the window: re-grab, so the grab holds the keyboard
         exactly as long as the engine listens. Never raises for X trouble."""
         leader = parse_leader(leader_key)
         with self._lock:
             old = self._engine
-            self._engine = Engine(leader, timeout_ms / 1000, self._clock)
+            self._engine = Engine(leader, timeout_ms / 1000, self._clock, hint_ms / 1000)
             changed = (leader, self._engine.timeout_s) != (old.leader, old.timeout_s)
         if changed:
             self._sync_grab()
@@ -193,7 +194,8 @@ class HotkeyService:
             if app:
                 self._work.put(app)
         elif outcome.kind is Kind.help:
-            self._emit("help", chords=self._chords())
+            self._emit("help", chords=self._chords(), **({"reason": outcome.reason}
+                                                         if outcome.reason else {}))
         elif outcome.kind is Kind.cancelled:
             self._emit("cancelled", key=key, reason=outcome.reason)
         else:
@@ -209,13 +211,13 @@ class HotkeyService:
 
     def _work_loop(self) -> None:
         while True:
-            deadline = self._engine.deadline
-            wait = None if deadline is None else max(0.0, deadline - self._clock())
+            due = self._engine.wake_at
+            wait = None if due is None else max(0.0, due - self._clock())
             try:
                 app = self._work.get(timeout=wait)
             except queue.Empty:
                 with self._lock:
-                    self._act(self._engine.expire())
+                    self._act(self._engine.tick())
                 continue
             if app is None:
                 return

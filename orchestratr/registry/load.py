@@ -58,6 +58,7 @@ DEFAULT_CONFIG = """\
 
 leader_key: ctrl+space      # press this, then an app's chord
 chord_timeout_ms: 2000      # how long the leader waits for the chord
+chord_hint_ms: 0            # show the chord table this long after the leader (0: on ? only)
 api_port: 9876              # localhost HTTP API (a free port is used if taken)
 log_level: info             # debug, info, warning, error
 stop_apps_on_exit: false    # true: stop every app when the daemon exits

@@ -102,6 +102,7 @@ class Settings:
 
     leader_key: str = "ctrl+space"
     chord_timeout_ms: int = 2000
+    chord_hint_ms: int = 0  # the chord table shows this long after the leader (0: only on ?)
     api_port: int = 9876
     log_level: str = "info"
     stop_apps_on_exit: bool = False

@@ -166,6 +166,10 @@ def check_settings(settings: Settings) -> list[Problem]:
         problems.append(("leader_key", str(exc)))
     if not 0 < settings.chord_timeout_ms <= MAX_CHORD_TIMEOUT_MS:
         problems.append(("chord_timeout_ms", f"must be from 1 to {MAX_CHORD_TIMEOUT_MS}"))
+    if not 0 <= settings.chord_hint_ms < settings.chord_timeout_ms:
+        problems.append(("chord_hint_ms", f"must be from 0 (off) to less than chord_timeout_ms "
+                                          f"({settings.chord_timeout_ms}): the window has "
+                                          "closed by then"))
     if settings.log_level.lower() not in LOG_LEVELS:
         choices = ", ".join(LOG_LEVELS)
         problems.append(("log_level", f"{settings.log_level!r} must be one of {choices}"))

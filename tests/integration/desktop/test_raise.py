@@ -275,3 +275,27 @@ def test_question_mark_shows_the_chord_table_until_a_key(
     desktop_keyboard.leader()  # the table took no chord from the engine: p still launches
     desktop_keyboard.tap("p")
     wait_for(lambda: api.get("/apps/plain").body["state"] != "stopped", what="p to launch")
+
+
+def test_the_chord_table_shows_by_itself_after_chord_hint_ms_and_the_chord_still_launches(
+    desktop: Desktop, desktop_keyboard: Keyboard, config_dir: Path,
+    start_daemon: Callable[..., DaemonProcess],
+) -> None:
+    """``chord_hint_ms`` (like which-key): the leader alone, then the table after that long,
+    while the window stays open; the chord typed then launches and closes the table (the grab
+    holds that key, so the window never sees it)."""
+    write_config(config_dir, CONFIG.replace("chord_timeout_ms: 1000",
+                                            "chord_timeout_ms: 4000\nchord_hint_ms: 300"))
+    start_daemon()
+    api = HttpApi(port_of(config_dir))
+    wait_for(lambda: api.get("/hotkeys").body["enabled"], what="hotkeys to be enabled")
+    pressed = time.monotonic()
+    desktop_keyboard.leader()
+    table = desktop.titled("orchestratr chords")
+    assert time.monotonic() - pressed >= 0.3
+    hints = [e for e in api.get("/events?type=hotkey").body
+             if e["data"].get("action") == "help"]
+    assert [e["data"].get("reason") for e in hints] == ["hint"]
+    desktop_keyboard.tap("p")
+    wait_for(lambda: api.get("/apps/plain").body["state"] != "stopped", what="p to launch")
+    wait_for(lambda: table not in desktop.clients(), what="the chord to close the table")

@@ -138,3 +138,47 @@ def test_a_key_with_no_name_of_ours_ends_the_window(engine: Engine) -> None:
     leader(engine)
     assert tap(engine, "#ff9d") == Outcome(Kind.chord, Key("#ff9d"))  # unbound: the caller
     assert not engine.listening
+
+
+class TestHint:
+    """``chord_hint_ms``: the table shows by itself when no chord came that long after the
+    leader (which-key), and the window stays open for the chord."""
+
+    @pytest.fixture
+    def hinting(self, clock: Clock) -> Engine:
+        return Engine(parse_leader("ctrl+space"), timeout_s=2.0, clock=clock, hint_s=0.5)
+
+    def test_the_hint_comes_once_then_the_chord_still_launches(
+        self, hinting: Engine, clock: Clock
+    ) -> None:
+        leader(hinting)
+        assert hinting.wake_at == clock.now + 0.5
+        clock.now += 0.4
+        assert hinting.tick() is None
+        clock.now += 0.1
+        assert hinting.tick() == Outcome(Kind.help, reason="hint")
+        assert hinting.listening and hinting.wake_at == hinting.deadline
+        assert hinting.tick() is None  # once per leader
+        assert tap(hinting, "e") == Outcome(Kind.chord, Key("e"))
+
+    def test_a_chord_before_the_hint_leaves_nothing_pending(
+        self, hinting: Engine, clock: Clock
+    ) -> None:
+        leader(hinting)
+        assert tap(hinting, "e") == Outcome(Kind.chord, Key("e"))
+        clock.now += 1
+        assert hinting.tick() is None and hinting.wake_at is None
+
+    def test_the_window_still_ends_after_the_hint(self, hinting: Engine, clock: Clock) -> None:
+        leader(hinting)
+        clock.now += 0.5
+        hinting.tick()
+        clock.now += 1.5
+        assert hinting.tick() == Outcome(Kind.cancelled, reason="timeout")
+        assert not hinting.listening
+
+    def test_no_hint_by_default(self, engine: Engine, clock: Clock) -> None:
+        leader(engine)
+        assert engine.wake_at == engine.deadline
+        clock.now += 1.9
+        assert engine.tick() is None

@@ -209,6 +209,9 @@ class TestConfigErrors:
             ("api_port: 70000\n", "config.yml: api_port: 70000 is not a TCP port"),
             ("chord_timeout_ms: fast\n", "config.yml: chord_timeout_ms: expected an integer"),
             ("log_level: loud\n", "config.yml: log_level: 'loud' must be one of"),
+            ("chord_hint_ms: 2000\n", "config.yml: chord_hint_ms: must be from 0 (off) to "
+                                      "less than chord_timeout_ms (2000)"),
+            ("chord_hint_ms: -1\n", "config.yml: chord_hint_ms: must be from 0"),
         ],
     )
     def test_settings_error(self, tmp_path: Path, text: str, expected: str) -> None:
