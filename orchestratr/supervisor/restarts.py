@@ -88,8 +88,8 @@ def after_exit(
 def thread_timer(delay_s: float, fn: Callable[[], None]) -> Cancel:
     """The daemon's ``Schedule``: ``fn`` on a thread after ``delay_s``, its failure logged.
 
-    One due at once runs on a thread kept for it: starting a thread per crash was a tenth of
-    the time from a crash to the app running again (``restart_delay_ms: 0``)."""
+    One due at once (``restart_delay_ms: 0``) runs on one of a few threads kept for that: a
+    crash storm of every app no longer starts a thread per app at once."""
     job = partial(_logged, fn)
     if delay_s <= 0:
         return _workers().submit(job).cancel
