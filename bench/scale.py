@@ -328,6 +328,50 @@ def exits(work: Path, apps: int, trials: int, restart: bool) -> tuple[list[float
     return in_log, on_stream
 
 
+_FLOOR = r"""
+import json, os, select, subprocess, sys
+log = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+apps = int(sys.argv[2])
+procs = [subprocess.Popen(["sleep", "600"], start_new_session=True) for _ in range(apps)]
+epoll, fds = select.epoll(), {}
+for proc in procs:
+    fd = os.pidfd_open(proc.pid)
+    fds[fd] = proc
+    epoll.register(fd, select.EPOLLIN)
+print(" ".join(str(proc.pid) for proc in procs), flush=True)
+while fds:
+    for fd, _ in epoll.poll():
+        proc = fds.pop(fd)
+        epoll.unregister(fd)
+        os.close(fd)
+        line = {"event": "exited", "pid": proc.pid, "code": proc.wait()}
+        os.write(log, (json.dumps(line) + "\n").encode())
+"""
+
+
+def exit_floor(work: Path, apps: int, trials: int) -> list[float]:
+    """The same kill -> line in a log, from the least a Python supervisor can do: one thread
+    waiting on ``apps`` pidfds and appending a line per exit. What the daemon adds is the rest."""
+    path = work / "floor.log"
+    path.write_text("")
+    proc = ended_at_exit(subprocess.Popen([sys.executable, "-c", _FLOOR, str(path), str(apps)],
+                                          stdout=subprocess.PIPE, text=True))
+    assert proc.stdout is not None
+    pids = [int(pid) for pid in proc.stdout.readline().split()]
+    tail, samples = LogTail(path), []
+    for pid in pids[:trials]:
+        time.sleep(0.02)
+        began = time.time()
+        os.kill(pid, signal.SIGKILL)
+        samples.append((tail.wait_for(f'"pid": {pid},'.encode()) - began) * 1000)
+    tail.close()
+    for pid in pids[trials:]:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    return samples
+
+
 def requests(work: Path, apps: int, n: int, path: str) -> list[float]:
     """GET ``path`` on one keep-alive connection, request logging on at info."""
     config_dir = work / f"requests{apps}"
@@ -430,6 +474,8 @@ def main() -> None:
         line("kill -9 -> `exited` in the log, 100 apps", dist(in_log), "p50 <= 1, p99 <= 2 ms")
         line("kill -9 -> `exited` on the SSE stream, 100 apps", dist(on_stream),
              "p50 <= 1, p99 <= 2 ms")
+        line("  the floor: a bare pidfd watcher's line", dist(exit_floor(work, 100, 100)),
+             "reference")
         _, again = exits(work, 100, min(kills, 90), restart=True)
         line("kill -9 (on-failure, delay 0) -> ready again (SSE)", dist(again), "p50 <= 3 ms")
         line("GET /apps, 100 apps, request log at info", dist(requests(work, 100, 2000, "/apps")),
