@@ -526,12 +526,17 @@ def _catch_signals(
     def on_child(_signum: int, _frame: FrameType | None) -> None:
         children()
 
+    def on_stacks(_signum: int, _frame: FrameType | None) -> None:
+        # with the GIL held: faulthandler's own signal handler walks the threads without it,
+        # and crashed the daemon (SIGSEGV) when a connection's thread ended at that instant
+        faulthandler.dump_traceback(all_threads=True)
+
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a hung daemon shows its stacks
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, on_child)
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_stacks)  # a hung daemon's stacks
     previous_fd = signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
 
     def restore() -> None:
