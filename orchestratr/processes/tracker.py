@@ -176,13 +176,13 @@ class ProcessTracker:
             if born is None or not self._add(watch, found, report_gone=False):
                 raise NoSuchProcessError(f"no running process in group {pid}")
             return born
-        born = _create_time(pid)
-        if born is None:
+        created = _create_time(pid)
+        if created is None:
             raise NoSuchProcessError(f"no running process with pid {pid}")
         self._add(_Watch(pid, on_exit, None, group=False), [pid])
-        if _create_time(pid) != born:  # died or was replaced while we set up the watch
+        if _create_time(pid) != created:  # died or was replaced while we set up the watch
             self._member_gone(pid)
-        return born
+        return created if born is None else born
 
     def reap(self, popen: subprocess.Popen[bytes]) -> None:
         """Wait for a child we do not track (a detached app) so it leaves no zombie behind;
