@@ -188,20 +188,39 @@ def restart_adopt(work: Path, apps: int, trials: int) -> tuple[list[float], list
         log = Log(config_dir)
         began = time.time()
         daemon = start(config_dir)
-        wait(lambda: (config_dir / "port").exists())
-        conn = http.client.HTTPConnection("127.0.0.1", port_of(config_dir), timeout=10)
-        while True:
-            with contextlib.suppress(OSError):
-                if get(conn, "/health") == 200:
-                    break
-            conn.close()
-        answering.append((time.time() - began) * 1000)
-        conn.close()
+        answering.append(first_answer(config_dir, began))
         wait(lambda: sum(1 for e in log.read() if e.get("resumed")) >= apps)  # noqa: B023
         assert not [e for e in log.events if e.get("trigger") == "spawned"]
         adopted.append((max(stamp(e) for e in log.events if e.get("resumed")) - began) * 1000)
     stop(daemon, config_dir)
     return adopted, answering
+
+
+def first_answer(config_dir: Path, began: float) -> float:
+    """ms from ``began`` (wall clock) to the first 200 of GET /health."""
+    wait(lambda: (config_dir / "port").exists())
+    conn = http.client.HTTPConnection("127.0.0.1", port_of(config_dir), timeout=10)
+    while True:
+        with contextlib.suppress(OSError):
+            if get(conn, "/health") == 200:
+                break
+        conn.close()
+    conn.close()
+    return (time.time() - began) * 1000
+
+
+def startup_floor(work: Path, trials: int) -> list[float]:
+    """Popen -> the first answer of GET /health with no app at all: the interpreter, the
+    imports and the parts starting, under every start-up figure above."""
+    samples = []
+    for trial in range(trials):
+        config_dir = work / f"empty-{trial}"
+        write_config(config_dir, 0, autostart=False)
+        began = time.time()
+        daemon = start(config_dir)
+        samples.append(first_answer(config_dir, began))
+        stop(daemon, config_dir)
+    return samples
 
 
 def shutdown(work: Path, apps: int, trials: int) -> list[float]:
@@ -468,6 +487,8 @@ def main() -> None:
             adopted, answering = restart_adopt(work, apps, trials)
             line(f"restart with {apps} running -> all adopted", dist(adopted), target)
             line(f"restart with {apps} running -> API answering", dist(answering), target)
+        line("  the floor: no app at all, Popen -> API answering",
+             dist(startup_floor(work, trials)), "reference")
         line("SIGTERM -> daemon exited, 1000 apps running", dist(shutdown(work, 1000, trials)),
              "<= 200 ms")
         in_log, on_stream = exits(work, 100, kills, restart=False)

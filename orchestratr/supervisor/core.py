@@ -377,9 +377,8 @@ class Supervisor:
             if lease_s is None:
                 raise ConflictError(
                     f"app {name!r} holds no heartbeat lease, so there is nothing to renew; "
-                    f"declare one with lease_secs in its manifest (e.g. lease_secs: 30), "
-                    f"register it with --lease SECS, or announce it: POST "
-                    f"/apps/{name}/launched with {{\"lease_secs\": 30}}")
+                    "declare one with lease_secs in its manifest or registration (e.g. "
+                    "lease_secs: 30), or send lease_secs when it announces its launch")
             self._fire(app, Trigger.heartbeat, cause)
             self._leases.hold(app, lease_s)
             return Renewal(app.snapshot(), lease_s)
