@@ -455,7 +455,9 @@ def launch_durable(work: Path, trials: int) -> list[float]:
 
 @contextlib.contextmanager
 def workdir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory() as tmp:
+    # ignoring errors: the drain process of apps left running may still be writing their
+    # logs while the directory goes (the bench once died there, after printing its figures)
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         yield Path(tmp)
 
 

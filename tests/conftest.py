@@ -107,12 +107,12 @@ def make_supervisor(tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
     Apps are marked as a daemon's on config dir ``tmp_path`` (see processes/survivors.py)."""
     made: list[tuple[Supervisor, ProcessTracker, OutputPump]] = []
 
-    def make(*apps: AppSpec, record: RunningRecord | None = None) -> Supervisor:
+    def make(*apps: AppSpec, record: RunningRecord | None = None, shell: str = "/bin/sh") -> Supervisor:
         tracker = ProcessTracker()
         tracker.start()
         pump = OutputPump()
         pump.start()
-        launcher = ProcessLauncher(Paths(tmp_path, tmp_path / "logs").app_log, tracker, shell="/bin/sh",
+        launcher = ProcessLauncher(Paths(tmp_path, tmp_path / "logs").app_log, tracker, shell=shell,
                                    extra_env={CONFIG_DIR_ENV: str(tmp_path)}, output=pump)
         sup = Supervisor(launcher, record=record)
         sup.apply_registry(Registry(apps=apps))

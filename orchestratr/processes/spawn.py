@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import threading
 from collections.abc import Callable, Collection, Mapping
@@ -33,6 +34,31 @@ if TYPE_CHECKING:
 def user_shell() -> str:
     """The user's login shell, so commands may use pipes, variables and their aliases' syntax."""
     return os.environ.get("SHELL") or "/bin/sh"
+
+
+# Words of characters no shell expands or quotes, between blanks (not newlines: they end a
+# command): such a command is split by the shell exactly as by ``str.split``.
+_PLAIN_COMMAND = re.compile(r"[A-Za-z0-9_./:,+@%=\- \t]+")
+# bash's keywords and builtins (``compgen -bk``): as a command, the shell runs them itself.
+_SHELL_WORDS = frozenset("""
+    . : [ [[ ]] ! { } alias bg bind break builtin caller case cd command compgen complete
+    compopt continue coproc declare dirs disown do done echo elif else enable esac eval exec
+    exit export false fc fg fi for function getopts hash help history if in jobs kill let
+    local logout mapfile popd printf pushd pwd read readarray readonly return select set shift
+    shopt source suspend test then time times trap true type typeset ulimit umask unalias
+    unset until wait while
+""".split())
+
+
+def direct_argv(command: str) -> list[str] | None:
+    """The words of ``command`` when a shell would only split it and exec the first one (no
+    quote, variable, glob, tilde, redirection, operator, assignment or builtin): ``bash -c``
+    execs such a command itself, so running the words directly is the same process, without
+    the shell's start (1.5 ms of CPU per launch through bash, 0.6 ms direct). None otherwise."""
+    words = command.split() if _PLAIN_COMMAND.fullmatch(command) else []
+    if not words or words[0] in _SHELL_WORDS or "=" in words[0]:
+        return None
+    return words
 
 
 class ProcessLauncher:
@@ -66,15 +92,7 @@ class ProcessLauncher:
             raise LaunchError(f"cannot open its log file {output}: {exc.strerror}") from None
         try:
             with self._tracker.spawning() as note:
-                proc = subprocess.Popen(
-                    [self._shell, "-c", spec.command],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_fd,
-                    stderr=subprocess.STDOUT,
-                    cwd=cwd,
-                    env=self._env(spec),
-                    start_new_session=True,
-                )
+                proc = self._popen(spec, cwd, log_fd)
                 note(proc.pid, True)
         except OSError as exc:
             raise LaunchError(_spawn_error(self._shell, exc)) from None
@@ -85,6 +103,21 @@ class ProcessLauncher:
         with self._lock:
             self._spawned[proc.pid] = (proc, output, spec.name)
         return proc.pid
+
+    def _popen(self, spec: AppSpec, cwd: str | None, log_fd: int) -> subprocess.Popen[bytes]:
+        """Run the command, directly when the shell would only exec it (see ``direct_argv``).
+        A direct run that cannot start (no such program, not executable, a script without
+        its ``#!``) goes through the shell after all, which runs it or says why as before."""
+        env = self._env(spec)
+        words = direct_argv(spec.command)
+        if words is not None:
+            try:
+                pwd = {"PWD": os.path.abspath(cwd)} if cwd else {}  # as the shell would set it
+                return _popen(words, cwd, log_fd, {**env, **pwd})
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    raise
+        return _popen([self._shell, "-c", spec.command], cwd, log_fd, env)
 
     def track(self, pid: int, on_exit: OnExit) -> None:
         with self._lock:
@@ -163,6 +196,14 @@ class ProcessLauncher:
         if not os.path.isdir(cwd):
             raise LaunchError(f"working directory {spec.cwd!r} does not exist")
         return cwd
+
+
+def _popen(
+    argv: list[str], cwd: str | None, log_fd: int, env: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
+    """A new session (the app leads its own process group), output to ``log_fd``."""
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fd,
+                            stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True)
 
 
 def _spawn_error(shell: str, exc: OSError) -> str:

@@ -108,6 +108,35 @@ class TestLaunch:
         log = (tmp_path / "logs" / "apps" / "a.log").read_text()
         assert f"HI FROM {str(tmp_path).upper()} AS A" in log
 
+    def test_a_command_the_shell_would_only_exec_runs_without_one(
+        self, make_supervisor: MakeSup, tmp_path: Path
+    ) -> None:
+        """No shell is started for plain words (the shell would exec them itself), and the
+        program sees the same working directory and $PWD; anything else still goes through
+        the shell, as does a plain command that cannot be exec'd."""
+        started = tmp_path / "shells-started"
+        shell = tmp_path / "counting-shell"
+        shell.write_text(f'#!/bin/sh\necho "$2" >> {started}\nexec /bin/sh "$@"\n')
+        shell.chmod(0o755)
+        work = tmp_path / "work"
+        work.mkdir()
+        sup = make_supervisor(
+            app("plain", "printenv PWD", cwd=str(work)),
+            app("shell", "echo $((20 + 22))"),
+            app("missing", "no-such-command-xyz --flag"),
+            shell=str(shell),
+        )
+        for name in ("plain", "shell", "missing"):
+            sup.launch(name, Cause.cli)
+        wait_state(sup, "plain", S.stopped)
+        wait_state(sup, "shell", S.stopped)
+        wait_state(sup, "missing", S.failed)
+        logs = tmp_path / "logs" / "apps"
+        assert f"\n{work}\n" in (logs / "plain.log").read_text()
+        assert "\n42\n" in (logs / "shell.log").read_text()
+        assert sorted(started.read_text().splitlines()) == [
+            "echo $((20 + 22))", "no-such-command-xyz --flag"]
+
     def test_unknown_app(self, make_supervisor: MakeSup) -> None:
         sup = make_supervisor()
         with pytest.raises(UnknownAppError, match="app 'nope' not found"):
