@@ -151,11 +151,17 @@ class Notifier:
 
     def _connect(self) -> Any:
         if self._connection is None:
+            address = self._bus_address()
+            if address == "SESSION" and not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
+                # nowhere to connect: jeepney (0.3 MiB) is not loaded just to find that out
+                self._quiet("no session bus: DBUS_SESSION_BUS_ADDRESS is not set and "
+                            "$XDG_RUNTIME_DIR/bus does not exist")
+                return None
             try:
                 from jeepney.io.blocking import open_dbus_connection
 
-                self._connection = open_dbus_connection(bus=self._bus_address())
-            except Exception as exc:  # noqa: BLE001 - no bus: KeyError, OSError, ...
+                self._connection = open_dbus_connection(bus=address)
+            except Exception as exc:  # noqa: BLE001 - no bus: OSError, ...
                 self._quiet(f"no session bus: {exc!r}")
         return self._connection
 

@@ -120,15 +120,25 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def own_children() -> list[int]:
     """The children of this process's main thread: one read. Orphans come back to a
     subreaper there (the kernel hands them to its first live thread, the main one)."""
     me = os.getpid()
-    try:
-        with open(f"{PROC}/{me}/task/{me}/children", "rb") as handle:
-            return [int(child) for child in handle.read().split()]
+    try:  # plain descriptor calls: this is read on every exit's path
+        fd = os.open(f"{PROC}/{me}/task/{me}/children", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return children(me)
+    try:
+        return [int(child) for child in _read_all(fd).split()]
+    finally:
+        os.close(fd)
 
 
 def descendants(roots: Iterable[int]) -> set[int]:

@@ -88,14 +88,14 @@ class ProcessLauncher:
                       else _open_log(output, spec))
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
-                raise LaunchError(_spawn_error(self._shell, exc)) from None
+                raise LaunchError(_spawn_error(self._program(spec), exc)) from None
             raise LaunchError(f"cannot open its log file {output}: {exc.strerror}") from None
         try:
             with self._tracker.spawning() as note:
                 proc = self._popen(spec, cwd, log_fd)
                 note(proc.pid, True)
         except OSError as exc:
-            raise LaunchError(_spawn_error(self._shell, exc)) from None
+            raise LaunchError(_spawn_error(self._program(spec), exc)) from None
         except (ValueError, UnicodeError) as exc:  # what no exec can carry (a NUL, say)
             raise LaunchError(f"cannot be passed to a process: {exc}") from None
         finally:
@@ -118,6 +118,11 @@ class ProcessLauncher:
                 if exc.errno in (errno.EMFILE, errno.ENFILE):
                     raise
         return _popen([self._shell, "-c", spec.command], cwd, log_fd, env)
+
+    def _program(self, spec: AppSpec) -> str:
+        """What a launch of ``spec`` runs first: the command's program, or the shell."""
+        words = direct_argv(spec.command)
+        return words[0] if words else self._shell
 
     def track(self, pid: int, on_exit: OnExit) -> None:
         with self._lock:
@@ -206,15 +211,15 @@ def _popen(
                             stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True)
 
 
-def _spawn_error(shell: str, exc: OSError) -> str:
-    """Why a process could not be started; running out of descriptors says so plainly."""
+def _spawn_error(program: str, exc: OSError) -> str:
+    """Why ``program`` could not be started; running out of descriptors says so plainly."""
     if exc.errno in (errno.EMFILE, errno.ENFILE):
         import resource
 
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        return (f"cannot run {shell}: out of file descriptors (the daemon's limit is {soft}, "
+        return (f"cannot run {program}: out of file descriptors (the daemon's limit is {soft}, "
                 f"hard limit {hard}); stop some apps or raise the hard limit (ulimit -Hn)")
-    return f"cannot run {shell}: {exc.strerror or exc}"
+    return f"cannot run {program}: {exc.strerror or exc}"
 
 
 _MADE: set[Path] = set()  # log directories known to exist: one mkdir each, not per launch

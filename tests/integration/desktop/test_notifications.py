@@ -3,6 +3,9 @@ observed with dbus-monitor and dunstctl."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +85,26 @@ def test_no_session_bus_is_logged_once_at_debug() -> None:
         assert notifier.show(Notice("app:a", "a failed", "boom")) is None
     said = [e for e in logs if e["event"] == "notifications_unavailable"]
     assert len(said) == 1 and said[0]["log_level"] == "debug"
+
+
+NOWHERE = """
+import sys
+from orchestratr.desktop.notifications import Notice, Notifier
+from orchestratr.supervisor.bus import EventBus
+notifier = Notifier(EventBus(), enabled=lambda: True)
+print(notifier.show(Notice("app:a", "a failed", "boom")), "jeepney" in sys.modules)
+"""
+
+
+def test_with_no_session_bus_anywhere_jeepney_is_never_loaded(tmp_path: Path) -> None:
+    """No address and no ``$XDG_RUNTIME_DIR/bus``: nothing to connect to, so the D-Bus
+    library stays out of the daemon's memory (a headless daemon notifies at start-up that
+    hotkeys are unavailable, and at every crash)."""
+    env = {k: v for k, v in os.environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"}
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", NOWHERE], env=env, capture_output=True,
+                         text=True, timeout=30, check=True).stdout
+    assert out.splitlines()[-1].split() == ["None", "False"]
 
 
 def notified(bus: SessionBus, summary: str) -> list[list[str]]:
