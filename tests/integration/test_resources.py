@@ -1,4 +1,4 @@
-"""Open files: the daemon takes the descriptors it is allowed, and when it runs out of them it
+"""Resources: the daemon takes the descriptors it is allowed, and when it runs out of them it
 says so and keeps serving, without spinning (issue 16: at ~1,000 apps launches failed with a
 bare "Too many open files" and the accept loop spun a whole core)."""
 
@@ -87,3 +87,32 @@ def test_out_of_descriptors_it_rests_says_why_and_resumes(
             conn.close()
 
     wait_for(answers, 5.0, what="GET /health answered once descriptors are free")
+
+
+def wakeups(pid: int) -> int:
+    """Context switches of every thread of ``pid`` so far: each is a wake-up."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as status:
+            total += sum(int(line.split()[1]) for line in status
+                         if line.startswith(("voluntary_ctxt_switches",
+                                             "nonvoluntary_ctxt_switches")))
+    return total
+
+
+def test_an_idle_daemon_with_apps_running_never_wakes(config_dir: Path, start_daemon) -> None:
+    """No periodic tick (issue 16: idle CPU 0 %, where supervisord's 1 s tick costs
+    0.3-0.5 %): with 20 apps running and nobody asking, no thread of the daemon wakes."""
+    apps = "".join(f"  - {{name: app{i}, command: sleep 600, autostart: true}}\n"
+                   for i in range(20))
+    write_config(config_dir, "apps:\n" + apps)
+    daemon: DaemonProcess = start_daemon()
+    wait_for(lambda: sum(e["event"] == "app_transition" and e.get("dst") == "ready"
+                         for e in daemon.events()) == 20, 10.0, what="20 apps ready")
+    time.sleep(0.5)  # the record's lazy writes and the orphan sweep are due within 0.1 s
+    pid = daemon.proc.pid
+    before, cpu = wakeups(pid), psutil.Process(pid).cpu_times()
+    time.sleep(3.0)
+    woke = wakeups(pid) - before
+    spent = sum(psutil.Process(pid).cpu_times()[:2]) - sum(cpu[:2])
+    assert woke <= 3 and spent <= 0.01, f"{woke} wake-ups and {spent:.3f} s of CPU in 3 s"
