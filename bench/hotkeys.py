@@ -19,6 +19,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import psutil
+from scale import write_config
 from supervisor import pct, report, wait
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -67,6 +69,31 @@ def main() -> None:
           f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, Xvfb {name}, {args.hogs} CPU hogs")
     report("chord key press -> app process spawned", times, "p99 <= 30 ms")
     assert pct(times, 99) < 200, "far outside the target"
+    print(f"{'idle RSS, 100 apps registered, hotkeys on':<46} {idle_rss():8.1f} MiB"
+          "   (target <= 27 MiB)")
+
+
+def idle_rss() -> float:
+    """The daemon's resident memory 2 s after it started, with 100 apps registered and its
+    hotkeys listening on a fresh Xvfb (pynput, python-xlib and the grab thread loaded)."""
+    xvfb, name = start_xvfb()
+    os.environ["DISPLAY"] = name
+    with tempfile.TemporaryDirectory() as work:
+        config_dir = Path(work)
+        write_config(config_dir, 100, autostart=False)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "orchestratr", "daemon", "--config-dir", work, "--port", "0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait(lambda: (config_dir / "port").exists())
+            client = Client(config_dir=config_dir)
+            wait(lambda: client.request("GET", "/hotkeys")["enabled"])
+            time.sleep(2)
+            return float(psutil.Process(daemon.pid).memory_info().rss / 2**20)
+        finally:
+            daemon.terminate()
+            daemon.wait()
+            xvfb.terminate()
 
 
 def measure(trials: int) -> tuple[list[float], str]:
