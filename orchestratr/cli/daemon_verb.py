@@ -6,7 +6,6 @@ Its log is JSON lines already; ``--json`` adds one JSON line on stdout once the 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import os
@@ -49,9 +48,6 @@ class _OnFirstUse(types.ModuleType):
         return getattr(real, name)
 
 
-X_EXTENSIONS_USED = ("RECORD", "XTEST")
-
-
 def _lean_imports() -> None:
     """Keep what the daemon never runs out of its memory (idle RSS, issue 16; measured with
     bench/supervisor.py, 100 apps): log output is the same without any of it.
@@ -62,10 +58,6 @@ def _lean_imports() -> None:
       (4.4 MiB: OpenSSL's libraries).
     * asyncio: structlog imports it for its async logging methods, which the daemon never
       calls; it is loaded on first use instead (1.5 MiB).
-    * python-xlib's extensions but the two used: an X connection loads a module for every
-      extension the server has (XInput, RANDR, ...); the daemon uses RECORD (pynput's key
-      listener) and XTEST (which pynput imports) only (0.8 MiB with hotkeys on, measured
-      with bench/hotkeys.py).
     """
     sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
@@ -73,12 +65,6 @@ def _lean_imports() -> None:
         stub = _OnFirstUse("asyncio")
         stub.__spec__ = None
         sys.modules["asyncio"] = stub
-    with contextlib.suppress(ImportError):  # two short lists: no X library is loaded here
-        import Xlib.ext
-
-        listed = vars(Xlib.ext)  # the list that Display() goes through (not in the stubs)
-        listed["__extensions__"] = [(name, module) for name, module in listed["__extensions__"]
-                                    if name in X_EXTENSIONS_USED]
 
 
 def _announce(ctx: Context, daemon: Daemon) -> None:

@@ -35,8 +35,25 @@ def _within(timeout_s: float, probe: Callable[[], str | None]) -> str | None:
     return answers[0]
 
 
+# The X extensions the daemon uses: RECORD (pynput's key listener) and XTEST (which pynput
+# imports); the desktop's windows and chord table need none.
+EXTENSIONS_USED = ("RECORD", "XTEST")
+
+
+def _load_only_the_extensions_used() -> None:
+    """python-xlib loads a module for every extension the X server has (XInput, RANDR, ...)
+    on each connection: 0.8 MiB for one, 1.5 MiB of a daemon with hotkeys on (measured with
+    bench/hotkeys.py). Its list is the process's: this runs before the first connection."""
+    import Xlib.ext
+
+    listed = vars(Xlib.ext)  # the list that Display() goes through (not in the type stubs)
+    listed["__extensions__"] = [(name, module) for name, module in listed["__extensions__"]
+                                if name in EXTENSIONS_USED]
+
+
 def _probe_x_server() -> str | None:
     try:
+        _load_only_the_extensions_used()
         from Xlib.display import Display
 
         display = Display()
