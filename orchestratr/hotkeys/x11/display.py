@@ -35,9 +35,9 @@ def _within(timeout_s: float, probe: Callable[[], str | None]) -> str | None:
     return answers[0]
 
 
-# The X extensions the daemon uses: RECORD (pynput's key listener) and XTEST (which pynput
-# imports); the desktop's windows and chord table need none.
-EXTENSIONS_USED = ("RECORD", "XTEST")
+# The X extensions the daemon uses: RECORD (pynput's key listener), XTEST (which pynput
+# imports) and X-Resource (desktop/windows.py: whose window it is, when _NET_WM_PID is not set).
+EXTENSIONS_USED = ("RECORD", "XTEST", "X-Resource")
 
 
 def _load_only_the_extensions_used() -> None:

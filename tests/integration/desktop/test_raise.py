@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import select
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -84,6 +85,39 @@ def test_a_covered_window_is_raised_with_the_same_pid(
     assert again["pid"] == first["pid"]
     becomes_active(desktop, window)
     assert len([w for w in desktop.clients() if desktop.title(w) == name]) == 1
+
+
+NO_PID_WINDOW = """
+from Xlib import X, display
+screen = display.Display().screen()
+window = screen.root.create_window(0, 0, 300, 100, 0, screen.root_depth, X.InputOutput,
+                                   X.CopyFromParent)
+window.set_wm_name("no-pid")  # and no _NET_WM_PID: toolkits set it, python-xlib does not
+window.map()
+while True:
+    window.display.next_event()
+"""
+
+
+def test_a_window_without_net_wm_pid_is_found_through_x_resource(
+    desktop: Desktop, cover: int, config_dir: Path, tmp_path: Path,
+    start_daemon: Callable[..., DaemonProcess],
+) -> None:
+    """The server knows whose connection made a window (XResQueryClientIds) when the window
+    does not say (_NET_WM_PID). With hotkeys on: their start trims the X extensions python-xlib
+    loads, which once dropped X-Resource and this whole path with it."""
+    app = tmp_path / "no_pid_window.py"
+    app.write_text(NO_PID_WINDOW)
+    write_config(config_dir, f"apps:\n  - name: bare\n    command: {sys.executable} {app}\n")
+    start_daemon()
+    api = HttpApi(port_of(config_dir))
+    wait_for(lambda: api.get("/hotkeys").body["enabled"], what="hotkeys to be enabled")
+    launch(api, "bare")
+    window = desktop.titled("no-pid")
+    desktop.activate(cover)
+    again = launch(api, "bare")
+    assert (again["spawned"], again["focused"], again["reason"]) == (False, True, None)
+    becomes_active(desktop, window)
 
 
 def test_a_minimised_window_is_restored(api: HttpApi, desktop: Desktop, cover: int) -> None:
