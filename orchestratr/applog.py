@@ -11,6 +11,7 @@ Standard library only: the API, the process side and the command line all read t
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import re
@@ -42,7 +43,7 @@ def header(command: str, at: float | None = None) -> bytes:
 
 @dataclass(frozen=True)
 class Launch:
-    """A run's header, read back: the command as written (quoted) and when it launched."""
+    """A run's header, read back: the command as launched and when."""
 
     command: str
     at: float | None
@@ -57,7 +58,16 @@ def parse_header(line: str) -> Launch | None:
         at: float | None = datetime.strptime(match.group(1), STAMP).timestamp()
     except ValueError:
         at = None
-    return Launch(match.group(2), at)
+    return Launch(_unquoted(match.group(2)), at)
+
+
+def _unquoted(written: str) -> str:
+    """The command ``header`` quoted, as it was; a header written otherwise, as it stands."""
+    try:
+        command = ast.literal_eval(written)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return written
+    return command if isinstance(command, str) else written
 
 
 def rotated(path: Path, index: int) -> Path:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from orchestratr.applog import MAX_LINES
 from orchestratr.cli.render import PREFIX_COLOURS
 
 if TYPE_CHECKING:
@@ -29,8 +30,8 @@ def run(ctx: Context) -> int:
     from orchestratr.cli.main import UsageError
 
     args = ctx.args
-    if args.lines < 0:
-        raise UsageError("-n wants 0 or more lines")
+    if not 0 <= args.lines <= MAX_LINES:
+        raise UsageError(f"-n wants from 0 to {MAX_LINES} lines")
     client = ctx.client()
     if args.name is not None:  # an unknown one fails here, not in a stream that retries
         names = [client.app(args.name)["name"]]
@@ -42,7 +43,7 @@ def run(ctx: Context) -> int:
             for line in client.logs(name, args.lines)["lines"]:
                 printer.line(name, line, None)
         return 0
-    follow(client, names, args.lines, printer)
+    follow(client, names, args.lines, printer, alone=args.name is not None)
     return 0
 
 
@@ -64,7 +65,7 @@ class Printer:
         if self._out.json_mode:
             self._out.json({"app": app, "launch": command, "at": at}, compact=True)
         else:
-            self._out.line(self._prefix(app) + self._out.paint(f"--- launch {command}", "dim"))
+            self._out.line(self._prefix(app) + self._out.paint(f"--- launch {command!r}", "dim"))
 
     def _prefix(self, app: str) -> str:
         if not self._width:
@@ -72,9 +73,13 @@ class Printer:
         return self._out.paint(f"{app:<{self._width}} |", self._colours.get(app)) + " "
 
 
-def follow(client: Client, names: list[str], backlog: int, printer: Printer) -> None:
+def follow(
+    client: Client, names: list[str], backlog: int, printer: Printer, alone: bool = True
+) -> None:
     """Print every followed app's lines as they come, until Ctrl-C. Each app is read by a
-    thread of its own; this thread prints, so lines of different apps never mix mid-line."""
+    thread of its own; this thread prints, so lines of different apps never mix mid-line.
+    A refusal (the app removed meanwhile, say) ends a lone app's follow with its error, and
+    only that app's stream when every app is followed."""
     lines: queue.SimpleQueue[tuple[str, str, dict[str, Any]]] = queue.SimpleQueue()
     for name in names:
         threading.Thread(target=_pump, args=(client, name, backlog, lines),
@@ -84,7 +89,10 @@ def follow(client: Client, names: list[str], backlog: int, printer: Printer) -> 
             app, kind, data = lines.get(timeout=1.0)  # a timeout lets Ctrl-C through
         except queue.Empty:
             continue
-        if kind == "launch":
+        if kind == "refused":
+            if alone:
+                raise data["error"]
+        elif kind == "launch":
             printer.launch(app, data.get("command", ""), data.get("at"))
         else:
             printer.line(app, data.get("line", ""), data.get("at"))
@@ -94,14 +102,20 @@ def _pump(
     client: Client, name: str, backlog: int,
     lines: queue.SimpleQueue[tuple[str, str, dict[str, Any]]],
 ) -> None:
-    for event in _events(client, name, backlog):
-        if isinstance(event.data, dict):
-            lines.put((name, event.type, event.data))
+    from orchestratr.client import OrchestratrClientError
+
+    try:
+        for event in _events(client, name, backlog):
+            if isinstance(event.data, dict):
+                lines.put((name, event.type, event.data))
+    except OrchestratrClientError as exc:
+        lines.put((name, "refused", {"error": exc}))
 
 
 def _events(client: Client, name: str, backlog: int) -> Iterator[Any]:
     """One app's stream, opened again (without a backlog) whenever it drops: the daemon may
-    restart under a long ``logs -f``."""
+    restart under a long ``logs -f``. A refusal (4xx) is raised: asking again would only get
+    it again (a silent retry loop once hid a refused ``-n`` for good)."""
     from orchestratr.client import OrchestratrClientError
 
     while True:
@@ -109,6 +123,7 @@ def _events(client: Client, name: str, backlog: int) -> Iterator[Any]:
             with client.open_logs(name, backlog) as stream:
                 backlog = 0
                 yield from stream
-        except OrchestratrClientError:
-            pass
+        except OrchestratrClientError as exc:
+            if exc.status is not None and 400 <= exc.status < 500:
+                raise
         time.sleep(RETRY_S)

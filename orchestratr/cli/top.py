@@ -441,7 +441,7 @@ class Top(App[None]):
             for event in stream:
                 if self._log_app != name or not isinstance(event.data, dict):
                     return
-                text = (Text(f"--- launch {event.data.get('command')}", style="dim")
+                text = (Text(f"--- launch {event.data.get('command')!r}", style="dim")
                         if event.type == "launch" else Text(event.data.get("line", "")))
                 self._from_thread(self._log_line, name, text)
 

@@ -52,9 +52,11 @@ class TestTail:
 
 class TestHeader:
     def test_a_header_is_read_back_as_a_launch(self) -> None:
-        line = applog.header("sleep 60", at=1_800_000_000).decode().rstrip("\n")
-        launch = applog.parse_header(line)
-        assert launch == applog.Launch("'sleep 60'", 1_800_000_000.0)
+        for command in ("sleep 60", "echo \"it's\" | tr a-z A-Z", "printf 'a\\tb\\n'"):
+            line = applog.header(command, at=1_800_000_000).decode().rstrip("\n")
+            assert applog.parse_header(line) == applog.Launch(command, 1_800_000_000.0)
+        written_by_hand = "--- orchestratr: 2027-01-15T08:00:00+0000 launching sleep 60"
+        assert applog.parse_header(written_by_hand).command == "sleep 60"  # type: ignore[union-attr]
         assert applog.parse_header("--- orchestratr: not a header") is None
 
 

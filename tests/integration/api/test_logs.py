@@ -155,7 +155,8 @@ class TestFollow:
         api.post("/apps/ticker/launch")
         first = stream.events(4)
         assert [e.type for e in first] == ["launch", "line", "line", "line"]
-        assert "for i in 1 2 3" in first[0].data["command"]
+        # the command as configured (the file's header quotes it: the stream does not)
+        assert first[0].data["command"] == 'for i in 1 2 3; do echo "tick $i"; sleep 0.2; done; sleep 60'
         assert [e.data["line"] for e in first[1:]] == ["tick 1", "tick 2", "tick 3"]
         assert all(e.data["at"].endswith("Z") for e in first)
 

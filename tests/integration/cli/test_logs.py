@@ -117,7 +117,7 @@ class TestFollow:
         try:
             assert proc.stdout
             launch = json.loads(proc.stdout.readline())  # the run's header, from the backlog
-            assert launch["app"] == "ticker" and launch["launch"].startswith("'i=1;")
+            assert launch["app"] == "ticker" and launch["launch"].startswith("i=1; while true")
             first = json.loads(proc.stdout.readline())
             assert first == {"app": "ticker", "line": "tick 1", "at": None}
             while (record := json.loads(proc.stdout.readline()))["at"] is None:
@@ -129,3 +129,12 @@ class TestFollow:
             _, err = proc.communicate(timeout=10)
         assert proc.returncode == 130
         assert "Traceback" not in err
+
+
+def test_a_refused_follow_says_why_instead_of_waiting_for_ever(
+    daemon: DaemonProcess, cli: Callable[..., Run]
+) -> None:
+    """``-n`` past the API's limit: ``logs -f`` used to retry the refusal silently for good."""
+    for args in (("talker", "-n", "20000", "-f"), ("-n", "20000", "-f"), ("talker", "-n", "20000")):
+        run = cli("logs", *args)
+        assert (run.code, run.err) == (2, "orchestratr logs: error: -n wants from 0 to 10000 lines\n")
