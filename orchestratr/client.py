@@ -504,9 +504,12 @@ class Event:
     data: Any
 
     def record(self) -> dict[str, Any]:
-        """The event as one flat JSON object: ``id``, ``type`` and the data's fields."""
+        """The event as one flat JSON object: ``id``, ``type`` and the data's fields. A data
+        field named like the event's own is kept as ``data_<name>`` (a service record's
+        ``type`` once replaced ``service_found`` with ``_http._tcp``)."""
         fields = self.data if isinstance(self.data, dict) else {"data": self.data}
-        return {"id": self.id, "type": self.type, **fields}
+        own = {"id": self.id, "type": self.type}
+        return own | {(f"data_{k}" if k in own else k): v for k, v in fields.items()}
 
 
 class EventStream:

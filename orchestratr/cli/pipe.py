@@ -164,10 +164,9 @@ class Pipe:
         idle_for = options.get("idle_for")
         if idle_for is not None and (not isinstance(idle_for, int | float) or idle_for <= 0):
             raise ValueError("idle_for wants a positive number of seconds")
-        types = options.get("type") or ()
         stream = self._client.open_events(
-            () if target == "*" else (target,), [types] if isinstance(types, str) else types,
-            idle_for=idle_for or 0)
+            () if target == "*" else (target,), _texts(options, "type"),
+            idle_for=idle_for or 0, sources=_texts(options, "source"))
         self.follow(stream, idle_for is not None, _event_reply, {"subscribed": target})
 
     def follow(self, stream: EventStream, ends_by_itself: bool,
@@ -205,6 +204,15 @@ def _event_reply(event: Event) -> Reply:
     if event.type == "reset":
         reply["warning"] = "the daemon no longer held every event asked for; some were lost"
     return reply
+
+
+def _texts(options: Reply, key: str) -> list[str]:
+    """A filter given as one string or a list of them (``"type"``, ``"source"``)."""
+    value = options.get(key) or []
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+        raise ValueError(f"{key} wants a string or a list of strings")
+    return values
 
 
 def _name(value: Any) -> str:

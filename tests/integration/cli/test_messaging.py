@@ -242,6 +242,27 @@ class TestPipe:
         assert any(r.get("error") == "bad_request" and "publish" in r["message"]
                    for r in others)
 
+    def test_subscribe_filters_by_source_and_keeps_each_event_type(self, talk: Shared) -> None:
+        """A service record's own ``type`` once replaced the event's (``service_found`` read
+        ``_http._tcp``), in the pipe and in ``events``; ``source`` was ignored by the pipe."""
+        talk.cli("stop", "quiet", "--wait")
+        replies = self.pipe(
+            talk,
+            {"subscribe": "*", "type": "sync_complete", "source": ["espansr"], "idle_for": 1},
+            {"subscribe": "*", "type": ["service_found"], "idle_for": 1},
+            {"publish": {"source": "notes", "type": "sync_complete", "data": {"n": 1}}},
+            {"publish": {"source": "espansr", "type": "sync_complete", "data": {"n": 2}}},
+            {"launch": "quiet"},
+        )
+        events = [r["event"] for r in replies if "event" in r]
+        assert [(e["type"], e["source"]) for e in events if e["type"] == "sync_complete"] == [
+            ("sync_complete", "espansr")]
+        [found] = [e for e in events if e["type"] == "service_found"]
+        assert (found["name"], found["data_type"]) == ("quiet-api", "_http._tcp")
+        printed = talk.cli("--json", "events", "--type", "service_found")
+        assert printed.lines and {json.loads(line)["type"] for line in printed.lines} == {
+            "service_found"}
+
     def test_browse_streams_with_koi_status(self, talk: Shared) -> None:
         running(talk, "web")
         wait_for(lambda: client_of(talk).services("_http._tcp"), what="web-api to be live")
