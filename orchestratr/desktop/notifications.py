@@ -47,13 +47,12 @@ def notice_for(event: BusEvent) -> Notice | None:
     data = event.data
     if event.type == "state" and data.get("to") == AppState.failed.value:
         app, detail = data["app"], data.get("detail") or {}
+        if detail.get("restart_in_ms") is not None or detail.get("crash_loop"):
+            return None  # a restart follows, or the crash loop's own transition says it all
         error = detail.get("error") or "no error recorded"
         if data.get("trigger") == "crash_loop":
             return Notice(f"app:{app}", f"{app} keeps crashing", str(error), urgency=2)
         return Notice(f"app:{app}", f"{app} failed", str(error), urgency=2)
-    if event.type == "launch_failed":
-        app = data["app"]
-        return Notice(f"app:{app}", f"{app} failed to launch", str(data.get("error")), urgency=2)
     if event.type == "lease_expired":
         app = data["app"]
         return Notice(f"app:{app}", f"{app} stopped answering",

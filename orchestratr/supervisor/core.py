@@ -702,12 +702,20 @@ class Supervisor:
         clean = exit.code in (0, None)
         error = (None if clean or stopping
                  else _exit_error(app.spec, exit, uptime_s < QUICK_EXIT_S))
+        decision = None if stopping or app.relaunch or app.removed else restarts.after_exit(
+            app.spec, app.restarts, clean=clean, uptime_s=uptime_s, now=self._mono(),
+            last_error=error)
+        # said with the exit: who tells people about failures knows what follows
+        soon: dict[str, object] = (
+            {"restart_in_ms": round(decision.delay_s * 1000, 3)}
+            if isinstance(decision, restarts.Restart)
+            else {"crash_loop": True} if isinstance(decision, restarts.CrashLoop) else {})
         self._try(self._fire, app, Trigger.exited, Cause.tracker, pid=app.pid,
-                  code=exit.code, error=error, uptime_ms=round(uptime_s * 1000, 3))
+                  code=exit.code, error=error, uptime_ms=round(uptime_s * 1000, 3), **soon)
         if app.take_relaunch():
             self._launch_later(app, 0.0)
-        elif not stopping and not app.removed:
-            self._follow_policy(app, clean, uptime_s, error)
+        elif decision is not None:
+            self._follow_policy(app, decision)
 
     def _on_probe_ready(self, app: App, run: int) -> None:
         with app.lock:
@@ -725,10 +733,8 @@ class Supervisor:
 
     # ----------------------------------------------------------------- restarts
 
-    def _follow_policy(self, app: App, clean: bool, uptime_s: float, error: str | None) -> None:
+    def _follow_policy(self, app: App, decision: restarts.Restart | restarts.CrashLoop) -> None:
         """After the app's own exit (lock held): restart it later, or fail a crash loop."""
-        decision = restarts.after_exit(app.spec, app.restarts, clean=clean, uptime_s=uptime_s,
-                                       now=self._mono(), last_error=error)
         if isinstance(decision, restarts.CrashLoop):
             self._fire(app, Trigger.crash_loop, Cause.restart, error=decision.error)
         elif isinstance(decision, restarts.Restart):

@@ -447,7 +447,7 @@ class TestReload:
         sup.launch("a", Cause.cli)
         # the run's header, written before it is spawned (its shell may have exec'd by now)
         launch = applog.parse_header(applog.tail(Paths(tmp_path, tmp_path / "logs").app_log("a"), 1)[0])
-        assert launch is not None and launch.command == "'sleep 31'"
+        assert launch is not None and launch.command == "sleep 31"
 
     def test_autostart_on_add(self, make_supervisor: MakeSup) -> None:
         sup = make_supervisor()

@@ -45,12 +45,29 @@ def test_a_failed_launch_and_a_crash_loop_notify_once_each(
     daemon.wait_event("app_transition", timeout=20, app="crashy", trigger="crash_loop")
     wait_for(lambda: any("crashy keeps crashing" in c for c in session_bus.notifications()),
              what="the crash loop's notification")
+    # one Notify each: a restart is no incident, the loop's end is (6 calls for crashy before)
     crashy = [c for c in session_bus.notifications() if any("crashy" in s for s in c)]
-    first_id = crashy[0][1]
-    assert first_id == "0"  # a new bubble, then updates of that same one
-    assert len({c[1] for c in crashy[1:]}) == 1 and crashy[1][1] != "0"
+    assert [c[3] for c in crashy] == ["crashy keeps crashing"]
+    assert [c[3] for c in session_bus.notifications() if "typo" in c[3]] == ["typo failed"]
     wait_for(lambda: session_bus.displayed() >= 2, what="dunst to show them")
     assert session_bus.displayed() <= 2  # one bubble for typo, one for crashy's whole loop
+
+
+def test_a_launch_that_cannot_spawn_notifies_once(
+    session_bus: SessionBus, config_dir: Path, start_daemon: Callable[..., DaemonProcess],
+    tmp_path: Path,
+) -> None:
+    """Its failed transition and its launch_failed event are one incident (two calls before)."""
+    write_config(config_dir, f"apps:\n  - name: nowhere\n    command: sleep 60\n"
+                             f"    cwd: {tmp_path / 'gone'}\n")
+    daemon = start_daemon("--no-hotkeys")
+    HttpApi(port_of(config_dir)).post("/apps/nowhere/launch", {})
+    daemon.wait_event("launch_failed")
+    wait_for(lambda: [c for c in session_bus.notifications() if "nowhere" in c[3]],
+             what="the notification")
+    time.sleep(0.5)  # proves no second call follows within half a second
+    assert [c[3] for c in session_bus.notifications() if "nowhere" in c[3]] == [
+        "nowhere failed"]
 
 
 def test_a_rejected_config_edit_names_file_and_field(
