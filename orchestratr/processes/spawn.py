@@ -23,7 +23,7 @@ from orchestratr.errors import LaunchError
 from orchestratr.paths import APP_ENV, CONFIG_DIR_ENV
 from orchestratr.processes import readiness
 from orchestratr.processes.output import OutputPump
-from orchestratr.processes.tracker import ProcessTracker
+from orchestratr.processes.tracker import ProcessTracker, check_adoptable
 from orchestratr.registry.model import AppSpec
 from orchestratr.supervisor.launcher import OnExit, ProcessExit, ProcessUsage
 
@@ -168,6 +168,9 @@ class ProcessLauncher:
 
             self._usage = Usage()
         return self._usage.of(pid, group)
+
+    def check_adoptable(self, pid: int) -> None:
+        check_adoptable(pid)
 
     def same_group(self, pid: int, leader: int) -> bool:
         return self._tracker.belongs(pid, leader)

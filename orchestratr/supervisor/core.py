@@ -304,6 +304,7 @@ class Supervisor:
                 self.services.check(app.name, services)
             adopted = pid is not None and not self._owns(app, pid)
             if pid is not None and adopted:
+                self._launcher.check_adoptable(pid)  # a pid never adoptable: 400, whatever runs
                 self._refuse_second_process(app, pid)
                 self._track_adopted(app, pid, group=False)
             if services is not None:

@@ -65,6 +65,13 @@ class Launcher(Protocol):
             UnadoptablePidError: pid 0 or 1, the daemon itself or one of its ancestors.
         """
 
+    def check_adoptable(self, pid: int) -> None:
+        """Refuse a pid whose stop would signal the daemon or the whole system.
+
+        Raises:
+            UnadoptablePidError: pid 0 or 1, the daemon itself or one of its ancestors.
+        """
+
     def same_group(self, pid: int, leader: int) -> bool:
         """Whether ``pid`` is one of the processes of the app tracked as ``leader`` (its group,
         or a process descended from it)."""

@@ -246,11 +246,16 @@ class TestTracking:
     ) -> None:
         """pid 1, the daemon (this process here) and its ancestors are never adopted."""
         pid = {"init": 1, "the daemon": os.getpid(), "its parent": os.getppid()}[who]
-        sup = make_supervisor(app("a", "unused"))
+        sup = make_supervisor(app("a", "unused"), app("b", "sleep 30"))
         with pytest.raises(UnadoptablePidError, match=f"pid {pid} "):
             sup.notify_launched("a", Cause.api, pid=pid)
         snap = sup.snapshot("a")
         assert (snap.state, snap.pid, snap.history) == (S.stopped, None, ())
+        # a running app too: the conflict with its process was said first (409, not 400)
+        running = sup.launch("b", Cause.cli).app.pid
+        with pytest.raises(UnadoptablePidError, match=f"pid {pid} "):
+            sup.notify_launched("b", Cause.api, pid=pid)
+        assert sup.snapshot("b").pid == running
 
     def test_another_pid_cannot_take_tracking_from_a_live_group(
         self, make_supervisor: MakeSup
