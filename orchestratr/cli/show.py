@@ -36,7 +36,7 @@ def lines(ctx: Context, app: dict[str, Any], log_lines: list[str]) -> list[str]:
         ("state", f"{state}{_pid(app)}{_since(app)}"),
         ("error", app.get("error")),
         ("command", app["command"]),
-        ("cwd", app.get("cwd")),
+        ("cwd", app.get("cwd") or "- (the daemon's)"),
         ("source", app.get("source")),
         ("chord", app.get("chord")),
         ("restart", _restarts(app)),
@@ -45,7 +45,9 @@ def lines(ctx: Context, app: dict[str, Any], log_lines: list[str]) -> list[str]:
         ("log", app.get("log_path")),
     ]
     body = [out.paint(title, "bold")]
-    body += [f"  {key:<10} {value}" for key, value in rows if value not in (None, "")]
+    # every fact has its row, "-" when it has no value (an error only when there is one)
+    body += [f"  {key:<10} {'-' if value in (None, '') else value}" for key, value in rows
+             if key != "error" or value]
     body += _processes(ctx, app.get("processes") or [])
     body += _history(ctx, app.get("history") or [])
     body.append(out.paint(f"last {len(log_lines)} lines of its log", "bold")

@@ -128,6 +128,17 @@ class TestShow:
         assert re.search(rf"\n  {app['pid']}\s+\d+\.\d%\s+\d+(\.\d)?[KMG]\n", text), text
         assert "last 2 lines of its log" in text
 
+    def test_every_row_is_there_for_an_app_with_little_to_say(
+        self, daemon: DaemonProcess, cli: Callable[..., Run]
+    ) -> None:
+        """Rows without a value used to be left out: no cwd row for an app without one."""
+        text = cli("show", "sleeper").out
+        for row in ("state", "command", "cwd", "source", "chord", "restart", "last exit",
+                    "lease", "log"):
+            assert re.search(rf"^  {row}\s+\S", text, re.MULTILINE), (row, text)
+        assert "cwd        - (the daemon's)" in text and "chord      -" in text
+        assert "error" not in text
+
     def test_json_has_the_log_lines_too(
         self, daemon: DaemonProcess, cli: Callable[..., Run]
     ) -> None:
