@@ -29,8 +29,10 @@ from orchestratr.errors import (
     OrchestratrError,
     UnavailableError,
     UnknownAppError,
+    clip,
 )
 from orchestratr.registry.model import AppSpec, Registry, ServiceSpec
+from orchestratr.registry.validate import MAX_NAME
 from orchestratr.supervisor import leases, restarts
 from orchestratr.supervisor.app import App, AppSnapshot, Changes, HistoryEntry
 from orchestratr.supervisor.bus import OWN_TYPES, PUBLISHED_TYPE, BusEvent, EventBus, weight_of
@@ -425,8 +427,13 @@ class Supervisor:
             UnknownAppError: the receiver, or the sender, is not registered.
             LaunchError: the receiver could not be launched (the message is kept).
         """
-        app = self._app(receiver)
-        origin = None if sender is None else self._known(sender, "from").name
+        try:
+            app = self._app(receiver)
+            origin = None if sender is None else self._known(sender, "from").name
+        except UnknownAppError as exc:  # both names go to the log, as for a message sent
+            log.warning("message_refused", sender=sender and clip(sender, MAX_NAME),
+                        receiver=clip(receiver, MAX_NAME), error=str(exc))
+            raise
         inbox = self.inboxes.of(app.name)
         delivered = inbox.readers
         message = inbox.post(origin, data)

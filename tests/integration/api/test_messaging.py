@@ -281,6 +281,16 @@ class TestMessages:
         logged = daemon.wait_event("message_sent", sender="espansr", receiver="notes")
         assert (logged["id"], logged["delivered"], logged["launched"]) == (sent, 0, False)
 
+    def test_a_refused_message_names_sender_and_receiver_in_the_log_too(
+        self, talk: tuple[HttpApi, DaemonProcess]
+    ) -> None:
+        api, daemon = talk
+        assert api.post("/apps/notes/message", {"from": "stranger", "data": 1}).status == 404
+        refused = daemon.wait_event("message_refused", sender="stranger", receiver="notes")
+        assert "stranger" in str(refused["error"])
+        assert api.post("/apps/nowhere/message", {"from": "espansr", "data": 1}).status == 404
+        daemon.wait_event("message_refused", sender="espansr", receiver="nowhere")
+
 
 class TestActivation:
     def test_launch_true_starts_a_stopped_receiver_which_reads_the_message(
