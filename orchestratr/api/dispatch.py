@@ -42,6 +42,7 @@ GROW_AFTER_S = 0.05  # work waiting this long while no job ends: the workers are
 WORKER_IDLE_S = 0.5  # a worker beyond the core ends after this long without work
 ACCEPT_BATCH = 64  # connections accepted per wake-up before the others get a turn
 ACCEPT_BACKOFF_S = 0.01  # out of descriptors: accepting pauses this long, doubled per failure
+ACCEPT_LOG_EVERY_S = 60.0  # a shortage that comes and goes is logged once in this long
 MAX_ACCEPT_BACKOFF_S = 1.0  # ... up to this (the listener stays readable: retrying at once
 # spun a whole core, issue 16)
 OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -158,6 +159,8 @@ class Dispatcher:
         self._stopping = False
         self._accept_paused_until: float | None = None
         self._accept_backoff = 0.0
+        self._shortage_logged_at: float | None = None  # when http_accept_failed was last said
+        self._shortage_said = False  # ... for the shortage going on now
         self.pool: Workers | None = None
 
     # ------------------------------------------------------------ from any thread
@@ -273,7 +276,8 @@ class Dispatcher:
                     log.error("http_accept_failed", error=str(exc))
                 return
             if self._accept_backoff:
-                log.warning("http_accept_resumed")
+                if self._shortage_said:
+                    log.warning("http_accept_resumed")
                 self._accept_backoff = 0.0
             sock.setblocking(True)
             conn = _quietly(partial(self._accept, sock, peer))
@@ -281,17 +285,23 @@ class Dispatcher:
                 self.park(conn, sock)
 
     def _pause_accepting(self, exc: OSError) -> None:
-        """Stop watching the listener for a while (logged once per episode): connections
-        wait in the kernel's queue, and the others are served meanwhile."""
+        """Stop watching the listener for a while: connections wait in the kernel's queue,
+        and the others are served meanwhile. Said once, and again only a minute later: near
+        the limit, each connection that closes ends a shortage that the next one starts."""
+        now = time.monotonic()
         if not self._accept_backoff:
-            log.error("http_accept_failed", error=exc.strerror,
-                      hint="out of file descriptors: new connections wait until some close; "
-                           "stop apps or raise the hard limit (ulimit -Hn)")
+            last = self._shortage_logged_at
+            self._shortage_said = last is None or now - last >= ACCEPT_LOG_EVERY_S
+            if self._shortage_said:
+                self._shortage_logged_at = now
+                log.error("http_accept_failed", error=exc.strerror,
+                          hint="out of file descriptors: new connections wait until some "
+                               "close; stop apps or raise the hard limit (ulimit -Hn)")
         self._accept_backoff = min(max(self._accept_backoff * 2, ACCEPT_BACKOFF_S),
                                    MAX_ACCEPT_BACKOFF_S)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(self._listener)
-        self._accept_paused_until = time.monotonic() + self._accept_backoff
+        self._accept_paused_until = now + self._accept_backoff
 
     def _resume_accepting(self) -> None:
         if self._accept_paused_until is None or time.monotonic() < self._accept_paused_until:

@@ -77,6 +77,13 @@ def test_out_of_descriptors_it_rests_says_why_and_resumes(
             sock.close()
         served.close()
     daemon.wait_event("http_accept_resumed")
+    again = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(SPARE * 3)]
+    try:  # a shortage again within the minute: served the same way, not logged again
+        time.sleep(0.5)  # long enough for the listener to run out and rest again
+        assert [e["event"] for e in daemon.events()].count("http_accept_failed") == 1
+    finally:
+        for sock in again:
+            sock.close()
 
     def answers() -> bool:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
