@@ -62,12 +62,12 @@ def _status_lines(ctx: Context, data: dict[str, Any]) -> list[str]:
     out = ctx.out
     pid = data["pid"] if data["pid"] is not None else "?"
     up = f", up {duration(data['uptime_secs'])}" if data["uptime_secs"] is not None else ""
-    daemon = (f"{out.paint('running', 'green')}: pid {pid}, port {data['port']}, "
-              f"version {data['version']}{up}")
+    daemon = (f"{out.paint('running', 'green')} (pid {pid}, port {data['port']}, "
+              f"version {data['version']}{up})")
     counts = data["apps"]
     states = ", ".join(f"{n} {out.paint(s, STATE_COLOURS.get(s))}"
                        for s, n in counts["by_state"].items())
-    apps = f"{counts['total']}" + (f": {states}" if states else "")
+    apps = f"{counts['total']}" + (f" ({states})" if states else "")
     config = data["config_dir"]
     if errors := data["config_errors"]:
         count = f"{errors} error" + ("s" if errors != 1 else "")
@@ -75,7 +75,7 @@ def _status_lines(ctx: Context, data: dict[str, Any]) -> list[str]:
                   f"see them ({config})")
     rows = [("daemon", daemon), ("config", config),
             ("hotkeys", _hotkeys_text(ctx, data["hotkeys"])), ("apps", apps)]
-    return [f"{key:<8}  {value}" for key, value in rows]
+    return [f"{key}: {value}" for key, value in rows]  # "config: rejected, 2 errors — ..."
 
 
 def _hotkeys_text(ctx: Context, hotkeys: dict[str, Any]) -> str:
@@ -84,8 +84,8 @@ def _hotkeys_text(ctx: Context, hotkeys: dict[str, Any]) -> str:
     if hotkeys.get("paused"):
         return f"{ctx.out.paint('paused', 'yellow')} (leader {hotkeys.get('leader')})"
     grab = "keys grabbed" if hotkeys.get("suppressing") else "keys observed, not grabbed"
-    return (f"{ctx.out.paint('on', 'green')}: leader {hotkeys.get('leader')}, "
-            f"{hotkeys.get('backend')}, {grab}")
+    return (f"{ctx.out.paint('on', 'green')} (leader {hotkeys.get('leader')}, "
+            f"{hotkeys.get('backend')}, {grab})")
 
 
 def list_apps(ctx: Context) -> int:

@@ -21,8 +21,8 @@ def test_pause_resume_status_trigger_and_doctor(
     assert ("PASS", "X11 with the RECORD extension: hotkeys can run here") in [
         (c["status"], c["message"]) for c in before.json["checks"] if c["name"] == "hotkeys"]
     start_daemon()
-    on = "on: leader ctrl+space, xorg, keys grabbed"
-    assert cli("status").lines[2] == f"hotkeys   {on}"
+    on = "on (leader ctrl+space, xorg, keys grabbed)"
+    assert cli("status").lines[2] == f"hotkeys: {on}"
     paused = cli("pause")
     assert paused.code == 0 and paused.out == "hotkeys: paused (leader ctrl+space)\n"
     assert cli("status", "--json").json["hotkeys"]["paused"] is True
@@ -31,7 +31,7 @@ def test_pause_resume_status_trigger_and_doctor(
     resumed = cli("resume", "--json")
     assert resumed.code == 0
     assert (resumed.json["paused"], resumed.json["suppressing"]) == (False, True)
-    assert cli("status").lines[2] == f"hotkeys   {on}"
+    assert cli("status").lines[2] == f"hotkeys: {on}"
     leader = cli("trigger")
     assert leader.code == 0, leader.err
     assert leader.out == "leader pressed: the next chord key launches its app\n"

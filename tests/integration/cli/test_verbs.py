@@ -38,12 +38,24 @@ class TestStatus:
         assert run.code == 0, run.err
         pid, port = shared_daemon.daemon.proc.pid, shared_daemon.port
         daemon, config, hotkeys, apps = run.lines
-        assert re.fullmatch(rf"daemon    running: pid {pid}, port {port}, version "
-                            rf"{re.escape(__version__)}, up \d+s", daemon), daemon
-        assert config == f"config    {shared_daemon.config_dir}"
-        assert hotkeys == "hotkeys   off (disabled by --no-hotkeys)"
-        assert re.fullmatch(r"apps      4: (\d+ \w+, )*\d+ stopped(, \d+ \w+)*", apps), apps
+        assert re.fullmatch(rf"daemon: running \(pid {pid}, port {port}, version "
+                            rf"{re.escape(__version__)}, up \d+s\)", daemon), daemon
+        assert config == f"config: {shared_daemon.config_dir}"
+        assert hotkeys == "hotkeys: off (disabled by --no-hotkeys)"
+        assert re.fullmatch(r"apps: 4 \((\d+ \w+, )*\d+ stopped(, \d+ \w+)*\)", apps), apps
         assert not ANSI.search(run.out), "colour on a pipe"
+
+    def test_a_rejected_config_is_said_and_status_still_succeeds(
+        self, config_dir: Path, start_daemon: Callable[..., DaemonProcess],
+        cli: Callable[..., Run],
+    ) -> None:
+        write_config(config_dir, "apps:\n  - name: x\n    command: x\n    chord: 12\n"
+                                 "  - name: y\n    command: y\n    chord: 13\n")
+        start_daemon("--no-hotkeys")
+        run = cli("status")
+        assert run.code == 0, run.err
+        assert run.lines[1] == (f"config: rejected, 2 errors — run `orchestratr reload` to see "
+                                f"them ({config_dir})")
 
     def test_json(self, shared_daemon: Shared) -> None:
         run = shared_daemon.cli("status", "--json")
