@@ -179,3 +179,23 @@ def test_descriptors_are_waited_on_through_poll() -> None:
     every wait goes through ``fds.readable``."""
     waiting = [_rel(p) for p in MODULES if "select.select(" in p.read_text()]
     assert waiting == [], waiting
+
+
+# Threads started without ``threads.supervised``, each with why its death is not silent.
+UNSUPERVISED_THREADS = {
+    "threads.py": "the supervisor of threads itself",
+    "supervisor/core.py": "autostart workers: they end with the start-up; each launch is guarded",
+    "api/dispatch.py": "request workers: each job is guarded (http_worker_error)",
+    "api/server.py": "one per event stream, ending with it; its errors end that stream only",
+    "hotkeys/x11/display.py": "the display probe: bounded in time, its answer or its timeout",
+    "hotkeys/x11/grab.py": "the grab: its failure is logged and the service grabs again",
+    "cli/pipe.py": "the CLI's, not the daemon's", "cli/logs.py": "the CLI's, not the daemon's",
+    "cli/daemon_verb.py": "prints the daemon's start once, then ends",
+}
+
+
+def test_long_lived_threads_run_supervised() -> None:
+    """No thread dies silently (issue 11): the lease clock and the API's dispatcher once
+    did, as plain threads."""
+    plain = {_rel(p) for p in MODULES if "threading.Thread(" in p.read_text()}
+    assert plain - set(UNSUPERVISED_THREADS) == set()

@@ -216,15 +216,15 @@ class Dispatcher:
     # ------------------------------------------------------------ the selector thread
 
     def run(self) -> None:
-        """Dispatch until ``stop``; then close every idle connection and end every stream."""
-        try:
-            while not self._stopping:
-                for key, _ in self._selector.select(self._timeout()):
-                    self._ready(key)
-                self._expire()
-                self._resume_accepting()
-        finally:
-            self._shutdown()
+        """Dispatch until ``stop``; then close every idle connection and end every stream.
+        An exception leaves everything open: ``threads.supervised`` logs it and runs this
+        again (connections wait meanwhile in the selector, level-triggered)."""
+        while not self._stopping:
+            for key, _ in self._selector.select(self._timeout()):
+                self._ready(key)
+            self._expire()
+            self._resume_accepting()
+        self._shutdown()
 
     def stop(self) -> None:
         self._stopping = True

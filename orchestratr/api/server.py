@@ -603,9 +603,8 @@ class ApiServer:
         self._server = self._bind()
         self._server.api = self._api
         self._server.workers.start()
-        self._thread = threading.Thread(target=self._server.dispatcher.run, name="api",
-                                        daemon=True)
-        self._thread.start()
+        # "api": it accepts, hands requests to the workers and watches streams for hang-ups
+        self._thread = supervised("api", self._server.dispatcher.run)
         self.write_port_file()
         log.info("api_listening", host="127.0.0.1", port=self.port)
         return self.port

@@ -22,6 +22,7 @@ import structlog
 
 from orchestratr.fds import readable
 from orchestratr.supervisor.bus import EventBus, Subscription
+from orchestratr.threads import supervised
 
 log = structlog.get_logger("orchestratr.desktop")
 
@@ -47,8 +48,7 @@ class ChordWindow:
 
     def start(self) -> None:
         self._subscription = self._bus.subscribe(accept=lambda e: e.type == "hotkey")
-        self._thread = threading.Thread(target=self._follow, name="chord-window", daemon=True)
-        self._thread.start()
+        self._thread = supervised("chord-window", self._follow)
 
     def stop(self) -> None:
         if self._subscription is not None:

@@ -24,6 +24,7 @@ import structlog
 
 from orchestratr.supervisor.bus import BusEvent, EventBus, Subscription
 from orchestratr.supervisor.states import AppState
+from orchestratr.threads import supervised
 
 log = structlog.get_logger("orchestratr.desktop")
 
@@ -85,8 +86,7 @@ class Notifier:
 
     def start(self) -> None:
         self._subscribe()
-        self._thread = threading.Thread(target=self._follow, name="notifications", daemon=True)
-        self._thread.start()
+        self._thread = supervised("notifications", self._follow)
 
     def _subscribe(self) -> None:
         self._subscription = self._bus.subscribe(accept=lambda e: notice_for(e) is not None)

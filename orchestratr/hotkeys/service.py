@@ -21,6 +21,7 @@ from orchestratr.controls import BackendName, HotkeyStatus
 from orchestratr.hotkeys.backend import FALLBACK, Backend, Grab
 from orchestratr.hotkeys.engine import Engine, Kind, Outcome
 from orchestratr.registry.keys import Key, desktop_owner, parse_leader
+from orchestratr.threads import supervised
 
 log = structlog.get_logger("orchestratr.hotkeys")
 WAKE = ""  # queued to make the worker re-read the chord window's deadline
@@ -79,8 +80,7 @@ class HotkeyService:
             self._listening = True
             self._running = True
             self._sync_grab()
-            self._worker = threading.Thread(target=self._work_loop, name="hotkeys", daemon=True)
-            self._worker.start()
+            self._worker = supervised("hotkeys", self._work_loop)
         status = self.status()
         if status.enabled:
             log.info("hotkeys_started", platform=platform.platform(), backend=status.backend,

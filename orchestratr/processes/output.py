@@ -30,6 +30,7 @@ from pathlib import Path
 import attrs
 
 from orchestratr import applog
+from orchestratr.threads import supervised
 
 READ_SIZE = 64 * 1024
 HAVE_PIPES = hasattr(select, "epoll") and os.path.isdir("/proc/self/fd")
@@ -72,7 +73,7 @@ class OutputPump:
         self._epoll.register(self._wake_r, select.EPOLLIN)
         self._stopping = False
         self._started = False
-        self._thread = threading.Thread(target=self._loop, name="app-output", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Copy from now on. The thread itself starts with the first pipe: a daemon whose
@@ -82,15 +83,16 @@ class OutputPump:
             self._run()
 
     def _run(self) -> None:
-        if self._started and not self._thread.is_alive() and not self._stopping:
-            self._thread.start()
+        if self._started and not self._stopping and (
+                self._thread is None or not self._thread.is_alive()):
+            self._thread = supervised("app-output", self._loop)
 
     def stop(self) -> list[tuple[int, Path]]:
         """Stop copying; return the pipes still open with their files (their apps run on).
         The caller hands them to a drain process, then calls ``close``."""
         self._stopping = True
         self._wake()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=2)
         with self._lock:
             for pipe in list(self._pipes.values()):

@@ -24,6 +24,7 @@ import structlog
 from orchestratr.registry.model import RestartPolicy
 from orchestratr.supervisor.app import App, HistoryEntry
 from orchestratr.supervisor.states import LIVE, RUNNING, AppState, Trigger
+from orchestratr.threads import supervised
 
 log = structlog.get_logger("orchestratr.supervisor")
 
@@ -49,9 +50,7 @@ class LeaseClock:
                 return
             self._next = deadline
             if self._thread is None:  # most daemons never hold a lease: no thread until one does
-                self._thread = threading.Thread(target=self._loop, name="lease-clock",
-                                                daemon=True)
-                self._thread.start()
+                self._thread = supervised("lease-clock", self._loop)
             self._cond.notify()
 
     def stop(self) -> None:

@@ -21,9 +21,11 @@ import psutil
 import pytest
 
 from orchestratr import threads
+from orchestratr.api.dispatch import Dispatcher
 from orchestratr.client import Client, OrchestratrClientError
 from orchestratr.processes import proctable
 from orchestratr.processes.tracker import ProcessTracker
+from orchestratr.supervisor.leases import LeaseClock
 from orchestratr.supervisor.states import AppState
 from tests.conftest import (
     PYTHON,
@@ -173,6 +175,54 @@ class TestThreads:
         crash = next(json.loads(line) for line in log.splitlines() if "thread_crashed" in line)
         assert crash["level"] == "error" and "RuntimeError: injected fault" in crash["exception"]
         assert '"thread_restarted"' in log
+
+    def test_the_api_thread_is_supervised_too(
+        self, config_dir: Path, in_process_daemon, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The API's dispatcher (it accepts, and watches streams for hang-ups) died silently
+        with a traceback on stderr, and every request failed from then on (an audit)."""
+        write_config(config_dir, config("{name: a, command: 'sleep 300'}"))
+        crashes = []
+        real = Dispatcher._expire
+
+        def crash_once(self: Dispatcher) -> None:
+            if not crashes:
+                crashes.append(1)
+                raise RuntimeError("injected fault")
+            real(self)
+
+        monkeypatch.setattr(Dispatcher, "_expire", crash_once)
+        with in_process_daemon():
+            client = Client(config_dir=config_dir)
+            health = wait_for(lambda: (h := client.health())["status"] == "degraded" and h)
+            assert crashes  # the first request's turn of the loop raised
+            (part,) = health["degraded"]  # type: ignore[index]
+            assert part["part"] == "api" and "injected fault" in part["error"]
+            assert client.launch("a")["state"] == "ready"
+        assert '"thread_restarted"' in (config_dir / "logs" / "orchestratr.log").read_text()
+
+    def test_the_lease_clock_is_supervised_too(
+        self, config_dir: Path, in_process_daemon, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The lease clock died silently, and no lease ever expired again (an audit)."""
+        write_config(config_dir, config("{name: a, command: 'sleep 300', lease_secs: 1}"))
+        crashes = []
+        real = LeaseClock._loop
+
+        def crash_once(self: LeaseClock) -> None:
+            if not crashes:
+                crashes.append(1)
+                raise RuntimeError("injected fault")
+            real(self)
+
+        monkeypatch.setattr(LeaseClock, "_loop", crash_once)
+        with in_process_daemon() as running:
+            client = Client(config_dir=config_dir)
+            client.launch("a")
+            wait_for(lambda: running.supervisor.snapshot("a").state is S.unresponsive,
+                     timeout=10, what="the lease to run out, on the restarted clock")
+            (part,) = client.health()["degraded"]
+            assert part["part"] == "lease-clock" and "injected fault" in part["error"]
 
     def test_a_thread_that_keeps_crashing_stops_the_daemon_non_zero(
         self, config_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
