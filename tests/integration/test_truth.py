@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -45,6 +46,21 @@ def app_processes(config_dir: Path, name: str) -> set[int]:
     """Every live process carrying the app's markers for this config dir."""
     return {p.pid for p in proctable.scan() if not p.zombie and p.app == name
             and proctable.same_dir(p.config_dir, str(config_dir))}
+
+
+def crash_once(monkeypatch: pytest.MonkeyPatch, owner: type, method: str) -> list[int]:
+    """Make ``owner.method`` raise once, then work; the returned list holds the crash."""
+    crashes: list[int] = []
+    real = getattr(owner, method)
+
+    def once(self: object, *args: Any) -> Any:
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("injected fault")
+        return real(self, *args)
+
+    monkeypatch.setattr(owner, method, once)
+    return crashes
 
 
 def config(*apps: str, settings: str = "") -> str:
@@ -151,16 +167,7 @@ class TestThreads:
         """An exception injected into the exit tracker's loop: logged as an error with its
         traceback, the thread restarted, GET /health degraded, and exits still seen."""
         write_config(config_dir, config("{name: a, command: 'sleep 300'}"))
-        crashes = []
-        real = ProcessTracker._ready
-
-        def crash_once(self: ProcessTracker, timeout: float | None) -> list[int]:
-            if not crashes:
-                crashes.append(1)
-                raise RuntimeError("injected fault")
-            return real(self, timeout)
-
-        monkeypatch.setattr(ProcessTracker, "_ready", crash_once)
+        crashes = crash_once(monkeypatch, ProcessTracker, "_ready")
         with in_process_daemon() as running:
             client = Client(config_dir=config_dir)
             wait_for(lambda: crashes, what="the injected crash")
@@ -182,16 +189,7 @@ class TestThreads:
         """The API's dispatcher (it accepts, and watches streams for hang-ups) died silently
         with a traceback on stderr, and every request failed from then on (an audit)."""
         write_config(config_dir, config("{name: a, command: 'sleep 300'}"))
-        crashes = []
-        real = Dispatcher._expire
-
-        def crash_once(self: Dispatcher) -> None:
-            if not crashes:
-                crashes.append(1)
-                raise RuntimeError("injected fault")
-            real(self)
-
-        monkeypatch.setattr(Dispatcher, "_expire", crash_once)
+        crashes = crash_once(monkeypatch, Dispatcher, "_expire")
         with in_process_daemon():
             client = Client(config_dir=config_dir)
             health = wait_for(lambda: (h := client.health())["status"] == "degraded" and h)
@@ -206,16 +204,7 @@ class TestThreads:
     ) -> None:
         """The lease clock died silently, and no lease ever expired again (an audit)."""
         write_config(config_dir, config("{name: a, command: 'sleep 300', lease_secs: 1}"))
-        crashes = []
-        real = LeaseClock._loop
-
-        def crash_once(self: LeaseClock) -> None:
-            if not crashes:
-                crashes.append(1)
-                raise RuntimeError("injected fault")
-            real(self)
-
-        monkeypatch.setattr(LeaseClock, "_loop", crash_once)
+        crash_once(monkeypatch, LeaseClock, "_loop")
         with in_process_daemon() as running:
             client = Client(config_dir=config_dir)
             client.launch("a")
