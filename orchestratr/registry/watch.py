@@ -55,7 +55,8 @@ class ConfigWatcher:
         self._on_recreated = on_recreated
         self._backend: _Backend | None = None
         self._apps_inode: int | None = None
-        self._config_inode: int | None = None
+        self._config_inode: int | None = None  # the config dir watched now (None: gone)
+        self._config_seen: int | None = None  # the last config dir that existed
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -107,16 +108,20 @@ class ConfigWatcher:
                 log.exception("reload_callback_failed")
 
     def _watch_config_dir(self) -> bool:
-        """Watch the config dir, which may have been re-created; True if it was."""
+        """Watch the config dir, which may have been re-created; True if it was: since it
+        was last seen, however long it was gone (the daemon holds the old one open, locked,
+        so a new one never gets its inode)."""
         assert self._backend is not None
         inode = _inode(self._paths.config_dir)
         if inode == self._config_inode:
             return False
         self._backend.unwatch(self._paths.config_dir)
-        if inode is not None:
-            self._backend.watch(self._paths.config_dir)
-        recreated = self._config_inode is not None and inode is not None
         self._config_inode = inode
+        if inode is None:
+            return False  # gone: it counts as re-created when it is back
+        self._backend.watch(self._paths.config_dir)
+        recreated = self._config_seen is not None and inode != self._config_seen
+        self._config_seen = inode
         return recreated
 
     def _watch_apps_dir(self) -> None:

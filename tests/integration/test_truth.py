@@ -258,14 +258,18 @@ class TestOneDaemon:
         wait_for(lambda: [a["name"] for a in Client(config_dir=config_dir).apps()] == ["late"])
         assert daemon.proc.poll() is None and (config_dir / "port").exists()
 
+    @pytest.mark.parametrize("gone_s", [0.0, 0.5])
     def test_a_recreated_config_dir_is_watched_again(
-        self, config_dir: Path, start_daemon
+        self, config_dir: Path, start_daemon, gone_s: float
     ) -> None:
-        """Defect 6: a config dir deleted and re-created was never watched again."""
+        """Defect 6: a config dir deleted and re-created was never watched again. And one
+        gone longer than the watcher's debounce was watched but not locked again: a second
+        daemon got in (an audit)."""
         daemon = start_daemon()
         backup = config_dir.with_name("saved")
         config_dir.rename(backup)
         daemon.log_file = backup / "logs" / "orchestratr.log"  # its log went with the dir
+        time.sleep(gone_s)  # widens the window on purpose: the watcher sees the dir gone
         config_dir.mkdir()
         (config_dir / "apps.d").mkdir()
         write_config(config_dir, config("{name: back, command: 'sleep 1'}"))
