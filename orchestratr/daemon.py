@@ -34,9 +34,7 @@ from orchestratr.api.openapi import document
 from orchestratr.api.routes import Api
 from orchestratr.api.server import ApiServer
 from orchestratr.applog import AppLogs
-from orchestratr.desktop.chords import ChordWindow
 from orchestratr.desktop.notifications import Notifier
-from orchestratr.desktop.windows import X11Windows
 from orchestratr.errors import (
     ConfigError,
     DaemonRunningError,
@@ -46,6 +44,8 @@ from orchestratr.errors import (
 from orchestratr.fds import readable
 from orchestratr.hotkeys.backend import default_backend
 from orchestratr.hotkeys.service import HotkeyService
+from orchestratr.hotkeys.x11.chord_table import ChordWindow
+from orchestratr.hotkeys.x11.ewmh import X11Windows
 from orchestratr.lockfile import DaemonLock
 from orchestratr.logs import configure_logging, set_level
 from orchestratr.paths import CONFIG_DIR_ENV, Paths

@@ -22,7 +22,7 @@ IDS = [str(p.relative_to(PACKAGE)) for p in MODULES]
 # module prefix -> the only places allowed to import it
 ALLOWED = {
     "pynput": ("hotkeys/x11/",),
-    "Xlib": ("hotkeys/x11/", "desktop/"),
+    "Xlib": ("hotkeys/x11/",),
     "psutil": ("processes/",),
     "http.server": ("api/server.py",),
     "transitions": ("supervisor/machine.py",),

@@ -1,8 +1,5 @@
-"""The desktop: what the user sees outside the terminal.
-
-``windows.py`` raises an app's window (run-or-raise, EWMH over python-xlib),
-``notifications.py`` shows failures as desktop notifications (freedesktop Notifications over
-D-Bus with jeepney), ``chords.py`` draws the chord table on ``?``. The supervisor knows none of
-it: it is handed the ``Windows`` port, and notifications follow the event bus. Every library
-here is imported at first use, so a daemon with no desktop pays nothing.
+"""The desktop beyond X11: ``notifications.py`` shows failures as desktop notifications
+(freedesktop Notifications over D-Bus with jeepney, imported at first use), following the
+event bus; the supervisor knows nothing of it. What the desktop does through X11 (raising an
+app's window, the chord table) is in ``hotkeys/x11/``, where python-xlib lives.
 """

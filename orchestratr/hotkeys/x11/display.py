@@ -36,7 +36,7 @@ def _within(timeout_s: float, probe: Callable[[], str | None]) -> str | None:
 
 
 # The X extensions the daemon uses: RECORD (pynput's key listener), XTEST (which pynput
-# imports) and X-Resource (desktop/windows.py: whose window it is, when _NET_WM_PID is not set).
+# imports) and X-Resource (ewmh.py: whose window it is, when _NET_WM_PID is not set).
 EXTENSIONS_USED = ("RECORD", "XTEST", "X-Resource")
 
 

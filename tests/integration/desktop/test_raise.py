@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from orchestratr.desktop.windows import CONFIRM_S
+from orchestratr.hotkeys.x11.ewmh import CONFIRM_S
 from tests.conftest import PYTHON, DaemonProcess, wait_for, write_config
 from tests.integration.api.conftest import HttpApi, port_of
 from tests.integration.desktop.conftest import Desktop, _stop
