@@ -52,7 +52,7 @@ from orchestratr.paths import CONFIG_DIR_ENV, Paths
 from orchestratr.processes import output, proctable, survivors
 from orchestratr.processes.journal import Journal
 from orchestratr.processes.spawn import ProcessLauncher
-from orchestratr.processes.tracker import ProcessTracker, in_app
+from orchestratr.processes.tracker import ProcessTracker
 from orchestratr.registry.load import ensure_config, load_registry, load_without_config
 from orchestratr.registry.model import Registry
 from orchestratr.registry.runtime import RuntimeApps
@@ -279,7 +279,7 @@ class Daemon:
         # ids from the wall clock in µs keep growing across restarts (see EventBus)
         bus = EventBus(first_id=time.time_ns() // 1000)
         self.supervisor = supervisor = Supervisor(launcher, bus, record=self._journal,
-                                                  windows=X11Windows(in_app))
+                                                  windows=X11Windows(tracker.owns))
         port = self.options.port if self.options.port is not None else registry.settings.api_port
         settings = registry.settings
         self.hotkeys = hotkeys = HotkeyService(

@@ -167,7 +167,7 @@ class ProcessLauncher:
             from orchestratr.processes.usage import Usage
 
             self._usage = Usage()
-        return self._usage.of(pid, group)
+        return self._usage.of(pid, group, also=self._tracker.processes(pid))
 
     def check_adoptable(self, pid: int) -> None:
         check_adoptable(pid)

@@ -212,6 +212,15 @@ class ProcessTracker:
             return True
         return proctable.available() and pid in proctable.descendants(members)
 
+    def owns(self, key: int, candidate: int) -> bool:
+        """Whether ``candidate`` is a live process of the app watched as ``key`` (see
+        ``in_app``), its members included: a child that left the group with ``setsid`` and
+        came back to the daemon is below neither the leader nor the group."""
+        with self._lock:
+            watch = self._watches.get(key)
+            members = frozenset(watch.members) if watch is not None else frozenset()
+        return in_app(key, candidate, members)
+
     def processes(self, key: int) -> set[int]:
         """Every live process of the app watched as ``key``: its members and their
         descendants (empty when it is not watched)."""
@@ -571,7 +580,7 @@ def app_tree(pid: int) -> set[int]:
 MAX_ANCESTORS = 64  # a process tree deeper than this is not an app's
 
 
-def in_app(pid: int, candidate: int) -> bool:
+def in_app(pid: int, candidate: int, members: Collection[int] = ()) -> bool:
     """Whether ``candidate`` is a live process of the app led by ``pid``: in its process group
     (a launcher shell that forked the GUI and exited leaves the GUI there, reparented to the
     daemon), or a descendant of one that is (a child that called ``setsid`` left the group, not
@@ -585,7 +594,7 @@ def in_app(pid: int, candidate: int) -> bool:
         if current <= 1:
             return False
         try:
-            if current == pid or os.getpgid(current) == pid:
+            if current == pid or current in members or os.getpgid(current) == pid:
                 return _alive(psutil.Process(candidate))
             current = psutil.Process(current).ppid()
         except (psutil.Error, OSError):

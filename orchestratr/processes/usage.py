@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from orchestratr.processes.tracker import app_tree
@@ -28,12 +29,14 @@ class Usage:
         # (pid, create time) -> (CPU seconds, monotonic time) at the last look
         self._seen: dict[tuple[int, float], tuple[float, float]] = {}
 
-    def of(self, pid: int, group: bool) -> list[ProcessUsage]:
-        """The app's live processes, lowest pid first; [] if they are gone."""
+    def of(self, pid: int, group: bool, also: Iterable[int] = ()) -> list[ProcessUsage]:
+        """The app's live processes, lowest pid first; [] if they are gone. ``also``: the
+        tracker's (a child that left the group with ``setsid`` and came back to the daemon
+        is in neither the group nor the leader's tree)."""
         import psutil
 
         found = []
-        for member in sorted(app_pids(pid, group)):
+        for member in sorted(app_pids(pid, group) | set(also)):
             with contextlib.suppress(psutil.Error):
                 found.append(self._look(psutil.Process(member)))
         return found

@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -715,3 +716,35 @@ def test_in_app_knows_the_group_its_descendants_and_nothing_else(tmp_path: Path)
         stranger.kill()
         for proc in (app, stranger):
             proc.wait()
+
+
+OWNS = """
+import os, signal, subprocess, time
+from orchestratr.processes import proctable
+from orchestratr.processes.tracker import ProcessTracker, in_app
+tracker = ProcessTracker(subreaper=proctable.become_subreaper())
+tracker.start()
+proc = subprocess.Popen(["sh", "-c", "setsid sleep 30 & exit 0"], start_new_session=True)
+tracker.watch_child(proc, lambda exit: None, app="a")
+deadline = time.monotonic() + 10
+escaped = []
+while not escaped and time.monotonic() < deadline:
+    escaped = [c for c in proctable.own_children() if c != proc.pid and os.getsid(c) == c]
+    time.sleep(0.01)
+(pid,) = escaped
+while not tracker.owns(proc.pid, pid) and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(tracker.owns(proc.pid, pid), in_app(proc.pid, pid), tracker.owns(proc.pid, os.getpid()))
+os.kill(pid, signal.SIGKILL)
+tracker.stop()
+"""
+
+
+def test_the_tracker_owns_a_member_that_left_the_tree() -> None:
+    """Run-or-raise asks whose a window's process is: a child that called ``setsid`` and came
+    back to the daemon (a subreaper) is below neither the leader nor its group, but the
+    tracker holds it as the app's (an audit found its windows never raised). In a process of
+    its own: a subreaper stays one."""
+    out = subprocess.run([sys.executable, "-c", OWNS], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    assert out.splitlines()[-1].split() == ["True", "False", "False"]  # after its log lines

@@ -86,6 +86,8 @@ class TestDescendants:
         (pid,) = escaped  # type: ignore[misc]  # it left the app's session
         daemon.wait_event("orphan_adopted", pid=pid)
         assert client.app("a")["state"] == "ready"  # its launcher is gone, it is not
+        # and it is listed as the app's (it is below neither the group nor the leader)
+        assert [p["pid"] for p in client.app("a")["processes"]] == [pid]
         again = client.launch("a")
         assert again["pid"] == first["pid"] and not again.get("spawned", False)
         assert app_processes(config_dir, "a") == {pid}  # no second instance
