@@ -130,13 +130,14 @@ class ProcessLauncher:
         self._tracker.watch_child(proc, self._quoting_output(on_exit, output), app=name)
 
     def _quoting_output(self, on_exit: OnExit, output: Path) -> OnExit:
-        """``on_exit``, given the app's last line of output when it failed (copied from its
-        pipe first, so the line it wrote just before exiting is in the file)."""
+        """``on_exit``, once what the app wrote is in its file (copied from its pipe first:
+        whoever sees the app ended finds all its output there), given its last line when it
+        failed."""
 
         def exited(exit: ProcessExit) -> None:
+            if self._output is not None:
+                self._output.drain(output)
             if exit.code not in (0, None):
-                if self._output is not None:
-                    self._output.drain(output)
                 exit = attrs.evolve(exit, output_tail=applog.last_line(output))
             on_exit(exit)
 

@@ -138,6 +138,18 @@ class TestLaunch:
         assert sorted(started.read_text().splitlines()) == [
             "echo $((20 + 22))", "no-such-command-xyz --flag"]
 
+    def test_output_is_in_the_file_once_the_app_is_seen_stopped(
+        self, make_supervisor: MakeSup, tmp_path: Path
+    ) -> None:
+        """The pipe is copied before a clean exit is reported, as it was for a failed one: a
+        reader who saw the app stopped once found its last line missing from the file."""
+        sup = make_supervisor(app("a", "printf 'run %s\\n' $$"))
+        for _ in range(20):
+            pid = sup.launch("a", Cause.cli).app.pid
+            wait_state(sup, "a", S.stopped)
+            log = (tmp_path / "logs" / "apps" / "a.log").read_text()
+            assert f"run {pid}\n" in log
+
     def test_unknown_app(self, make_supervisor: MakeSup) -> None:
         sup = make_supervisor()
         with pytest.raises(UnknownAppError, match="app 'nope' not found"):
