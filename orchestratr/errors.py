@@ -15,6 +15,14 @@ def clip(text: str, limit: int) -> str:
     return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
+ECHO = 40  # characters of what a client or a file sent that a message quotes back
+
+
+def quoted(value: object, limit: int = ECHO) -> str:
+    """``repr(value)``, cut to ``limit`` characters: what was sent, recognisable, never all."""
+    return clip(repr(value), limit)
+
+
 class OrchestratrError(Exception):
     """Base class: a failure with a message meant for the user."""
 

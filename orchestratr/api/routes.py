@@ -35,6 +35,7 @@ from orchestratr.api.wire import (
     launch_json,
     message_json,
     offers_json,
+    refuse_unknown,
     service_json,
     state_json,
 )
@@ -318,9 +319,7 @@ class Api:
         return ok([service_json(r) for r in self._sup.services.records(type_)])
 
     def resolve(self, req: Request) -> Response:
-        unknown = set(req.query) - {"name"}
-        if unknown:
-            raise BadRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        refuse_unknown(req.query, {"name"})
         names = req.query.get("name", [])
         if len(names) != 1 or not names[0]:
             raise BadRequestError("name: give the service's name once, e.g. ?name=notes-api")

@@ -26,7 +26,14 @@ from typing import Any
 import attrs
 
 from orchestratr import applog
-from orchestratr.api.wire import RESET_HINT, event_json, iso, message_json, reset_json
+from orchestratr.api.wire import (
+    RESET_HINT,
+    event_json,
+    iso,
+    message_json,
+    refuse_unknown,
+    reset_json,
+)
 from orchestratr.errors import BadRequestError
 from orchestratr.registry.model import name_key
 from orchestratr.registry.validate import NAME_PATTERN, SERVICE_TYPE_PATTERN
@@ -77,10 +84,8 @@ def parse_query(
 ) -> EventQuery:
     """The stream's parameters (``stream``) or the poll's, with the event filters or (an
     inbox) without; raises BadRequestError naming the parameter that is wrong."""
-    known = {"since", "idle_for" if stream else "limit"} | (FILTERS if filters else set())
-    unknown = set(query) - known
-    if unknown:
-        raise BadRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    refuse_unknown(query, {"since", "idle_for" if stream else "limit"}
+                   | (FILTERS if filters else set()))
     apps, sources = _names(query, "app"), _names(query, "source")
     types = frozenset(t.lower() for t in query.get("type", []))  # any case: they are lower
     if bad := sorted(t for t in types if not PUBLISHED_TYPE.fullmatch(t)):
@@ -108,10 +113,7 @@ def _names(query: Mapping[str, Sequence[str]], key: str) -> frozenset[str]:
 
 def parse_browse(query: Mapping[str, Sequence[str]], stream: bool) -> tuple[str | None, float]:
     """``?type=`` (and, for a stream, ``idle_for``: absent 5 s, 0 never, as Koi's)."""
-    known = {"type", "idle_for"} if stream else {"type"}
-    unknown = set(query) - known
-    if unknown:
-        raise BadRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    refuse_unknown(query, {"type", "idle_for"} if stream else {"type"})
     type_ = _one(query, "type")
     if type_ is not None and not SERVICE_TYPE_PATTERN.fullmatch(type_):
         raise BadRequestError(f"type: {type_[:64]!r} is no service type (like _http._tcp)")
@@ -244,8 +246,7 @@ class LogQuery:
 
 def parse_log_query(query: Mapping[str, Sequence[str]]) -> LogQuery:
     """Raises BadRequestError naming the parameter that is wrong."""
-    if unknown := set(query) - {"lines", "follow"}:
-        raise BadRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    refuse_unknown(query, {"lines", "follow"})
     follow = (_one(query, "follow") or "false").lower()
     if follow not in FLAGS:
         raise BadRequestError(f"follow: expected true or false, got {follow[:32]!r}")

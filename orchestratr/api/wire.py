@@ -7,13 +7,14 @@ responses are built from the supervisor's frozen snapshots. Times are RFC 3339 i
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, overload
 
 import attrs
 
 from orchestratr.convert import converter
-from orchestratr.errors import BadRequestError
+from orchestratr.errors import BadRequestError, quoted
 from orchestratr.registry.model import ServiceSpec, described
 from orchestratr.registry.validate import MAX_LEASE_S
 from orchestratr.supervisor.app import AppSnapshot, HistoryEntry
@@ -27,6 +28,14 @@ MIN_PID = 2  # 0 and 1 (the kernel's and init's) never are an app's: 400 in any 
 MAX_PID = 2**22  # Linux's pid_max ceiling; larger is no pid at all
 MAX_DEPTH = 32  # arrays and objects inside each other in a request body
 TIMESTAMP = {"format": "date-time"}  # RFC 3339 in UTC, as ``iso`` writes them
+
+
+def refuse_unknown(query: Iterable[str], known: Iterable[str]) -> None:
+    """Raises BadRequestError naming (each quoted short) the query parameters not known."""
+    if unknown := set(query) - set(known):
+        names = ", ".join(quoted(name) for name in sorted(unknown)[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise BadRequestError(f"unknown query parameter(s): {names}{more}")
 
 
 def decode_json(raw: bytes) -> Any:

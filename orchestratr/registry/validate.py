@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from orchestratr.convert import field_keys
-from orchestratr.errors import clip
+from orchestratr.errors import quoted
 from orchestratr.registry.keys import DEAD_CHORDS, KEY_NAMES, RESERVED_CHORDS, parse_leader
 from orchestratr.registry.model import AppSpec, ServiceSpec, Settings, WindowMatch, service_key
 
@@ -45,7 +45,7 @@ def check_app(spec: AppSpec) -> list[Problem]:
     """Everything wrong with one app on its own (conflicts between apps are the loader's job)."""
     problems: list[Problem] = []
     if not NAME_PATTERN.fullmatch(spec.name):
-        problems.append(("name", f"{clip(repr(spec.name), 40)} must be 1 to {MAX_NAME} "
+        problems.append(("name", f"{quoted(spec.name)} must be 1 to {MAX_NAME} "
                                  "characters, without '/', '\\', control characters or space "
                                  "around it, and not '.' or '..'"))
     if not spec.command.strip():
@@ -54,7 +54,7 @@ def check_app(spec: AppSpec) -> list[Problem]:
         problems.extend(("chord", m) for m in _chord_problems(spec.chord))
     if not _valid_environment(spec.environment):
         problems.append(
-            ("environment", f"{spec.environment!r} must be native, wsl or wsl:<distro>")
+            ("environment", f"{quoted(spec.environment)} must be native, wsl or wsl:<distro>")
         )
     for field in ("ready_timeout_ms", "restart_delay_ms", "stop_timeout_ms"):
         if getattr(spec, field) < 0:
@@ -81,22 +81,22 @@ def service_problems(services: Iterable[ServiceSpec], field: str = "services") -
     for index, service in enumerate(services):
         where = f"{field}[{index}]"
         if not SERVICE_NAME_PATTERN.fullmatch(service.name):
-            problems.append((f"{where}.name", f"{clip(repr(service.name), 40)} must be 1 to "
+            problems.append((f"{where}.name", f"{quoted(service.name)} must be 1 to "
                                               f"{MAX_SERVICE_NAME} characters, without control "
                                               "characters or space around it"))
         elif service_key(service.name) in seen:
-            problems.append((f"{where}.name", f"{clip(repr(service.name), 40)} is in the list "
+            problems.append((f"{where}.name", f"{quoted(service.name)} is in the list "
                                               "twice"))
         seen.add(service_key(service.name))
         if not SERVICE_TYPE_PATTERN.fullmatch(service.type):
-            problems.append((f"{where}.type", f"{clip(repr(service.type), 40)} must look like "
+            problems.append((f"{where}.type", f"{quoted(service.type)} must look like "
                                               "_http._tcp (_name._tcp or _name._udp)"))
         if not MIN_PORT <= service.port <= MAX_PORT:
             problems.append((f"{where}.port", f"{service.port} is not a port "
                                               f"({MIN_PORT}-{MAX_PORT})"))
         for key, value in service.txt.items():
             if not key or "=" in key or "\0" in key or "\0" in value:
-                problems.append((f"{where}.txt", f"key {clip(repr(key), 40)}: keys must be "
+                problems.append((f"{where}.txt", f"key {quoted(key)}: keys must be "
                                                  "non-empty, without '=' or NUL, and values "
                                                  "without NUL"))
     return problems
@@ -115,7 +115,7 @@ def _window_problems(match: WindowMatch) -> list[Problem]:
         try:
             re.compile(pattern)
         except re.error as exc:
-            problems.append((f"window.{key}", f"{clip(repr(pattern), 60)} is not a valid "
+            problems.append((f"window.{key}", f"{quoted(pattern, 60)} is not a valid "
                                               f"regular expression: {exc}"))
     if not given:
         problems.append(("window", f"give {' and/or '.join(keys)} (regular expressions)"))
@@ -138,7 +138,7 @@ def _unpassable(spec: AppSpec) -> list[Problem]:
 def app_warnings(spec: AppSpec) -> list[Problem]:
     """What is wrong with a valid app but did not stop the Go orchestratr from loading it."""
     dead = DEAD_CHORDS.get(spec.chord.casefold()) if spec.chord else None
-    return [("chord", f"chord {spec.chord!r}: {dead}")] if dead else []
+    return [("chord", f"chord {quoted(spec.chord)}: {dead}")] if dead else []
 
 
 def go_defaults(fields: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
@@ -191,11 +191,11 @@ def unknown_fields(keys: Iterable[str], known: frozenset[str]) -> list[Problem]:
 def _chord_problems(chord: str) -> list[str]:
     key = chord.casefold()
     if key in RESERVED_CHORDS:
-        return [f"chord {chord!r} is reserved"]
+        return [f"chord {quoted(chord)} is reserved"]
     if len(chord) == 1 or key in KEY_NAMES or key in DEAD_CHORDS:
         return []
     return [
-        f"chord {chord!r} is not one character or a known key name "
+        f"chord {quoted(chord)} is not one character or a known key name "
         f"({', '.join(sorted(KEY_NAMES, key=_key_order))})"
     ]
 

@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import structlog
 
-from orchestratr.errors import BadRequestError, ConflictError, UnknownServiceError
+from orchestratr.errors import BadRequestError, ConflictError, UnknownServiceError, quoted
 from orchestratr.registry.model import ServiceSpec, name_key, service_key
 from orchestratr.registry.validate import service_problems
 from orchestratr.supervisor.bus import BusEvent, EventBus, Subscription
@@ -125,7 +125,7 @@ class Services:
         with self._lock:
             found = self._live.get(service_key(name))
         if found is None:
-            raise UnknownServiceError(f"no live service named {name!r}")
+            raise UnknownServiceError(f"no live service named {quoted(name)}")
         return found
 
     def browse(self, type_: str | None, maxsize: int) -> tuple[list[ServiceRecord], Subscription]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import select
 import socket
 from pathlib import Path
@@ -147,6 +148,22 @@ class TestErrorCodes:
         reply = api.post(path, body)
         assert reply.status == 400 and len(json.dumps(reply.body)) < 2500, reply.body["error"][:300]
 
+
+    @pytest.mark.parametrize(("method", "path", "body"), [
+        ("POST", "/apps", {"name": "ok", "command": "x", "environment": "e" * 2000}),
+        ("POST", "/apps", {"name": "ok", "command": "x", "chord": "c" * 2000}),
+        ("GET", "/events?" + "q" * 2000 + "=1", None),
+        ("GET", "/apps/notes/logs?" + "q" * 2000 + "=1", None),
+        ("GET", "/services/resolve?name=" + "s" * 2000, None),
+    ])
+    def test_an_error_quotes_a_few_dozen_characters_of_the_input(
+        self, api: HttpApi, method: str, path: str, body: Any
+    ) -> None:
+        """As the README says; these quoted ~1,000 characters (issue 12, an audit)."""
+        reply = api.post(path, body) if method == "POST" else api.get(path)
+        assert 400 <= reply.status < 500
+        longest = max(len(run) for run in re.findall(r"(e+|c+|q+|s+)", reply.body["error"]))
+        assert longest <= 60, reply.body["error"][:200]
 
     def test_a_registration_does_not_echo_huge_unknown_fields(self, api: HttpApi) -> None:
         """Unknown fields are ignored with a warning each, which quotes the field's name."""

@@ -105,7 +105,7 @@ class TestLines:
         ("lines=-1", "lines: must be from 0 to 10000"),
         ("lines=many", "lines: expected a number"),
         ("follow=maybe", "follow: expected true or false"),
-        ("tail=5", "unknown query parameter(s): tail"),
+        ("tail=5", "unknown query parameter(s): 'tail'"),
     ])
     def test_bad_parameters_are_400(self, api: HttpApi, query: str, message: str) -> None:
         reply = api.get(f"/apps/talker/logs?{query}")
