@@ -204,6 +204,10 @@ def _wait_args(p: argparse.ArgumentParser) -> None:
 
 def _launch_args(p: argparse.ArgumentParser) -> None:
     _names_arg(p)
+    _wait_for_failure_args(p)
+
+
+def _wait_for_failure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-wait", action="store_true",
                    help="return once the daemon has begun, without seeing whether it failed")
     p.add_argument("--timeout", type=float, default=2.0, metavar="SECS",
@@ -234,6 +238,7 @@ def _completion_args(p: argparse.ArgumentParser) -> None:
 
 def _trigger_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("chord", metavar="CHORD", nargs="?", help="a chord key; none: the leader")
+    _wait_for_failure_args(p)
 
 
 def _events_args(p: argparse.ArgumentParser) -> None:

@@ -128,17 +128,32 @@ class Pipe:
     def _named(self, key: str, call: Callable[[str], Any]) -> Callable[[Any, Reply], Reply]:
         return lambda value, _: {key: _strip(call(_name(value)))}
 
-    def _launch(self, value: Any, _: Reply) -> Reply:
-        answer = _strip(self._client.launch(_name(value)))
+    def _launch(self, value: Any, options: Reply) -> Reply:
+        answer = _strip(self._settle(self._client.launch(_name(value)), options))
         reply: Reply = {"launched": answer}
         if answer.get("spawned") is False:
             reply["warning"] = f"{answer['app']} was already running; nothing was spawned"
         return reply
 
-    def _trigger(self, value: Any, _: Reply) -> Reply:
+    def _trigger(self, value: Any, options: Reply) -> Reply:
         if value is not None and not isinstance(value, str):
             raise ValueError("wants a chord (a string), or null for the leader")
-        return {"triggered": _strip(self._client.trigger(value))}
+        answer = self._client.trigger(value)
+        return {"triggered": _strip(answer if value is None else self._settle(answer, options))}
+
+    def _settle(self, answer: dict[str, Any], options: Reply) -> dict[str, Any]:
+        """With ``"wait": true``, as the launch verb: the answer once the launch failed or the
+        app outlived its first second (at most 2 s). Without, at once: a pipe's requests are
+        answered in order, and a subscription on it already shows what follows."""
+        from orchestratr.cli.verbs import settle_launch
+
+        wait = options.get("wait", False)
+        if not isinstance(wait, bool):
+            raise ValueError("wait wants true or false")
+        if not wait:
+            return answer
+        settled = settle_launch(self._client, answer)
+        return {key: settled.get(key, value) for key, value in answer.items()}
 
     def _heartbeat(self, value: Any, _: Reply) -> Reply:
         answer = self._client.heartbeat(_name(value))

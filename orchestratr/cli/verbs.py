@@ -163,20 +163,28 @@ def launch(ctx: Context) -> int:
 
 
 def _launched(ctx: Context, client: Client, answer: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """Wait (at most ``--timeout``) until the launch has failed or the app has outlived its
-    first second: a missing command must not read as launched.
+    answer = settle_launch(client, answer, not ctx.args.no_wait, ctx.args.timeout)
+    return answer, _ack_text(ctx, answer, verb="launched")
+
+
+def settle_launch(
+    client: Client, answer: dict[str, Any], wait: bool = True, timeout_s: float = 2.0
+) -> dict[str, Any]:
+    """With ``wait``, wait (at most ``timeout_s``) until a launch that spawned has failed or
+    the app has outlived its first second: a missing command must not read as launched (the
+    ``launch`` and ``trigger`` verbs, and the pipe's).
 
     Raises:
         OrchestratrClientError: ``launch_failed``, with the app's error.
     """
     from orchestratr.client import OrchestratrClientError
 
-    if answer.get("spawned") and not ctx.args.no_wait:
-        answer = _settled(client, answer, ctx.args.timeout)
+    if answer.get("spawned") and wait:
+        answer = _settled(client, answer, timeout_s)
         if answer["state"] == AppState.failed.value:
             raise OrchestratrClientError(f"{answer['app']} failed to launch: "
                                          f"{answer.get('error')}", code="launch_failed")
-    return answer, _ack_text(ctx, answer, verb="launched")
+    return answer
 
 
 def _settled(client: Client, answer: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -295,11 +303,15 @@ def _wait(
 
 
 def trigger(ctx: Context) -> int:
-    answer = ctx.client().trigger(ctx.args.chord)
+    """A chord launches as ``launch`` does: a launch that fails says so and exits 1."""
+    client = ctx.client()
+    answer = client.trigger(ctx.args.chord)
     if ctx.args.chord is None:
         ctx.out.result(answer, "leader pressed: the next chord key launches its app")
         return 0
-    return _ack(ctx, answer, verb="launched")
+    answer, text = _launched(ctx, client, answer)
+    ctx.out.result(answer, text)
+    return 0
 
 
 def _ack(ctx: Context, answer: dict[str, Any], verb: str | None = None) -> int:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import wait_for
+from tests.conftest import DaemonProcess, wait_for, write_config
 from tests.integration.cli.conftest import ORCHESTRATR, Shared, run_cli
 
 
@@ -55,6 +56,23 @@ class TestRequests:
         assert replies[1]["error"] == "launch_failed"
         assert "working directory '/nonexistent/dir' does not exist" in replies[1]["message"]
         assert replies[2]["error"] == "unavailable"
+
+
+def test_a_launch_that_fails_after_its_spawn_is_an_error_in_the_pipe_too(
+    config_dir: Path, start_daemon: Callable[..., DaemonProcess]
+) -> None:
+    """With ``"wait": true``, as ``orchestratr launch``: a missing command answered
+    ``launched``, state ready (without it, the answer comes at once, as before)."""
+    write_config(config_dir, "apps:\n  - name: typo\n    chord: t\n"
+                             "    command: no-such-command-xyz\n")
+    start_daemon("--no-hotkeys")
+    run = run_cli("--config-dir", str(config_dir), "pipe", input="".join(
+        json.dumps(r) + "\n" for r in ({"launch": "typo", "wait": True},
+                                       {"trigger": "t", "wait": True}, {"launch": "typo"})))
+    launched, triggered, unwaited = [json.loads(line) for line in run.lines]
+    for reply in (launched, triggered):
+        assert reply["error"] == "launch_failed" and "command not found" in reply["message"]
+    assert unwaited["launched"]["app"] == "typo"
 
 
 class TestMalformed:

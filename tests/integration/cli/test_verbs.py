@@ -218,6 +218,20 @@ class TestCommands:
         assert run.json["pid"] == shared_daemon.cli("list", "--json").json[0]["pid"]
         assert shared_daemon.cli("trigger", "n").out.startswith("notes is already running")
 
+    def test_a_chord_whose_launch_fails_says_so(
+        self, config_dir: Path, start_daemon: Callable[..., DaemonProcess],
+        cli: Callable[..., Run],
+    ) -> None:
+        """As ``launch`` does (issue 13, on every path): it printed ``launched typo (pid N)``
+        and exited 0 for a missing command."""
+        write_config(config_dir, "apps:\n  - name: typo\n    chord: t\n"
+                                 "    command: no-such-command-xyz\n")
+        start_daemon("--no-hotkeys")
+        run = cli("trigger", "t")
+        assert run.code == 1 and "typo failed to launch" in run.err, run
+        assert "command not found" in run.err
+        assert cli("trigger", "t", "--no-wait").out.startswith("launched typo")
+
     def test_trigger_errors(self, shared_daemon: Shared) -> None:
         unbound = shared_daemon.cli("trigger", "q")
         assert unbound.code == 1
