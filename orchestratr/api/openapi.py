@@ -68,6 +68,7 @@ ERROR_TEXT = {
     415: "A request body that is not application/json, from a browser (a request with an "
          "Origin or Sec-Fetch-* header); scripts may label JSON as they like",
     431: f"Request line and headers over {LIMITS.head_bytes // 1024} KiB, or over 100 lines",
+    501: "A method HTTP does not define, or a transfer coding other than chunked",
     505: "Not HTTP/1.x",
     507: "The config dir could not be written (read-only, full): nothing was registered or "
          "unregistered",
@@ -389,7 +390,7 @@ def _operation(summary: str, ok: dict[str, Any], *errors: int, body: str | None 
     op: dict[str, Any] = {
         "summary": summary,
         "responses": {str(status): {"description": "OK", "content": {media: {"schema": ok}}},
-                      **_errors(400, 403, 405, 408, 414, 431, 500, 503, 505, *errors)},
+                      **_errors(400, 403, 405, 408, 414, 431, 500, 501, 503, 505, *errors)},
     }
     if body is not None:
         op["requestBody"] = {"required": status == 201,

@@ -176,6 +176,8 @@ class Pipe:
         """Stream events of one app (or ``"*"``) from a thread; ``idle_for`` seconds without
         an event end the stream, otherwise it runs until the end of input."""
         target = _name(value)
+        if target != "*":
+            self._client.app(target)  # no such app: not_found, as `events --app` says
         idle_for = options.get("idle_for")
         if idle_for is not None and (not isinstance(idle_for, int | float) or idle_for <= 0):
             raise ValueError("idle_for wants a positive number of seconds")

@@ -51,8 +51,10 @@ class TestRequests:
         assert triggered["triggered"]["app"] == "notes"
 
     def test_the_daemons_errors_keep_its_code(self, shared_daemon: Shared) -> None:
-        replies = pipe(shared_daemon, {"stop": "nope"}, {"launch": "broken"}, {"trigger": None})
+        replies = pipe(shared_daemon, {"stop": "nope"}, {"launch": "broken"}, {"trigger": None},
+                       {"subscribe": "nope", "idle_for": 1})
         assert replies[0] == {"error": "not_found", "message": "app 'nope' not found"}
+        assert replies[3]["error"] == "not_found"  # as `events --app nope` says
         assert replies[1]["error"] == "launch_failed"
         assert "working directory '/nonexistent/dir' does not exist" in replies[1]["message"]
         assert replies[2]["error"] == "unavailable"

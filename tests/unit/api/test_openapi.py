@@ -62,3 +62,14 @@ def test_limits_in_prose_are_the_constants() -> None:
     assert f"over {limits.connections}" in openapi.ERROR_TEXT[503]
     assert f"nested over {MAX_DEPTH} deep" in openapi.ERROR_TEXT[400]
     assert "lease_secs" in text
+
+
+def test_every_operation_lists_what_the_transport_may_answer() -> None:
+    """408, 414, 431, 501 and 505 come from the transport before any endpoint; a generated
+    client learns them from each operation (501 was in the prose only: an audit)."""
+    document = openapi.document()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if isinstance(operation, dict) and "responses" in operation:
+                assert {"408", "414", "431", "501", "505"} <= set(operation["responses"]), (
+                    method, path)
