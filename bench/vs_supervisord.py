@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import psutil
 import scale  # bench/ is on sys.path when this script runs
+from api import CLIENTS, throughput
 from scale import (
     Log,
     LogTail,
@@ -100,9 +102,58 @@ class Supervisord:
         self.proc.wait(timeout=60)
 
 
-def ratio(label: str, ours: float, theirs: float, unit: str = "ms") -> None:
-    print(f"{label:<44} orchestratr {ours:9.2f} {unit:<4} supervisord {theirs:9.2f} {unit:<4}"
-          f" ratio {theirs / ours if ours else float('inf'):7.2f}x", flush=True)
+def ratio(label: str, ours: float, theirs: float, unit: str = "ms",
+          more_is_better: bool = False) -> None:
+    """One figure of both, and how far ahead orchestratr is (above 1: ahead)."""
+    better, worse = (ours, theirs) if more_is_better else (theirs, ours)
+    times = better / worse if worse else (float("inf") if better else 1.0)
+    print(f"{label:<44} orchestratr {ours:9.3f} {unit:<4} supervisord {theirs:9.3f} {unit:<4}"
+          f" ratio {times:7.2f}x", flush=True)
+
+
+def on_cpu(pid: int) -> tuple[float, int]:
+    """Seconds on a CPU (schedstat, in ns: clock ticks are too coarse for an idle daemon)
+    and wake-ups (context switches), over every thread of ``pid``."""
+    seconds, wakeups = 0.0, 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
+            seconds += int(stat.read().split()[0]) / 1e9
+        with open(f"/proc/{pid}/task/{tid}/status") as status:
+            wakeups += sum(int(line.split()[1]) for line in status
+                           if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")))
+    return seconds, wakeups
+
+
+def idle(pids: tuple[int, int], seconds: float) -> list[tuple[float, int]]:
+    """Each daemon's CPU (% of one core) and wake-ups over the same ``seconds``, unasked."""
+    before = [on_cpu(pid) for pid in pids]
+    time.sleep(seconds)
+    after = [on_cpu(pid) for pid in pids]
+    return [(100 * (a[0] - b[0]) / seconds, a[1] - b[1])
+            for a, b in zip(after, before, strict=True)]
+
+
+def rpc_hammer(url: str, seconds: float) -> tuple[int, int]:
+    """One client of supervisord: getAllProcessInfo until time is up; (done, errors)."""
+    rpc = xmlrpc.client.ServerProxy(url)
+    done = errors = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            rpc.supervisor.getAllProcessInfo()
+        except (OSError, xmlrpc.client.Error):
+            errors += 1
+        done += 1
+    return done, errors
+
+
+def rpc_throughput(url: str, seconds: float) -> float:
+    """Calls per second of CLIENTS client processes, as api.throughput counts ours."""
+    with multiprocessing.Pool(CLIENTS) as pool:
+        started = time.monotonic()
+        results = pool.starmap(rpc_hammer, [(url, seconds)] * CLIENTS)
+        elapsed = time.monotonic() - started
+    return sum(d for d, _ in results) / elapsed
 
 
 def kill_and_see(pid_of: Callable[[str], int], tail: LogTail, needle: Callable[[str], bytes],
@@ -122,6 +173,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--apps", type=int, default=100)
     parser.add_argument("--kills", type=int, default=50)
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="of each throughput run")
     args = parser.parse_args()
     venv = supervisord_venv()
     version = subprocess.run([str(venv / "bin" / "supervisord"), "--version"],
@@ -145,6 +198,14 @@ def main() -> None:
         time.sleep(2)
         ratio("idle RSS", psutil.Process(ours.pid).memory_info().rss / 2**20,
               psutil.Process(sup.proc.pid).memory_info().rss / 2**20, "MiB")
+        (ours_cpu, ours_wakes), (theirs_cpu, theirs_wakes) = idle(
+            (ours.pid, sup.proc.pid), args.idle_seconds)
+        ratio(f"idle CPU over {args.idle_seconds:g} s", ours_cpu, theirs_cpu, "%")
+        ratio(f"idle wake-ups over {args.idle_seconds:g} s", ours_wakes, theirs_wakes, "")
+        ours_rate, _ = throughput(port_of(config_dir), args.seconds)
+        theirs_rate = rpc_throughput(f"http://127.0.0.1:{sup.port}/RPC2", args.seconds)
+        ratio(f"list all apps, {CLIENTS} client processes", ours_rate, theirs_rate, "/s",
+              more_is_better=True)
         conn = http.client.HTTPConnection("127.0.0.1", port_of(config_dir), timeout=10)
         ours_list, theirs_list = [], []
         for _ in range(300):
