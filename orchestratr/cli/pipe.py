@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
+from orchestratr.cli.verbs import ALL
 from orchestratr.client import (
     Client,
     Event,
@@ -65,8 +66,8 @@ class Pipe:
         self._talk = Talk(self, client)
         self._verbs: dict[str, Callable[[Any, Reply], Reply | None]] = {
             "launch": self._launch,
-            "stop": self._named("stopped", client.stop),
-            "restart": self._named("restarted", client.restart),
+            "stop": lambda value, _: self._on_each("stopped", value, client.stop),
+            "restart": lambda value, _: self._on_each("restarted", value, client.restart),
             "ready": self._named("ready", client.notify_ready),
             "heartbeat": self._heartbeat,
             "drain": self._named("drained", client.drain),
@@ -129,11 +130,34 @@ class Pipe:
         return lambda value, _: {key: _strip(call(_name(value)))}
 
     def _launch(self, value: Any, options: Reply) -> Reply:
+        if _several(value):
+            return self._on_each("launched", value, lambda name: self._settle(
+                self._client.launch(name), options))
         answer = _strip(self._settle(self._client.launch(_name(value)), options))
         reply: Reply = {"launched": answer}
         if answer.get("spawned") is False:
             reply["warning"] = f"{answer['app']} was already running; nothing was spawned"
         return reply
+
+    def _on_each(self, key: str, value: Any, call: Callable[[str], Any]) -> Reply:
+        """One app's answer, or, for a list of names or ``"all"`` (every app), a list of
+        answers, one each, a failure as ``{"app", "error", "message"}`` (as the CLI's verbs
+        take several names and ``all``)."""
+        if not _several(value):
+            return {key: _strip(call(_name(value)))}
+        if ALL in (value if isinstance(value, list) else [value]):
+            names = [app["name"] for app in self._client.apps()]
+        else:
+            names = list(dict.fromkeys(_name(name) for name in value))
+        answers: list[Any] = []
+        for name in names:
+            try:
+                answers.append(_strip(call(name)))
+            except NotRunningError:
+                raise
+            except OrchestratrClientError as exc:
+                answers.append({"app": name, "error": exc.code or "error", "message": str(exc)})
+        return {key: answers}
 
     def _trigger(self, value: Any, options: Reply) -> Reply:
         if value is not None and not isinstance(value, str):
@@ -230,6 +254,11 @@ def _texts(options: Reply, key: str) -> list[str]:
     if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
         raise ValueError(f"{key} wants a string or a list of strings")
     return values
+
+
+def _several(value: Any) -> bool:
+    """A list of app names, or ``"all"``."""
+    return isinstance(value, list) or value == ALL
 
 
 def _name(value: Any) -> str:

@@ -43,6 +43,17 @@ class TestRequests:
         assert stopped[0]["stopped"]["app"] == "sleeper"
         assert "status" not in stopped[0] and "status" not in stopped[0]["stopped"]
 
+    def test_several_names_and_all_as_on_the_command_line(self, shared_daemon: Shared) -> None:
+        launched, restarted, stopped = pipe(
+            shared_daemon, {"launch": ["notes", "sleeper", "notes"]},
+            {"restart": ["nope", "notes"]}, {"stop": "all"})
+        assert [a["app"] for a in launched["launched"]] == ["notes", "sleeper"]
+        nope, notes = restarted["restarted"]
+        assert (nope["app"], nope["error"], notes["app"]) == ("nope", "not_found", "notes")
+        assert [a["app"] for a in stopped["stopped"]] == [
+            "notes", "sleeper", "stubborn", "broken"]
+        assert shared_daemon.cli("stop", "all", "--wait").code == 0
+
     def test_list_reload_trigger(self, shared_daemon: Shared) -> None:
         listed, reloaded, triggered = pipe(
             shared_daemon, {"list": None}, {"reload": None}, {"trigger": "n"})
