@@ -61,6 +61,12 @@ class Printer:
         else:
             self._out.line(self._prefix(app) + text)
 
+    def add(self, app: str) -> None:
+        """An app followed from now on: its prefix (as wide as the widest) and colour."""
+        self._colours[app] = PREFIX_COLOURS[len(self._colours) % len(PREFIX_COLOURS)]
+        if self._width:
+            self._width = max(self._width, len(app))
+
     def launch(self, app: str, command: str, at: str | None) -> None:
         if self._out.json_mode:
             self._out.json({"app": app, "launch": command, "at": at}, compact=True)
@@ -82,8 +88,10 @@ def follow(
     only that app's stream when every app is followed."""
     lines: queue.SimpleQueue[tuple[str, str, dict[str, Any]]] = queue.SimpleQueue()
     for name in names:
-        threading.Thread(target=_pump, args=(client, name, backlog, lines),
-                         name=f"logs-{name}", daemon=True).start()
+        _follow_app(client, name, backlog, lines)
+    if not alone:  # every app: those added later too (a reload, a registration)
+        threading.Thread(target=_newcomers, args=(client, set(names), lines), name="logs-apps",
+                         daemon=True).start()
     while True:
         try:
             app, kind, data = lines.get(timeout=1.0)  # a timeout lets Ctrl-C through
@@ -92,10 +100,42 @@ def follow(
         if kind == "refused":
             if alone:
                 raise data["error"]
+        elif kind == "newcomer":
+            printer.add(app)
+            _follow_app(client, app, 0, lines)
         elif kind == "launch":
             printer.launch(app, data.get("command", ""), data.get("at"))
         else:
             printer.line(app, data.get("line", ""), data.get("at"))
+
+
+def _follow_app(client: Client, name: str, backlog: int,
+                lines: queue.SimpleQueue[tuple[str, str, dict[str, Any]]]) -> None:
+    threading.Thread(target=_pump, args=(client, name, backlog, lines), name=f"logs-{name}",
+                     daemon=True).start()
+
+
+def _newcomers(client: Client, known: set[str],
+               lines: queue.SimpleQueue[tuple[str, str, dict[str, Any]]]) -> None:
+    """Apps added while every app is followed, from the events that say so (the stream is
+    opened again when it drops, as the apps' own are)."""
+    from orchestratr.client import OrchestratrClientError
+
+    def look() -> None:
+        for app in client.apps():
+            if app["name"] not in known:
+                known.add(app["name"])
+                lines.put((app["name"], "newcomer", {}))
+
+    while True:
+        try:
+            with client.open_events(types=("registered", "reloaded")) as stream:
+                look()  # what came before the stream was open
+                for _ in stream:
+                    look()
+        except OrchestratrClientError:
+            pass
+        time.sleep(RETRY_S)
 
 
 def _pump(

@@ -106,6 +106,20 @@ class TestFollow:
         terminal.keys("C-c")
         assert "EXIT=130" in terminal.wait_for("EXIT=")
 
+    def test_every_app_followed_includes_one_registered_meanwhile(
+        self, daemon: DaemonProcess, cli: Callable[..., Run], config_dir: Path,
+        tmux: Callable[..., Tmux],
+    ) -> None:
+        """The list of apps was fixed when ``logs -f`` started (an audit)."""
+        terminal = tmux("--config-dir", str(config_dir), "logs", "-f", "-n", "5")
+        assert cli("launch", "echo").code == 0
+        terminal.wait_for("echo   | echo says hi")
+        assert cli("register", "latecomer", "--command", "echo late; sleep 60").code == 0
+        assert cli("launch", "latecomer").code == 0
+        terminal.wait_for("latecomer | late")
+        terminal.keys("C-c")
+        assert "EXIT=130" in terminal.wait_for("EXIT=")
+
     def test_json_follow_and_interrupt(
         self, daemon: DaemonProcess, cli: Callable[..., Run], config_dir: Path
     ) -> None:
