@@ -8,6 +8,7 @@ slow spawn never delays a key.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import queue
 import threading
@@ -259,9 +260,21 @@ class HotkeyService:
             self._grab_problem = str(exc)
             log.warning("hotkeys_not_suppressed", leader=str(engine.leader), reason=str(exc),
                         effect=NOT_SUPPRESSED)
+            if self._listening and (gone := self._backend.unavailable_reason()) is not None:
+                self._went_away(gone)
             return None
         self._grab_problem = None
         return grab
+
+    def _went_away(self, reason: str) -> None:
+        """The display went away after the start (its grab died, and no new one connects):
+        hotkeys are off, and said so as at the start (log, event, notification)."""
+        self._running = self._listening = False
+        self._reason = reason
+        with contextlib.suppress(Exception):  # the listener's connection went with the server
+            self._backend.stop()
+        log.warning("hotkeys_unavailable", reason=reason, fallback=FALLBACK)
+        self._publish("hotkey", action="unavailable", reason=reason)
 
     def _grab_died(self, grab: Grab) -> None:
         """The grab thread crashed (the keyboard is already free): say so, and restart it

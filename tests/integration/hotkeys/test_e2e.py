@@ -335,3 +335,28 @@ def test_a_silent_x_server_cannot_hang_the_daemon(
         server.send_signal(signal.SIGCONT)
         server.terminate()
         server.wait(timeout=5)
+
+
+def test_an_x_server_that_goes_away_turns_hotkeys_off_and_says_so(
+    config_dir: Path, start_daemon: Callable[..., DaemonProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hotkeys becoming unavailable after the start is told as at the start (issue 13: an
+    audit found only the start said so): the log, the event (notified), GET /hotkeys."""
+    server, name = start_xvfb()
+    try:
+        monkeypatch.setenv("DISPLAY", name)
+        write_config(config_dir, CONFIG.format(timeout=500))
+        daemon = start_daemon()
+        api = HttpApi(port_of(config_dir))
+        wait_for(lambda: api.get("/hotkeys").body["enabled"], what="hotkeys on")
+    finally:
+        server.terminate()
+        server.wait(timeout=5)
+    gone = daemon.wait_event("hotkeys_unavailable", timeout=backend.CHECK_TIMEOUT_S + 10)
+    assert "cannot connect" in str(gone["reason"]) or "did not answer" in str(gone["reason"])
+    status = api.get("/hotkeys").body
+    assert (status["enabled"], status["reason"]) == (False, gone["reason"])
+    events = api.get("/events?type=hotkey&since=0").body
+    assert any(e["data"].get("action") == "unavailable" for e in events), events
+    assert daemon.proc.poll() is None
