@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from orchestratr.cli.main import Context
     from orchestratr.client import Client
 
+# (app, kind, data) from the apps' streams to the printing thread; kind: an SSE event type,
+# or "refused" (the stream was refused) or "newcomer" (an app to follow from now on)
+Lines = queue.SimpleQueue[tuple[str, str, dict[str, Any]]]
 RETRY_S = 0.5  # a followed stream that dropped (the daemon restarting) is opened again after
 
 
@@ -86,7 +89,7 @@ def follow(
     thread of its own; this thread prints, so lines of different apps never mix mid-line.
     A refusal (the app removed meanwhile, say) ends a lone app's follow with its error, and
     only that app's stream when every app is followed."""
-    lines: queue.SimpleQueue[tuple[str, str, dict[str, Any]]] = queue.SimpleQueue()
+    lines: Lines = queue.SimpleQueue()
     for name in names:
         _follow_app(client, name, backlog, lines)
     if not alone:  # every app: those added later too (a reload, a registration)
@@ -110,13 +113,13 @@ def follow(
 
 
 def _follow_app(client: Client, name: str, backlog: int,
-                lines: queue.SimpleQueue[tuple[str, str, dict[str, Any]]]) -> None:
+                lines: Lines) -> None:
     threading.Thread(target=_pump, args=(client, name, backlog, lines), name=f"logs-{name}",
                      daemon=True).start()
 
 
 def _newcomers(client: Client, known: set[str],
-               lines: queue.SimpleQueue[tuple[str, str, dict[str, Any]]]) -> None:
+               lines: Lines) -> None:
     """Apps added while every app is followed, from the events that say so (the stream is
     opened again when it drops, as the apps' own are)."""
     from orchestratr.client import OrchestratrClientError
@@ -140,7 +143,7 @@ def _newcomers(client: Client, known: set[str],
 
 def _pump(
     client: Client, name: str, backlog: int,
-    lines: queue.SimpleQueue[tuple[str, str, dict[str, Any]]],
+    lines: Lines,
 ) -> None:
     from orchestratr.client import OrchestratrClientError
 
