@@ -103,8 +103,10 @@ class TestExpiry:
         sup = make_supervisor(app(lease_secs=0.2, grace_secs=0.1,
                                   restart=RestartPolicy.on_failure, restart_delay_ms=0))
         first = sup.launch("a", Cause.cli).app.pid
-        wait_state(sup, "a", S.stopping)
-        assert last(sup)[:2] == (Trigger.grace_expired, Cause.lease)
+        wait_for(lambda: sup.snapshot("a").pid not in (None, first), what="the relaunch")
+        # read from the history: the app may be past ``stopping`` by the time one looks
+        steps = [(h.trigger, h.cause, h.dst) for h in sup.snapshot("a").history]
+        assert (Trigger.grace_expired, Cause.lease, S.stopping) in steps
         wait_state(sup, "a", S.ready)
         second = sup.snapshot("a").pid
         assert second not in (None, first) and not alive(first)  # type: ignore[arg-type]
