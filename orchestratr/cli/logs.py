@@ -55,8 +55,10 @@ class Printer:
 
     def __init__(self, ctx: Context, names: list[str], prefixed: bool) -> None:
         self._out = ctx.out
-        self._width = max((len(n) for n in names), default=0) if prefixed else 0
-        self._colours = {n: PREFIX_COLOURS[i % len(PREFIX_COLOURS)] for i, n in enumerate(names)}
+        self._width = 0
+        self._colours: dict[str, str] = {}
+        for name in names:
+            self.add(name, prefixed)
 
     def line(self, app: str, text: str, at: str | None) -> None:
         if self._out.json_mode:
@@ -64,10 +66,11 @@ class Printer:
         else:
             self._out.line(self._prefix(app) + text)
 
-    def add(self, app: str) -> None:
-        """An app followed from now on: its prefix (as wide as the widest) and colour."""
+    def add(self, app: str, prefixed: bool = True) -> None:
+        """An app followed from now on: its colour, and its prefix as wide as the widest
+        (there are prefixes only when every app is followed)."""
         self._colours[app] = PREFIX_COLOURS[len(self._colours) % len(PREFIX_COLOURS)]
-        if self._width:
+        if prefixed:
             self._width = max(self._width, len(app))
 
     def launch(self, app: str, command: str, at: str | None) -> None:

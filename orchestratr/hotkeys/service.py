@@ -260,7 +260,9 @@ class HotkeyService:
             self._grab_problem = str(exc)
             log.warning("hotkeys_not_suppressed", leader=str(engine.leader), reason=str(exc),
                         effect=NOT_SUPPRESSED)
-            if self._listening and (gone := self._backend.unavailable_reason()) is not None:
+            # after a grab died (not at the start, just checked): is the display gone?
+            if (self._grab_restarts and self._listening
+                    and (gone := self._backend.unavailable_reason()) is not None):
                 self._went_away(gone)
             return None
         self._grab_problem = None

@@ -203,11 +203,15 @@ class ProcessTracker:
                 self._dying.add(watch)
         self._wake()
 
-    def belongs(self, pid: int, key: int) -> bool:
-        """Whether ``pid`` is one of the processes of the app watched as ``key``."""
+    def _members(self, key: int) -> set[int]:
+        """The watched processes of the app watched as ``key`` (none when it is not)."""
         with self._lock:
             watch = self._watches.get(key)
-            members = set(watch.members) if watch is not None else set()
+            return set(watch.members) if watch is not None else set()
+
+    def belongs(self, pid: int, key: int) -> bool:
+        """Whether ``pid`` is one of the processes of the app watched as ``key``."""
+        members = self._members(key)
         if pid in members or _pgid(pid) == key:
             return True
         return proctable.available() and pid in proctable.descendants(members)
@@ -216,17 +220,12 @@ class ProcessTracker:
         """Whether ``candidate`` is a live process of the app watched as ``key`` (see
         ``in_app``), its members included: a child that left the group with ``setsid`` and
         came back to the daemon is below neither the leader nor the group."""
-        with self._lock:
-            watch = self._watches.get(key)
-            members = frozenset(watch.members) if watch is not None else frozenset()
-        return in_app(key, candidate, members)
+        return in_app(key, candidate, self._members(key))
 
     def processes(self, key: int) -> set[int]:
         """Every live process of the app watched as ``key``: its members and their
         descendants (empty when it is not watched)."""
-        with self._lock:
-            watch = self._watches.get(key)
-            members = set(watch.members) if watch is not None else set()
+        members = self._members(key)
         if proctable.available():
             members |= proctable.descendants(members)
         return members
