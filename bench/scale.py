@@ -471,6 +471,8 @@ def main() -> None:
             in_log, on_stream = exits(work, 100, 100, restart=False)
             line("kill -9 -> `exited` in the log, 100 apps", dist(in_log), "p50 <= 1 ms")
             line("kill -9 -> `exited` on the SSE stream", dist(on_stream), "p50 <= 1 ms")
+            line("  the floor: a bare pidfd watcher's line", dist(exit_floor(work, 100, 100)),
+                 "reference")
             _, again = exits(work, 100, 90, restart=True)
             line("kill -9 (on-failure, delay 0) -> ready again", dist(again), "p50 <= 3 ms")
         return

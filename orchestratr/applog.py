@@ -129,15 +129,56 @@ def tail(path: Path, count: int, end: int | None = None) -> list[str]:
     return lines
 
 
-def last_line(path: Path) -> str:
-    """The app's last line of output, to quote in its error (a header is no output)."""
-    for line in reversed(last_lines(path, 3)):
-        text = line.strip()
+QUOTE_LOOKBACK = 3  # lines looked at for one worth quoting
+RECENT_BYTES = 1024  # of an app's output its writer keeps in memory, for ``last_line``
+
+
+def last_line(path: Path, recent: Recent | None = None) -> str:
+    """The app's last line of output, to quote in its error (a header is no output), from
+    ``recent`` when it can tell (no file read on the exit's path), else from the file."""
+    if recent is not None:
+        quoted = _quote(recent.lines(), trust_first=recent.whole)
+        if quoted is not None:
+            return quoted
+    return _quote(last_lines(path, QUOTE_LOOKBACK), trust_first=True) or ""
+
+
+@dataclass
+class Recent:
+    """The last bytes written to an app's file, as its writer keeps them. ``whole``: they
+    start with the run's header (nothing written since was cut off), so their first line is
+    whole; otherwise it may be the end of a longer one."""
+
+    data: bytes = b""
+    whole: bool = False
+
+    def add(self, data: bytes) -> None:
+        if data.startswith(HEADER_PREFIX.encode()):
+            self.data, self.whole = b"", True
+        joined = self.data + data[-RECENT_BYTES:]
+        if len(joined) > RECENT_BYTES:
+            joined, self.whole = joined[-RECENT_BYTES:], False
+        self.data = joined
+
+    def lines(self) -> list[str]:
+        lines = self.data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()  # the last line is ended
+        return [_decode(line) for line in lines]
+
+
+def _quote(lines: list[str], trust_first: bool) -> str | None:
+    """The line worth quoting among the last ``lines`` of a file: the last with text, "" if a
+    header comes first, None if only the first could tell and it may be cut."""
+    for index in range(len(lines) - 1, max(len(lines) - QUOTE_LOOKBACK, 0) - 1, -1):
+        if index == 0 and not trust_first:
+            return None
+        text = lines[index].strip()
         if text.startswith(HEADER_PREFIX.strip()):
             return ""
         if text:
             return text[:300]
-    return ""
+    return "" if trust_first or lines else None
 
 
 class AppLogs:

@@ -1,8 +1,11 @@
 """The one place logging is configured.
 
-structlog events go through the stdlib so third-party loggers (transitions, watchdog) land in
-the same place: JSON lines in a rotated file, and readable, coloured lines on stderr when it
-is a terminal (under systemd or a redirect, the file already holds every line). A record is
+Every line lands in the same place: JSON lines in a rotated file, and readable, coloured lines
+on stderr when it is a terminal (under systemd or a redirect, the file already holds every
+line). structlog's events go from its processors straight to the writer, as event dicts (the
+stdlib's Logger, LogRecord and handler machinery took half of a line's cost, paid on an exit's
+path); third-party loggers (transitions, watchdog) come through a stdlib handler to the same
+writer, rendered with the same processors (``_SHARED``). A record is
 written by the thread that logs it when no other is writing (a page-cache append: an exit's
 line used to wait a third of a millisecond for the writer thread to be scheduled), and
 otherwise queued for the writer thread, which takes them a batch at a time (see ``_Writer``).
@@ -92,8 +95,11 @@ class _Records:
             return count
 
 
+Item = dict[str, Any] | logging.LogRecord  # structlog's event dict, or a third party's record
+
+
 class _RecordQueueHandler(logging.Handler):
-    """Hands the record over untouched: ProcessorFormatter needs the event dict, not a string."""
+    """Hands a third-party record over untouched, to be rendered as structlog's events are."""
 
     def __init__(self, writer: _Writer) -> None:
         super().__init__()
@@ -108,14 +114,14 @@ class _Sink:
     written is dropped and counted, and once writing works again one warning says how many
     were lost (a full disk once killed the writer, and memory grew without end)."""
 
-    def __init__(self, formatter: logging.Formatter) -> None:
-        self.formatter = formatter
+    def __init__(self, render: _Render) -> None:
+        self.render = render
         self.lines: list[str] = []
         self.dropped = 0
 
-    def add(self, record: logging.LogRecord) -> None:
+    def add(self, item: Item) -> None:
         try:
-            self.lines.append(self.formatter.format(record) + "\n")
+            self.lines.append(self.render(item) + "\n")
         except Exception:  # noqa: BLE001 - a record that cannot be formatted is dropped
             self.dropped += 1
 
@@ -124,7 +130,7 @@ class _Sink:
         if not lines:
             return
         if self.dropped:
-            lines.insert(0, self.formatter.format(_dropped_record(self.dropped)) + "\n")
+            lines.insert(0, self.render(_dropped_record(self.dropped)) + "\n")
         try:
             self.write(lines)
         except OSError:
@@ -139,16 +145,12 @@ class _Sink:
         """Nothing to release."""
 
 
-def _dropped_record(count: int) -> logging.LogRecord:
-    """The one warning, built as structlog hands records over (``wrap_for_formatter``)."""
-    record = logging.LogRecord("orchestratr.logs", logging.WARNING, "", 0, "", None, None)
-    record.msg = {"event": "log_records_dropped", "dropped": count, "level": "warning",
-                  "logger": "orchestratr.logs",
-                  "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
-                  "hint": "the log could not be written (a full disk?); logging resumed"}
-    record._logger = None
-    record._name = "warning"
-    return record
+def _dropped_record(count: int) -> dict[str, Any]:
+    """The one warning, as structlog's processors would have made it."""
+    return {"event": "log_records_dropped", "dropped": count, "level": "warning",
+            "logger": "orchestratr.logs",
+            "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
+            "hint": "the log could not be written (a full disk?); logging resumed"}
 
 
 class _Console(_Sink):
@@ -157,8 +159,8 @@ class _Console(_Sink):
 
     MAX_PENDING = 1024 * 1024  # characters waiting for the console
 
-    def __init__(self, formatter: logging.Formatter, stream: TextIO) -> None:
-        super().__init__(formatter)
+    def __init__(self, render: _Render, stream: TextIO) -> None:
+        super().__init__(render)
         self._stream = stream
         self._pending: deque[str] = deque()
         self._size = 0
@@ -205,8 +207,8 @@ class _RotatingFile(_Sink):
     """The rotated JSON log. The size is counted as lines are written (the lines are ASCII
     JSON: characters are bytes), so a rollover costs no second formatting and no stat."""
 
-    def __init__(self, formatter: logging.Formatter, path: Path) -> None:
-        super().__init__(formatter)
+    def __init__(self, render: _Render, path: Path) -> None:
+        super().__init__(render)
         self._path = path
         self._fd: int | None = self._open()
         self._size = os.fstat(self._fd).st_size
@@ -279,8 +281,8 @@ class _Writer:
     def start(self) -> None:
         self._thread = supervised("log-writer", self._run)
 
-    def submit(self, record: logging.LogRecord) -> None:
-        self._records.put(record)
+    def submit(self, item: Item) -> None:
+        self._records.put(item)
         # not blocking: a signal handler may log on a thread that is writing already
         if self._stopping or not self._turn.acquire(blocking=False):
             self._records.wake()  # whoever writes now may have taken the queue already
@@ -305,12 +307,12 @@ class _Writer:
                 if self._stopping:
                     return
 
-    def _write(self, batch: list[logging.LogRecord]) -> None:
+    def _write(self, batch: list[Item]) -> None:
         dropped = self._records.take_dropped()
         for sink in self._sinks:
             sink.dropped += dropped
-            for record in batch:
-                sink.add(record)
+            for item in batch:
+                sink.add(item)
             sink.commit()
 
 
@@ -326,12 +328,12 @@ def configure_logging(
     sinks: list[_Sink] = []
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        sinks.append(_RotatingFile(_formatter(structlog.processors.JSONRenderer()), log_file))
+        sinks.append(_RotatingFile(_Render(structlog.processors.JSONRenderer()), log_file))
     if stream is None and _is_terminal(sys.stderr):
         stream = sys.stderr
     if stream is not None:
         renderer = structlog.dev.ConsoleRenderer(colors=_is_terminal(stream))
-        sinks.append(_Console(_formatter(renderer), stream))
+        sinks.append(_Console(_Render(renderer), stream))
 
     _skip_unused_record_fields()
     writer = _Writer(_Records(), sinks)
@@ -340,21 +342,21 @@ def configure_logging(
         root.removeHandler(old)
         old.close()
     root.addHandler(_RecordQueueHandler(writer))
-    set_level(level)
     logging.getLogger("transitions").setLevel(logging.WARNING)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
 
+    global _writer
+    _writer = writer
     structlog.configure(
         processors=[
-            structlog.stdlib.filter_by_level,
             *_SHARED,
             structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            _hand_over,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
+        logger_factory=_Logger,
+        cache_logger_on_first_use=False,  # so ``set_level`` and tests' capture_logs apply
     )
+    set_level(level)
     writer.start()
 
     def stop() -> None:
@@ -380,35 +382,49 @@ def _skip_unused_record_fields() -> None:
 
 
 def set_level(level: str) -> None:
-    """Apply ``log_level`` (also on reload)."""
-    logging.getLogger().setLevel(level.upper())
+    """Apply ``log_level`` (also on reload): structlog's calls below it do nothing at all."""
+    number = logging.getLevelName(level.upper())
+    logging.getLogger().setLevel(number)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(number))
 
 
-def _formatter(renderer: structlog.typing.Processor) -> logging.Formatter:
-    return _Render(renderer)
+_writer: _Writer | None = None  # where structlog's events go, once logging is configured
 
 
-class _Render(logging.Formatter):
-    """ProcessorFormatter's output at half its cost for structlog's own records.
+class _Logger:
+    """What structlog's bound loggers call with each processed event: hand it to the writer.
+    ``name`` is the name given to ``structlog.get_logger`` (``add_logger_name`` reads it)."""
 
-    For those, ProcessorFormatter copies the whole LogRecord and runs the stdlib's formatting
-    around a renderer that already produced the line; at one ``http_request`` line a request,
-    rendered twice (file and console), that was a fifth of a request's CPU under load. Here a
-    structlog record's event dict goes straight to the renderer; anything else (third-party
-    loggers) still goes through ProcessorFormatter and ``_SHARED``.
-    """
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+
+    def msg(self, event_dict: dict[str, Any]) -> None:
+        if _writer is not None:
+            _writer.submit(event_dict)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _hand_over(
+    logger: Any, method_name: str, event_dict: structlog.typing.EventDict
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The last processor: the event dict itself goes to ``_Logger``, rendered per sink."""
+    return (event_dict,), {}
+
+
+class _Render:
+    """A sink's renderer: structlog's event dicts go straight to it; third-party records go
+    through ProcessorFormatter with the same processors (``_SHARED``) first."""
 
     def __init__(self, renderer: structlog.typing.Processor) -> None:
-        super().__init__()
         self._renderer = renderer
         self._foreign = structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=_SHARED,
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
 
-    def format(self, record: logging.LogRecord) -> str:
-        method = getattr(record, "_name", None)
-        if method is None or not isinstance(record.msg, dict):
-            return self._foreign.format(record)
-        line = self._renderer(getattr(record, "_logger", None), method, dict(record.msg))
+    def __call__(self, item: Item) -> str:
+        if isinstance(item, logging.LogRecord):
+            return self._foreign.format(item)
+        line = self._renderer(None, str(item.get("level", "")), dict(item))
         return line if isinstance(line, str) else str(line)

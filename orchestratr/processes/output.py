@@ -24,6 +24,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from orchestratr.threads import supervised
 READ_SIZE = 64 * 1024
 HAVE_PIPES = hasattr(select, "epoll") and os.path.isdir("/proc/self/fd")
 DRAIN_POLL_S = 0.5  # how often a drain process looks for a new daemon's port file
+HANGUP_GRACE_S = 0.05  # a pipe whose writers are all gone is let go this much later
+ARMED = select.EPOLLIN | select.EPOLLONESHOT if HAVE_PIPES else 0
 
 
 @attrs.define(eq=False)
@@ -45,6 +48,7 @@ class _File:
     fd: int
     size: int
     pipes: list[_Pipe] = attrs.field(factory=list)  # the runs writing to it
+    recent: applog.Recent = attrs.field(factory=applog.Recent)  # its last bytes, for errors
 
 
 @attrs.define(eq=False)
@@ -67,6 +71,7 @@ class OutputPump:
         self._lock = threading.Lock()
         self._files: dict[Path, _File] = {}
         self._pipes: dict[int, _Pipe] = {}
+        self._hung_up: list[tuple[float, _Pipe]] = []  # (when to let it go, the pipe)
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -154,10 +159,17 @@ class OutputPump:
         with self._lock:
             file = self._files.get(path)
             pipes = list(file.pipes) if file is not None else []
-            for pipe in pipes:
-                self._read(pipe)
+            for pipe in pipes:  # its end is let go by this pump's thread, off the exit's path
+                self._read(pipe, release=False)
         if pipes:
             self._on_written()
+
+    def recent(self, path: Path) -> applog.Recent | None:
+        """The last bytes written to ``path``, kept up to date for as long as the caller holds
+        them (a run's exit quotes its last line from them, even after its pipe has ended)."""
+        with self._lock:
+            file = self._files.get(path)
+            return file.recent if file is not None else None
 
     def reopen(self, path: Path, pids: Iterable[int]) -> bool:
         """Copy the output of a running app this daemon did not spawn (a survivor): its pipe
@@ -188,7 +200,7 @@ class OutputPump:
     def _add(self, fd: int, file: _File) -> None:
         pipe = self._pipes[fd] = _Pipe(fd, file)
         file.pipes.append(pipe)
-        self._epoll.register(fd, select.EPOLLIN)  # the thread's epoll.poll sees it at once
+        self._epoll.register(fd, ARMED)  # the thread's epoll.poll sees it at once
         self._run()
 
     def _release(self, pipe: _Pipe) -> None:
@@ -202,11 +214,11 @@ class OutputPump:
             del self._files[pipe.file.path]
             os.close(pipe.file.fd)
 
-    def _read(self, pipe: _Pipe, once: bool = False) -> bool:
-        """Copy what the pipe holds (lock held); False once it has ended (and is released).
-        ``once``: one read only, so an app that writes without pause cannot keep the lock
-        (and every other pipe, and the launches that open one) waiting for its pipe to empty;
-        epoll is level-triggered, so what is left is read on the next pass."""
+    def _read(self, pipe: _Pipe, once: bool = False, release: bool = True) -> bool:
+        """Copy what the pipe holds (lock held); False once it has ended (and is released,
+        unless not to ``release``). ``once``: one read only, so an app that writes without
+        pause cannot keep the lock (and every other pipe, and the launches that open one)
+        waiting for its pipe to empty; the pipe is armed again for what is left."""
         while True:
             try:
                 chunk = os.read(pipe.fd, READ_SIZE)
@@ -215,7 +227,8 @@ class OutputPump:
             except OSError:
                 chunk = b""
             if not chunk:
-                self._release(pipe)
+                if release:
+                    self._release(pipe)
                 return False
             self._write(pipe.file, chunk)
             if once:
@@ -234,6 +247,7 @@ class OutputPump:
                     cut = self._max_bytes
             if cut:
                 _write_all(file.fd, data[:cut])
+                file.recent.add(data[:cut])
                 file.size += cut
                 data = data[cut:]
             if data:
@@ -247,20 +261,40 @@ class OutputPump:
         file.size = 0
 
     def _loop(self) -> None:
+        """Each pipe is armed for one event at a time (``EPOLLONESHOT``): one read, then armed
+        again. A pipe whose app has ended (hung up, empty) wakes this thread at the very
+        instant the tracker sees the exit; it is let go ``HANGUP_GRACE_S`` later, so the two
+        threads do not take turns on the GIL at every system call of the exit's path."""
         while not self._stopping:
-            events = self._epoll.poll()
+            events = self._epoll.poll(self._grace_left())
             wrote = False
             with self._lock:
-                for fd, _ in events:
+                for fd, mask in events:
                     if fd == self._wake_r:
                         _drain_wake(self._wake_r)
                         continue
                     pipe = self._pipes.get(fd)
-                    if pipe is not None:
-                        self._read(pipe, once=True)
+                    if pipe is None:
+                        continue
+                    if not mask & select.EPOLLIN:
+                        self._hung_up.append((time.monotonic() + HANGUP_GRACE_S, pipe))
+                    elif self._read(pipe, once=True):
+                        self._epoll.modify(fd, ARMED)
                         wrote = True
+                self._let_go()
             if wrote:
                 self._on_written()
+
+    def _grace_left(self) -> float | None:
+        return max(0.0, self._hung_up[0][0] - time.monotonic()) if self._hung_up else None
+
+    def _let_go(self) -> None:
+        """Release the hung-up pipes whose grace is over (lock held)."""
+        now = time.monotonic()
+        while self._hung_up and self._hung_up[0][0] <= now:
+            _, pipe = self._hung_up.pop(0)
+            if self._pipes.get(pipe.fd) is pipe and self._read(pipe):
+                self._epoll.modify(pipe.fd, ARMED)  # written to again: not ended after all
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from orchestratr import applog
+from orchestratr.applog import Recent
 from orchestratr.errors import LaunchError
 from orchestratr.paths import APP_ENV, CONFIG_DIR_ENV
 from orchestratr.processes import readiness
@@ -78,7 +79,8 @@ class ProcessLauncher:
         self._shell = shell or user_shell()
         self._extra_env = dict(extra_env or {})
         self._lock = threading.Lock()
-        self._spawned: dict[int, tuple[subprocess.Popen[bytes], Path, str]] = {}
+        # pid -> (its process, its log file, its app, the file's last bytes as written)
+        self._spawned: dict[int, tuple[subprocess.Popen[bytes], Path, str, Recent | None]] = {}
 
     def spawn(self, spec: AppSpec) -> int:
         cwd = self._cwd(spec)
@@ -100,8 +102,9 @@ class ProcessLauncher:
             raise LaunchError(f"cannot be passed to a process: {exc}") from None
         finally:
             os.close(log_fd)
+        recent = self._output.recent(output) if self._output is not None else None
         with self._lock:
-            self._spawned[proc.pid] = (proc, output, spec.name)
+            self._spawned[proc.pid] = (proc, output, spec.name, recent)
         return proc.pid
 
     def _popen(self, spec: AppSpec, cwd: str | None, log_fd: int) -> subprocess.Popen[bytes]:
@@ -126,10 +129,10 @@ class ProcessLauncher:
 
     def track(self, pid: int, on_exit: OnExit) -> None:
         with self._lock:
-            proc, output, name = self._spawned.pop(pid)
-        self._tracker.watch_child(proc, self._quoting_output(on_exit, output), app=name)
+            proc, output, name, recent = self._spawned.pop(pid)
+        self._tracker.watch_child(proc, self._quoting_output(on_exit, output, recent), app=name)
 
-    def _quoting_output(self, on_exit: OnExit, output: Path) -> OnExit:
+    def _quoting_output(self, on_exit: OnExit, output: Path, recent: Recent | None) -> OnExit:
         """``on_exit``, once what the app wrote is in its file (copied from its pipe first:
         whoever sees the app ended finds all its output there), given its last line when it
         failed."""
@@ -138,14 +141,14 @@ class ProcessLauncher:
             if self._output is not None:
                 self._output.drain(output)
             if exit.code not in (0, None):
-                exit = attrs.evolve(exit, output_tail=applog.last_line(output))
+                exit = attrs.evolve(exit, output_tail=applog.last_line(output, recent))
             on_exit(exit)
 
         return exited
 
     def reap(self, pid: int) -> None:
         with self._lock:
-            proc, _, _ = self._spawned.pop(pid)
+            proc, _, _, _ = self._spawned.pop(pid)
         self._tracker.reap(proc)
 
     def adopt(

@@ -93,6 +93,7 @@ class ProcessTracker:
         # SIGCHLD came: when to look for orphans nobody's death announced
         self._sweep_at: float | None = None
         self._my_session = os.getsid(0)
+        self._children = proctable.OwnChildren()  # read on every exit's path
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -114,6 +115,7 @@ class ProcessTracker:
             self._by_member.clear()
         if self._epoll is not None:
             self._epoll.close()
+        self._children.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
@@ -290,11 +292,12 @@ class ProcessTracker:
             for fd in self._ready(self._timeout()):
                 with self._lock:
                     entry = self._fds.pop(fd, None)
-                    if entry is not None and self._epoll is not None:
-                        self._epoll.unregister(fd)
-                        os.close(fd)
-                if entry is not None:
+                if entry is None:
+                    continue
+                try:
                     self._member_gone(entry[1], entry[0])
+                finally:  # after the report, off the exit's path; closing leaves the epoll set
+                    os.close(fd)
             if self._sweep_at is not None and self._sweep_at <= time.monotonic():
                 self._sweep_at = None  # before the sweep: a SIGCHLD from now on gets its own
                 self._adopt_orphans(None)
@@ -369,10 +372,10 @@ class ProcessTracker:
         """Watch the children that came back to us (subreaper) as processes of their app:
         the app of the process that just died (``dying``), or the one their markers or their
         group name. Zombies nobody waits for are reaped."""
-        children = proctable.own_children()
+        children = self._children.read()
         with self._lock:
-            known = set(self._by_member) | self._expected | self._ignored
-        unknown = [child for child in children if child not in known]
+            unknown = [child for child in children if child not in self._by_member
+                       and child not in self._expected and child not in self._ignored]
         if not unknown:
             return
         with self._spawns:  # a child still being spawned is no orphan: wait for its pid

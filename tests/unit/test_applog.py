@@ -49,6 +49,37 @@ class TestTail:
             handle.write(b"sh: 1: nope: not found\n\n")
         assert applog.last_line(path) == "sh: 1: nope: not found"
 
+    def test_the_last_line_comes_from_what_the_writer_kept(self, tmp_path: Path) -> None:
+        """On an exit's path the quote comes from the bytes the pump kept, not from the file:
+        here the file does not even exist."""
+        absent = tmp_path / "absent.log"
+        recent = applog.Recent()
+        recent.add(applog.header("sh -c 'echo hi; exit 3'"))
+        assert applog.last_line(absent, recent) == ""
+        recent.add(b"hi\nbye\n\n")
+        assert applog.last_line(absent, recent) == "bye"
+        recent.add(b"half a line")
+        assert applog.last_line(absent, recent) == "half a line"
+        recent.add(applog.header("true"))  # a new run: the last one's lines are no output
+        assert applog.last_line(absent, recent) == ""
+
+    def test_a_line_the_writer_kept_only_the_end_of_is_read_from_the_file(
+        self, tmp_path: Path
+    ) -> None:
+        """Past ``RECENT_BYTES`` the first bytes kept may be the end of a longer line; and an
+        adopted app's writer kept nothing of what came before it: the file tells."""
+        path = tmp_path / "a.log"
+        long_line = "x" * 400 + "y" * (applog.RECENT_BYTES + 100)
+        path.write_bytes(applog.header("talk") + long_line.encode() + b"\n")
+        recent = applog.Recent()
+        recent.add(applog.header("talk"))
+        recent.add(long_line.encode() + b"\n")
+        assert applog.last_line(path, recent) == long_line[:300]
+        assert applog.last_line(path, applog.Recent()) == long_line[:300]
+        assert applog.last_line(path, applog.Recent(b"yyy\n")) == long_line[:300]
+        many = applog.Recent(b"tail of something\na\nb\nc\n")
+        assert applog.last_line(path, many) == "c"  # three whole lines: the cut one is not needed
+
 
 class TestHeader:
     def test_a_header_is_read_back_as_a_launch(self) -> None:
