@@ -78,6 +78,9 @@ class ProcessLauncher:
         self._usage: Usage | None = None  # made at the first question: an idle daemon has none
         self._shell = shell or user_shell()
         self._extra_env = dict(extra_env or {})
+        # the daemon's environment, read once: os.environ decodes every variable per read
+        # (a tenth of a launch's Python), and the daemon never changes its own
+        self._base_env = dict(os.environ)
         self._lock = threading.Lock()
         # pid -> (its process, its log file, its app, the file's last bytes as written)
         self._spawned: dict[int, tuple[subprocess.Popen[bytes], Path, str, Recent | None]] = {}
@@ -199,7 +202,7 @@ class ProcessLauncher:
     def _env(self, spec: AppSpec) -> dict[str, str]:
         """The daemon's environment, the app's ``env``, then the markers that a restarted
         daemon checks before adopting a process (so an app's ``env`` cannot override them)."""
-        return {**os.environ, **spec.env, **self._extra_env, APP_ENV: spec.name}
+        return {**self._base_env, **spec.env, **self._extra_env, APP_ENV: spec.name}
 
     def _cwd(self, spec: AppSpec) -> str | None:
         if spec.cwd is None:

@@ -715,7 +715,8 @@ class Supervisor:
             last_error=error)
         # said with the exit: who tells people about failures knows what follows
         soon: dict[str, object] = (
-            {"restart_in_ms": round(decision.delay_s * 1000, 3)}
+            {"restart_in_ms": round(decision.delay_s * 1000, 3),
+             "restart_attempt": decision.attempt}
             if isinstance(decision, restarts.Restart)
             else {"crash_loop": True} if isinstance(decision, restarts.CrashLoop) else {})
         self._try(self._fire, app, Trigger.exited, Cause.tracker, pid=app.pid,
@@ -745,10 +746,8 @@ class Supervisor:
         """After the app's own exit (lock held): restart it later, or fail a crash loop."""
         if isinstance(decision, restarts.CrashLoop):
             self._fire(app, Trigger.crash_loop, Cause.restart, error=decision.error)
-        elif isinstance(decision, restarts.Restart):
+        elif isinstance(decision, restarts.Restart):  # the exit's line says when (restart_in_ms)
             app.count_restart(decision.record)
-            log.info("restart_scheduled", app=app.name,
-                     delay_ms=round(decision.delay_s * 1000, 3), attempt=decision.attempt)
             self._launch_later(app, decision.delay_s)
 
     def _launch_later(self, app: App, delay_s: float) -> None:

@@ -260,8 +260,9 @@ def test_failures_log_as_warnings_and_a_crash_loop_as_an_error() -> None:
     assert levels == {("launch", "launching"): "info", ("spawned", "launched"): "info",
                       ("notify_ready", "ready"): "info", ("exited", "failed"): "warning",
                       ("crash_loop", "failed"): "error"}
-    scheduled = [e["delay_ms"] for e in logs if e["event"] == "restart_scheduled"]
-    assert scheduled == [100.0, 200.0, 400.0, 800.0]
+    scheduled = [(e["restart_in_ms"], e["restart_attempt"]) for e in logs
+                 if e["event"] == "app_transition" and "restart_in_ms" in e]
+    assert scheduled == [(100.0, 1), (200.0, 2), (400.0, 3), (800.0, 4)]
 
 
 @pytest.mark.parametrize("delay_s", [0.0, 0.01])
