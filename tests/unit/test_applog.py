@@ -4,10 +4,12 @@ that writes it (processes/output.py) rotating at line boundaries: real files, re
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from orchestratr import applog
 from orchestratr.processes.output import OutputPump
+from tests.conftest import wait_for
 
 
 def write(path: Path, text: str) -> None:
@@ -120,6 +122,43 @@ class TestPump:
         files = [applog.rotated(path, i) for i in (3, 2, 1)] + [path]
         assert [len(f.read_bytes()) for f in files] == [len(applog.header("app")), 100, 100, 51]
         assert files[0].read_bytes().startswith(b"--- orchestratr: ")  # the line starts afresh
+        pump.close()
+
+    def test_a_run_that_ended_is_let_go_by_the_pumps_thread(self, tmp_path: Path) -> None:
+        """The exit's drain copies the last bytes but leaves the pipe to the pump's thread,
+        which lets it go a moment later (off the exit's path): nothing is lost, no descriptor
+        is left behind, and the last line is quoted from what the pump kept."""
+        descriptors = len(os.listdir("/proc/self/fd"))
+        pump = OutputPump()
+        pump.start()
+        path = tmp_path / "a.log"
+        fd = pump.open(path, "app")
+        recent = pump.recent(path)
+        os.write(fd, b"working\nbye\n")
+        os.close(fd)
+        pump.drain(path)
+        assert path.read_bytes().endswith(b"working\nbye\n")
+        assert applog.last_line(tmp_path / "absent.log", recent) == "bye"
+        wait_for(lambda: pump.open_pipes == 0, timeout=5, what="the ended pipe let go")
+        pump.stop()
+        pump.close()
+        assert len(os.listdir("/proc/self/fd")) == descriptors
+
+    def test_a_run_writing_without_pause_is_copied_whole(self, tmp_path: Path) -> None:
+        """Each pipe is armed for one event at a time: it must be armed again after every
+        read, or a writer that fills the pipe (64 KiB) would wait for good."""
+        pump = OutputPump()
+        pump.start()
+        path = tmp_path / "a.log"
+        fd = pump.open(path, "app")
+        data = b"".join(b"%07d\n" % i for i in range(200_000))  # 1.6 MB, 25 pipes full
+        writer = threading.Thread(target=lambda: (os.write(fd, data), os.close(fd)))
+        writer.start()
+        writer.join(timeout=20)
+        assert not writer.is_alive(), "the writer waits on a pipe nobody reads"
+        wait_for(lambda: pump.open_pipes == 0, timeout=10, what="the pipe read to its end")
+        assert path.read_bytes().partition(b"\n")[2] == data
+        pump.stop()
         pump.close()
 
 
