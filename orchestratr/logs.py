@@ -402,7 +402,7 @@ class _Logger:
         if _writer is not None:
             _writer.submit(event_dict)
 
-    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+    debug = info = warning = error = critical = msg  # the names of structlog's levels
 
 
 def _hand_over(
