@@ -296,13 +296,23 @@ class ProcessTracker:
                     continue
                 try:
                     self._member_gone(entry[1], entry[0])
-                finally:  # after the report, off the exit's path; closing leaves the epoll set
-                    os.close(fd)
+                finally:  # after the report, off the exit's path
+                    self._forget_pidfd(fd)
             if self._sweep_at is not None and self._sweep_at <= time.monotonic():
                 self._sweep_at = None  # before the sweep: a SIGCHLD from now on gets its own
                 self._adopt_orphans(None)
             self._poll_members()
             self._kill_overdue()
+
+    def _forget_pidfd(self, fd: int) -> None:
+        """Out of the epoll set, then closed. Closing alone is not enough: a child being
+        spawned that very instant holds a copy of the descriptor until its exec, the set keeps
+        the entry under this number, and the next process's pidfd, given the same number, was
+        taken for the dead one (its watch then waited on a live process, holding the lock)."""
+        assert self._epoll is not None
+        with contextlib.suppress(OSError):
+            self._epoll.unregister(fd)
+        os.close(fd)
 
     def _ready(self, timeout: float | None) -> list[int]:
         if self._epoll is None:
