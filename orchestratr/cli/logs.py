@@ -115,14 +115,12 @@ def follow(
             printer.line(app, data.get("line", ""), data.get("at"))
 
 
-def _follow_app(client: Client, name: str, backlog: int,
-                lines: Lines) -> None:
+def _follow_app(client: Client, name: str, backlog: int, lines: Lines) -> None:
     threading.Thread(target=_pump, args=(client, name, backlog, lines), name=f"logs-{name}",
                      daemon=True).start()
 
 
-def _newcomers(client: Client, known: set[str],
-               lines: Lines) -> None:
+def _newcomers(client: Client, known: set[str], lines: Lines) -> None:
     """Apps added while every app is followed, from the events that say so (the stream is
     opened again when it drops, as the apps' own are)."""
     from orchestratr.client import OrchestratrClientError
@@ -144,10 +142,7 @@ def _newcomers(client: Client, known: set[str],
         time.sleep(RETRY_S)
 
 
-def _pump(
-    client: Client, name: str, backlog: int,
-    lines: Lines,
-) -> None:
+def _pump(client: Client, name: str, backlog: int, lines: Lines) -> None:
     from orchestratr.client import OrchestratrClientError
 
     try:

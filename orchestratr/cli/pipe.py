@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from orchestratr.cli.verbs import ALL
+from orchestratr.cli.verbs import ALL, ask_each
 from orchestratr.client import (
     Client,
     Event,
@@ -145,19 +145,12 @@ class Pipe:
         take several names and ``all``)."""
         if not _several(value):
             return {key: _strip(call(_name(value)))}
-        if ALL in (value if isinstance(value, list) else [value]):
-            names = [app["name"] for app in self._client.apps()]
-        else:
-            names = list(dict.fromkeys(_name(name) for name in value))
-        answers: list[Any] = []
-        for name in names:
-            try:
-                answers.append(_strip(call(name)))
-            except NotRunningError:
-                raise
-            except OrchestratrClientError as exc:
-                answers.append({"app": name, "error": exc.code or "error", "message": str(exc)})
-        return {key: answers}
+        names = value if isinstance(value, list) else [value]
+        if ALL not in names:
+            names = [_name(name) for name in names]
+        return {key: [_strip(answer) if isinstance(answer, dict) else
+                      {"app": name, "error": answer.code or "error", "message": str(answer)}
+                      for name, answer in ask_each(self._client, names, call)]}
 
     def _trigger(self, value: Any, options: Reply) -> Reply:
         if value is not None and not isinstance(value, str):

@@ -233,28 +233,37 @@ def each(ctx: Context, command: Command) -> int:
     """Run ``command`` on every NAME (``all``: every app): each is asked first, then each
     answer settled, one line each; exit 1 if any failed. One NAME answers as it always did
     (its error is the command's, and ``--json`` prints its answer alone)."""
-    from orchestratr.client import NotRunningError, OrchestratrClientError
-
     client = ctx.client()
     names = ctx.args.names
     if names == [names[0]] and names[0] != ALL:
         answer, text = command.settle(ctx, client, command.act(client, names[0]))
         ctx.out.result(answer, text)
         return 0
+    asked = ask_each(client, names, lambda name: command.act(client, name))
+    results = [_result(ctx, client, command, name, answer) for name, answer in asked]
+    if ctx.out.json_mode:
+        ctx.out.json([result for result, _ in results])
+    return 0 if all(ok for _, ok in results) else 1
+
+
+def ask_each(
+    client: Client, names: list[str], act: Callable[[str], dict[str, Any]]
+) -> list[tuple[str, dict[str, Any] | OrchestratrClientError]]:
+    """``act`` on each name once, in order (``all``: every app), the CLI's and the pipe's:
+    an app's refusal is its answer, the daemon not running ends them all."""
+    from orchestratr.client import NotRunningError, OrchestratrClientError
+
     if ALL in names:
         names = [app["name"] for app in client.apps()]
     asked: list[tuple[str, dict[str, Any] | OrchestratrClientError]] = []
     for name in dict.fromkeys(names):
         try:
-            asked.append((name, command.act(client, name)))
+            asked.append((name, act(name)))
         except NotRunningError:
             raise
         except OrchestratrClientError as exc:
             asked.append((name, exc))
-    results = [_result(ctx, client, command, name, answer) for name, answer in asked]
-    if ctx.out.json_mode:
-        ctx.out.json([result for result, _ in results])
-    return 0 if all(ok for _, ok in results) else 1
+    return asked
 
 
 def _result(

@@ -131,17 +131,19 @@ class TestPump:
         descriptors = len(os.listdir("/proc/self/fd"))
         pump = OutputPump()
         pump.start()
-        path = tmp_path / "a.log"
-        fd = pump.open(path, "app")
-        recent = pump.recent(path)
-        os.write(fd, b"working\nbye\n")
-        os.close(fd)
-        pump.drain(path)
-        assert path.read_bytes().endswith(b"working\nbye\n")
-        assert applog.last_line(tmp_path / "absent.log", recent) == "bye"
-        wait_for(lambda: pump.open_pipes == 0, timeout=5, what="the ended pipe let go")
-        pump.stop()
-        pump.close()
+        try:
+            path = tmp_path / "a.log"
+            fd = pump.open(path, "app")
+            recent = pump.recent(path)
+            os.write(fd, b"working\nbye\n")
+            os.close(fd)
+            pump.drain(path)
+            assert path.read_bytes().endswith(b"working\nbye\n")
+            assert applog.last_line(tmp_path / "absent.log", recent) == "bye"
+            wait_for(lambda: pump.open_pipes == 0, timeout=5, what="the ended pipe let go")
+        finally:
+            pump.stop()
+            pump.close()
         assert len(os.listdir("/proc/self/fd")) == descriptors
 
     def test_a_run_writing_without_pause_is_copied_whole(self, tmp_path: Path) -> None:
@@ -149,17 +151,20 @@ class TestPump:
         read, or a writer that fills the pipe (64 KiB) would wait for good."""
         pump = OutputPump()
         pump.start()
-        path = tmp_path / "a.log"
-        fd = pump.open(path, "app")
-        data = b"".join(b"%07d\n" % i for i in range(200_000))  # 1.6 MB, 25 pipes full
-        writer = threading.Thread(target=lambda: (os.write(fd, data), os.close(fd)))
-        writer.start()
-        writer.join(timeout=20)
-        assert not writer.is_alive(), "the writer waits on a pipe nobody reads"
-        wait_for(lambda: pump.open_pipes == 0, timeout=10, what="the pipe read to its end")
-        assert path.read_bytes().partition(b"\n")[2] == data
-        pump.stop()
-        pump.close()
+        try:
+            path = tmp_path / "a.log"
+            fd = pump.open(path, "app")
+            data = b"".join(b"%07d\n" % i for i in range(200_000))  # 1.6 MB, 25 pipes full
+            writer = threading.Thread(target=lambda: (os.write(fd, data), os.close(fd)),
+                                      daemon=True)  # stuck for good, if nobody reads
+            writer.start()
+            writer.join(timeout=20)
+            assert not writer.is_alive(), "the writer waits on a pipe nobody reads"
+            wait_for(lambda: pump.open_pipes == 0, timeout=10, what="the pipe read to its end")
+            assert path.read_bytes().partition(b"\n")[2] == data
+        finally:
+            pump.stop()
+            pump.close()
 
 
 class TestFollower:
