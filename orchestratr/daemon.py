@@ -16,7 +16,6 @@ import contextlib
 import faulthandler
 import gc
 import os
-import platform
 import signal
 import sys
 import threading
@@ -29,8 +28,7 @@ from typing import Any
 import attrs
 import structlog
 
-from orchestratr import __version__, threads
-from orchestratr.api.openapi import document
+from orchestratr import __version__, host, threads
 from orchestratr.api.routes import Api
 from orchestratr.api.server import ApiServer
 from orchestratr.applog import AppLogs
@@ -289,7 +287,7 @@ class Daemon:
             publish=supervisor.bus.publish,
             backend=default_backend(),
         )
-        self.api = ApiServer(Api(supervisor, self, hotkeys, openapi=document, logs=logs),
+        self.api = ApiServer(Api(supervisor, self, hotkeys, openapi=_openapi_document, logs=logs),
                              port, self.paths.port_file)
         watcher = ConfigWatcher(self.paths, self._reload_quietly, self._config_dir_recreated)
         self._desktop = (
@@ -340,8 +338,8 @@ class Daemon:
         self.started.set()
         log.info("daemon_started", pid=os.getpid(), version=__version__,
                  config_dir=str(self.paths.config_dir), apps=len(registry.apps),
-                 port=self.api.port, platform=platform.platform(),
-                 python=platform.python_version())
+                 port=self.api.port, platform=host.platform_name(),
+                 python=host.python_version())
 
     def _shutdown(self, parts: _Parts) -> None:
         """Stop in reverse order; the tracker last but one, so that the exits of the apps
@@ -489,6 +487,14 @@ def _raise_fd_limit() -> None:
             return
     log.info("fd_limit", soft_was=soft, soft=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
              hard=hard)
+
+
+def _openapi_document() -> dict[str, Any]:
+    """The API's OpenAPI document, built on the first ``GET /openapi.json``: the module that
+    builds it is 100 KiB of a daemon's memory that most daemons never use."""
+    from orchestratr.api.openapi import document
+
+    return document()
 
 
 def _return_free_memory() -> None:

@@ -6,16 +6,14 @@ Its log is JSON lines already; ``--json`` adds one JSON line on stdout once the 
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
-import sys
 import threading
-import types
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestratr import __version__
+from orchestratr.lean import keep_out_unused
 
 if TYPE_CHECKING:
     from orchestratr.cli.main import Context
@@ -23,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def run(ctx: Context) -> int:
-    _lean_imports()
+    keep_out_unused()
     from orchestratr.daemon import Daemon, DaemonOptions
 
     args = ctx.args
@@ -36,35 +34,6 @@ def run(ctx: Context) -> int:
     if args.json:
         threading.Thread(target=_announce, args=(ctx, daemon), daemon=True).start()
     return daemon.run()
-
-
-class _OnFirstUse(types.ModuleType):
-    """A module imported for real the first time anything in it is used."""
-
-    def __getattr__(self, name: str) -> object:
-        del sys.modules[self.__name__]
-        real = importlib.import_module(self.__name__)
-        sys.modules[self.__name__] = real
-        return getattr(real, name)
-
-
-def _lean_imports() -> None:
-    """Keep what the daemon never runs out of its memory (idle RSS, issue 16; measured with
-    bench/supervisor.py, 100 apps): log output is the same without any of it.
-
-    * rich: structlog renders with it when it can import it; it is here only when a test
-      tool brought it (3.4 MiB).
-    * ssl: asyncio imports it if it can, and the daemon speaks plain HTTP on loopback only
-      (4.4 MiB: OpenSSL's libraries).
-    * asyncio: structlog imports it for its async logging methods, which the daemon never
-      calls; it is loaded on first use instead (1.5 MiB).
-    """
-    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
-    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
-    if "asyncio" not in sys.modules:
-        stub = _OnFirstUse("asyncio")
-        stub.__spec__ = None
-        sys.modules["asyncio"] = stub
 
 
 def _announce(ctx: Context, daemon: Daemon) -> None:

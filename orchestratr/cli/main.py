@@ -12,7 +12,6 @@ Exit codes: 0 success, 1 the daemon answered an error (or a check failed), 2 usa
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import os
 import re
@@ -46,6 +45,8 @@ class Parser(argparse.ArgumentParser):
 
 def _closest(word: str, known: Sequence[str]) -> str:
     """``; did you mean 'launch'?``, or nothing when no known word is close."""
+    import difflib  # only on a mistake: 140 KiB the daemon would carry for nothing
+
     close = difflib.get_close_matches(word, known, n=3, cutoff=0.6)
     if not close:
         return ""

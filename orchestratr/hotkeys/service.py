@@ -9,7 +9,6 @@ slow spawn never delays a key.
 from __future__ import annotations
 
 import contextlib
-import platform
 import queue
 import threading
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from orchestratr import host
 from orchestratr.controls import BackendName, HotkeyStatus
 from orchestratr.hotkeys.backend import FALLBACK, Backend, Grab
 from orchestratr.hotkeys.engine import Engine, Kind, Outcome
@@ -84,7 +84,7 @@ class HotkeyService:
             self._worker = supervised("hotkeys", self._work_loop)
         status = self.status()
         if status.enabled:
-            log.info("hotkeys_started", platform=platform.platform(), backend=status.backend,
+            log.info("hotkeys_started", platform=host.platform_name(), backend=status.backend,
                      leader=status.leader, suppressing=status.suppressing)
             self._warn_if_commonly_taken()
             if note := self._backend.status().limitation:
