@@ -13,6 +13,7 @@ import re
 import subprocess
 import threading
 from collections.abc import Callable, Collection, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from orchestratr.applog import Recent
 from orchestratr.errors import LaunchError
 from orchestratr.paths import APP_ENV, CONFIG_DIR_ENV
 from orchestratr.processes import readiness
+from orchestratr.processes.forker import Forker
 from orchestratr.processes.output import OutputPump
 from orchestratr.processes.tracker import ProcessTracker, check_adoptable
 from orchestratr.registry.model import AppSpec
@@ -81,6 +83,7 @@ class ProcessLauncher:
         # the daemon's environment, read once: os.environ decodes every variable per read
         # (a tenth of a launch's Python), and the daemon never changes its own
         self._base_env = dict(os.environ)
+        self._forker = Forker()  # every app is forked on one kept thread (see forker.py)
         self._lock = threading.Lock()
         # pid -> (its process, its log file, its app, the file's last bytes as written)
         self._spawned: dict[int, tuple[subprocess.Popen[bytes], Path, str, Recent | None]] = {}
@@ -97,7 +100,7 @@ class ProcessLauncher:
             raise LaunchError(f"cannot open its log file {output}: {exc.strerror}") from None
         try:
             with self._tracker.spawning() as note:
-                proc = self._popen(spec, cwd, log_fd)
+                proc = self._forker.call(partial(self._popen, spec, cwd, log_fd))
                 note(proc.pid, True)
         except OSError as exc:
             raise LaunchError(_spawn_error(self._program(spec), exc)) from None
