@@ -156,16 +156,27 @@ def rpc_throughput(url: str, seconds: float) -> float:
     return sum(d for d, _ in results) / elapsed
 
 
-def kill_and_see(pid_of: Callable[[str], int], tail: LogTail, needle: Callable[[str], bytes],
-                 names: list[str], after: Callable[[str], None]) -> list[float]:
-    samples = []
+Side = tuple[Callable[[str], int], LogTail, Callable[[str], bytes], Callable[[str], None]]
+
+
+def nothing(_name: str) -> None:
+    """Nothing to do after a kill: the restart policy starts the app again."""
+
+
+def kill_and_see(sides: tuple[Side, Side], names: list[str]) -> tuple[list[float], list[float]]:
+    """kill -9 each app in turn on both sides, alternating (ours, theirs, ours, ...), so a
+    drift in the machine's speed (this VM's drifts by 10-60 % within an hour) weighs on both
+    alike; each sample ends when the side's log shows the exit (``needle``), then ``after``
+    starts the app again. A side is (pid_of, tail, needle, after)."""
+    samples: tuple[list[float], list[float]] = ([], [])
     for name in names:
-        pid = pid_of(name)
-        time.sleep(0.02)  # a pace between trials, not a wait for anything
-        killed = time.time()
-        os.kill(pid, signal.SIGKILL)
-        samples.append((tail.wait_for(needle(name)) - killed) * 1000)
-        after(name)
+        for (pid_of, tail, needle, after), out in zip(sides, samples, strict=True):
+            pid = pid_of(name)
+            time.sleep(0.02)  # a pace between trials, not a wait for anything
+            killed = time.time()
+            os.kill(pid, signal.SIGKILL)
+            out.append((tail.wait_for(needle(name)) - killed) * 1000)
+            after(name)
     return samples
 
 
@@ -227,14 +238,15 @@ def main() -> None:
             conn.request("POST", f"/apps/{name}/launch")
             conn.getresponse().read()
 
-        tail = LogTail(config_dir / "logs" / "orchestratr.log")
-        ours_exit = kill_and_see(our_pid, tail, lambda n: f'"app": "{n}", "src": "ready", '
-                                 '"dst": "failed"'.encode(), names, relaunch)
-        tail.close()
-        tail = LogTail(sup.log)
-        theirs_exit = kill_and_see(sup.pid, tail, lambda n: f"exited: {n} ".encode(), names,
-                                   lambda n: sup.rpc.supervisor.startProcess(n))
-        tail.close()
+        ours_tail, theirs_tail = LogTail(config_dir / "logs" / "orchestratr.log"), LogTail(sup.log)
+        ours_exit, theirs_exit = kill_and_see((
+            (our_pid, ours_tail,
+             lambda n: f'"app": "{n}", "src": "ready", "dst": "failed"'.encode(), relaunch),
+            (sup.pid, theirs_tail, lambda n: f"exited: {n} ".encode(),
+             lambda n: sup.rpc.supervisor.startProcess(n)),
+        ), names)
+        ours_tail.close()
+        theirs_tail.close()
         ratio("kill -9 -> exit in the log, p50", pct(ours_exit, 50), pct(theirs_exit, 50))
         ratio("kill -9 -> exit in the log, p99", pct(ours_exit, 99), pct(theirs_exit, 99))
         conn.close()
@@ -247,16 +259,17 @@ def main() -> None:
         ours = start(config_dir)
         wait(lambda: log.ready(args.apps))
         conn = http.client.HTTPConnection("127.0.0.1", port_of(config_dir), timeout=10)
-        tail = LogTail(config_dir / "logs" / "orchestratr.log")
-        ours_again = kill_and_see(our_pid, tail, lambda n: f'"app": "{n}", "src": "launched", '
-                                  '"dst": "ready"'.encode(), names[:5], lambda n: None)
-        tail.close()
         sup = Supervisord(venv, work / "sup-restart", args.apps, autorestart=True)
         sup.all_running_at()
-        tail = LogTail(sup.log)
-        theirs_again = kill_and_see(sup.pid, tail, lambda n: f"success: {n} entered RUNNING"
-                                    .encode(), names[:5], lambda n: None)
-        tail.close()
+        ours_tail, theirs_tail = LogTail(config_dir / "logs" / "orchestratr.log"), LogTail(sup.log)
+        ours_again, theirs_again = kill_and_see((
+            (our_pid, ours_tail,
+             lambda n: f'"app": "{n}", "src": "launched", "dst": "ready"'.encode(), nothing),
+            (sup.pid, theirs_tail, lambda n: f"success: {n} entered RUNNING".encode(),
+             nothing),
+        ), names[:5])
+        ours_tail.close()
+        theirs_tail.close()
         ratio("kill -9 -> running again, p50", pct(ours_again, 50), pct(theirs_again, 50))
         print("  (orchestratr:", dist(ours_again), "; supervisord:", dist(theirs_again), ")")
         conn.close()
