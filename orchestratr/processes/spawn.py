@@ -83,7 +83,7 @@ class ProcessLauncher:
         # the daemon's environment, read once: os.environ decodes every variable per read
         # (a tenth of a launch's Python), and the daemon never changes its own
         self._base_env = dict(os.environ)
-        self._forker = Forker()  # every app is forked on one kept thread (see forker.py)
+        self._forker = Forker()  # every app is forked on a kept thread (see forker.py)
         self._lock = threading.Lock()
         # pid -> (its process, its log file, its app, the file's last bytes as written)
         self._spawned: dict[int, tuple[subprocess.Popen[bytes], Path, str, Recent | None]] = {}
