@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 from scale import write_config
-from supervisor import _STACK, bench_import_rss, pct, report, wait
+from supervisor import STACK_IMPORTS, bench_import_rss, pct, report, wait
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orchestratr.client import Client
@@ -94,7 +94,7 @@ def idle_rss() -> tuple[float, float]:
             wait(lambda: client.request("GET", "/hotkeys")["enabled"])
             time.sleep(2)
             rss = float(psutil.Process(daemon.pid).memory_info().rss / 2**20)
-            return rss, bench_import_rss(_STACK + "import Xlib.display, pynput.keyboard\n")
+            return rss, bench_import_rss(STACK_IMPORTS + "import Xlib.display, pynput.keyboard\n")
         finally:
             daemon.terminate()
             daemon.wait()

@@ -183,9 +183,9 @@ def bench_idle_rss(work: Path) -> float:
 _KEEP_OUT = "from orchestratr.lean import keep_out_unused\nkeep_out_unused()\n"
 # the standard modules the daemon and the CLI it starts from use, and the libraries it is
 # built on (issue 16's stack): nothing of the daemon's own
-_STACK = ("import argparse, ctypes, http.server, json, logging, selectors, signal, socket, "
+STACK_IMPORTS = ("import argparse, ctypes, http.server, json, logging, selectors, signal, socket, "
           "subprocess, threading\nimport attrs, cattrs, structlog, transitions, yaml\n")
-_DAEMON = "import orchestratr.cli.main, orchestratr.client, orchestratr.daemon\n"
+DAEMON_IMPORTS = "import orchestratr.cli.main, orchestratr.client, orchestratr.daemon\n"
 _THEN_IDLE = """
 import ctypes, gc, time
 gc.collect()
@@ -245,10 +245,10 @@ def main() -> None:
                bench_cold_start(args.cold_trials, work), "<= 1000 ms")
         print(f"{'idle RSS, 100 apps registered':<46} {bench_idle_rss(work):8.1f} MiB"
               "   (target <= 22 MiB headless)")
-        floor = bench_import_rss(_STACK + _DAEMON)
+        floor = bench_import_rss(STACK_IMPORTS + DAEMON_IMPORTS)
         print(f"{'  the floor: its modules imported, nothing run':<46} {floor:8.1f} MiB"
               "   (reference)")
-        stack = bench_import_rss(_STACK)
+        stack = bench_import_rss(STACK_IMPORTS)
         print(f"{'  under it: the stack alone, none of ours':<46} {stack:8.1f} MiB"
               "   (reference: stdlib, structlog, cattrs, attrs, PyYAML, transitions)")
         print(f"{f'idle CPU over {args.cpu_seconds:g} s, 20 apps running':<46} "
