@@ -740,15 +740,21 @@ proc = subprocess.Popen(["sh", "-c", "setsid sleep 30 & exit 0"], start_new_sess
 tracker.watch_child(proc, lambda exit: None, app="a")
 deadline = time.monotonic() + 10
 escaped = []
-while not escaped and time.monotonic() < deadline:
-    escaped = [c for c in proctable.own_children() if c != proc.pid and os.getsid(c) == c]
-    time.sleep(0.01)
-(pid,) = escaped
-while not tracker.owns(proc.pid, pid) and time.monotonic() < deadline:
-    time.sleep(0.01)
-print(tracker.owns(proc.pid, pid), in_app(proc.pid, pid), tracker.owns(proc.pid, os.getpid()))
-os.kill(pid, signal.SIGKILL)
-tracker.stop()
+try:
+    while not escaped and time.monotonic() < deadline:
+        escaped = [c for c in proctable.own_children() if c != proc.pid and os.getsid(c) == c]
+        time.sleep(0.01)
+    (pid,) = escaped
+    while not tracker.owns(proc.pid, pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(tracker.owns(proc.pid, pid), in_app(proc.pid, pid), tracker.owns(proc.pid, os.getpid()))
+finally:  # the escaped sleep is no child of the test's: ended here, whatever failed
+    for pid in escaped:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    tracker.stop()
 """
 
 
