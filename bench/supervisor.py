@@ -202,7 +202,8 @@ def bench_import_rss(imports: str) -> float:
                             stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None
-        proc.stdout.readline()
+        if not proc.stdout.readline() or proc.poll() is not None:
+            raise RuntimeError(f"the imports failed: {imports!r}")  # not a floor of 0 MiB
         return float(psutil.Process(proc.pid).memory_info().rss / 2**20)
     finally:
         proc.kill()

@@ -164,13 +164,15 @@ def nothing(_name: str) -> None:
 
 
 def kill_and_see(sides: tuple[Side, Side], names: list[str]) -> tuple[list[float], list[float]]:
-    """kill -9 each app in turn on both sides, alternating (ours, theirs, ours, ...), so a
-    drift in the machine's speed (this VM's drifts by 10-60 % within an hour) weighs on both
-    alike; each sample ends when the side's log shows the exit (``needle``), then ``after``
-    starts the app again. A side is (pid_of, tail, needle, after)."""
+    """kill -9 each app in turn on both sides, alternating (ours then theirs, theirs then
+    ours, ...), so a drift in the machine's speed (this VM's drifts by 10-60 % within an
+    hour) and the other side's last restart weigh on both alike; each sample ends when the
+    side's log shows the exit (``needle``), then ``after`` starts the app again. A side is
+    (pid_of, tail, needle, after)."""
     samples: tuple[list[float], list[float]] = ([], [])
-    for name in names:
-        for (pid_of, tail, needle, after), out in zip(sides, samples, strict=True):
+    for i, name in enumerate(names):
+        pairs = list(zip(sides, samples, strict=True))
+        for (pid_of, tail, needle, after), out in pairs if i % 2 == 0 else pairs[::-1]:
             pid = pid_of(name)
             time.sleep(0.02)  # a pace between trials, not a wait for anything
             killed = time.time()

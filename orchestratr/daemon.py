@@ -357,6 +357,8 @@ class Daemon:
         if parts.output is not None:
             self._hand_over_output(parts.output)
         parts.tracker.stop()
+        if self._launcher is not None:
+            self._launcher.close()
         log.info("daemon_stopped", apps_left_running=left)
         parts.stop_logging()
 

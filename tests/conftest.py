@@ -105,7 +105,7 @@ def kill_apps_of(config_dir: Path) -> None:
 def make_supervisor(tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
     """Build a Supervisor over real processes with the given apps; every app is killed after.
     Apps are marked as a daemon's on config dir ``tmp_path`` (see processes/survivors.py)."""
-    made: list[tuple[Supervisor, ProcessTracker, OutputPump]] = []
+    made: list[tuple[Supervisor, ProcessTracker, OutputPump, ProcessLauncher]] = []
 
     def make(*apps: AppSpec, record: RunningRecord | None = None, shell: str = "/bin/sh") -> Supervisor:
         tracker = ProcessTracker()
@@ -116,17 +116,18 @@ def make_supervisor(tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
                                    extra_env={CONFIG_DIR_ENV: str(tmp_path)}, output=pump)
         sup = Supervisor(launcher, record=record)
         sup.apply_registry(Registry(apps=apps))
-        made.append((sup, tracker, pump))
+        made.append((sup, tracker, pump, launcher))
         return sup
 
     yield make
-    for sup, tracker, pump in made:
+    for sup, tracker, pump, launcher in made:
         sup.shutdown(stop_apps=False)
         for snap in sup.snapshots():
             kill_group(snap.pid)
         tracker.stop()
         pump.stop()
         pump.close()
+        launcher.close()
 
 
 @pytest.fixture

@@ -113,6 +113,10 @@ class ProcessLauncher:
             self._spawned[proc.pid] = (proc, output, spec.name, recent)
         return proc.pid
 
+    def close(self) -> None:
+        """End the fork threads (the apps keep running; a later launch forks on its caller)."""
+        self._forker.close()
+
     def _popen(self, spec: AppSpec, cwd: str | None, log_fd: int) -> subprocess.Popen[bytes]:
         """Run the command, directly when the shell would only exec it (see ``direct_argv``).
         A direct run that cannot start (no such program, not executable, a script without
