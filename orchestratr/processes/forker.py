@@ -70,9 +70,11 @@ class Forker:
             return fn()
         job: _Job[T] = _Job(fn)
         with self._ready:
-            if self._closed:
-                return fn()
-            self._submit(job)
+            closed = self._closed
+            if not closed:
+                self._submit(job)
+        if closed:  # outside the lock: a fork may take a while
+            return fn()
         if not job.done.acquire(timeout=self._stall_s):
             if self._take_back(job):
                 return fn()
