@@ -269,7 +269,7 @@ class Daemon:
         )
         _raise_fd_limit()
         subreaper = proctable.become_subreaper()
-        tracker = ProcessTracker(subreaper=subreaper)
+        tracker = ProcessTracker(subreaper=subreaper, config_dir=self._marker[CONFIG_DIR_ENV])
         logs = AppLogs(self.paths.app_log)
         pump = output.OutputPump(logs.written) if output.HAVE_PIPES else None
         self._launcher = launcher = ProcessLauncher(

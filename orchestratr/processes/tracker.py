@@ -71,8 +71,12 @@ class _Watch:
 
 
 class ProcessTracker:
-    def __init__(self, poll_interval: float = POLL_INTERVAL_S, subreaper: bool = False) -> None:
+    def __init__(self, poll_interval: float = POLL_INTERVAL_S, subreaper: bool = False,
+                 config_dir: str | None = None) -> None:
         self._poll_interval = poll_interval
+        # the ORCHESTRATR_CONFIG_DIR our apps carry: a child carrying another is no orphan of
+        # theirs (another daemon's app; in the test suite, one run earlier in the process)
+        self._config_dir = config_dir
         self._subreaper = subreaper and HAVE_PIDFD and proctable.available()
         self._lock = threading.Lock()
         self._watches: dict[int, _Watch] = {}
@@ -401,11 +405,18 @@ class ProcessTracker:
             if proc.zombie:
                 _reap(child)
                 continue
+            if self._foreign(proc):
+                continue
             with self._lock:
                 watch = self._owner(proc, dying)
                 if watch is not None:
                     self._open(watch, child)
                     log.info("orphan_adopted", pid=child, app=watch.app, key=watch.pid)
+
+    def _foreign(self, proc: proctable.ProcInfo) -> bool:
+        """Whether ``proc`` carries another config dir's marker than ours."""
+        return (self._config_dir is not None and proc.config_dir is not None
+                and not proctable.same_dir(proc.config_dir, self._config_dir))
 
     def _owner(self, proc: proctable.ProcInfo, dying: _Watch | None) -> _Watch | None:
         """Whose process an orphan is (lock held)."""

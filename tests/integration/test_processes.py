@@ -758,6 +758,43 @@ finally:  # the escaped sleep is no child of the test's: ended here, whatever fa
 """
 
 
+FOREIGN = """
+import os, subprocess, threading
+from orchestratr.processes import proctable
+from orchestratr.processes.tracker import ProcessTracker
+tracker = ProcessTracker(subreaper=proctable.become_subreaper(), config_dir="/tmp/this-daemon")
+tracker.start()
+foreign = []
+def spawn_foreign():  # a thread that ends: its child becomes the main thread's
+    env = dict(os.environ, ORCHESTRATR_APP="a", ORCHESTRATR_CONFIG_DIR="/tmp/another-daemon")
+    foreign.append(subprocess.Popen(["sleep", "30"], env=env, start_new_session=True))
+try:
+    spawner = threading.Thread(target=spawn_foreign)
+    spawner.start()
+    spawner.join()
+    ended = threading.Event()
+    env = dict(os.environ, ORCHESTRATR_APP="a", ORCHESTRATR_CONFIG_DIR="/tmp/this-daemon")
+    app = subprocess.Popen(["sleep", "30"], env=env, start_new_session=True)
+    tracker.watch_child(app, lambda exit: ended.set(), app="a")
+    os.killpg(app.pid, 9)
+    print(ended.wait(5), foreign[0].poll() is None)
+finally:
+    for proc in foreign:
+        proc.kill()
+        proc.wait()
+    tracker.stop()
+"""
+
+
+def test_a_child_carrying_another_config_dirs_marker_is_no_orphan_of_a_dying_app() -> None:
+    """Another daemon's app of the same name, a child of the main thread, was taken for an
+    orphan of the app that died, whose exit then waited for it (the suite runs many daemons
+    in one process: an exit went unseen for 5 s). In a process of its own: a subreaper."""
+    out = subprocess.run([sys.executable, "-c", FOREIGN], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    assert out.splitlines()[-1].split() == ["True", "True"]  # the exit seen, the other alive
+
+
 def test_the_tracker_owns_a_member_that_left_the_tree() -> None:
     """Run-or-raise asks whose a window's process is: a child that called ``setsid`` and came
     back to the daemon (a subreaper) is below neither the leader nor its group, but the
